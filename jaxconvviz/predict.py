@@ -1,0 +1,114 @@
+"""Classification and intermediate activations, batched and jitted.
+
+Inputs are RGB images in [0, 255]; each model maps them to its own input
+domain (VGG16: caffe BGR) via :meth:`ConvNet.preprocess`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from ._types import ImagesRGB, Params
+from .nets import ConvNet, resolve_model
+
+
+def check_images(images, *, name: str = "images_rgb", channels: int | None = 3):
+    """Validate an ``(n, h, w, c)`` batch; return it as float32 jax array."""
+    shape = getattr(images, "shape", None)
+    if shape is None or len(shape) != 4 or (channels and shape[-1] != channels):
+        want = f"(n, h, w, {channels})" if channels else "(n, h, w, c)"
+        raise ValueError(
+            f"{name} must be a batch of shape {want}; got "
+            f"{tuple(shape) if shape is not None else type(images).__name__}"
+            + (" (add a batch axis: x[None])" if shape is not None and len(shape)
+               == 3 else "") + "."
+        )
+    x = jnp.asarray(images, jnp.float32)
+    if not bool(jnp.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf values.")
+    return x
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _predict(params, images, model):
+    # The last layer's own activation (softmax for VGG16, sigmoid for a 1-unit
+    # binary head) turns logits into probabilities, as Keras' predict does.
+    return model.forward(params, model.preprocess(images)).astype(jnp.float32)
+
+
+def predict(params: Params, images_rgb: ImagesRGB, *, model: ConvNet | None = None
+            ) -> jax.Array:
+    """Class probabilities, ``(n, classes)`` float32 (the last layer's output:
+    softmax for VGG16, sigmoid for a 1-unit binary head).
+
+    Args:
+      params: weights with a classifier top (``load_vgg16(..., include_top=True)``).
+      images_rgb: RGB float in [0, 255], ``(n, 224, 224, 3)`` for VGG16.
+      model: the network; None infers the VGG16 preset from ``params``.
+    """
+    model = resolve_model(params, model)
+    if not model.has_top:
+        raise ValueError(
+            "predict needs weights with a classifier top; got params without "
+            "'predictions'. Use jcv.load_vgg16('imagenet', include_top=True) "
+            "(CLI: jaxconvviz weights fetch imagenet --top)."
+        )
+    x = check_images(images_rgb, channels=model.input_shape[2])
+    want = model.input_shape[:2]
+    if None not in want and tuple(x.shape[1:3]) != tuple(want):
+        raise ValueError(
+            f"images_rgb must be {want[0]}x{want[1]} for this model's classifier "
+            f"top; got {x.shape[1]}x{x.shape[2]} (use load_img(path, "
+            f"target_size={tuple(want)}))."
+        )
+    return _predict(params, x, model)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "layers"))
+def _activations(params, images, model, layers):
+    order = sorted(layers, key=model.layer_index)
+    out, x, prev = {}, model.preprocess(images), None
+    for name in order:
+        x = model.forward(params, x, start=prev, stop=name)
+        out[name] = x.astype(jnp.float32)
+        prev = name
+    return out
+
+
+def activations(params: Params, images_rgb: ImagesRGB, *, layers,
+                model: ConvNet | None = None) -> dict[str, jax.Array]:
+    """Activations of several layers in one forward pass.
+
+    Args:
+      params: model weights.
+      images_rgb: RGB float in [0, 255], ``(n, h, w, c)``.
+      layers: layer names (any order; a single name is accepted too).
+      model: the network; None infers the VGG16 preset from ``params``.
+
+    Returns:
+      ``{layer: (n, h', w', c') float32}`` (``(n, units)`` for dense layers),
+      ReLU already applied where the layer has it, as Keras reports them.
+    """
+    model = resolve_model(params, model)
+    if isinstance(layers, str):
+        layers = (layers,)
+    layers = tuple(layers)
+    if not layers:
+        raise ValueError("layers must name at least one layer; got none.")
+    for name in layers:
+        model.check_layer(name, model.layer_names, name="layers")
+    x = check_images(images_rgb, channels=model.input_shape[2])
+    for name in layers:
+        shape = model.output_shape(name, tuple(x.shape[1:3]))
+        if len(shape) == 3 and min(shape[:2]) < 1:
+            raise ValueError(
+                f"images_rgb of {x.shape[1]}x{x.shape[2]} px are too small for "
+                f"layer {name!r}; it needs at least {model.min_input_size(name)} px."
+            )
+    return dict(_activations(params, x, model, tuple(dict.fromkeys(layers))))
+
+
+__all__ = ["predict", "activations", "check_images"]

