@@ -50,7 +50,7 @@ _LAZY = {
     "to_uint8": "images",
     "CAT_PHOTO": "images",
     "ELEPHANT_PHOTO": "images",
-    "plotting": None,
+    "plotting": None,  # the jaxconvviz.plotting package
     # -- modules added by later work register lazy exports below this line --
 }
 
