@@ -124,19 +124,19 @@ class _BatchNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        mean = self.param("moving_mean", nn.initializers.zeros, (self.features,))
-        var = self.param("moving_variance", nn.initializers.ones, (self.features,))
-        y = (x - mean.astype(x.dtype)) * jax.lax.rsqrt(
-            var.astype(x.dtype) + jnp.asarray(self.epsilon, x.dtype)
-        )
+        f = (self.features,)
+        shape = (1,) * (x.ndim - 1) + f  # explicit rank (no rank promotion)
+
+        def p(name, init):
+            return self.param(name, init, f).astype(x.dtype).reshape(shape)
+
+        mean = p("moving_mean", nn.initializers.zeros)
+        var = p("moving_variance", nn.initializers.ones)
+        y = (x - mean) * jax.lax.rsqrt(var + jnp.asarray(self.epsilon, x.dtype))
         if self.scale:
-            y = y * self.param("gamma", nn.initializers.ones, (self.features,)).astype(
-                x.dtype
-            )
+            y = y * p("gamma", nn.initializers.ones)
         if self.center:
-            y = y + self.param("beta", nn.initializers.zeros, (self.features,)).astype(
-                x.dtype
-            )
+            y = y + p("beta", nn.initializers.zeros)
         return y
 
 
@@ -395,7 +395,9 @@ class ConvNet(nn.Module):
                     f"{source}: layer {lname!r} is missing; found layers "
                     f"{sorted(params)}."
                 )
-            for pname, spec in leaves.items():
+            # kernel first: its shape says more than the bias's
+            for pname, spec in sorted(leaves.items(),
+                                      key=lambda kv: kv[0] != "kernel"):
                 found = params[lname].get(pname)
                 if found is None:
                     raise ValueError(

@@ -27,6 +27,11 @@ def _check_channels_last(x, name: str) -> None:
         )
 
 
+def _mean(ndim: int):
+    # explicit rank: stays valid under jax_numpy_rank_promotion="raise"
+    return jnp.asarray(CAFFE_MEAN_BGR, jnp.float32).reshape((1,) * (ndim - 1) + (3,))
+
+
 def preprocess_input(images_rgb: ImagesRGB) -> ImagesCaffe:
     """Keras' VGG16 ``preprocess_input`` (caffe mode), as a pure function.
 
@@ -44,14 +49,14 @@ def preprocess_input(images_rgb: ImagesRGB) -> ImagesCaffe:
     x = jnp.asarray(images_rgb)
     _check_channels_last(x, "images_rgb")
     x = x.astype(jnp.float32)
-    return x[..., ::-1] - jnp.asarray(CAFFE_MEAN_BGR, jnp.float32)
+    return x[..., ::-1] - _mean(x.ndim)
 
 
 def caffe_to_rgb(images_caffe: ImagesCaffe) -> ImagesRGB:
     """Inverse of :func:`preprocess_input`: add the mean back, BGR -> RGB."""
     x = jnp.asarray(images_caffe, jnp.float32)
     _check_channels_last(x, "images_caffe")
-    return (x + jnp.asarray(CAFFE_MEAN_BGR, jnp.float32))[..., ::-1]
+    return (x + _mean(x.ndim))[..., ::-1]
 
 
 def deprocess_image(x, *, contrast: float = 0.1) -> np.ndarray:
