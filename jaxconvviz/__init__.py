@@ -52,6 +52,7 @@ _LAZY = {
     "ELEPHANT_PHOTO": "images",
     "plotting": None,  # the jaxconvviz.plotting package
     # -- modules added by later work register lazy exports below this line --
+    "overlay": "heatmaps",
 }
 
 
@@ -69,3 +70,4 @@ def __dir__():
 
 
 # -- eager exports added by later work go below this line --
+from .gradcam import grad_cam, grad_cam_with_scores  # noqa: E402

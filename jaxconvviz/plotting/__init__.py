@@ -8,3 +8,4 @@ technique; this package re-exports them.
 from ._common import new_figure
 
 # -- each technique's submodule adds its re-export line below --
+from ._gradcam import plot_gradcam  # noqa: E402
