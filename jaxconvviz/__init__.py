@@ -52,6 +52,11 @@ _LAZY = {
     "ELEPHANT_PHOTO": "images",
     "plotting": None,  # the jaxconvviz.plotting package
     # -- modules added by later work register lazy exports below this line --
+    "load_vgg16": "weights",
+    "load_params": "weights",
+    "read_keras_weights": "weights",
+    "fetch_imagenet": "weights",
+    "imagenet_available": "weights",
     "overlay": "heatmaps",
 }
 
