@@ -75,4 +75,13 @@ def __dir__():
 
 
 # -- eager exports added by later work go below this line --
+from .activation_grids import (  # noqa: E402
+    activation_grid,
+    activation_grids,
+    feature_map_grid,
+    layer_activation_grids,
+    standardize_channels,
+    tile_channels,
+)
 from .gradcam import grad_cam, grad_cam_with_scores  # noqa: E402
+from .kernels import KernelGrid, WeightHistogram, kernel_grid, weight_histogram  # noqa: E402
