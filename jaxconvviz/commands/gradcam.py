@@ -1,0 +1,138 @@
+"""``jaxconvviz gradcam IMAGE``: Grad-CAM heatmap of a class on a photo.
+
+Prints the top-3 predictions, then writes ``gradcam_<stem>.png`` (image,
+heatmap, overlay) and ``overlay_<stem>.png`` (the heatmap blended onto the
+photo at its full resolution, DLwP listing 5.44) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from ..cli import CLIError
+from . import common
+
+IMAGENET_CLASSES = 1000
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "gradcam",
+        help="Grad-CAM class-activation heatmap of an image",
+        description="Grad-CAM (arXiv:1610.02391) of one class at a spatial "
+        "layer: which parts of the image raise the class logit. Defaults "
+        "follow DLwP 5.4.3: VGG16 with ImageNet weights and its classifier, "
+        "layer block5_conv3, the top-1 class.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("image", metavar="IMAGE", help="an image file (PNG, JPEG, ...)")
+    p.add_argument("--class", dest="class_index", type=int, default=None,
+                   metavar="N", help="class index to explain (default: the "
+                   "top-1 prediction; 386 = African_elephant)")
+    p.add_argument("--layer", default="block5_conv3",
+                   help="spatial layer whose feature map is weighted")
+    p.add_argument("--out", default=".", metavar="DIR", help="output directory")
+    p.add_argument("--alpha", type=float, default=0.4,
+                   help="heatmap weight in the overlay, in [0, 1] (the book's 0.4)")
+    p.add_argument("--colormap", default="jet",
+                   help="matplotlib colormap of the heatmap")
+    common.add_model_args(p, default_weights="imagenet", include_top=True)
+    p.set_defaults(func=run)
+
+
+def _probabilities(model, logits: np.ndarray) -> tuple[np.ndarray, str]:
+    """Apply the model's own output activation; returns (scores, kind)."""
+    act = model.layers[-1].opt("activation", "linear")
+    if act == "softmax":
+        z = logits - logits.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=-1, keepdims=True), "probability"
+    if act == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-logits)), "sigmoid probability"
+    return logits, "score"
+
+
+def _load(args):
+    try:
+        return common.load_model_and_params(args, include_top=True)
+    except OSError as e:
+        if args.model or args.weights != "imagenet":
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CLIError(
+            f"the ImageNet VGG16 weights with the classifier are not available "
+            f"({msg}); fetch them with `jaxconvviz weights fetch imagenet --top` "
+            f"or pass --weights PATH to a Keras VGG16 .h5 with its top."
+        ) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..gradcam import grad_cam_with_scores
+    from ..heatmaps import colorize, overlay
+    from ..images import load_img, to_uint8
+    from ..labels import decode_predictions, load_class_index
+    from ..plotting import plot_gradcam
+
+    if not 0.0 <= args.alpha <= 1.0:
+        raise CLIError(f"--alpha must be in [0, 1]; got {args.alpha}.")
+    colorize(np.zeros((1, 1, 1)), colormap=args.colormap)  # validate it early
+    path = Path(args.image)
+    if not path.is_file():
+        raise CLIError(f"image file not found: {args.image!r}.")
+    model, params, desc = _load(args)
+    if not model.has_top:
+        raise CLIError(
+            f"{desc} has no classifier top; Grad-CAM needs class logits. Use "
+            "--weights imagenet (fetch: `jaxconvviz weights fetch imagenet "
+            "--top`) or a Keras classifier via --model."
+        )
+    model.check_layer(args.layer, model.spatial_layers, name="--layer")
+    n_out = model.num_outputs
+    if args.class_index is not None and not 0 <= args.class_index < n_out:
+        raise CLIError(f"--class must be in 0..{n_out - 1} for {desc}; got "
+                       f"{args.class_index}.")
+
+    original = load_img(path)  # full resolution: the overlay is drawn on it
+    want = model.input_shape[:2]
+    x = load_img(path, target_size=tuple(want)) if None not in want else original
+    cams, logits, used = grad_cam_with_scores(
+        params, x[None], layer=args.layer, class_index=args.class_index,
+        model=model)
+    cam = np.asarray(cams[0])
+    logits = np.asarray(logits, dtype=np.float64)
+    k = int(used[0])
+    scores, kind = _probabilities(model, logits)
+
+    common.say(f"{desc}; layer {args.layer}; heatmap {cam.shape[0]}x{cam.shape[1]}")
+    imagenet = n_out == IMAGENET_CLASSES
+    if imagenet:
+        top = decode_predictions(scores, top=3)[0]
+        rows = [(name, float(s)) for _, name, s in top]
+        label = load_class_index()[k][1]
+    else:
+        order = np.argsort(-scores[0], kind="stable")[:3]
+        rows = [(f"class {i}", float(scores[0, i])) for i in order]
+        label = f"class {k}"
+    common.say(f"top predictions ({kind}):")
+    for rank, (name, s) in enumerate(rows, 1):
+        common.say(f"  {rank}. {name}: {s:.4f}")
+    common.say(f"Grad-CAM of {label} (index {k}), logit {logits[0, k]:.4g}"
+               + (", the top-1 class" if args.class_index is None else ""))
+
+    over = overlay(original[None], cam[None], alpha=args.alpha,
+                   colormap=args.colormap)[0]
+    fig = plot_gradcam(
+        to_uint8(original), cam, over,
+        title=f"Grad-CAM at {args.layer}: {label} (index {k}), "
+        f"{kind} {scores[0, k]:.3g}",
+        predictions=rows, colormap=args.colormap)
+    d = common.out_dir(args.out)
+    stem = path.stem
+    fig_path = common.save_figure(fig, d / f"gradcam_{stem}.png")
+    ov_path = common.save_png(over, d / f"overlay_{stem}.png")
+    common.say(f"wrote {fig_path}")
+    common.say(f"wrote {ov_path}")
+    return 0
