@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -223,10 +224,37 @@ def weight_histogram(params: Params, layer: str, *, model: ConvNet | None = None
                            float(w.std()), int(w.size))
 
 
+def glorot_uniform_like(kernel, *, key: jax.Array) -> jax.Array:
+    """A fresh kernel as Keras initialises it (an *untrained* layer).
+
+    Keras' default ``kernel_initializer`` for Conv2D and Dense is
+    ``glorot_uniform``: uniform on ``[-l, l]`` with
+    ``l = sqrt(6 / (fan_in + fan_out))``, ``fan_in = kh * kw * in`` and
+    ``fan_out = kh * kw * out`` for a conv (``in``/``out`` for a dense
+    kernel) -- the flat histogram the note shows for its untrained model.
+    (Flax's own default, used by ``ConvNet.init_params``, is lecun_normal.)
+
+    Args:
+      kernel: an HWIO ``(kh, kw, in, out)`` or dense ``(in, out)`` kernel (only
+        its shape is used).
+      key: PRNG key.
+
+    Returns:
+      float32 array of ``kernel``'s shape.
+    """
+    shape = tuple(getattr(kernel, "shape", ()))
+    if len(shape) < 2:
+        raise ValueError(f"kernel must be at least 2-D (..., in, out); got shape "
+                         f"{shape}.")
+    init = jax.nn.initializers.glorot_uniform(in_axis=-2, out_axis=-1)
+    return init(key, shape, jnp.float32)
+
+
 __all__ = [
     "KernelGrid",
     "WeightHistogram",
     "kernel_grid",
+    "glorot_uniform_like",
     "layer_kernel",
     "weight_histogram",
 ]

@@ -1,0 +1,161 @@
+"""Kernel and weight figures: kernel grids, weight histograms (the
+Fashion-MNIST note's views); also the tiling helper the feature-map figure
+shares. NumPy + matplotlib only."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def _tile_gapped(tiles: np.ndarray, n_rows: int, n_cols: int, *, gap: int = 1,
+                 fill: float = np.nan) -> np.ndarray:
+    """(n, h, w[, 3]) -> one image, tile k at (k // n_cols, k % n_cols),
+    ``gap`` pixels of ``fill`` between tiles and in empty cells."""
+    n, h, w = tiles.shape[:3]
+    extra = tiles.shape[3:]
+    out = np.full((n_rows * (h + gap) - gap, n_cols * (w + gap) - gap) + extra,
+                  fill, dtype=np.float32)
+    for k in range(min(n, n_rows * n_cols)):
+        r, c = divmod(k, n_cols)
+        out[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = (
+            tiles[k])
+    return out
+
+
+def _cmap(name: str, bad: str = "white"):
+    return matplotlib.colormaps[name].with_extremes(bad=bad)
+
+
+def plot_kernels(kernels, *, vmin: float, vmax: float, n_cols: int = 16,
+                 layer: str | None = None, title: str | None = None,
+                 cmap: str = "viridis", colorbar: bool = True) -> Figure:
+    """A grid of small conv kernels on one fixed colour scale.
+
+    The note's ``plt.subplots(2, 16, figsize=(15, 2))`` with
+    ``imshow(conv_weights[:, :, 0, k], vmin=-0.5, vmax=0.5)``: kernel ``k`` at
+    row ``k // n_cols``, column ``k % n_cols``, drawn as one image with a
+    1-pixel white gap between kernels, plus a colour bar (grey kernels).
+
+    Args:
+      kernels: ``(n, kh, kw)`` float weights (one input channel or a mean), or
+        ``(n, kh, kw, 3)`` RGB display images in [0, 1] (see
+        :func:`jaxconvviz.kernel_grid`); typically ``kg.kernels``.
+      vmin, vmax: weight values at the ends of the colour scale (the note:
+        -0.5, 0.5); for RGB kernels they are only quoted in the title.
+      n_cols: kernels per row (the note: 16).
+      layer: layer name for the title.
+      title: full title (overrides the default built from ``layer``).
+      cmap: colormap of grey kernels (matplotlib's default, viridis, as the
+        note).
+      colorbar: draw a colour bar (grey kernels only).
+
+    Returns:
+      A ``matplotlib.figure.Figure`` (not shown, not saved).
+    """
+    k = np.asarray(kernels, dtype=np.float32)
+    rgb = k.ndim == 4 and k.shape[-1] == 3
+    if not (k.ndim == 3 or rgb) or k.shape[0] < 1:
+        raise ValueError(
+            f"kernels must be (n, kh, kw) or RGB (n, kh, kw, 3); got shape "
+            f"{k.shape}."
+        )
+    if not (np.isfinite(vmin) and np.isfinite(vmax) and vmin < vmax):
+        raise ValueError(f"vmin must be < vmax; got vmin={vmin!r}, vmax={vmax!r}.")
+    if isinstance(n_cols, bool) or not isinstance(n_cols, int) or n_cols < 1:
+        raise ValueError(f"n_cols must be an integer >= 1; got {n_cols!r}.")
+    n = k.shape[0]
+    n_cols = min(n_cols, n)
+    n_rows = math.ceil(n / n_cols)
+    per = min(0.9, 12.0 / n_rows)  # the note: ~0.9 in per kernel; cap height
+    width = max(4.0, n_cols * per + (1.2 if colorbar and not rgb else 0.3))
+    fig = Figure(figsize=(width, n_rows * per + 0.9), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    if rgb:
+        ax.imshow(_tile_gapped(k, n_rows, n_cols, fill=1.0), interpolation="nearest")
+        scale = f"RGB, grey = 0, +-{vmax:.3g} saturates"
+    else:
+        im = ax.imshow(np.ma.masked_invalid(_tile_gapped(k, n_rows, n_cols)),
+                       cmap=_cmap(cmap), vmin=vmin, vmax=vmax,
+                       interpolation="nearest")
+        scale = f"vmin={vmin:.3g}, vmax={vmax:.3g}"
+        if colorbar:
+            fig.colorbar(im, ax=ax, shrink=0.9, label="weight")
+    ax.set_axis_off()
+    kh, kw = k.shape[1:3]
+    if title is None:
+        title = (f"{layer}: " if layer else "") + f"{n} kernels {kh}x{kw}\n{scale}"
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def plot_weight_histograms(weights_by_label: Mapping[str, object], *,
+                           layer: str, bins: int = 30, layout: str = "overlay"
+                           ) -> Figure:
+    """Histograms of one layer's weights for several models (trained vs
+    untrained), with each model's mean and std in the legend.
+
+    The note's ``plt.hist(conv_weights.reshape(-1, 1))`` for a trained and an
+    untrained model, on shared bin edges (the min..max over all models) so
+    the shapes compare.
+
+    Args:
+      weights_by_label: ``{label: weights}``, any array shapes (flattened),
+        e.g. ``{"trained": k1, "untrained": k0}``.
+      layer: layer name for the title.
+      bins: number of shared equal-width bins.
+      layout: ``"overlay"`` (one axes, translucent bars) or ``"side"`` (one
+        axes per model, shared x axis).
+
+    Returns:
+      A ``matplotlib.figure.Figure``.
+    """
+    if not isinstance(weights_by_label, Mapping) or not weights_by_label:
+        raise ValueError(
+            "weights_by_label must be a non-empty dict {label: weights}; got "
+            f"{weights_by_label!r:.80}."
+        )
+    if layout not in ("overlay", "side"):
+        raise ValueError(f"layout must be 'overlay' or 'side'; got {layout!r}.")
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins must be an integer >= 1; got {bins!r}.")
+    data = {str(k): np.asarray(v, dtype=np.float64).ravel()
+            for k, v in weights_by_label.items()}
+    for k, v in data.items():
+        if v.size == 0 or not np.isfinite(v).all():
+            raise ValueError(f"weights for {k!r} must be non-empty and finite.")
+    lo = min(float(v.min()) for v in data.values())
+    hi = max(float(v.max()) for v in data.values())
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    m = len(data)
+    if layout == "overlay":
+        fig = Figure(figsize=(6.4, 4.0), dpi=100, layout="constrained")
+        ax = fig.add_subplot()
+        axes = [ax] * m
+    else:
+        fig = Figure(figsize=(4.0 * m, 3.6), dpi=100, layout="constrained")
+        axes = list(np.atleast_1d(fig.subplots(1, m, sharex=True)))
+    colors = matplotlib.colormaps["tab10"].colors
+    for i, ((label, w), ax) in enumerate(zip(data.items(), axes, strict=True)):
+        ax.hist(w, bins=edges, alpha=0.55 if layout == "overlay" else 0.9,
+                color=colors[i % 10], edgecolor=colors[i % 10],
+                label=f"{label}: mean={w.mean():.4g}, std={w.std():.4g} "
+                f"(n={w.size})")
+        ax.set_xlabel("weights")
+        ax.set_ylabel("count")
+        if layout == "side":
+            ax.set_title(label, fontsize=10)
+            ax.legend(fontsize=8, loc="upper left")
+    if layout == "overlay":
+        axes[0].legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"{layer} weights", fontsize=11)
+    return fig
+
+
+__all__ = ["plot_kernels", "plot_weight_histograms"]
