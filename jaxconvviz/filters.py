@@ -1,0 +1,401 @@
+"""Filter patterns by gradient ascent in input space (DLwP listing 5.38), batched.
+
+The book maximises the mean activation of one filter of one layer by 40
+normalised gradient steps from a grey noisy image, one filter at a time in
+Python. Here every filter of a request is optimised in one compiled program:
+the per-image objective is written unbatched and lifted with ``jax.vmap``,
+and the step loop is either a ``lax.fori_loop`` inside the program (GPU/TPU)
+or a Python loop over one jitted batched step (XLA:CPU, where that measured
+faster). Filter indices are traced, so a second call with other filters of
+the same count reuses the compiled program. Large requests run in chunks of
+``batch_size`` filters that all share one compiled shape.
+
+Imports jax and numpy only (no Pillow, h5py or matplotlib).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._types import Params, PRNGKey
+from .nets import ConvNet, resolve_model
+
+#: Step-loop forms accepted by :func:`filter_patterns`.
+LOOPS = ("auto", "fori", "python")
+#: Compute dtypes accepted by :func:`filter_patterns`.
+DTYPES = ("float32", "bfloat16", "float16")
+
+#: Book constants (DLwP listings 5.34 and 5.36): gradient RMS epsilon, start
+#: image ``uniform(0, 1) * 20 + 128``.
+GRAD_EPS = 1e-5
+START_SCALE = 20.0
+START_OFFSET = 128.0
+
+#: Default chunk size on XLA:CPU (measured on the HED VGG16; see
+#: ``scripts/book_filters.py`` and the filter-engine notes). Accelerators run
+#: every requested filter at once.
+CPU_BATCH_SIZE = 8
+
+
+# --------------------------------------------------------------------- compute
+def _objective(params, x, fidx, *, model: ConvNet, layer: str, preprocess: bool):
+    """Mean over (h, w) of filter ``fidx`` at ``layer`` for ONE image ``(h, w, c)``."""
+    inp = x[None]
+    if preprocess:
+        inp = model.preprocess(inp)
+    act = model.forward(params, inp, stop=layer)[0]  # (h', w', channels)
+    a = jax.lax.dynamic_index_in_dim(act, fidx, axis=-1, keepdims=False)
+    return a.astype(jnp.float32).mean()
+
+
+def _value_and_grads(params, x, fidx, *, model, layer, preprocess):
+    """Per-image objective and its input gradient, ``(f,)`` and ``(f, h, w, c)``."""
+    obj = functools.partial(_objective, model=model, layer=layer,
+                            preprocess=preprocess)
+    return jax.vmap(jax.value_and_grad(obj, argnums=1), in_axes=(None, 0, 0))(
+        params, x, fidx)
+
+
+def _normalise(g):
+    """The book's trick: divide by ``sqrt(mean(g**2)) + 1e-5``, per image."""
+    rms = jnp.sqrt(jnp.mean(jnp.square(g), axis=(1, 2, 3), keepdims=True))
+    return g / (rms + GRAD_EPS)
+
+
+def _step(params, x, fidx, step_size, *, model, layer, preprocess):
+    _, g = _value_and_grads(params, x, fidx, model=model, layer=layer,
+                            preprocess=preprocess)
+    return x + step_size * _normalise(g.astype(jnp.float32))
+
+
+_STATIC = ("model", "layer", "preprocess")
+
+#: One ascent step for a batch ``(f, h, w, c)``; the CPU loop form calls it
+#: ``steps`` times from Python.
+_step_jit = jax.jit(_step, static_argnames=_STATIC)
+
+
+@functools.partial(jax.jit, static_argnames=(*_STATIC, "steps"))
+def _ascend_fori(params, x0, fidx, step_size, *, model, layer, preprocess, steps):
+    """All ``steps`` ascent steps in one program (``lax.fori_loop``)."""
+    def body(_, x):
+        return _step(params, x, fidx, step_size, model=model, layer=layer,
+                     preprocess=preprocess)
+
+    return jax.lax.fori_loop(0, steps, body, x0)
+
+
+@functools.partial(jax.jit, static_argnames=("size", "channels"))
+def _start_images(key, fidx, *, size, channels):
+    """The book's grey start ``uniform(0, 1) * 20 + 128``, one stream per filter.
+
+    Filter ``k``'s image comes from ``fold_in(key, k)``: it does not depend on
+    the other filters requested, so batched and one-at-a-time runs agree.
+    """
+    def one(i):
+        u = jax.random.uniform(jax.random.fold_in(key, i), (size, size, channels),
+                               jnp.float32)
+        return u * START_SCALE + START_OFFSET
+
+    return jax.vmap(one)(fidx)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _activation_jit(params, images, fidx, *, model, layer, preprocess):
+    obj = functools.partial(_objective, model=model, layer=layer,
+                            preprocess=preprocess)
+    return jax.vmap(obj, in_axes=(None, 0, 0))(params, images, fidx)
+
+
+# ------------------------------------------------------------------ validation
+def _check_layer(model: ConvNet, layer) -> str:
+    return model.check_layer(layer, model.spatial_layers, name="layer")
+
+
+def _check_filters(model: ConvNet, layer: str, filter_indices) -> np.ndarray:
+    if isinstance(filter_indices, jax.core.Tracer):
+        raise ValueError(
+            "filter_indices must be concrete (a list, range or array), not a "
+            "traced value: call filter_patterns outside jit."
+        )
+    a = np.asarray(filter_indices)
+    n = model.channels(layer)
+    if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(
+            f"filter_indices must be a non-empty 1-D sequence of integers "
+            f"(e.g. range(16) or [3]); got {_short(filter_indices)}."
+        )
+    bad = a[(a < 0) | (a >= n)]
+    if bad.size:
+        raise ValueError(
+            f"filter_indices must be in 0..{n - 1}: layer {layer!r} has {n} "
+            f"channels; got out-of-range {bad[:5].tolist()}."
+        )
+    return a.astype(np.int32)
+
+
+def _check_size(model: ConvNet, layer: str, size) -> int:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise ValueError(f"size must be an integer number of pixels; got {size!r}.")
+    need = model.min_input_size(layer)
+    if size < need:
+        raise ValueError(
+            f"size must be at least {need} px for layer {layer!r} (its feature "
+            f"map would be empty); got {size}."
+        )
+    return int(size)
+
+
+def _check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+    return int(value)
+
+
+def _check_key(key):
+    if key is None:
+        raise ValueError(
+            "key is required (e.g. key=jax.random.key(0)): it draws the start "
+            "images; or pass init= start images."
+        )
+    typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype,
+                                                          jax.dtypes.prng_key)
+    legacy = (isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32
+              and key.shape == (2,))
+    if not (typed and key.shape == () or legacy):
+        raise ValueError(
+            f"key must be one PRNG key from jax.random.key(seed) (or the legacy "
+            f"jax.random.PRNGKey); got {_short(key)}."
+        )
+    return key
+
+
+def _check_dtype(dtype):
+    try:
+        name = jnp.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}.")
+    return jnp.dtype(name)
+
+
+def _check_init(init, f: int, size: int, channels: int):
+    shape = getattr(init, "shape", None)
+    want = (f, size, size, channels)
+    if shape is None or tuple(shape) != want:
+        raise ValueError(
+            f"init must have shape (len(filter_indices), size, size, channels) = "
+            f"{want}; got {_short(init)}."
+        )
+    x = jnp.asarray(init, jnp.float32)
+    if not bool(jnp.isfinite(x).all()):
+        raise ValueError("init contains NaN or inf values; start images must be "
+                         "finite.")
+    return x
+
+
+def _short(v) -> str:
+    shape = getattr(v, "shape", None)
+    if shape is not None:
+        return f"{type(v).__name__} of shape {tuple(shape)} and dtype {v.dtype}"
+    r = repr(v)
+    return r if len(r) < 60 else r[:57] + "..."
+
+
+def _resolve_loop(loop: str) -> str:
+    if loop not in LOOPS:
+        raise ValueError(f"loop must be one of {', '.join(LOOPS)}; got {loop!r}.")
+    if loop == "auto":
+        return "python" if jax.default_backend() == "cpu" else "fori"
+    return loop
+
+
+def default_batch_size(n_filters: int) -> int:
+    """Chunk size used when ``batch_size=None``: all filters on GPU/TPU,
+    :data:`CPU_BATCH_SIZE` on XLA:CPU."""
+    if jax.default_backend() == "cpu":
+        return min(n_filters, CPU_BATCH_SIZE)
+    return n_filters
+
+
+# ------------------------------------------------------------------ public API
+def filter_patterns(
+    params: Params,
+    layer: str,
+    filter_indices,
+    *,
+    key: PRNGKey | None = None,
+    steps: int = 40,
+    step_size: float = 1.0,
+    size: int = 150,
+    init=None,
+    preprocess: bool = False,
+    model: ConvNet | None = None,
+    batch_size: int | None = None,
+    dtype=jnp.float32,
+    loop: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> jax.Array:
+    """Input patterns that maximise filters of ``layer`` (the book's method).
+
+    For each filter ``k``: start from ``uniform(0, 1) * 20 + 128`` (drawn from
+    ``jax.random.fold_in(key, k)``), then ``steps`` times
+    ``x += step_size * g / (sqrt(mean(g**2)) + 1e-5)`` where ``g`` is the
+    gradient of ``mean_{h,w} activation[layer][..., k]`` (after the layer's
+    ReLU, as Keras reports it) with respect to ``x``, per image. Defaults are
+    DLwP listings 5.32-5.38 (40 steps of size 1, 150 px).
+
+    Every filter runs in one compiled program (vmapped over filters), compiled
+    once per (layer, size, steps, chunk shape, dtype): other filters of the
+    same count reuse it. A filter's result does not depend on which other
+    filters are requested, up to float rounding of batched convolutions.
+
+    Args:
+      params: ``{layer_name: {"kernel", "bias"}}`` weights.
+      layer: a spatial layer of the model (``model.spatial_layers``), e.g.
+        ``"block3_conv1"``.
+      filter_indices: 1-D integers, channels of ``layer`` (``range(64)``,
+        ``[0, 5]``, an int array).
+      key: PRNG key drawing the start images; required unless ``init`` is given.
+      steps: number of ascent steps, >= 1.
+      step_size: step length along the RMS-normalised gradient (book: 1.0).
+      size: side of the square images in pixels, at least
+        ``model.min_input_size(layer)``.
+      init: optional start images, float ``(f, size, size, c)`` with
+        ``f = len(filter_indices)``, in the domain being optimised (see
+        ``preprocess``); replaces the key-drawn starts.
+      preprocess: False (the book): ``x`` is fed to the network as is, i.e.
+        optimised in the model's input domain (VGG16: caffe BGR around 128, as
+        the book's Keras model has no preprocessing layer). True: ``x`` is an
+        RGB image in [0, 255] passed through ``model.preprocess`` inside the
+        objective, so gradients flow through the caffe conversion.
+      model: the network; None infers the VGG16 preset from ``params``.
+      batch_size: filters per compiled chunk; the last chunk is padded to the
+        same shape and the padding dropped. None: all filters on GPU/TPU,
+        :data:`CPU_BATCH_SIZE` on CPU.
+      dtype: network compute dtype: ``jnp.float32`` or ``jnp.bfloat16``
+        (``float16`` also accepted). Images, gradients and their
+        normalisation stay float32.
+      loop: ``"fori"`` (steps inside the compiled program), ``"python"`` (a
+        Python loop over one jitted batched step) or ``"auto"`` (python on
+        XLA:CPU, where it measured faster; fori on GPU/TPU).
+      progress: optional callback ``progress(done, total)`` called after each
+        chunk completes (the CLI drives a progress bar with it).
+
+    Returns:
+      float32 ``(f, size, size, c)``: the optimised tensors, raw (not
+      deprocessed), in the optimised domain. Display them with
+      :func:`~jaxconvviz.atlas_grid` or :func:`~jaxconvviz.deprocess_image`.
+
+    Raises:
+      ValueError: unknown layer (lists the valid ones), filter index out of
+        range, size too small for the layer, ``steps`` < 1, bad ``init``
+        (shape or non-finite values), missing or malformed ``key``, bad
+        ``batch_size``/``dtype``/``loop``/``step_size``. All before any compute.
+    """
+    model = resolve_model(params, model)
+    layer = _check_layer(model, layer)
+    fidx = _check_filters(model, layer, filter_indices)
+    size = _check_size(model, layer, size)
+    steps = _check_positive_int(steps, "steps")
+    try:
+        step_size = float(step_size)
+    except (TypeError, ValueError):
+        step_size = math.nan
+    if not math.isfinite(step_size):
+        raise ValueError(f"step_size must be a finite number; got {step_size!r}.")
+    channels = int(model.input_shape[2])
+    f = int(fidx.shape[0])
+    if init is not None:
+        x_all = _check_init(init, f, size, channels)
+    else:
+        key = _check_key(key)
+        x_all = None
+    bs = default_batch_size(f) if batch_size is None else _check_positive_int(
+        batch_size, "batch_size")
+    bs = min(bs, f)
+    dt = _check_dtype(dtype)
+    loop = _resolve_loop(loop)
+    if not isinstance(preprocess, bool):
+        raise ValueError(f"preprocess must be True or False; got {preprocess!r}.")
+    if dt != jnp.float32:
+        model = model.with_dtype(dt)
+
+    n_chunks = -(-f // bs)
+    pad = n_chunks * bs - f
+    fidx_p = np.concatenate([fidx, np.repeat(fidx[-1:], pad)])
+    if x_all is not None and pad:
+        x_all = jnp.concatenate([x_all, jnp.repeat(x_all[-1:], pad, axis=0)])
+    step_arr = jnp.asarray(step_size, jnp.float32)
+    static = dict(model=model, layer=layer, preprocess=preprocess)
+
+    outs = []
+    for c in range(n_chunks):
+        idx = jnp.asarray(fidx_p[c * bs:(c + 1) * bs])
+        if x_all is None:
+            x = _start_images(key, idx, size=size, channels=channels)
+        else:
+            x = x_all[c * bs:(c + 1) * bs]
+        if loop == "fori":
+            x = _ascend_fori(params, x, idx, step_arr, steps=steps, **static)
+        else:
+            for _ in range(steps):
+                x = _step_jit(params, x, idx, step_arr, **static)
+        outs.append(x)
+        if progress is not None:
+            jax.block_until_ready(x)
+            progress(min((c + 1) * bs, f), f)
+    out = outs[0] if n_chunks == 1 else jnp.concatenate(outs, axis=0)
+    return out[:f]
+
+
+def filter_activation(
+    params: Params,
+    images,
+    layer: str,
+    filter_indices,
+    *,
+    preprocess: bool = False,
+    model: ConvNet | None = None,
+) -> jax.Array:
+    """Mean activation of filter ``filter_indices[i]`` on its own image ``i``.
+
+    The objective :func:`filter_patterns` maximises, evaluated in float32.
+
+    Args:
+      params: model weights.
+      images: float ``(f, h, w, c)`` in the model's input domain
+        (``preprocess=False``) or RGB [0, 255] (``preprocess=True``).
+      layer: a spatial layer of the model.
+      filter_indices: ``f`` channel indices of ``layer``.
+      preprocess: pass ``images`` through ``model.preprocess`` first.
+      model: the network; None infers the VGG16 preset from ``params``.
+
+    Returns:
+      float32 ``(f,)``: ``mean_{h,w} act[layer][i, :, :, filter_indices[i]]``.
+    """
+    from .predict import check_images
+
+    model = resolve_model(params, model)
+    layer = _check_layer(model, layer)
+    fidx = _check_filters(model, layer, filter_indices)
+    x = check_images(images, name="images", channels=int(model.input_shape[2]))
+    if x.shape[0] != fidx.shape[0]:
+        raise ValueError(
+            f"images and filter_indices must have the same length; got "
+            f"{x.shape[0]} images and {fidx.shape[0]} filters."
+        )
+    _check_size(model, layer, min(x.shape[1], x.shape[2]))
+    return _activation_jit(params, x, jnp.asarray(fidx), model=model, layer=layer,
+                           preprocess=bool(preprocess))
+
+
+__all__ = ["filter_patterns", "filter_activation", "default_batch_size", "LOOPS",
+           "CPU_BATCH_SIZE"]
