@@ -58,6 +58,8 @@ _LAZY = {
     "fetch_imagenet": "weights",
     "imagenet_available": "weights",
     "overlay": "heatmaps",
+    "load_keras_model": "keras_import",
+    "save_keras_model": "keras_export",
 }
 
 

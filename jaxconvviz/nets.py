@@ -220,9 +220,12 @@ class ConvNet(nn.Module):
         if kind == "activation":
             return act(x)
         if kind == "rescaling":
-            return x * jnp.asarray(o("scale", 1.0), x.dtype) + jnp.asarray(
-                o("offset", 0.0), x.dtype
-            )
+            # scale/offset: scalars or per-channel tuples (explicit broadcast)
+            def bc(v):
+                v = jnp.asarray(v, x.dtype)
+                return v.reshape((1,) * (x.ndim - v.ndim) + v.shape) if v.ndim else v
+
+            return x * bc(o("scale", 1.0)) + bc(o("offset", 0.0))
         raise ValueError(f"unknown layer kind {kind!r}")  # unreachable: checked
 
     # ----------------------------------------------------------- pure helpers
