@@ -159,7 +159,8 @@ def keras_config(model: ConvNet, *, legacy: bool = False) -> dict:
 
 def _check(model: ConvNet, params: Params, path) -> tuple[Path, str]:
     if not isinstance(model, ConvNet):
-        raise TypeError(f"model must be a jaxconvviz ConvNet; got {type(model).__name__}.")
+        raise TypeError(
+            f"model must be a jaxconvviz ConvNet; got {type(model).__name__}.")
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in (".keras", ".h5", ".hdf5"):
@@ -168,7 +169,8 @@ def _check(model: ConvNet, params: Params, path) -> tuple[Path, str]:
             f"model); got {os.fspath(path)!r}."
         )
     if p.is_dir():
-        raise ValueError(f"path must be a file path; got the directory {os.fspath(path)!r}.")
+        raise ValueError(
+            f"path must be a file path; got the directory {os.fspath(path)!r}.")
     bad = [n for n in model.layer_names if "/" in n or not n]
     if bad:
         raise ValueError(f"model layer names must be non-empty without '/'; got {bad}.")
@@ -204,7 +206,8 @@ def _write_keras(model: ConvNet, params: Params, fh) -> None:
             "writer": f"jaxconvviz {__version__}"}
     with zipfile.ZipFile(fh, "w") as zf:
         zf.writestr("metadata.json", json.dumps(meta), zipfile.ZIP_DEFLATED)
-        zf.writestr("config.json", json.dumps(keras_config(model)), zipfile.ZIP_DEFLATED)
+        zf.writestr("config.json", json.dumps(keras_config(model)),
+                    zipfile.ZIP_DEFLATED)
         zf.writestr("model.weights.h5", _keras_weights_h5(model, params),
                     zipfile.ZIP_STORED)
 

@@ -114,7 +114,9 @@ def _read_archive(path: Path, label: str) -> tuple[dict, dict[str, list]]:
     except OSError as e:
         what = ("truncated or corrupt HDF5 file" if head == b"\x89HDF\r\n\x1a\n"
                 else "neither a .keras zip archive nor an HDF5 .h5 file")
-        raise ValueError(f"{label}: not a readable Keras model: {what} ({e}).") from None
+        raise ValueError(
+            f"{label}: not a readable Keras model: {what} ({e})."
+        ) from None
     with f:
         raw = f.attrs.get("model_config")
         if raw is None:
@@ -351,7 +353,8 @@ def _translate(entry: Mapping, label: str, channels) -> Layer | None:
     _check_channels_last(cfg, where)
     if kind == "conv":
         if int(cfg.get("groups", 1) or 1) != 1:
-            raise ValueError(f"{where} has groups={cfg['groups']}; only 1 is supported.")
+            raise ValueError(
+                f"{where} has groups={cfg['groups']}; only 1 is supported.")
         return Layer.make(
             name, "conv", features=int(cfg["filters"]),
             kernel_size=_pair(cfg["kernel_size"], where, "kernel_size"),
