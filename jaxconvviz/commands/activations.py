@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 
 from ..cli import CLIError
-from .common import add_model_args, load_model_and_params, out_dir, save_figure, say
+from . import common
+from .common import add_model_args, out_dir, save_figure, say
 
 #: The book resizes the cat photo to 150x150.
 DEFAULT_SIZE = 150
@@ -74,7 +75,7 @@ def run(args) -> int:
     from ..images import load_img
     from ..plotting import plot_activation_grid
 
-    model, params, desc = load_model_and_params(args, include_top=False)
+    model, params, desc = common.load_model_and_params(args, include_top=False)
     layers = tuple(args.layers) if args.layers else default_layers(model)
     for name in layers:
         model.check_layer(name, model.spatial_layers, name="--layers")

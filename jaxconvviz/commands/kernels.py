@@ -12,14 +12,8 @@ from __future__ import annotations
 import re
 
 from ..cli import CLIError
-from .common import (
-    add_model_args,
-    load_model_and_params,
-    out_dir,
-    parse_slice,
-    save_figure,
-    say,
-)
+from . import common
+from .common import add_model_args, out_dir, parse_slice, save_figure, say
 
 
 def register(subparsers) -> None:
@@ -71,7 +65,7 @@ def run(args) -> int:
     from ..kernels import glorot_uniform_like, kernel_grid, layer_kernel
     from ..plotting import plot_kernels, plot_weight_histograms
 
-    model, params, desc = load_model_and_params(args, include_top=False)
+    model, params, desc = common.load_model_and_params(args, include_top=False)
     if not model.conv_layers:
         raise CLIError("the model has no conv layers.")
     layer = args.layer or model.conv_layers[0]
