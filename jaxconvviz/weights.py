@@ -341,18 +341,18 @@ def _read_converted(path: Path, label: str) -> dict[str, dict[str, np.ndarray]]:
             )
     try:
         with np.load(path, allow_pickle=False) as z:
-            keys = [k for k in z.files if k != _META_KEY]
-            params: dict[str, dict[str, np.ndarray]] = {}
-            for k in keys:
-                layer, sep, pname = k.rpartition("/")
-                if not sep or not layer:
-                    raise ValueError(
-                        f"{label}: entry {k!r} is not named 'layer/param'; not a "
-                        "jaxconvviz converted weights file."
-                    )
-                params.setdefault(layer, {})[pname] = z[k]
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
+            arrays = {k: z[k] for k in z.files if k != _META_KEY}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise ValueError(f"{label}: truncated or damaged .npz file ({e}).") from None
+    params: dict[str, dict[str, np.ndarray]] = {}
+    for k, a in arrays.items():
+        layer, sep, pname = k.rpartition("/")
+        if not sep or not layer:
+            raise ValueError(
+                f"{label}: entry {k!r} is not named 'layer/param'; not a "
+                "jaxconvviz converted weights file."
+            )
+        params.setdefault(layer, {})[pname] = a
     if not params:
         raise ValueError(f"{label}: an .npz file with no weights in it.")
     return params
@@ -529,7 +529,7 @@ def hed_weights_path() -> Path:
     )
 
 
-def load_vgg16(source: str | os.PathLike = "hed", *, include_top: bool = False,
+def load_vgg16(source: str | os.PathLike, *, include_top: bool = False,
                progress: bool = True) -> dict:
     """VGG16 params (Keras layer names) from a named source or a file.
 
@@ -766,7 +766,7 @@ def _download(url: str, dest: Path, md5: str, *, progress: bool) -> Path:
     """Stream ``url`` to ``dest`` atomically, checking the MD5 before the rename."""
     import http.client
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.",

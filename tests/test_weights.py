@@ -356,6 +356,9 @@ def _bad_file(tmp_path, kind, tiny_model, tiny_lists):
         write_released(p, tiny_lists, tiny_model.layer_names)
         with h5py.File(p, "a") as f:
             del f["block3_conv1/block3_conv1_b_1:0"]
+    elif kind == "plain_npz":
+        p = tmp_path / "plain.npz"
+        np.savez(p, a=np.ones(3))
     elif kind == "duplicate_names":
         with h5py.File(p, "w") as f:
             for g in ("a/vars", "b/vars"):
@@ -372,6 +375,7 @@ def _bad_file(tmp_path, kind, tiny_model, tiny_lists):
     ("missing_group", r"layer 'block3_conv1' is listed in 'layer_names' but has no"),
     ("missing_dataset", r"lists weight 'block3_conv1_b_1:0' but the file has no"),
     ("duplicate_names", r"two weight groups are named 'block1_conv1'"),
+    ("plain_npz", r"plain\.npz: entry 'a' is not named 'layer/param'"),
 ])
 def test_bad_files_raise_value_error_naming_the_file(tmp_path, tiny_model, tiny_lists,
                                                      kind, pattern):
@@ -421,6 +425,22 @@ def test_convert_roundtrip_sidecar_and_corruption(tmp_path, tiny_model, tiny_par
         W.load_params(dst, tiny_model)
     with pytest.raises(ValueError, match=r"dst must end in \.npz"):
         W.convert(src, tmp_path / "w.bin")
+
+
+def test_convert_names_batchnorm_and_refuses_unknown_layers(tmp_path):
+    bn = [np.full(3, v, np.float32) for v in (1.0, 2.0, 3.0, 4.0)]
+    src = tmp_path / "bn.weights.h5"
+    write_keras3(src, {"fc1": bn}, ["fc1"])
+    W.convert(src, tmp_path / "bn.npz")
+    with np.load(tmp_path / "bn.npz") as z:
+        for name, v in zip(("gamma", "beta", "moving_mean", "moving_variance"),
+                           (1.0, 2.0, 3.0, 4.0), strict=True):
+            np.testing.assert_array_equal(z[f"fc1/{name}"], np.full(3, v))
+    write_keras3(src, {"fc1": bn[:3]}, ["fc1"])
+    with pytest.raises(ValueError, match=r"cannot name the 3 arrays of layer 'fc1'"
+                       r".*pass model="):
+        W.convert(src, tmp_path / "bn3.npz")
+    assert not (tmp_path / "bn3.npz").exists()
 
 
 def test_convert_is_atomic_on_failure(tmp_path, tiny_model, tiny_lists, monkeypatch):
