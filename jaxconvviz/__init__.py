@@ -88,4 +88,10 @@ from .activation_grids import (  # noqa: E402
 from .filters import filter_activation, filter_patterns  # noqa: E402
 from .gradcam import grad_cam, grad_cam_with_scores  # noqa: E402
 from .grids import atlas_grid, tile_grid  # noqa: E402
-from .kernels import KernelGrid, WeightHistogram, kernel_grid, weight_histogram  # noqa: E402
+from .kernels import (  # noqa: E402
+    KernelGrid,
+    WeightHistogram,
+    glorot_uniform_like,
+    kernel_grid,
+    weight_histogram,
+)

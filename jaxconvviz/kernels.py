@@ -111,9 +111,9 @@ def kernel_grid(params: Params, layer: str, *, model: ConvNet | None = None,
     * ``channel=None`` with 3 input channels (a colour first layer such as
       VGG16 ``block1_conv1``, 3x3x3x64) and ``rgb`` not False: each filter as
       a tiny RGB image ``(n, kh, kw, 3)``, ``0.5 + w / (2 * limit)`` per colour
-      channel, so grey = 0 and the same ``limit`` for all filters. For a caffe
-      model (VGG16) the kernel's input channels are BGR; they are reversed so
-      the picture is RGB;
+      channel, so grey = 0 and the same ``limit`` for all filters. The input
+      channels are put in RGB order as the model's own preprocessing maps
+      them (VGG16's caffe input is BGR, so they are reversed);
     * ``channel=None`` otherwise (deeper layers): the mean over the input
       channels -- a summary; pick ``channel=`` to see actual weights.
 
@@ -162,9 +162,7 @@ def kernel_grid(params: Params, layer: str, *, model: ConvNet | None = None,
         )
     k = kernel[..., jnp.asarray(filters)]  # (kh, kw, in, n)
     if rgb:
-        k = jnp.transpose(k, (3, 0, 1, 2))  # (n, kh, kw, 3)
-        if model.preprocessing == "caffe":
-            k = k[..., ::-1]  # BGR input channels -> RGB picture
+        k = jnp.transpose(k, (3, 0, 1, 2))[..., _rgb_order(model)]  # (n, kh, kw, 3)
         lim = _limit(k, limit)
         img = jnp.clip(0.5 + k / (2.0 * lim), 0.0, 1.0)
         return KernelGrid(img, -lim, lim, True, filters, "rgb")
@@ -177,6 +175,14 @@ def kernel_grid(params: Params, layer: str, *, model: ConvNet | None = None,
     k2 = jnp.transpose(k2, (2, 0, 1))  # (n, kh, kw)
     lim = _limit(k2, limit)
     return KernelGrid(k2, -lim, lim, False, filters, which)
+
+
+def _rgb_order(model: ConvNet) -> jnp.ndarray:
+    """Which input channel of ``model`` each of R, G, B lands in, read off the
+    model's own preprocessing (caffe: BGR, so ``(2, 1, 0)``)."""
+    probe = 255.0 * jnp.eye(3, dtype=jnp.float32).reshape(1, 1, 3, 3)  # R, G, B px
+    lin = model.preprocess(probe) - model.preprocess(jnp.zeros_like(probe))
+    return jnp.argmax(jnp.abs(lin[0, 0]), axis=-1)
 
 
 def _limit(k, limit):
