@@ -314,3 +314,28 @@ def test_cli_activations_missing_image(tmp_path, capsys):
     rc = main(["activations", str(tmp_path / "none.png"), "--out", str(tmp_path)])
     assert rc == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_cli_activations_grey_model(monkeypatch, tmp_path, key):
+    """A one-channel 28x28 model (the Fashion-MNIST note's shape): the image
+    is converted to grey luma, resized to the model's input size, and the
+    default layers are its spatial ones."""
+    import jaxconvviz.commands.common as common
+    from jaxconvviz.commands.activations import _grey
+    from jaxconvviz.nets import ConvNet, Layer
+
+    model = ConvNet(layers=(
+        Layer.make("conv2d", "conv", features=4, kernel_size=3, activation="relu"),
+        Layer.make("max_pooling2d", "maxpool", pool_size=2),
+        Layer.make("flatten", "flatten"),
+        Layer.make("dense", "dense", features=3, activation="softmax"),
+    ), input_shape=(28, 28, 1), preprocessing="scale01")
+    params = model.init_params(key)
+    monkeypatch.setattr(common, "load_model_and_params",
+                        lambda args, *, include_top: (model, params, "grey net"))
+    assert main(["activations", str(jcv.CAT_PHOTO), "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "activations_conv2d.png", "activations_max_pooling2d.png"]
+    np.testing.assert_allclose(
+        _grey(np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255]]], np.float32))[..., 0],
+        [[76.245, 149.685, 29.07]], rtol=1e-5)
