@@ -228,30 +228,55 @@ def test_keras3_dataset_order_is_numeric_and_bf16_is_decoded(tmp_path):
     np.testing.assert_array_equal(kb.astype(np.float32)[0, :2], [1.5, -2.25])
 
 
-def test_keras_oracle_files_load_to_keras_variables(tmp_path, keras):
-    """Real Keras 3 files (save_weights, save .h5) and the released layout
-    written from the same Keras model load to Keras' own variables, and the
-    loaded params reproduce Keras' forward pass."""
-    m = keras.applications.VGG16(weights=None, include_top=False,
-                                 input_shape=(32, 32, 3))
+def _keras_tiny_vgg(keras):
+    """Keras' own model with tiny_vgg16's layer names and shapes (fast to build)."""
+    L = keras.layers
+    x = inp = keras.Input((32, 32, 3))
+    for b, (w, d) in enumerate(zip((4, 4, 8, 8, 8), (2, 2, 3, 3, 3), strict=True), 1):
+        for i in range(1, d + 1):
+            x = L.Conv2D(w, 3, padding="same", activation="relu",
+                         name=f"block{b}_conv{i}", kernel_initializer="zeros")(x)
+        x = L.MaxPooling2D(2, 2, name=f"block{b}_pool")(x)
+    x = L.Flatten(name="flatten")(x)
+    for name, units, act in (("fc1", 16, "relu"), ("fc2", 16, "relu"),
+                             ("predictions", 1000, "softmax")):
+        x = L.Dense(units, activation=act, name=name, kernel_initializer="zeros")(x)
+    m = keras.Model(inp, x)
+    # Zeros init avoids one XLA compile per variable; then random values,
+    # non-zero biases included, so kernel/bias order matters.
+    rng = np.random.default_rng(3)
+    m.set_weights([rng.normal(0, 0.3, w.shape).astype(np.float32)
+                   for w in m.get_weights()])
+    return m
+
+
+def test_keras_oracle_files_load_to_keras_variables(tmp_path, keras, tiny_model):
+    """Real Keras 3 files (save_weights, save .h5, .keras) and the released
+    layouts written from the same Keras model load to Keras' own variables, and
+    the loaded params reproduce Keras' forward pass."""
+    m = _keras_tiny_vgg(keras)
     m.save_weights(tmp_path / "k.weights.h5")
     m.save(tmp_path / "k.h5")
+    m.save(tmp_path / "k.keras")
     lists = {layer.name: [np.asarray(v) for v in layer.get_weights()]
              for layer in m.layers if layer.weights}
-    write_released(tmp_path / "r.h5", lists, [la.name for la in m.layers[1:]])
-    write_released(tmp_path / "t.h5", lists, [la.name for la in m.layers[1:]],
-                   style="tf2")
+    names = [la.name for la in m.layers[1:]]  # the released files list no input
+    write_released(tmp_path / "r.h5", lists, names)
+    write_released(tmp_path / "t.h5", lists, names, style="tf2")
     expected = {k: {"kernel": v[0], "bias": v[1]} for k, v in lists.items()}
     loaded = []
-    for name in ("k.weights.h5", "k.h5", "r.h5", "t.h5"):
-        params = jcv.load_vgg16(tmp_path / name)
+    for name in ("k.weights.h5", "k.h5", "k.keras", "r.h5", "t.h5"):
+        raw = W.read_keras_weights(tmp_path / name)
+        assert sorted(raw) == sorted(lists), name
+        params = W.load_params(tmp_path / name, tiny_model)
         _tree_equal(params, expected)
         loaded.append(params)
     x = np.random.default_rng(0).normal(0, 50, (2, 32, 32, 3)).astype(np.float32)
     ref = np.asarray(m.predict(x, verbose=0))
     with jax.default_matmul_precision("float32"):
-        out = np.asarray(jcv.VGG16(False).forward(loaded[0], x))
-    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+        out = np.asarray(tiny_model.forward(loaded[0], x))
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-7)
+    assert np.abs(ref - ref.mean(axis=1, keepdims=True)).max() > 1e-4  # not flat
 
 
 # --------------------------------------------------------------- load_vgg16
