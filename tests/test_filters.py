@@ -1,0 +1,462 @@
+"""Filter patterns by gradient ascent: closed forms, invariants, errors, grid,
+CLI and the Keras oracle (the book's listings 5.32-5.38 built in Keras 3)."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxconvviz as jcv
+from jaxconvviz import filters as F
+from jaxconvviz.cli import main
+from jaxconvviz.nets import ConvNet, Layer
+
+
+# ------------------------------------------------------------------ helpers
+def one_conv_model(features: int = 2) -> ConvNet:
+    """input -> one 3x3 'same' ReLU conv named 'conv' (caffe domain)."""
+    return ConvNet(layers=(Layer.make("conv", "conv", features=features,
+                                      kernel_size=3, padding="same",
+                                      activation="relu"),),
+                   preprocessing="caffe", name_="one_conv")
+
+
+def one_conv_params(seed: int = 0, features: int = 2, bias=None):
+    rng = np.random.default_rng(seed)
+    k = rng.normal(0, 1, (3, 3, 3, features)).astype(np.float32)
+    b = (rng.normal(0, 1, features) if bias is None else np.asarray(bias)
+         ).astype(np.float32)
+    return {"conv": {"kernel": jnp.asarray(k), "bias": jnp.asarray(b)}}
+
+
+def conv_same_np(x, k, b):
+    """Reference 3x3 'same' cross-correlation by loops: x (h, w, c) -> (h, w, f)."""
+    h, w, _ = x.shape
+    xp = np.pad(x.astype(np.float64), ((1, 1), (1, 1), (0, 0)))
+    z = np.zeros((h, w, k.shape[-1]))
+    for i, j in itertools.product(range(h), range(w)):
+        z[i, j] = np.einsum("abc,abcf->f", xp[i:i + 3, j:j + 3], k) + b
+    return z
+
+
+def mean_act_grad_np(x, k, b, f):
+    """Hand gradient of mean_{h,w} relu(conv(x))[..., f] w.r.t. x (h, w, c)."""
+    h, w, _ = x.shape
+    z = conv_same_np(x, k, b)[..., f]
+    gp = np.zeros((h + 2, w + 2, x.shape[-1]))
+    for i, j in itertools.product(range(h), range(w)):
+        if z[i, j] > 0:  # ReLU passes the gradient where the output is positive
+            gp[i:i + 3, j:j + 3] += k[..., f]
+    return np.maximum(z, 0).mean(), gp[1:-1, 1:-1] / (h * w)
+
+
+def rms(a, axis=(1, 2, 3)):
+    return np.sqrt(np.mean(np.square(np.asarray(a, np.float64)), axis=axis))
+
+
+@pytest.fixture(scope="module")
+def tiny_notop(tiny_params_notop):
+    # one layer and one size for most tests, so they share compiled programs
+    return jcv.tiny_vgg16(include_top=False), tiny_params_notop
+
+
+L, S = "block3_conv1", 16  # 8 channels; 16 px -> a 4x4 feature map
+
+
+# ------------------------------------------------------------ closed forms
+def test_one_step_matches_hand_gradient_on_one_conv():
+    model, params = one_conv_model(), one_conv_params(seed=3, bias=[0.5, -0.3])
+    k, b = np.asarray(params["conv"]["kernel"]), np.asarray(params["conv"]["bias"])
+    img = np.random.default_rng(1).normal(0, 1, (5, 5, 3)).astype(np.float32)
+    x0 = np.stack([img, img])  # the same start for filters 0 and 1
+    filters = [0, 1]
+    with jax.default_matmul_precision("float32"):
+        x1 = F.filter_patterns(params, "conv", filters, init=x0, steps=1,
+                               step_size=0.5, size=5, model=model)
+        act = F.filter_activation(params, x0, "conv", filters, model=model)
+    for i, f in enumerate(filters):
+        z = conv_same_np(x0[i], k, b)[..., f]
+        assert np.abs(z).min() > 1e-3  # no ReLU kink within rounding
+        assert 0 < (z > 0).mean() < 1  # the mask matters
+        loss, g = mean_act_grad_np(x0[i], k, b, f)
+        want = x0[i] + 0.5 * g / (np.sqrt(np.mean(g * g)) + 1e-5)
+        np.testing.assert_allclose(act[i], loss, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(x1[i], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1e-7, 1e-5, 1.0, 1e3])
+def test_step_is_rms_normalised_with_book_epsilon(scale):
+    # scaling kernel and bias by s keeps the ReLU mask and scales g by s, so the
+    # step g / (rms(g) + 1e-5) has RMS r s / (r s + 1e-5), r = rms(g) at s = 1
+    model = one_conv_model()
+    base = one_conv_params(seed=5, bias=[0.2, -0.1])
+    params = {"conv": {k: v * scale for k, v in base["conv"].items()}}
+    x0 = np.random.default_rng(2).normal(0, 1, (2, 6, 6, 3)).astype(np.float32)
+    k, b = (np.asarray(base["conv"][n], np.float64) for n in ("kernel", "bias"))
+    r = np.array([np.sqrt(np.mean(mean_act_grad_np(x0[i], k, b, i)[1] ** 2))
+                  for i in range(2)])
+    with jax.default_matmul_precision("float32"):
+        x1 = jcv.filter_patterns(params, "conv", [0, 1], init=x0, steps=1,
+                                 step_size=3.0, size=6, model=model)
+    delta = (np.asarray(x1, np.float64) - x0) / 3.0
+    np.testing.assert_allclose(rms(delta), r * scale / (r * scale + 1e-5),
+                               rtol=2e-5)
+
+
+def test_dead_filter_does_not_move_and_is_finite():
+    model = one_conv_model()
+    params = one_conv_params(bias=[-1e4, -1e4])  # ReLU kills every position
+    x0 = np.full((2, 6, 6, 3), 128.0, np.float32)
+    x = jcv.filter_patterns(params, "conv", [0, 1], init=x0, steps=3, size=6,
+                            model=model)
+    np.testing.assert_array_equal(x, x0)  # g = 0: 0 / (0 + 1e-5) = 0, no NaN
+    np.testing.assert_array_equal(
+        jcv.filter_activation(params, x, "conv", [0, 1], model=model), [0.0, 0.0])
+
+
+def test_start_is_book_uniform_per_filter_key():
+    key = jax.random.key(11)
+    x0 = F._start_images(key, jnp.asarray([5, 2]), size=8, channels=3)
+    for i, f in enumerate([5, 2]):
+        want = jax.random.uniform(jax.random.fold_in(key, f), (8, 8, 3)) * 20 + 128
+        np.testing.assert_allclose(x0[i], want, rtol=2e-7)  # jit may fuse an FMA
+    assert 128 <= float(x0.min()) and float(x0.max()) < 148
+
+
+def test_ascent_increases_the_objective(tiny_notop):
+    model, params = tiny_notop
+    key, filters = jax.random.key(0), [0, 3, 5]
+    x0 = F._start_images(key, jnp.asarray(filters), size=S, channels=3)
+    x = jcv.filter_patterns(params, L, filters, key=key, steps=10, size=S,
+                            model=model)
+    before = jcv.filter_activation(params, x0, L, filters, model=model)
+    after = jcv.filter_activation(params, x, L, filters, model=model)
+    assert np.all(np.asarray(after) > np.asarray(before))
+
+
+# -------------------------------------------------------------- invariants
+@pytest.mark.parametrize("loop", ["python", "fori"])
+def test_batched_equals_one_at_a_time(tiny_notop, loop):
+    model, params = tiny_notop
+    key, layer, filters = jax.random.key(5), L, [6, 0, 3, 7]
+    kw = dict(key=key, size=S, model=model, loop=loop)
+    with jax.default_matmul_precision("float32"):
+        batch1 = jcv.filter_patterns(params, layer, filters, steps=1, **kw)
+        batch = jcv.filter_patterns(params, layer, filters, steps=6, **kw)
+        act = jcv.filter_activation(params, batch, layer, filters, model=model)
+        for i, f in enumerate(filters):
+            x0 = F._start_images(key, jnp.asarray([f]), size=S, channels=3)
+            one1 = jcv.filter_patterns(params, layer, [f], steps=1, **kw)
+            one = jcv.filter_patterns(params, layer, [f], steps=6, **kw)
+            # first step: the normalised gradient of filter f alone
+            np.testing.assert_allclose(batch1[i] - x0[0], one1[0] - x0[0],
+                                       rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(batch[i], one[0], rtol=1e-5, atol=1e-3)
+            a1 = jcv.filter_activation(params, one, layer, [f], model=model)
+            np.testing.assert_allclose(act[i], a1[0], rtol=1e-4)
+
+
+def test_fori_and_python_loops_agree(tiny_notop):
+    model, params = tiny_notop
+    kw = dict(key=jax.random.key(2), size=S, steps=5, model=model)
+    a = jcv.filter_patterns(params, L, range(4), loop="fori", **kw)
+    b = jcv.filter_patterns(params, L, range(4), loop="python", **kw)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-3)
+
+
+def test_same_key_is_bitwise_reproducible(tiny_notop):
+    model, params = tiny_notop
+    kw = dict(size=S, steps=4, model=model)
+    a = jcv.filter_patterns(params, L, range(4), key=jax.random.key(9), **kw)
+    b = jcv.filter_patterns(params, L, range(4), key=jax.random.key(9), **kw)
+    c = jcv.filter_patterns(params, L, range(4), key=jax.random.key(10), **kw)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("loop", ["python", "fori"])
+def test_other_filters_same_count_do_not_recompile(tiny_notop, loop):
+    model, params = tiny_notop
+    kw = dict(key=jax.random.key(0), size=S, steps=5, model=model, loop=loop,
+              batch_size=4)
+    jitted = F._ascend_fori if loop == "fori" else F._step_jit
+    jcv.filter_patterns(params, L, [0, 1, 2, 3], **kw)
+    n_step, n_start = jitted._cache_size(), F._start_images._cache_size()
+    jcv.filter_patterns(params, L, [5, 3, 7, 1], **kw)
+    # 7 filters in chunks of 4 (the last one padded): still the same program
+    jcv.filter_patterns(params, L, [4, 6, 1, 0, 2, 3, 5], **kw)
+    assert jitted._cache_size() == n_step
+    assert F._start_images._cache_size() == n_start
+
+
+def test_chunked_equals_unchunked(tiny_notop):
+    model, params = tiny_notop
+    kw = dict(key=jax.random.key(4), size=S, steps=4, model=model)
+    filters = [7, 1, 2, 6, 4, 0, 3, 5, 2]
+    seen = []
+    whole = jcv.filter_patterns(params, L, filters, batch_size=9, **kw)
+    chunked = jcv.filter_patterns(params, L, filters, batch_size=4,
+                                  progress=lambda d, t: seen.append((d, t)), **kw)
+    assert chunked.shape == (9, S, S, 3) and chunked.dtype == jnp.float32
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-3)
+    assert seen == [(4, 9), (8, 9), (9, 9)]
+    np.testing.assert_array_equal(chunked[2], chunked[8])  # same filter, same key
+
+
+def test_bfloat16_network_reaches_similar_activations(tiny_notop):
+    model, params = tiny_notop
+    kw = dict(key=jax.random.key(1), size=S, steps=8, model=model)
+    filters = [0, 1, 2, 3]
+    x32 = jcv.filter_patterns(params, L, filters, **kw)
+    x16 = jcv.filter_patterns(params, L, filters, dtype=jnp.bfloat16, **kw)
+    assert x16.dtype == jnp.float32 and bool(jnp.isfinite(x16).all())
+    a32 = jcv.filter_activation(params, x32, L, filters, model=model)
+    a16 = jcv.filter_activation(params, x16, L, filters, model=model)
+    np.testing.assert_allclose(a16, a32, rtol=0.1)
+    assert not np.array_equal(x16, x32)  # it really ran in bf16
+
+
+def test_init_replaces_key_drawn_starts(tiny_notop):
+    model, params = tiny_notop
+    key, filters = jax.random.key(8), [2, 4, 1, 6]
+    x0 = F._start_images(key, jnp.asarray(filters), size=S, channels=3)
+    kw = dict(size=S, steps=3, model=model)
+    a = jcv.filter_patterns(params, L, filters, key=key, **kw)
+    b = jcv.filter_patterns(params, L, filters, init=x0, **kw)
+    np.testing.assert_array_equal(a, b)
+    x0_np = np.asarray(x0).copy()
+    jcv.filter_patterns(params, L, filters, init=x0_np, **kw)
+    np.testing.assert_array_equal(x0_np, x0)  # init is never mutated
+
+
+def test_preprocess_true_differentiates_through_caffe(tiny_notop):
+    model, params = tiny_notop
+    rng = np.random.default_rng(0)
+    x_rgb = rng.uniform(100, 160, (2, S, S, 3)).astype(np.float32)
+    filters, layer = [1, 5], L
+    with jax.default_matmul_precision("float32"):
+        got = jcv.filter_patterns(params, layer, filters, init=x_rgb, steps=1,
+                                  preprocess=True, model=model, size=S)
+        # hand composition: RGB -> caffe BGR -> forward -> mean of channel f
+        @jax.jit
+        @jax.grad
+        def grad_obj(x, f):
+            act = model.forward(params, jcv.preprocess_input(x[None]), stop=layer)
+            return act[0, :, :, f].mean()
+
+        for i, f in enumerate(filters):
+            g = np.asarray(grad_obj(jnp.asarray(x_rgb[i]), f), np.float64)
+            want = x_rgb[i] + g / (np.sqrt(np.mean(g * g)) + 1e-5)
+            np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-4)
+        act = jcv.filter_activation(params, x_rgb, layer, filters, preprocess=True,
+                                    model=model)
+        act_caffe = jcv.filter_activation(params, jcv.preprocess_input(x_rgb),
+                                          layer, filters, model=model)
+    np.testing.assert_allclose(act, act_caffe, rtol=1e-6)
+    # channel order: the RGB step is the caffe (BGR) step with channels flipped
+    with jax.default_matmul_precision("float32"):
+        caffe = jcv.filter_patterns(params, layer, filters,
+                                    init=jcv.preprocess_input(x_rgb), steps=1,
+                                    model=model, size=S)
+    np.testing.assert_allclose(np.flip(np.asarray(caffe - jcv.preprocess_input(
+        x_rgb)), -1), got - x_rgb, rtol=1e-4, atol=1e-4)
+
+
+def test_resolves_vgg_preset_from_params(tiny_notop):
+    model, params = tiny_notop
+    kw = dict(key=jax.random.key(0), size=S, steps=2)
+    np.testing.assert_array_equal(
+        jcv.filter_patterns(params, L, [1], **kw),
+        jcv.filter_patterns(params, L, [1], model=model, **kw))
+
+
+# ------------------------------------------------------------------- errors
+BAD = [
+    (dict(layer="block9_conv1"), "layer must be one of block1_conv1, "),
+    (dict(layer="flatten"), "layer must be one of"),
+    (dict(filters=[8]), "layer 'block3_conv1' has 8 channels"),
+    (dict(filters=[-1]), "filter_indices must be in 0..7"),
+    (dict(filters=[]), "non-empty 1-D"),
+    (dict(filters=3), "non-empty 1-D"),
+    (dict(filters=[0.5]), "integers"),
+    (dict(size=3), "at least 4 px for layer 'block3_conv1'"),
+    (dict(size=32.0), "size must be an integer"),
+    (dict(steps=0), "steps must be an integer >= 1"),
+    (dict(step_size=float("nan")), "step_size must be a finite"),
+    (dict(key=None), "key is required"),
+    (dict(key=np.array([1, 2, 3], np.uint32)), "key must be one PRNG key"),
+    (dict(key=0), "key must be one PRNG key"),
+    (dict(init=np.zeros((1, 32, 32, 3))), "init must have shape"),
+    (dict(init=np.zeros((2, 16, 16, 3))), "(2, 32, 32, 3)"),
+    (dict(init=np.full((2, 32, 32, 3), np.nan)), "init contains NaN"),
+    (dict(batch_size=0), "batch_size must be an integer >= 1"),
+    (dict(dtype=jnp.int32), "dtype must be one of"),
+    (dict(loop="scan"), "loop must be one of auto, fori, python"),
+    (dict(preprocess="yes"), "preprocess must be True or False"),
+]
+
+
+@pytest.mark.parametrize("bad,msg", BAD, ids=[m[:24] for _, m in BAD])
+def test_bad_input_raises_before_compute(tiny_notop, bad, msg, monkeypatch):
+    model, params = tiny_notop
+
+    def boom(*a, **k):
+        raise AssertionError("computed before validating")
+
+    monkeypatch.setattr(F, "_step_jit", boom)
+    monkeypatch.setattr(F, "_ascend_fori", boom)
+    monkeypatch.setattr(F, "_start_images", boom)
+    kw = dict(key=jax.random.key(0), size=32, steps=2, model=model)
+    layer = bad.pop("layer", "block3_conv1")
+    filters = bad.pop("filters", [0, 1])
+    kw.update(bad)
+    with pytest.raises(ValueError, match=None) as e:
+        jcv.filter_patterns(params, layer, filters, **kw)
+    assert msg in str(e.value)
+
+
+def test_filter_activation_rejects_mismatch(tiny_notop):
+    model, params = tiny_notop
+    with pytest.raises(ValueError, match="same length"):
+        jcv.filter_activation(params, np.zeros((2, 32, 32, 3)), "block1_conv1",
+                              [0], model=model)
+    with pytest.raises(ValueError, match="at least 16 px"):
+        jcv.filter_activation(params, np.zeros((1, 8, 8, 3)), "block5_conv1",
+                              [0], model=model)
+
+
+# -------------------------------------------------------------------- grids
+def test_tile_grid_row_major_positions_and_padding():
+    tiles = np.stack([np.full((2, 3, 3), k + 1, np.uint8) for k in range(5)])
+    tiles[:, 0, 0] = 200  # mark each tile's top-left corner
+    g = jcv.tile_grid(tiles, n_cols=3, margin=1)
+    assert g.shape == (2 * 2 + 1, 3 * 3 + 2, 3)
+    for k in range(5):
+        r, c = divmod(k, 3)
+        y, x = r * 3, c * 4
+        np.testing.assert_array_equal(g[y:y + 2, x:x + 3], tiles[k])
+    assert (g[2] == 0).all() and (g[:, 3] == 0).all() and (g[:, 7] == 0).all()
+    assert (g[3:, 8:] == 0).all()  # the 6th cell of the last row: background
+    # fewer tiles than columns: the grid is only as wide as needed
+    assert jcv.tile_grid(tiles[:2], n_cols=8, margin=5).shape == (2, 11, 3)
+
+
+def test_atlas_grid_deprocesses_each_image_in_row_major_order():
+    rng = np.random.default_rng(0)
+    imgs = rng.normal(0, 1, (10, 4, 4, 3)).astype(np.float32)
+    imgs *= np.arange(1, 11, dtype=np.float32)[:, None, None, None] * 10
+    imgs += 128
+    g = jcv.atlas_grid(imgs, n_cols=4, margin=2)
+    assert g.dtype == np.uint8 and g.shape == (3 * 4 + 2 * 2, 4 * 4 + 3 * 2, 3)
+    for k in range(10):
+        r, c = divmod(k, 4)
+        np.testing.assert_array_equal(g[r * 6:r * 6 + 4, c * 6:c * 6 + 4],
+                                      jcv.deprocess_image(imgs[k]))
+    assert (g[12:, 12:] == 0).all()  # cells 11 and 12 (last row): black
+    np.testing.assert_array_equal(
+        jcv.atlas_grid(imgs, n_cols=4, margin=2),
+        jcv.tile_grid(jcv.deprocess_image(imgs), n_cols=4, margin=2))
+
+
+def test_book_grid_size():
+    g = jcv.atlas_grid(np.random.default_rng(0).normal(size=(64, 8, 8, 3)))
+    assert g.shape == (8 * 8 + 7 * 5, 8 * 8 + 7 * 5, 3)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(n_cols=0), "n_cols must be an integer >= 1"),
+    (dict(margin=-1), "margin must be an integer >= 0"),
+])
+def test_grid_bad_layout(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        jcv.atlas_grid(np.zeros((2, 4, 4, 3)), **kw)
+
+
+def test_atlas_grid_bad_images():
+    with pytest.raises(ValueError, match="non-empty batch"):
+        jcv.atlas_grid(np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        jcv.atlas_grid(np.full((1, 4, 4, 3), np.inf))
+    with pytest.raises(ValueError, match="uint8"):
+        jcv.tile_grid(np.zeros((1, 4, 4, 3), np.float32))
+
+
+def test_plot_atlas_title_names_layer_and_weights():
+    from jaxconvviz.plotting import plot_atlas
+
+    grid = jcv.atlas_grid(np.random.default_rng(0).normal(size=(3, 8, 8, 3)))
+    fig = plot_atlas(grid, layer="block3_conv1", n_filters=3, source="HED weights")
+    title = fig.axes[0].get_title()
+    assert "block3_conv1" in title and "3 filters" in title and "HED" in title
+    np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), grid)
+    with pytest.raises(ValueError, match="grid_u8 must be a uint8"):
+        plot_atlas(grid.astype(np.float32), layer="x", n_filters=1)
+
+
+# ---------------------------------------------------------------------- CLI
+@pytest.mark.hed
+def test_cli_atlas_writes_the_grid(hed_path, hed_params, tmp_path, capsys):
+    from PIL import Image
+
+    rc = main(["atlas", "--weights", str(hed_path), "--layer", "block1_conv1",
+               "--filters", "0:4", "--size", "20", "--steps", "2", "--seed", "3",
+               "--cols", "2", "--out", str(tmp_path)])
+    assert rc == 0
+    raw = np.asarray(Image.open(tmp_path / "atlas_block1_conv1.png"))
+    pats = jcv.filter_patterns(hed_params, "block1_conv1", range(4),
+                               key=jax.random.key(3), steps=2, size=20)
+    np.testing.assert_array_equal(raw, jcv.atlas_grid(pats, n_cols=2))
+    assert (tmp_path / "atlas_block1_conv1_figure.png").is_file()
+    assert "atlas_block1_conv1.png" in capsys.readouterr().out
+
+
+@pytest.mark.hed
+@pytest.mark.parametrize("args,msg", [
+    (["--layer", "block9_conv1"], "--layer must be one of block1_conv1, "),
+    ([], "--layer is required; one of block1_conv1"),
+    (["--layer", "block1_conv1", "--filters", "0,70"], "out of range: [70]"),
+    (["--layer", "block5_conv1", "--size", "8"], "at least 16 px"),
+    (["--layer", "block1_conv1", "--steps", "0"], "--steps must be >= 1"),
+])
+def test_cli_atlas_bad_arguments_exit_2(hed_path, tmp_path, capsys, args, msg):
+    rc = main(["atlas", "--weights", str(hed_path), "--out", str(tmp_path), *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("*.png"))
+
+
+# ----------------------------------------------------------- Keras oracle
+@pytest.mark.keras
+@pytest.mark.hed
+def test_one_ascent_step_matches_keras_book_code(keras, hed_params):
+    """The notes' listing 5.32-5.36 in Keras 3 (JAX backend) vs ours, float32."""
+    kmodel = keras.applications.VGG16(weights=None, include_top=False,
+                                      input_shape=(40, 40, 3))
+    for layer in kmodel.layers[1:]:
+        if layer.name in hed_params:
+            p = hed_params[layer.name]
+            layer.set_weights([np.asarray(p["kernel"]), np.asarray(p["bias"])])
+    layer_name, filter_index = "block3_conv1", 5
+    probe = keras.Model(kmodel.inputs, kmodel.get_layer(layer_name).output)
+
+    def loss_fn(x):  # loss = K.mean(layer_output[:, :, :, filter_index])
+        return keras.ops.mean(probe(x)[:, :, :, filter_index])
+
+    x0 = (np.random.default_rng(0).random((1, 40, 40, 3)) * 20 + 128
+          ).astype(np.float32)
+    with jax.default_matmul_precision("float32"):
+        loss, grads = jax.value_and_grad(loss_fn)(jnp.asarray(x0))
+        grads = np.asarray(grads, np.float64)
+        grads /= np.sqrt(np.mean(np.square(grads))) + 1e-5  # listing 5.34
+        want = x0 + grads * 1.0  # listing 5.36, step = 1
+        got = jcv.filter_patterns(hed_params, layer_name, [filter_index], init=x0,
+                                  steps=1, size=40)
+        act = jcv.filter_activation(hed_params, x0, layer_name, [filter_index])
+    np.testing.assert_allclose(act[0], float(loss), rtol=1e-5)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=2e-4)
+    np.testing.assert_allclose(np.asarray(got) - x0, want - x0, rtol=1e-3,
+                               atol=2e-4)
