@@ -443,8 +443,9 @@ def _assemble(kind: str, data: dict, label: str, model) -> dict:
                     f"{len(names)} ({', '.join(names)})."
                 )
             entry = dict(zip(names, arrays, strict=True))
-        else:
-            entry = data[spec.name]
+        else:  # named params: keep the model's own names (check_params: missing)
+            wanted = _keras_param_names(spec)
+            entry = {k: v for k, v in data[spec.name].items() if k in wanted}
         params[spec.name] = {k: _as_float32(v) for k, v in entry.items()}
     model.check_params(params, source=label)
     return {
