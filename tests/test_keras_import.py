@@ -1,0 +1,659 @@
+"""Bring-your-own Keras CNN: load_keras_model / save_keras_model vs the Keras oracle.
+
+Keras 3 (JAX backend) builds and saves each architecture in both formats
+(``.h5`` legacy full model, ``.keras`` archive) with random weights; the
+imported ConvNet must reproduce the output of EVERY Keras layer at float32
+tolerance, and the split forward must agree layer by layer. Then every
+technique runs on an imported model, and exported files load back in both
+jaxconvviz and real Keras.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxconvviz as jcv
+from jaxconvviz.keras_export import keras_config, save_keras_model
+from jaxconvviz.keras_import import (
+    convnet_from_keras_config,
+    keras3_group_names,
+    load_keras_model,
+)
+from jaxconvviz.nets import ConvNet, Layer
+
+RTOL = ATOL = 1e-5
+FORMATS = ("h5", "keras")
+# Weights are overwritten by _randomize; zero initialisers keep Keras from
+# compiling a random initialiser per weight shape (seconds on a small CPU).
+Z = {"kernel_initializer": "zeros"}
+
+
+# ---------------------------------------------------------------- builders
+def _randomize(model, seed: int) -> None:
+    """Non-trivial random weights (BN: positive variances, scales ~1)."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for w in model.weights:
+        shape, path = tuple(w.shape), w.path
+        if path.endswith("moving_variance"):
+            v = rng.uniform(0.3, 2.0, shape)
+        elif path.endswith("gamma"):
+            v = rng.uniform(0.5, 1.5, shape)
+        elif path.endswith(("beta", "moving_mean", "bias")):
+            v = rng.normal(0.0, 0.3, shape)
+        else:  # kernels: He-scaled so activations stay O(1) through the chain
+            fan_in = int(np.prod(shape[:-1]))
+            v = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+        values.append(v.astype(np.float32))
+    model.set_weights(values)
+
+
+def cats_dogs(keras, size: int = 64):
+    """DLwP 5.2 cats-vs-dogs convnet (150x150 in the book; smaller here)."""
+    L = keras.layers
+    return keras.Sequential([
+        keras.Input((size, size, 3)),
+        L.Conv2D(32, (3, 3), activation="relu", **Z),
+        L.MaxPooling2D((2, 2)),
+        L.Conv2D(64, (3, 3), activation="relu", **Z),
+        L.MaxPooling2D((2, 2)),
+        L.Conv2D(128, (3, 3), activation="relu", **Z),
+        L.MaxPooling2D((2, 2)),
+        L.Conv2D(128, (3, 3), activation="relu", **Z),
+        L.MaxPooling2D((2, 2)),
+        L.Flatten(),
+        L.Dropout(0.5),
+        L.Dense(512, activation="relu", **Z),
+        L.Dense(1, activation="sigmoid", **Z),
+    ], name="cats_dogs")
+
+
+def fashion(keras):
+    """The Fashion-MNIST CNN of the chap 8-3 note (hg-mldl 8-2)."""
+    L = keras.layers
+    return keras.Sequential([
+        keras.Input((28, 28, 1)),
+        L.Conv2D(32, kernel_size=3, activation="relu", padding="same", **Z),
+        L.MaxPooling2D(2),
+        L.Conv2D(64, kernel_size=(3, 3), activation="relu", padding="same",
+                 **Z),
+        L.MaxPooling2D(2),
+        L.Flatten(),
+        L.Dense(100, activation="relu", **Z),
+        L.Dropout(0.4),
+        L.Dense(10, activation="softmax", **Z),
+    ], name="fashion")
+
+
+def bn_strides(keras):
+    """Rescaling (per channel), strided valid conv without bias, BN, ReLU
+    layers, dilation, Activation, same-padded average pooling, GMP."""
+    L = keras.layers
+    return keras.Sequential([
+        keras.Input((21, 19, 3)),
+        L.Rescaling([1 / 127.5, 1 / 100.0, 1 / 60.0], offset=[-1.0, -0.5, 0.2]),
+        L.Conv2D(8, 3, strides=2, padding="valid", use_bias=False, **Z),
+        L.BatchNormalization(epsilon=1e-3),
+        L.ReLU(),
+        L.Conv2D(8, 3, dilation_rate=2, padding="same", activation="elu", **Z),
+        L.Activation("tanh"),
+        L.AveragePooling2D(3, strides=2, padding="same"),
+        L.Conv2D(6, (1, 2), strides=(1, 2), padding="same", **Z),
+        L.ReLU(max_value=6.0),
+        L.GlobalMaxPooling2D(),
+        L.Dense(4, activation="softmax", **Z),
+    ], name="bn_strides")
+
+
+def functional_chain(keras):
+    """A linear functional model: odd kernels/strides, BN without centre,
+    Rescaling, GAP, a linear head."""
+    L = keras.layers
+    x = inp = keras.Input((24, 22, 3), name="img")
+    x = L.Rescaling(1 / 255.0, name="scale")(x)
+    x = L.Conv2D(6, (3, 5), strides=(1, 2), padding="same", activation="gelu",
+                 name="c1", **Z)(x)
+    x = L.MaxPooling2D((3, 3), strides=(2, 2), padding="same", name="p1")(x)
+    x = L.BatchNormalization(center=False, epsilon=1e-2, name="bn")(x)
+    x = L.Conv2D(5, 3, padding="valid", activation="swish", name="c2", **Z)(x)
+    x = L.AveragePooling2D(2, name="p2")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dropout(0.2, name="drop")(x)
+    out = L.Dense(3, name="logits", **Z)(x)
+    return keras.Model(inp, out, name="chain")
+
+
+ARCHS = {
+    "cats_dogs": (cats_dogs, 255.0),
+    "fashion": (fashion, 1.0),
+    "bn_strides": (bn_strides, 255.0),
+    "functional": (functional_chain, 255.0),
+}
+
+
+@pytest.fixture(scope="module")
+def saved(keras, tmp_path_factory):
+    """{arch: (keras_model, {fmt: path}, input scale)} with random weights."""
+    d = tmp_path_factory.mktemp("keras_models")
+    out = {}
+    for i, (name, (build, scale)) in enumerate(ARCHS.items()):
+        km = build(keras)
+        _randomize(km, seed=i)
+        paths = {}
+        for fmt in FORMATS:
+            paths[fmt] = d / f"{name}.{fmt}"
+            km.save(paths[fmt])
+        out[name] = (km, paths, scale)
+    return out
+
+
+def _inputs(km, scale, n=2, seed=0):
+    _, h, w, c = km.inputs[0].shape
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(0, 1, (n, h, w, c)) * scale).astype(np.float32)
+
+
+def _keras_layer_outputs(keras, km, x):
+    """{layer name: output} of every Keras layer (one multi-output model)."""
+    layers = [layer for layer in km.layers if type(layer).__name__ != "InputLayer"]
+    probe = keras.Model(km.inputs, [layer.output for layer in layers])
+    outs = probe([x])
+    return {layer.name: np.asarray(o) for layer, o in zip(layers, outs, strict=True)}
+
+
+# ------------------------------------------------------------------ parity
+@pytest.mark.keras
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_every_layer_matches_keras(keras, saved, arch, fmt):
+    """Each Keras layer's output == model.forward(stop=layer), both formats."""
+    km, paths, scale = saved[arch]
+    model, params = load_keras_model(paths[fmt])
+    want_names = [lay.name for lay in km.layers
+                  if type(lay).__name__ != "InputLayer"]
+    assert list(model.layer_names) == want_names
+    assert model.input_shape == tuple(km.inputs[0].shape[1:])
+    x = _inputs(km, scale, n=3)
+    ref = _keras_layer_outputs(keras, km, x)
+    with jax.default_matmul_precision("float32"):
+        for name in model.layer_names:
+            got = np.asarray(model.forward(params, x, stop=name))
+            np.testing.assert_allclose(got, ref[name], rtol=RTOL, atol=ATOL,
+                                       err_msg=f"{arch}.{fmt} layer {name}")
+        # the split contract: forward(start=a, stop=b) on a's Keras output
+        names = model.layer_names
+        for a, b in zip(names[:-1], names[1:], strict=True):
+            got = np.asarray(model.forward(params, ref[a], start=a, stop=b))
+            np.testing.assert_allclose(got, ref[b], rtol=RTOL, atol=ATOL,
+                                       err_msg=f"{arch}.{fmt} {a}->{b}")
+    # the final output is also what Keras' predict gives
+    np.testing.assert_allclose(np.asarray(model.forward(params, x)),
+                               km.predict(x, verbose=0), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.keras
+def test_weights_are_the_keras_arrays(saved):
+    """Params hold exactly the Keras variables (BN stats included), float32."""
+    km, paths, _ = saved["bn_strides"]
+    for fmt in FORMATS:
+        _, params = load_keras_model(paths[fmt])
+        bn = km.layers[2]
+        g, b, mean, var = (np.asarray(v) for v in bn.weights)
+        np.testing.assert_array_equal(params[bn.name]["gamma"], g)
+        np.testing.assert_array_equal(params[bn.name]["beta"], b)
+        np.testing.assert_array_equal(params[bn.name]["moving_mean"], mean)
+        np.testing.assert_array_equal(params[bn.name]["moving_variance"], var)
+        conv = km.layers[1]
+        assert set(params[conv.name]) == {"kernel"}  # use_bias=False
+        np.testing.assert_array_equal(params[conv.name]["kernel"],
+                                      np.asarray(conv.kernel))
+        assert all(a.dtype == jnp.float32 for p in params.values()
+                   for a in p.values())
+
+
+@pytest.mark.keras
+def test_translated_options(saved):
+    """The ConvNet layer specs carry the Keras options (strides, dilation, ...)."""
+    km, paths, _ = saved["functional"]
+    model, _ = load_keras_model(paths["keras"])
+    assert model.name_ == "chain" and model.preprocessing == "none"
+    c1 = model.layer("c1")
+    assert (c1.kind, c1.opt("kernel_size"), c1.opt("strides"), c1.opt("padding"),
+            c1.opt("activation")) == ("conv", (3, 5), (1, 2), "same", "gelu")
+    assert model.layer("p1").opt("pool_size") == (3, 3)
+    bn = model.layer("bn")
+    assert (bn.opt("features"), bn.opt("center"), bn.opt("epsilon")) == (6, False,
+                                                                          1e-2)
+    assert model.layer("scale").opt("scale") == pytest.approx(1 / 255.0)
+    assert model.layer("drop").kind == "dropout"
+    assert model.layer("logits").opt("activation") == "linear"
+    km2, paths2, _ = saved["bn_strides"]
+    m2, _ = load_keras_model(paths2["h5"])
+    names = [lay.name for lay in km2.layers]  # Keras numbers names globally
+    assert m2.layer(names[3]).opt("activation") == "relu"
+    assert m2.layer(names[8]).opt("activation") == "relu6"
+    assert m2.layer(names[4]).opt("dilation") == (2, 2)
+    assert m2.layer(names[0]).opt("scale") == pytest.approx((1 / 127.5, 0.01,
+                                                             1 / 60.0))
+
+
+@pytest.mark.keras
+def test_preprocessing_option(saved):
+    km, paths, _ = saved["fashion"]
+    model, params = load_keras_model(paths["h5"], preprocessing="scale01")
+    assert model.preprocessing == "scale01"
+    x = _inputs(km, 255.0, n=2)
+    np.testing.assert_allclose(np.asarray(jcv.predict(params, x, model=model)),
+                               km.predict(x / 255.0, verbose=0), rtol=RTOL,
+                               atol=ATOL)
+    with pytest.raises(ValueError, match="preprocessing must be one of"):
+        load_keras_model(paths["h5"], preprocessing="imagenet")
+
+
+def test_keras3_group_names_follow_keras():
+    """Class-based group names with per-class counters, as Keras 3 writes."""
+    assert keras3_group_names(["Conv2D", "MaxPooling2D", "Conv2D", "Dense",
+                               "BatchNormalization", "Dense", "Conv2D"]) == [
+        "conv2d", "max_pooling2d", "conv2d_1", "dense", "batch_normalization",
+        "dense_1", "conv2d_2"]
+    assert keras3_group_names(["GlobalAveragePooling2D", "ReLU"]) == [
+        "global_average_pooling2d", "re_lu"]
+
+
+@pytest.mark.keras
+def test_keras3_file_without_name_attrs(saved, tmp_path):
+    """Early Keras 3 files have no ``vars@name``: groups map by class order."""
+    km, paths, _ = saved["bn_strides"]
+    src = tmp_path / "noname.keras"
+    with zipfile.ZipFile(paths["keras"]) as zin, zipfile.ZipFile(src, "w") as zout:
+        for item in zin.namelist():
+            data = zin.read(item)
+            if item == "model.weights.h5":
+                data = _strip_name_attrs(data)
+            zout.writestr(item, data)
+    model, params = load_keras_model(src)
+    ref, _ = load_keras_model(paths["keras"])
+    assert model.layer_names == ref.layer_names
+    x = _inputs(km, 255.0)
+    np.testing.assert_allclose(np.asarray(model.forward(params, x)),
+                               km.predict(x, verbose=0), rtol=RTOL, atol=ATOL)
+
+
+def _strip_name_attrs(blob: bytes) -> bytes:
+    import io
+
+    import h5py
+
+    buf = io.BytesIO(blob)
+    with h5py.File(buf, "r+") as f:
+        def strip(name, obj):
+            if name.endswith("vars") and "name" in obj.attrs:
+                del obj.attrs["name"]
+        f.visititems(strip)
+    return buf.getvalue()
+
+
+@pytest.mark.keras
+def test_tf_keras2_h5_layout(keras, saved, tmp_path):
+    """A tf.keras 2 full-model .h5 (the note's best-cnn-model.h5 layout):
+    ``batch_input_shape``, bytes ``layer_names``, ``kernel:0`` names."""
+    import h5py
+
+    km, _, _ = saved["fashion"]
+    layers = [{"class_name": "InputLayer", "config": {
+        "batch_input_shape": [None, 28, 28, 1], "dtype": "float32",
+        "sparse": False, "ragged": False, "name": "conv2d_input"}}]
+    for layer in km.layers:
+        cfg = {k: v for k, v in layer.get_config().items() if k != "dtype"}
+        cfg["dtype"] = "float32"
+        layers.append({"class_name": type(layer).__name__, "config": cfg})
+    config = {"class_name": "Sequential",
+              "config": {"name": "sequential", "layers": layers}}
+    path = tmp_path / "best-cnn-model.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"] = b"2.8.0"
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["model_config"] = json.dumps(config).encode()
+        mw = f.create_group("model_weights")
+        mw.attrs["layer_names"] = np.array([lay.name.encode() for lay in km.layers])
+        for layer in km.layers:
+            g = mw.create_group(layer.name)
+            names = [f"{layer.name}/{w.path.split('/')[-1]}:0" for w in layer.weights]
+            g.attrs["weight_names"] = np.array([n.encode() for n in names])
+            for n, w in zip(names, layer.weights, strict=True):
+                g.create_dataset(n, data=np.asarray(w))
+    model, params = load_keras_model(path, preprocessing="scale01")
+    assert model.name_ == "sequential" and model.input_shape == (28, 28, 1)
+    x = _inputs(km, 1.0)
+    np.testing.assert_allclose(np.asarray(model.forward(params, x)),
+                               km.predict(x, verbose=0), rtol=RTOL, atol=ATOL)
+
+
+def test_tf_keras2_functional_config():
+    """tf.keras 2 functional configs (``inbound_nodes`` as nested lists)."""
+    def node(src):
+        return [[[src, 0, 0, {}]]]
+
+    config = {"class_name": "Functional", "config": {
+        "name": "model", "layers": [
+            {"class_name": "InputLayer", "name": "input_1", "inbound_nodes": [],
+             "config": {"batch_input_shape": [None, 8, 8, 3], "name": "input_1"}},
+            {"class_name": "Conv2D", "name": "conv", "inbound_nodes": node("input_1"),
+             "config": {"name": "conv", "filters": 2, "kernel_size": [3, 3],
+                        "strides": [1, 1], "padding": "valid",
+                        "data_format": "channels_last", "dilation_rate": [1, 1],
+                        "activation": "relu", "use_bias": True}},
+            {"class_name": "Flatten", "name": "flat", "inbound_nodes": node("conv"),
+             "config": {"name": "flat", "data_format": "channels_last"}},
+            {"class_name": "Dense", "name": "out", "inbound_nodes": node("flat"),
+             "config": {"name": "out", "units": 1, "activation": "sigmoid",
+                        "use_bias": True}},
+        ],
+        "input_layers": [["input_1", 0, 0]], "output_layers": [["out", 0, 0]]}}
+    model = convnet_from_keras_config(config)
+    assert model.layer_names == ("conv", "flat", "out")
+    assert model.output_shape("flat", (8, 8)) == (72,)
+    # closed form: all-ones kernels on an all-ones image -> 27 + bias per unit
+    params = {"conv": {"kernel": jnp.ones((3, 3, 3, 2)), "bias": jnp.full((2,), .5)},
+              "out": {"kernel": jnp.full((72, 1), 1e-3), "bias": jnp.zeros((1,))}}
+    model.check_params(params)
+    acts = model.forward(params, jnp.ones((1, 8, 8, 3)), stop="conv")
+    np.testing.assert_allclose(np.asarray(acts), 27.5)
+    logit = 72 * 27.5 * 1e-3
+    np.testing.assert_allclose(np.asarray(model.logits(params, jnp.ones((1, 8, 8, 3)))),
+                               [[logit]], rtol=1e-6)
+
+
+# ------------------------------------------------------------------ errors
+@pytest.mark.keras
+def test_unsupported_layer(keras, tmp_path):
+    L = keras.layers
+    km = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(4, 3, **Z),
+                           L.Conv2DTranspose(2, 3, name="up", **Z), L.Flatten()])
+    for fmt in FORMATS:
+        km.save(tmp_path / f"m.{fmt}")
+        with pytest.raises(ValueError, match=rf"m\.{fmt}.*'up' \(Conv2DTranspose\) is "
+                           r"not supported.*Conv2D"):
+            load_keras_model(tmp_path / f"m.{fmt}")
+
+
+@pytest.mark.keras
+def test_unsupported_activation(keras, tmp_path):
+    L = keras.layers
+    km = keras.Sequential([keras.Input((8, 8, 3)), L.Flatten(),
+                           L.Dense(2, activation="hard_sigmoid", name="head", **Z)])
+    km.save(tmp_path / "m.keras")
+    with pytest.raises(ValueError, match=r"'head' \(Dense\) has activation "
+                       r"'hard_sigmoid'; supported activations: .*relu"):
+        load_keras_model(tmp_path / "m.keras")
+
+
+@pytest.mark.keras
+def test_residual_model_is_rejected(keras, tmp_path):
+    L = keras.layers
+    inp = keras.Input((8, 8, 3))
+    y = L.Conv2D(4, 3, padding="same", name="c1", **Z)(inp)
+    z = L.Conv2D(4, 3, padding="same", name="c2", **Z)(y)
+    out = L.Add(name="add")([y, z])
+    keras.Model(inp, out).save(tmp_path / "res.h5")
+    keras.Model(inp, out).save(tmp_path / "res.keras")
+    for fmt in FORMATS:
+        with pytest.raises(ValueError, match=rf"res\.{fmt}: layer 'add' \(Add\) "
+                           r"merges 2 tensors from \['c1', 'c2'\]; only linear "
+                           r"chains"):
+            load_keras_model(tmp_path / f"res.{fmt}")
+
+
+@pytest.mark.keras
+def test_branching_outputs_are_rejected(keras, tmp_path):
+    L = keras.layers
+    inp = keras.Input((8, 8, 3))
+    y = L.Conv2D(4, 3, name="trunk", **Z)(inp)
+    a = L.GlobalAveragePooling2D(name="gap")(y)
+    b = L.GlobalMaxPooling2D(name="gmp")(y)
+    keras.Model(inp, [a, b]).save(tmp_path / "two.keras")
+    with pytest.raises(ValueError, match=r"2 output\(s\).*linear chains"):
+        load_keras_model(tmp_path / "two.keras")
+    # one output but a merged branch (Concatenate)
+    c = L.Concatenate(name="cat")([a, b])
+    keras.Model(inp, c).save(tmp_path / "cat.keras")
+    with pytest.raises(ValueError, match=r"'cat' \(Concatenate\) merges 2 tensors"):
+        load_keras_model(tmp_path / "cat.keras")
+
+
+@pytest.mark.keras
+def test_channels_first_is_rejected(saved):
+    import h5py
+
+    _, paths, _ = saved["fashion"]
+    with h5py.File(paths["h5"]) as f:
+        config = json.loads(f.attrs["model_config"])
+    config["config"]["layers"][1]["config"]["data_format"] = "channels_first"
+    with pytest.raises(ValueError, match=r"m\.h5: layer 'conv2d\w*' \(Conv2D\) uses "
+                       r"data_format='channels_first'; only channels_last"):
+        convnet_from_keras_config(config, source="m.h5")
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_truncated_file(saved, tmp_path, fmt):
+    _, paths, _ = saved["fashion"]
+    data = paths[fmt].read_bytes()
+    bad = tmp_path / f"cut.{fmt}"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=rf"cut\.{fmt}: .*(truncated|corrupt)"):
+        load_keras_model(bad)
+
+
+def test_not_a_model_file(tmp_path):
+    from jaxconvviz.images import CAT_PHOTO as CAT
+
+    with pytest.raises(ValueError, match=r"chelsea\.png: not a readable Keras "
+                       r"model: neither a \.keras zip archive nor an HDF5"):
+        load_keras_model(CAT)
+    z = tmp_path / "notes.keras"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("readme.txt", "hello")
+    with pytest.raises(ValueError, match=r"notes\.keras: a zip archive without "
+                       r"config.json"):
+        load_keras_model(z)
+    with pytest.raises(FileNotFoundError, match="missing.h5"):
+        load_keras_model(tmp_path / "missing.h5")
+    with pytest.raises(ValueError, match="is a directory"):
+        load_keras_model(tmp_path)
+
+
+def test_weights_only_and_config_free_h5(tmp_path):
+    import h5py
+
+    w = tmp_path / "m.weights.h5"
+    with h5py.File(w, "w") as f:
+        f.create_group("layers/conv2d/vars").attrs["name"] = "conv2d"
+    with pytest.raises(ValueError, match=r"m\.weights\.h5: holds weights only, "
+                       "no architecture"):
+        load_keras_model(w)
+    e = tmp_path / "empty.h5"
+    with h5py.File(e, "w") as f:
+        f.create_dataset("x", data=np.zeros(3))
+    with pytest.raises(ValueError, match=r"empty\.h5: HDF5 file without a Keras "
+                       "'model_config'"):
+        load_keras_model(e)
+    j = tmp_path / "badjson.h5"
+    with h5py.File(j, "w") as f:
+        f.attrs["model_config"] = "{not json"
+    with pytest.raises(ValueError, match=r"badjson\.h5: model_config is not valid "
+                       "JSON"):
+        load_keras_model(j)
+
+
+@pytest.mark.keras
+def test_missing_and_misshapen_weights(saved, tmp_path):
+    import h5py
+
+    km, paths, _ = saved["fashion"]
+    head = km.layers[-1].name
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(paths["h5"].read_bytes())
+    with h5py.File(bad, "r+") as f:
+        g = f[f"model_weights/{head}"]
+        name = [n for n in g.attrs["weight_names"] if n.endswith("kernel")][0]
+        del g[name]
+        g.create_dataset(name, data=np.zeros((99, 10), np.float32))
+    with pytest.raises(ValueError, match=rf"bad\.h5: layer '{head}' kernel has "
+                       r"shape \(99, 10\); expected \(100, 10\)"):
+        load_keras_model(bad)
+
+
+def test_non_image_input_and_subclassed_model():
+    config = {"class_name": "Sequential", "config": {"name": "mlp", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 784],
+                                                "name": "in"}},
+        {"class_name": "Dense", "config": {"name": "d", "units": 3}}]}}
+    with pytest.raises(ValueError, match=r"batch shape \[None, 784\]; expected "
+                       "images"):
+        convnet_from_keras_config(config)
+    with pytest.raises(ValueError, match="model class 'MyModel' is not supported"):
+        convnet_from_keras_config({"class_name": "MyModel", "config": {}})
+
+
+@pytest.mark.keras
+def test_nested_augmentation_sequential(keras, tmp_path):
+    """DLwP 2nd ed. style: a data_augmentation Sequential inside the model is
+    identity at inference; other nested models are rejected."""
+    L = keras.layers
+    aug = keras.Sequential([L.RandomFlip("horizontal"), L.RandomRotation(0.1)],
+                           name="data_augmentation")
+    inp = keras.Input((16, 16, 3))
+    x = aug(inp)
+    x = L.Rescaling(1 / 255.0)(x)
+    x = L.Conv2D(4, 3, activation="relu", name="conv", **Z)(x)
+    x = L.GlobalAveragePooling2D()(x)
+    out = L.Dense(1, activation="sigmoid", name="head", **Z)(x)
+    km = keras.Model(inp, out)
+    _randomize(km, 3)
+    km.save(tmp_path / "aug.keras")
+    model, params = load_keras_model(tmp_path / "aug.keras")
+    assert model.layer("data_augmentation").kind == "dropout"
+    x = _inputs(km, 255.0)
+    np.testing.assert_allclose(np.asarray(model.forward(params, x)),
+                               km.predict(x, verbose=0), rtol=RTOL, atol=ATOL)
+    inner = keras.Sequential([L.Conv2D(3, 1, **Z)], name="block")
+    km2 = keras.Model(inp, L.Flatten()(inner(inp)))
+    km2.save(tmp_path / "nested.keras")
+    with pytest.raises(ValueError, match=r"'block' \(Sequential\) is a nested "
+                       "model containing"):
+        load_keras_model(tmp_path / "nested.keras")
+
+
+# ---------------------------------------------------------------- export
+def _exported_model():
+    mk = Layer.make
+    layers = (
+        mk("rescale", "rescaling", scale=(1 / 255.0, 1 / 128.0), offset=(0.0, -1.0)),
+        mk("conv2d", "conv", features=6, kernel_size=3, padding="same",
+           activation="relu"),
+        mk("bn", "batchnorm", features=6, epsilon=1e-3),
+        mk("pool", "maxpool", pool_size=2, strides=2, padding="valid"),
+        mk("conv2d_1", "conv", features=5, kernel_size=(3, 2), strides=(2, 1),
+           padding="valid", dilation=1, use_bias=False, activation="selu"),
+        mk("act", "activation", activation="softplus"),
+        mk("avg", "avgpool", pool_size=2, strides=1, padding="same"),
+        mk("flatten", "flatten"),
+        mk("dense", "dense", features=7, activation="relu"),
+        mk("dropout", "dropout", rate=0.3),
+        mk("dense_1", "dense", features=3, activation="softmax"),
+    )
+    model = ConvNet(layers=layers, input_shape=(16, 12, 2), preprocessing="none",
+                    name_="exported")
+    return model, _random_params(model, seed=0)
+
+
+def _random_params(model: ConvNet, *, seed: int):
+    """Random params of the model's shapes (numpy; no eager Flax init)."""
+    shapes = jax.eval_shape(model.init_params, jax.random.key(0))
+    rng = np.random.default_rng(seed)
+    params = {}
+    for lname, leaves in shapes.items():
+        params[lname] = {}
+        for pname, spec in leaves.items():
+            if pname in ("gamma", "moving_variance"):
+                v = rng.uniform(0.5, 1.5, spec.shape)
+            elif pname == "kernel":
+                v = rng.normal(0, np.sqrt(2 / np.prod(spec.shape[:-1])), spec.shape)
+            else:
+                v = rng.normal(0, 0.3, spec.shape)
+            params[lname][pname] = jnp.asarray(v, jnp.float32)
+    return params
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_export_round_trip(tmp_path, fmt):
+    """save_keras_model -> load_keras_model: same layers, same outputs; the
+    imported model is a fixed point of a second export."""
+    model, params = _exported_model()
+    x = np.random.default_rng(1).uniform(0, 255, (2, 16, 12, 2)).astype(np.float32)
+    path = save_keras_model(model, params, tmp_path / f"e.{fmt}")
+    m2, p2 = load_keras_model(path)
+    assert m2.layer_names == model.layer_names and m2.name_ == "exported"
+    assert [s.kind for s in m2.layers] == [s.kind for s in model.layers]
+    for name in model.layer_names:
+        np.testing.assert_allclose(np.asarray(m2.forward(p2, x, stop=name)),
+                                   np.asarray(model.forward(params, x, stop=name)),
+                                   rtol=RTOL, atol=ATOL)
+    for lname, leaves in params.items():
+        for pname, value in leaves.items():
+            np.testing.assert_array_equal(p2[lname][pname], value)
+    save_keras_model(m2, p2, tmp_path / f"f.{fmt}")
+    m3, _ = load_keras_model(tmp_path / f"f.{fmt}")
+    assert m3 == m2
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_exported_file_loads_in_keras(keras, tmp_path, fmt, monkeypatch):
+    # Keras initialises each layer before loading the weights; zeros instead
+    # of Glorot saves compiling a random initialiser per shape.
+    monkeypatch.setattr(keras.initializers.GlorotUniform, "__call__",
+                        lambda self, shape, dtype=None: keras.ops.zeros(shape, dtype))
+    model, params = _exported_model()
+    path = save_keras_model(model, params, tmp_path / f"e.{fmt}")
+    km = keras.models.load_model(path)
+    assert [lay.name for lay in km.layers] == list(model.layer_names)
+    x = np.random.default_rng(2).uniform(0, 255, (3, 16, 12, 2)).astype(np.float32)
+    ref = _keras_layer_outputs(keras, km, x)
+    with jax.default_matmul_precision("float32"):
+        for name in model.layer_names:
+            np.testing.assert_allclose(
+                np.asarray(model.forward(params, x, stop=name)), ref[name],
+                rtol=RTOL, atol=ATOL, err_msg=name)
+
+
+def test_export_config_is_keras_shaped():
+    model, _ = _exported_model()
+    cfg = keras_config(model)
+    assert cfg["class_name"] == "Sequential"
+    layers = cfg["config"]["layers"]
+    assert layers[0]["class_name"] == "InputLayer"
+    assert layers[0]["config"]["batch_shape"] == [None, 16, 12, 2]
+    assert [e["config"]["name"] for e in layers[1:]] == list(model.layer_names)
+    assert layers[5]["config"]["strides"] == [2, 1]
+    assert layers[5]["config"]["use_bias"] is False
+
+
+def test_export_errors(tmp_path):
+    model, params = _exported_model()
+    with pytest.raises(ValueError, match=r"path must end in \.keras .* got "):
+        save_keras_model(model, params, tmp_path / "m.npz")
+    bad = dict(params)
+    bad.pop("dense")
+    with pytest.raises(ValueError, match="layer 'dense' is missing"):
+        save_keras_model(model, bad, tmp_path / "m.keras")
+    with pytest.raises(TypeError, match="model must be a jaxconvviz ConvNet"):
+        save_keras_model(object(), params, tmp_path / "m.keras")
+    assert not list(tmp_path.iterdir())  # nothing written on error
