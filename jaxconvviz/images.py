@@ -78,6 +78,13 @@ def to_uint8(x) -> np.ndarray:
     return np.clip(np.rint(np.asarray(x, dtype=np.float32)), 0, 255).astype(np.uint8)
 
 
+def make_readable(path) -> None:
+    """Give a ``mkstemp`` file (mode 0600) the mode a plain ``open`` would get."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def save_image(array_u8, path) -> Path:
     """Write a uint8 ``(h, w)`` or ``(h, w, 3)`` array as PNG, atomically."""
     a = np.asarray(array_u8)
@@ -92,6 +99,7 @@ def save_image(array_u8, path) -> Path:
     os.close(fd)
     try:
         Image.fromarray(a).save(tmp, format="PNG")
+        make_readable(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

