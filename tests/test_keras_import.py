@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import jaxconvviz as jcv
+from jaxconvviz.gradcam import grad_cam_with_scores
 from jaxconvviz.keras_export import keras_config, save_keras_model
 from jaxconvviz.keras_import import (
     convnet_from_keras_config,
@@ -657,3 +658,162 @@ def test_export_errors(tmp_path):
     with pytest.raises(TypeError, match="model must be a jaxconvviz ConvNet"):
         save_keras_model(object(), params, tmp_path / "m.keras")
     assert not list(tmp_path.iterdir())  # nothing written on error
+
+
+# ------------------------------------------- every technique takes the model
+def _rgb(h, w, n=2, seed=5):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 255, (n, h, w, 3)).astype(np.float32)
+
+
+@pytest.mark.keras
+def test_predict_and_activations_on_imported_model(keras, saved):
+    """jcv.predict gives the sigmoid probability, jcv.activations the Keras
+    layer outputs, on the cats-vs-dogs convnet imported with scale01."""
+    km, paths, _ = saved["cats_dogs"]
+    model, params = load_keras_model(paths["keras"], preprocessing="scale01")
+    x = _rgb(64, 64, n=3)
+    probs = np.asarray(jcv.predict(params, x, model=model))
+    assert probs.shape == (3, 1) and ((probs > 0) & (probs < 1)).all()
+    np.testing.assert_allclose(probs, km.predict(x / 255.0, verbose=0),
+                               rtol=RTOL, atol=ATOL)
+    ref = _keras_layer_outputs(keras, km, x / 255.0)
+    layers = model.layer_names[::3]
+    acts = jcv.activations(params, x, layers=layers, model=model)
+    for name in layers:
+        np.testing.assert_allclose(np.asarray(acts[name]), ref[name], rtol=RTOL,
+                                   atol=ATOL, err_msg=name)
+    with pytest.raises(ValueError, match="images_rgb must be 64x64"):
+        jcv.predict(params, _rgb(32, 32), model=model)
+
+
+@pytest.mark.keras
+def test_grad_cam_sigmoid_head_closed_form(keras, tmp_path):
+    """conv -> GAP -> Dense(1, sigmoid): Grad-CAM of the LOGIT is
+    relu(sum_c w_c A_c) / max (alpha_c = w_c / (h w), the 1/(h w) cancels)."""
+    L = keras.layers
+    km = keras.Sequential([keras.Input((12, 10, 3)),
+                           L.Conv2D(5, 3, activation="relu", name="conv", **Z),
+                           L.GlobalAveragePooling2D(name="gap"),
+                           L.Dense(1, activation="sigmoid", name="head", **Z)])
+    _randomize(km, 7)
+    head = km.get_layer("head")  # mostly positive class weights: non-zero maps
+    head.set_weights([np.array([[1.0], [-0.5], [0.8], [0.3], [-0.2]], np.float32),
+                      np.array([-1.0], np.float32)])
+    km.save(tmp_path / "gap.h5")
+    model, params = load_keras_model(tmp_path / "gap.h5")
+    x = _rgb(12, 10, n=3)
+    cams, logits, used = grad_cam_with_scores(
+        params, x, layer="conv", model=model)
+    acts = _keras_layer_outputs(keras, km, x)["conv"]  # (n, 10, 8, 5)
+    w = np.asarray(km.get_layer("head").kernel)[:, 0]
+    ref = np.maximum(acts @ w, 0.0)
+    peak = ref.max(axis=(1, 2), keepdims=True)
+    assert (peak > 0).all()
+    ref = np.where(peak > 0, ref / np.where(peak > 0, peak, 1.0), 0.0)
+    np.testing.assert_allclose(np.asarray(cams), ref, rtol=1e-5, atol=1e-6)
+    # the score is the logit: sigmoid(logit) is Keras' probability
+    p = km.predict(x, verbose=0)
+    np.testing.assert_allclose(np.asarray(logits), np.log(p / (1 - p)),
+                               rtol=1e-4, atol=1e-4)
+    assert np.asarray(used).tolist() == [0, 0, 0]
+
+
+@pytest.mark.keras
+def test_grad_cam_on_cats_dogs(saved):
+    km, paths, _ = saved["cats_dogs"]
+    model, params = load_keras_model(paths["h5"], preprocessing="scale01")
+    last_conv = model.conv_layers[-1]
+    x = _rgb(64, 64, n=2)
+    cams = np.asarray(jcv.grad_cam(params, x, layer=last_conv, model=model))
+    assert cams.shape == (2, 4, 4)
+    assert np.isfinite(cams).all() and cams.min() >= 0 and cams.max() <= 1
+    one = np.asarray(jcv.grad_cam(params, x[1:], layer=last_conv, model=model))
+    np.testing.assert_allclose(cams[1:], one, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.keras
+def test_filter_patterns_on_imported_model(keras, saved):
+    """Gradient ascent on a 1-channel imported model raises the filter's mean
+    activation, which Keras confirms on the returned patterns."""
+    km, paths, _ = saved["fashion"]
+    model, params = load_keras_model(paths["keras"], preprocessing="scale01")
+    layer = model.conv_layers[1]
+    init = np.random.default_rng(0).uniform(0, 1, (2, 28, 28, 1)).astype(np.float32)
+    pats = jcv.filter_patterns(params, layer, [0, 3], init=init, size=28, steps=8,
+                               step_size=0.05, model=model)
+    assert pats.shape == (2, 28, 28, 1)
+    before = np.asarray(jcv.filter_activation(params, init, layer, [0, 3],
+                                              model=model))
+    after = np.asarray(jcv.filter_activation(params, pats, layer, [0, 3],
+                                             model=model))
+    assert (after > before).all()
+    ref = _keras_layer_outputs(keras, km, np.asarray(pats))[layer]
+    np.testing.assert_allclose(after, [ref[0, ..., 0].mean(), ref[1, ..., 3].mean()],
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.keras
+def test_kernel_views_on_imported_model(saved):
+    km, paths, _ = saved["fashion"]
+    model, params = load_keras_model(paths["h5"])
+    conv1 = model.conv_layers[0]
+    k = np.asarray(km.get_layer(conv1).kernel)  # (3, 3, 1, 32)
+    kg = jcv.kernel_grid(params, conv1, model=model, channel=0, limit=0.5)
+    np.testing.assert_array_equal(np.asarray(kg.kernels),
+                                  np.transpose(k[:, :, 0, :], (2, 0, 1)))
+    hist = jcv.weight_histogram(params, conv1, model=model)
+    counts, _ = np.histogram(k.ravel().astype(np.float64), bins=10)
+    np.testing.assert_array_equal(hist.counts, counts)
+    assert hist.mean == pytest.approx(float(k.astype(np.float64).mean()))
+
+
+@pytest.mark.keras
+def test_activation_grids_on_imported_model(keras, saved):
+    from jaxconvviz.activation_grids import activation_grid, layer_activation_grids
+
+    km, paths, _ = saved["cats_dogs"]
+    model, params = load_keras_model(paths["keras"], preprocessing="scale01")
+    image = _rgb(64, 64, n=1)[0]
+    grids = layer_activation_grids(params, image, model=model)
+    assert tuple(grids) == model.spatial_layers[:8]
+    ref = _keras_layer_outputs(keras, km, image[None] / 255.0)
+    for name in (model.spatial_layers[0], model.spatial_layers[5]):
+        want = np.asarray(activation_grid(jnp.asarray(ref[name][0])))
+        np.testing.assert_allclose(np.asarray(grids[name]), want, rtol=1e-4,
+                                   atol=1e-3)
+
+
+# ------------------------------------------------------------------- CLI
+@pytest.mark.keras
+def test_cli_subcommands_take_model(saved, tmp_path, capsys):
+    """activations / kernels / atlas / gradcam with --model PATH."""
+    from jaxconvviz.cli import main
+    from jaxconvviz.images import CAT_PHOTO
+
+    km, paths, _ = saved["cats_dogs"]
+    model, _ = load_keras_model(paths["keras"])
+    conv1, last = model.conv_layers[0], model.conv_layers[-1]
+    m = ["--model", str(paths["keras"]), "--preprocess", "scale01"]
+    out = tmp_path / "out"
+    runs = [
+        ["activations", str(CAT_PHOTO), "--layers", conv1, last, "--out", str(out)],
+        ["kernels", "--layer", conv1, "--out", str(out)],
+        ["atlas", "--layer", conv1, "--filters", "0:4", "--size", "16",
+         "--steps", "2", "--out", str(out)],
+        ["gradcam", str(CAT_PHOTO), "--layer", last, "--out", str(out)],
+    ]
+    for argv in runs:
+        assert main(argv + m) == 0, (argv, capsys.readouterr())
+    text = capsys.readouterr().out
+    assert "sigmoid probability" in text  # gradcam reports the sigmoid head
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert f"activations_{conv1}.png" in pngs and "gradcam_chelsea.png" in pngs
+    assert len(pngs) >= 5
+    # a bad layer name is one stderr line and exit 2
+    assert main(["kernels", "--layer", "block1_conv1", "--out", str(out)] + m) == 2
+    err = capsys.readouterr().err
+    assert conv1 in err and err.count("\n") == 1
+    # a non-model file is one stderr line naming it
+    assert main(["kernels", "--model", str(CAT_PHOTO), "--out", str(out)]) == 2
+    assert "chelsea.png" in capsys.readouterr().err
