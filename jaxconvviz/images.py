@@ -7,12 +7,12 @@ aspect-ratio crop, so published Keras probabilities reproduce.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from ._atomic import atomic_write
 
 _INTERPOLATIONS = {
     "nearest": Image.NEAREST,
@@ -78,13 +78,6 @@ def to_uint8(x) -> np.ndarray:
     return np.clip(np.rint(np.asarray(x, dtype=np.float32)), 0, 255).astype(np.uint8)
 
 
-def make_readable(path) -> None:
-    """Give a ``mkstemp`` file (mode 0600) the mode a plain ``open`` would get."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def save_image(array_u8, path) -> Path:
     """Write a uint8 ``(h, w)`` or ``(h, w, 3)`` array as PNG, atomically."""
     a = np.asarray(array_u8)
@@ -93,18 +86,7 @@ def save_image(array_u8, path) -> Path:
             f"array_u8 must be uint8 (h, w) or (h, w, 3); got {a.dtype} "
             f"{a.shape}."
         )
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                               suffix=".png")
-    os.close(fd)
-    try:
-        Image.fromarray(a).save(tmp, format="PNG")
-        make_readable(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda fh: Image.fromarray(a).save(fh, format="PNG"))
 
 
 __all__ = ["load_img", "to_uint8", "save_image", "CAT_PHOTO", "ELEPHANT_PHOTO"]

@@ -48,7 +48,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -57,6 +56,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._atomic import atomic_write
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
@@ -769,45 +770,38 @@ def _download(url: str, dest: Path, md5: str, *, progress: bool) -> Path:
 
     from tqdm import tqdm
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.",
-                               suffix=".part")
-    try:
-        h = hashlib.md5()
-        n = 0
-        with os.fdopen(fd, "wb") as out:
-            try:
-                resp = urllib.request.urlopen(url, timeout=60)
-            except (urllib.error.URLError, OSError, ValueError) as e:
-                reason = getattr(e, "reason", e)
-                raise OSError(f"cannot download {url}: {reason}") from None
-            with resp:
-                length = resp.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                          desc=dest.name, file=sys.stderr, disable=not progress,
-                          leave=False) as bar:
-                    while True:
-                        try:
-                            chunk = resp.read(1 << 20)
-                        except (http.client.HTTPException, OSError) as e:
-                            raise OSError(
-                                f"download of {url} was interrupted after {n} bytes "
-                                f"({type(e).__name__}); nothing was saved."
-                            ) from None
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        h.update(chunk)
-                        n += len(chunk)
-                        bar.update(len(chunk))
-            if total is not None and n != total:
-                raise OSError(
-                    f"download of {url} was interrupted: got {n} of {total} bytes; "
-                    "nothing was saved."
-                )
-            out.flush()
-            os.fsync(out.fileno())
+    def stream(out) -> None:
+        h, n = hashlib.md5(), 0
+        try:
+            resp = urllib.request.urlopen(url, timeout=60)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise OSError(f"cannot download {url}: {reason}") from None
+        with resp:
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                      desc=dest.name, file=sys.stderr, disable=not progress,
+                      leave=False) as bar:
+                while True:
+                    try:
+                        chunk = resp.read(1 << 20)
+                    except (http.client.HTTPException, OSError) as e:
+                        raise OSError(
+                            f"download of {url} was interrupted after {n} bytes "
+                            f"({type(e).__name__}); nothing was saved."
+                        ) from None
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    h.update(chunk)
+                    n += len(chunk)
+                    bar.update(len(chunk))
+        if total is not None and n != total:
+            raise OSError(
+                f"download of {url} was interrupted: got {n} of {total} bytes; "
+                "nothing was saved."
+            )
         got = h.hexdigest()
         if got != md5:
             raise ValueError(
@@ -815,28 +809,11 @@ def _download(url: str, dest: Path, md5: str, *, progress: bool) -> Path:
                 "the download is damaged or not the official file; nothing was "
                 "saved."
             )
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return dest
+
+    return atomic_write(dest, stream, suffix=".part")
 
 
 # -------------------------------------------------------------- conversion
-def _atomic_write(dst: Path, write) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write_converted(params: Mapping[str, Mapping[str, Any]], dst: Path, *,
                      source: str, source_md5: str | None) -> Path:
     from . import __version__
@@ -851,7 +828,7 @@ def _write_converted(params: Mapping[str, Mapping[str, Any]], dst: Path, *,
     arrays[_META_KEY] = np.frombuffer(meta, dtype=np.uint8)
     # Remove a stale sidecar first: a new file with an old hash must not verify.
     _sidecar(dst).unlink(missing_ok=True)
-    _atomic_write(dst, lambda fh: np.savez(fh, **arrays))
+    atomic_write(dst, lambda fh: np.savez(fh, **arrays))
     record = {
         "format": CONVERTED_FORMAT,
         "file": dst.name,
@@ -863,7 +840,7 @@ def _write_converted(params: Mapping[str, Mapping[str, Any]], dst: Path, *,
         "jaxconvviz": __version__,
     }
     text = json.dumps(record, indent=1).encode()
-    _atomic_write(_sidecar(dst), lambda fh: fh.write(text))
+    atomic_write(_sidecar(dst), lambda fh: fh.write(text))
     return dst
 
 

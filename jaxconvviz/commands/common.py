@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
+from .._atomic import atomic_write
 from ..cli import CLIError
-from ..images import make_readable
 
 WEIGHTS_HELP = (
     "VGG16 weights: 'hed' (ImageNet-initialised VGG16 fine-tuned for edge "
@@ -87,21 +85,8 @@ def out_dir(path: str) -> Path:
 
 def save_figure(fig, path: Path, *, dpi: int = 100) -> Path:
     """Write a matplotlib Figure as PNG atomically (temp file + rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                               suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
-        make_readable(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+    return atomic_write(path, lambda fh: fig.savefig(
+        fh, dpi=dpi, format="png", bbox_inches="tight"))
 
 
 def save_png(array_u8, path: Path) -> Path:
