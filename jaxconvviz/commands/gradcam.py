@@ -26,19 +26,20 @@ def register(subparsers) -> None:
         "layer: which parts of the image raise the class logit. Defaults "
         "follow DLwP 5.4.3: VGG16 with ImageNet weights and its classifier, "
         "layer block5_conv3, the top-1 class.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("image", metavar="IMAGE", help="an image file (PNG, JPEG, ...)")
     p.add_argument("--class", dest="class_index", type=int, default=None,
                    metavar="N", help="class index to explain (default: the "
                    "top-1 prediction; 386 = African_elephant)")
     p.add_argument("--layer", default="block5_conv3",
-                   help="spatial layer whose feature map is weighted")
-    p.add_argument("--out", default=".", metavar="DIR", help="output directory")
+                   help="spatial layer whose feature map is weighted (default: "
+                   "block5_conv3)")
+    p.add_argument("--out", default=".", metavar="DIR",
+                   help="output directory (default: .)")
     p.add_argument("--alpha", type=float, default=0.4,
                    help="heatmap weight in the overlay, in [0, 1] (the book's 0.4)")
     p.add_argument("--colormap", default="jet",
-                   help="matplotlib colormap of the heatmap")
+                   help="matplotlib colormap of the heatmap (default: jet)")
     common.add_model_args(p, default_weights="imagenet", include_top=True)
     p.set_defaults(func=run)
 
@@ -92,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
     model.check_layer(args.layer, model.spatial_layers, name="--layer")
     n_out = model.num_outputs
     if args.class_index is not None and not 0 <= args.class_index < n_out:
-        raise CLIError(f"--class must be in 0..{n_out - 1} for {desc}; got "
+        valid = ("0 (the single logit of a binary sigmoid head)" if n_out == 1
+                 else f"in 0..{n_out - 1}")
+        raise CLIError(f"--class must be {valid} for {desc}; got "
                        f"{args.class_index}.")
 
     original = load_img(path)  # full resolution: the overlay is drawn on it
