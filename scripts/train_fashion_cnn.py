@@ -401,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     dropout_rate = float(model.layer("dropout").opt("rate", 0.4))
     key = jax.random.key(args.seed)
     k_init, k_train = jax.random.split(key)
-    untrained = keras_untrained_params(model, key=k_init)
+    # jitted: one compile instead of many small eager ops
+    untrained = jax.jit(lambda k: keras_untrained_params(model, key=k))(k_init)
     trained, history, best_epoch, evaluate = train(
         model, untrained, train_xy, val_xy, key=k_train, epochs=args.epochs,
         batch_size=args.batch_size, patience=args.patience, lr=args.lr,

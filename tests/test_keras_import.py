@@ -817,3 +817,111 @@ def test_cli_subcommands_take_model(saved, tmp_path, capsys):
     # a non-model file is one stderr line naming it
     assert main(["kernels", "--model", str(CAT_PHOTO), "--out", str(out)]) == 2
     assert "chelsea.png" in capsys.readouterr().err
+
+
+# ------------------------------------------------- scripts/train_fashion_cnn
+@pytest.fixture(scope="module")
+def trainer():
+    import sys
+    from pathlib import Path
+
+    scripts = str(Path(__file__).resolve().parents[1] / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    import train_fashion_cnn
+
+    return train_fashion_cnn
+
+
+def _write_idx(path, array: np.ndarray) -> None:
+    import gzip
+    import struct
+
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_idx_reader(trainer, tmp_path):
+    """The four idx files round-trip (values, shapes, label order)."""
+    rng = np.random.default_rng(0)
+    xtr = rng.integers(0, 256, (7, 28, 28))
+    ytr = rng.integers(0, 10, 7)
+    xte = rng.integers(0, 256, (3, 28, 28))
+    yte = rng.integers(0, 10, 3)
+    for name, arr in zip(trainer.FASHION_FILES, (xtr, ytr, xte, yte), strict=True):
+        _write_idx(tmp_path / name, arr)
+    (a, b), (c, d) = trainer.load_fashion(tmp_path)
+    for got, want in ((a, xtr), (b, ytr), (c, xte), (d, yte)):
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == np.uint8
+    name = "t10k-labels-idx1-ubyte.gz"
+    raw = (tmp_path / name).read_bytes()
+    import gzip
+
+    data = gzip.decompress(raw)
+    (tmp_path / name).write_bytes(gzip.compress(data[:-1]))
+    with pytest.raises(ValueError, match="truncated"):
+        trainer.load_fashion(tmp_path)
+    (tmp_path / name).unlink()
+    with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte.gz"):
+        trainer.load_fashion(tmp_path)
+    assert trainer.FASHION_FILES["train-images-idx3-ubyte.gz"] == (
+        "8d4fb7e6c68d591d4c3dfef9ec88bf0d")
+
+
+def test_early_stopping_restores_best(trainer):
+    """lr=0: the validation loss never improves after epoch 1, so training
+    stops after 1 + patience epochs and returns the epoch-1 weights."""
+    from fashion_figures import fashion_note_model
+
+    model = fashion_note_model()
+    params = _random_params(model, seed=3)
+    (xtr, ytr), (xva, yva) = trainer.synthetic_shapes(64, 32, seed=0)
+    best, history, best_epoch, _ = trainer.train(
+        model, params, (xtr, ytr), (xva, yva), key=jax.random.key(0), epochs=10,
+        batch_size=32, patience=2, lr=0.0, dropout_rate=0.4, log=lambda *a: None)
+    assert len(history) == 3 and best_epoch == 0
+    assert history[1]["val_loss"] == history[0]["val_loss"]
+    for lname, leaves in params.items():
+        for pname, v in leaves.items():
+            np.testing.assert_array_equal(best[lname][pname], v)
+
+
+@pytest.mark.keras
+def test_train_script_exports_keras_loadable_model(keras, trainer, tmp_path,
+                                                   capsys, monkeypatch):
+    """A short synthetic run: the exported .keras/.h5 load in jaxconvviz and
+    in real Keras with the same predictions, and metrics.json's test accuracy
+    is what the exported model scores."""
+    monkeypatch.setattr(keras.initializers.GlorotUniform, "__call__",
+                        lambda self, shape, dtype=None: keras.ops.zeros(shape, dtype))
+    out = tmp_path / "fashion"
+    argv = ["--synthetic", "--n-train", "400", "--n-test", "96", "--epochs", "2",
+            "--out", str(out), "--seed", "1"]
+    assert trainer.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "SYNTHETIC" in text and "test accuracy" in text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"] == "synthetic shapes" and metrics["epochs_run"] == 2
+    for name in ("weights_hist_conv2d", "kernels_conv2d_trained",
+                 "kernels_conv2d_untrained", "feature_maps_conv2d",
+                 "feature_maps_conv2d_1"):
+        assert (out / f"{name}.png").stat().st_size > 1000
+    _, (x_test, y_test) = trainer.synthetic_shapes(400, 96, seed=1)
+    x = x_test[..., None].astype(np.float32)
+    model, params = load_keras_model(out / "fashion_cnn.keras",
+                                     preprocessing="scale01")
+    assert model.layer_names == ("conv2d", "max_pooling2d", "conv2d_1",
+                                 "max_pooling2d_1", "flatten", "dense", "dropout",
+                                 "dense_1")
+    probs = np.asarray(jcv.predict(params, x, model=model))
+    acc = float((probs.argmax(-1) == y_test).mean())
+    assert acc == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    km = keras.models.load_model(out / "fashion_cnn.h5")
+    np.testing.assert_allclose(km.predict(x / 255.0, verbose=0), probs, rtol=1e-5,
+                               atol=1e-6)
+    npz_params = jcv.load_params(out / "fashion_cnn.npz", model)
+    np.testing.assert_array_equal(npz_params["dense_1"]["kernel"],
+                                  params["dense_1"]["kernel"])
