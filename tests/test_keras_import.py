@@ -925,3 +925,29 @@ def test_train_script_exports_keras_loadable_model(keras, trainer, tmp_path,
     npz_params = jcv.load_params(out / "fashion_cnn.npz", model)
     np.testing.assert_array_equal(npz_params["dense_1"]["kernel"],
                                   params["dense_1"]["kernel"])
+
+
+def test_lazy_exports_and_build_input_shape():
+    """jcv exports the loaders lazily; a Sequential config without an
+    InputLayer takes its input from ``build_input_shape``."""
+    import jaxconvviz.keras_export as ke
+    import jaxconvviz.keras_import as ki
+
+    assert jcv.load_keras_model is ki.load_keras_model
+    assert jcv.save_keras_model is ke.save_keras_model
+    config = {"class_name": "Sequential", "config": {
+        "name": "s", "build_input_shape": [None, None, None, 2], "layers": [
+            {"class_name": "Conv2D", "config": {
+                "name": "c", "filters": 3, "kernel_size": [1, 1], "padding": "same",
+                "activation": "relu"}},
+            {"class_name": "GlobalMaxPooling2D", "config": {"name": "g"}}]}}
+    model = convnet_from_keras_config(config, preprocessing="scale01")
+    assert model.input_shape == (None, None, 2) and model.preprocessing == "scale01"
+    params = {"c": {"kernel": jnp.asarray([[[[1.0, -1.0, 0.5], [0.0, 1.0, 0.0]]]]),
+                    "bias": jnp.zeros((3,))}}
+    x = jnp.asarray(np.arange(2 * 3 * 5 * 2, dtype=np.float32).reshape(2, 3, 5, 2))
+    got = np.asarray(model.forward(params, x))
+    xn = np.asarray(x)
+    want = np.maximum(np.einsum("nhwc,cd->nhwd", xn, np.asarray(
+        params["c"]["kernel"])[0, 0]), 0).max(axis=(1, 2))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
