@@ -116,7 +116,7 @@ def _atlas_one(args, model, params, desc, layer, d) -> None:
     import jax.numpy as jnp
     from tqdm import tqdm
 
-    from ..filters import filter_patterns
+    from ..filters import filter_activation, filter_patterns
     from ..grids import atlas_grid
     from ..plotting import plot_atlas
 
@@ -133,6 +133,8 @@ def _atlas_one(args, model, params, desc, layer, d) -> None:
             step_size=args.step_size, size=args.size, preprocess=rgb, model=model,
             batch_size=args.batch_size, dtype=dtype, progress=progress,
         )
+    act = filter_activation(params, pats, layer, idx, preprocess=rgb, model=model)
+    dead = int((act <= 0).sum())
     grid = atlas_grid(pats, n_cols=args.cols, margin=args.margin)
     if grid.shape[-1] == 1:
         grid = grid[..., 0]
@@ -143,3 +145,6 @@ def _atlas_one(args, model, params, desc, layer, d) -> None:
                      f"optimised in the {domain}")
     figpath = save_figure(fig, d / f"atlas_{layer}_figure.png")
     say(f"wrote {raw} and {figpath} ({len(idx)} filters of {layer}, {desc})")
+    if dead:
+        say(f"{dead} of {len(idx)} filters stayed at zero activation (dead on the "
+            "grey start: zero gradient, so their tiles show the start noise)")
