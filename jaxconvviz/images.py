@@ -29,9 +29,12 @@ CAT_PHOTO = DATA_DIR / "chelsea.png"
 ELEPHANT_PHOTO = DATA_DIR / "african_elephants.jpg"
 
 
+_COLOR_MODES = {"rgb": "RGB", "grayscale": "L"}
+
+
 def load_img(path, *, target_size: tuple[int, int] | None = None,
-             interpolation: str = "nearest") -> np.ndarray:
-    """Read an image file as RGB float32 in [0, 255], shape ``(h, w, 3)``.
+             interpolation: str = "nearest", color_mode: str = "rgb") -> np.ndarray:
+    """Read an image file as float32 in [0, 255], shape ``(h, w, 3)`` (RGB).
 
     Args:
       path: an image file Pillow can read (PNG, JPEG, ...). Grey, palette and
@@ -39,6 +42,8 @@ def load_img(path, *, target_size: tuple[int, int] | None = None,
       target_size: ``(h, w)`` to resize to, or None to keep the file's size.
       interpolation: Keras' default ``"nearest"``; also ``bilinear``,
         ``bicubic``, ``lanczos``, ``box``, ``hamming``.
+      color_mode: ``"rgb"`` (default) or ``"grayscale"`` (Pillow's ITU-R 601
+        luma, shape ``(h, w, 1)``), as Keras' ``load_img``.
 
     Raises:
       FileNotFoundError: the file does not exist.
@@ -49,6 +54,10 @@ def load_img(path, *, target_size: tuple[int, int] | None = None,
         raise ValueError(
             f"interpolation must be one of {sorted(_INTERPOLATIONS)}; got "
             f"{interpolation!r}."
+        )
+    if color_mode not in _COLOR_MODES:
+        raise ValueError(
+            f"color_mode must be one of {sorted(_COLOR_MODES)}; got {color_mode!r}."
         )
     if target_size is not None:
         ok = (isinstance(target_size, (tuple, list)) and len(target_size) == 2
@@ -63,12 +72,13 @@ def load_img(path, *, target_size: tuple[int, int] | None = None,
         raise FileNotFoundError(f"image file not found: {str(path)!r}.")
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
+            img = img.convert("RGB").convert(_COLOR_MODES[color_mode])
             if target_size is not None:
                 h, w = (int(v) for v in target_size)
                 if img.size != (w, h):  # Pillow sizes are (w, h)
                     img = img.resize((w, h), _INTERPOLATIONS[interpolation])
-            return np.asarray(img, dtype=np.float32).copy()
+            a = np.asarray(img, dtype=np.float32).copy()
+            return a[..., None] if a.ndim == 2 else a
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"{str(path)!r} is not a readable image: {e}") from None
 

@@ -212,6 +212,18 @@ def test_load_img_matches_keras(keras):
                                       ref)
 
 
+def test_load_img_grayscale_is_pillow_luma(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "rgb.png"
+    Image.fromarray(np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255]]],
+                             np.uint8)).save(path)
+    grey = jcv.load_img(path, color_mode="grayscale")
+    # ITU-R 601 luma, as Pillow's "L" and Keras' color_mode="grayscale"
+    np.testing.assert_array_equal(grey[..., 0], [[76, 150, 29]])
+    assert grey.shape == (1, 3, 1)
+
+
 def test_load_img_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         jcv.load_img(tmp_path / "missing.png")
@@ -223,3 +235,5 @@ def test_load_img_errors(tmp_path):
         jcv.load_img(CAT, target_size=(0, 5))
     with pytest.raises(ValueError, match="interpolation must be one of"):
         jcv.load_img(CAT, interpolation="cubic-ish")
+    with pytest.raises(ValueError, match="color_mode must be one of"):
+        jcv.load_img(CAT, color_mode="cmyk")

@@ -49,13 +49,6 @@ def _safe(name: str) -> str:
     return re.sub(r"[^\w.-]", "_", name)
 
 
-def _grey(image_rgb):
-    """RGB (h, w, 3) -> (h, w, 1) luma (ITU-R 601, as Pillow's 'L')."""
-    import numpy as np
-
-    return (image_rgb @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
-
-
 def run(args) -> int:
     if args.images_per_row < 1:
         raise CLIError(
@@ -72,7 +65,6 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from ..activation_grids import default_layers, layer_activation_grids
-    from ..images import load_img
     from ..plotting import plot_activation_grid
 
     model, params, desc = common.load_model_and_params(args, include_top=False)
@@ -83,13 +75,7 @@ def run(args) -> int:
     if size is None:
         h, w = model.input_shape[:2]
         size = h if h is not None and h == w else DEFAULT_SIZE
-    image = load_img(args.image, target_size=(size, size))
-    channels = model.input_shape[2]
-    if channels == 1:
-        image = _grey(image)
-    elif channels != 3:
-        raise CLIError(f"the model takes {channels}-channel input; only RGB "
-                       "(3) and grey (1) images are supported.")
+    image = common.load_image_for(args.image, model, size=(size, size))
     for name in layers:
         if min(model.output_shape(name, (size, size))[:2]) < 1:
             raise CLIError(

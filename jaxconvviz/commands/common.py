@@ -54,6 +54,26 @@ def load_model_and_params(args: argparse.Namespace, *, include_top: bool):
     return resolve_model(params, None), params, desc
 
 
+def load_image_for(path, model, *, size: tuple[int, int] | None = None):
+    """IMAGE as the model's input: ``(h, w, c)`` float32 in [0, 255].
+
+    RGB for 3-channel models, grey (Pillow luma) for 1-channel ones such as
+    the Fashion-MNIST CNN; resized to ``size`` or the model's fixed input size.
+    """
+    from ..images import load_img
+
+    if not Path(path).is_file():
+        raise CLIError(f"image file not found: {str(path)!r}.")
+    channels = model.input_shape[2]
+    if channels not in (1, 3):
+        raise CLIError(f"the model takes {channels}-channel input; only RGB (3) "
+                       "and grey (1) images are supported.")
+    if size is None and None not in model.input_shape[:2]:
+        size = tuple(model.input_shape[:2])
+    return load_img(path, target_size=size,
+                    color_mode="grayscale" if channels == 1 else "rgb")
+
+
 def parse_slice(text: str, *, name: str, n: int) -> list[int]:
     """'0:64', '5', '1,3,7' -> indices in [0, n); ValueError names the option."""
     try:

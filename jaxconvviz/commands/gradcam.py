@@ -98,9 +98,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--class must be {valid} for {desc}; got "
                        f"{args.class_index}.")
 
-    original = load_img(path)  # full resolution: the overlay is drawn on it
-    want = model.input_shape[:2]
-    x = load_img(path, target_size=tuple(want)) if None not in want else original
+    original = load_img(path)  # full resolution RGB: the overlay is drawn on it
+    x = common.load_image_for(path, model)
     cams, logits, used = grad_cam_with_scores(
         params, x[None], layer=args.layer, class_index=args.class_index,
         model=model)
