@@ -425,10 +425,16 @@ def main(argv: list[str] | None = None) -> int:
     log(f"wrote {paths['keras']}, {paths['h5']} and {npz}; re-imported max |diff| "
         f"{diff:.2e}")
 
-    figures = {}
+    # a raw 28x28 test image, for the CLI round trip in the README
+    # (`jaxconvviz gradcam test_image.png --model fashion_cnn.keras ...`)
+    from jaxconvviz.images import save_image, to_uint8
+
+    sample = save_image(to_uint8(x_test[0]), out / "test_image.png")
+    log(f"wrote {sample} (a test image of class {classes[int(y_test[0])]!r})")
+    figures = {"test_image": sample}
     if not args.no_figures:
         image = x_test[0]
-        figures = save_note_figures(untrained, trained, model, image, out)
+        figures.update(save_note_figures(untrained, trained, model, image, out))
         for p in figures.values():
             log(f"wrote {p}")
     metrics = {
