@@ -37,9 +37,11 @@ GRAD_EPS = 1e-5
 START_SCALE = 20.0
 START_OFFSET = 128.0
 
-#: Default chunk size on XLA:CPU (measured on the HED VGG16; see
-#: ``scripts/book_filters.py`` and the filter-engine notes). Accelerators run
-#: every requested filter at once.
+#: Default chunk size on XLA:CPU. Measured with the HED VGG16, block3_conv1,
+#: 64 px, 40 steps, Python loop, on a shared 2-core CPU: 0.82-1.04 s per filter
+#: for chunks of 1, 2, 4, 8 and 16 (flat within noise), so 8 keeps the
+#: memory small without losing throughput. Accelerators run every requested
+#: filter at once.
 CPU_BATCH_SIZE = 8
 
 
@@ -77,7 +79,9 @@ def _step(params, x, fidx, step_size, *, model, layer, preprocess):
 _STATIC = ("model", "layer", "preprocess")
 
 #: One ascent step for a batch ``(f, h, w, c)``; the CPU loop form calls it
-#: ``steps`` times from Python.
+#: ``steps`` times from Python. On XLA:CPU this measured 3.3x faster than the
+#: same steps in a ``fori_loop`` for block3_conv1 (6.5 s vs 21.6 s for 8
+#: filters, 64 px, 40 steps) and equal for block1_conv1 (0.25 s vs 0.23 s).
 _step_jit = jax.jit(_step, static_argnames=_STATIC)
 
 
