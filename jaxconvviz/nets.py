@@ -22,6 +22,7 @@ Imports jax, flax and numpy only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -106,6 +107,39 @@ class Layer:
 
 def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else tuple(int(a) for a in v)
+
+
+def _tiles(x, k: tuple[int, int]):
+    *b, h, w, c = x.shape
+    x = x[..., : h // k[0] * k[0], : w // k[1] * k[1], :]
+    return x.reshape(*b, h // k[0], k[0], w // k[1], k[1], c)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def max_pool_tiled(x, k: tuple[int, int]):
+    """Max pooling with window == strides ``k``, 'valid' padding, NHWC.
+
+    The same values as ``flax.linen.max_pool`` (a reshape and a max) and the
+    same derivatives: each window's derivative flows through its first
+    maximum in row-major order, as XLA's select-and-scatter does, but as an
+    elementwise mask that fuses (select-and-scatter took ~17% of a VGG16
+    ascent step on an H100). ``x`` may have any leading batch dimensions.
+    """
+    return _tiles(x, k).max(axis=(-4, -2))
+
+
+@max_pool_tiled.defjvp
+def _max_pool_tiled_jvp(k, primals, tangents):
+    (x,), (t,) = primals, tangents
+    xt = _tiles(x, k)
+    y = xt.max(axis=(-4, -2))
+    eq = xt == y[..., :, None, :, None, :]
+    e = eq.astype(jnp.int32)
+    row = e.sum(axis=-2, keepdims=True)
+    before = jnp.cumsum(row, axis=-4) - row  # maxima in earlier window rows
+    first = eq & (before + jnp.cumsum(e, axis=-2) == 1)
+    dt = jnp.where(first, _tiles(t, k), jnp.zeros((), t.dtype)).sum(axis=(-4, -2))
+    return y, dt
 
 
 def _conv_out(n: int, k: int, s: int, d: int, padding: str) -> int:
@@ -195,6 +229,9 @@ class ConvNet(nn.Module):
         if kind in ("maxpool", "avgpool"):
             pool = nn.max_pool if kind == "maxpool" else nn.avg_pool
             window = _pair(o("pool_size", 2))
+            if (kind == "maxpool" and _pair(o("strides", window)) == window
+                    and o("padding", "valid") == "valid"):
+                return max_pool_tiled(x, window)  # same values, faster gradient
             kw = {}
             if kind == "avgpool":
                 # Keras excludes the zero padding from the average.
