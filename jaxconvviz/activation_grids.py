@@ -27,6 +27,7 @@ from jaxtyping import Array, Float
 from ._types import Params
 from .nets import ConvNet, resolve_model
 from .predict import activations as _activations
+from .predict import check_layers
 
 #: The book's display mapping: standard score * SCALE + OFFSET, clipped.
 SCALE = 64.0
@@ -271,15 +272,8 @@ def layer_activation_grids(params: Params, image_rgb: Float[Array, "h w c"], *,
     model = resolve_model(params, model)
     _check_per_row(images_per_row)
     _check_rank(image_rgb, 3, "image_rgb", "(h, w, c)")
-    if layers is None:
-        layers = default_layers(model)
-    elif isinstance(layers, str):
-        layers = (layers,)
-    layers = tuple(layers)
-    if not layers:
-        raise ValueError("layers must name at least one layer; got none.")
-    for name in layers:
-        model.check_layer(name, model.spatial_layers, name="layers")
+    layers = check_layers(model, default_layers(model) if layers is None else layers,
+                          model.spatial_layers)
     acts = _activations(params, jnp.asarray(image_rgb)[None], layers=layers,
                         model=model)
     return {name: activation_grid(acts[name][0], images_per_row=images_per_row,

@@ -33,7 +33,7 @@ import numpy as np
 
 from ._types import ClassIndex, Heatmaps, ImagesRGB, Params
 from .nets import ConvNet, resolve_model
-from .predict import check_images
+from .predict import check_classifier_images
 
 #: Smallest positive normal float32: the normaliser's floor. ``cam <= max``
 #: always, so ``cam / maximum(max, TINY)`` lies in [0, 1], an all-zero map
@@ -128,16 +128,7 @@ def _prepare(params, images_rgb, layer, class_index, model, batch_size):
         if spec.has_params and spec.name not in params:
             raise ValueError(NO_TOP_MSG.format(
                 what=f"params without layer {spec.name!r}"))
-    x = check_images(images_rgb, channels=model.input_shape[2])
-    want = model.input_shape[:2]
-    if None not in want and tuple(x.shape[1:3]) != tuple(want):
-        raise ValueError(
-            f"images_rgb must be {want[0]}x{want[1]} for this model's "
-            f"classifier top; got {x.shape[1]}x{x.shape[2]} (use "
-            f"load_img(path, target_size={tuple(want)}))."
-        )
-    if x.shape[0] == 0:
-        raise ValueError("images_rgb must hold at least one image; got n=0.")
+    x = check_classifier_images(model, images_rgb)
     shape = model.output_shape(layer, tuple(x.shape[1:3]))
     if min(shape[:2]) < 1:
         raise ValueError(

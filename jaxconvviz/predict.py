@@ -32,6 +32,33 @@ def check_images(images, *, name: str = "images_rgb", channels: int | None = 3):
     return x
 
 
+def check_classifier_images(model: ConvNet, images_rgb):
+    """Validate images for a model's classifier head (fixed input size, n >= 1)."""
+    x = check_images(images_rgb, channels=model.input_shape[2])
+    want = model.input_shape[:2]
+    if None not in want and tuple(x.shape[1:3]) != tuple(want):
+        raise ValueError(
+            f"images_rgb must be {want[0]}x{want[1]} for this model's classifier "
+            f"top; got {x.shape[1]}x{x.shape[2]} (use load_img(path, "
+            f"target_size={tuple(want)}))."
+        )
+    if x.shape[0] == 0:
+        raise ValueError("images_rgb must hold at least one image; got n=0.")
+    return x
+
+
+def check_layers(model: ConvNet, layers, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """A layer name or a sequence of them -> a non-empty tuple of valid names."""
+    if isinstance(layers, str):
+        layers = (layers,)
+    layers = tuple(layers)
+    if not layers:
+        raise ValueError("layers must name at least one layer; got none.")
+    for name in layers:
+        model.check_layer(name, allowed, name="layers")
+    return layers
+
+
 @functools.partial(jax.jit, static_argnames=("model",))
 def _predict(params, images, model):
     # The last layer's own activation (softmax for VGG16, sigmoid for a 1-unit
@@ -56,15 +83,7 @@ def predict(params: Params, images_rgb: ImagesRGB, *, model: ConvNet | None = No
             "'predictions'. Use jcv.load_vgg16('imagenet', include_top=True) "
             "(CLI: jaxconvviz weights fetch imagenet --top)."
         )
-    x = check_images(images_rgb, channels=model.input_shape[2])
-    want = model.input_shape[:2]
-    if None not in want and tuple(x.shape[1:3]) != tuple(want):
-        raise ValueError(
-            f"images_rgb must be {want[0]}x{want[1]} for this model's classifier "
-            f"top; got {x.shape[1]}x{x.shape[2]} (use load_img(path, "
-            f"target_size={tuple(want)}))."
-        )
-    return _predict(params, x, model)
+    return _predict(params, check_classifier_images(model, images_rgb), model)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "layers"))
@@ -93,13 +112,7 @@ def activations(params: Params, images_rgb: ImagesRGB, *, layers,
       ReLU already applied where the layer has it, as Keras reports them.
     """
     model = resolve_model(params, model)
-    if isinstance(layers, str):
-        layers = (layers,)
-    layers = tuple(layers)
-    if not layers:
-        raise ValueError("layers must name at least one layer; got none.")
-    for name in layers:
-        model.check_layer(name, model.layer_names, name="layers")
+    layers = check_layers(model, layers, model.layer_names)
     x = check_images(images_rgb, channels=model.input_shape[2])
     for name in layers:
         shape = model.output_shape(name, tuple(x.shape[1:3]))
@@ -111,4 +124,5 @@ def activations(params: Params, images_rgb: ImagesRGB, *, layers,
     return dict(_activations(params, x, model, tuple(dict.fromkeys(layers))))
 
 
-__all__ = ["predict", "activations", "check_images"]
+__all__ = ["predict", "activations", "check_images", "check_classifier_images",
+           "check_layers"]
