@@ -640,7 +640,7 @@ def case_loops(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
     if ctx.args.loop_chunks:
         sizes = [int(v) for v in ctx.args.loop_chunks.split(",")]
     elif ctx.smoke:
-        sizes = [1, n]
+        sizes = [n]
     for dt in ctx.dtypes:
         for loop in ("fori", "python"):
             for bs in sizes:

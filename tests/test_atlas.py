@@ -298,3 +298,32 @@ def test_two_processes_equal_single_process(tmp_path, reference):
     # each process computes half of every chunk (one device each)
     assert info["plan"] == [["block1_conv2", 4, 1, 2], ["block3_conv1", 8, 1, 2]]
     _check(outs, path, reference)
+
+
+def test_max_pool_tiled_equals_flax_max_pool_with_ties():
+    """nets.max_pool_tiled (used for window == strides pools): the values and
+    the gradient of flax's reduce-window max pool exactly, ties included
+    (the first maximum of a window in row-major order gets the gradient)."""
+    import flax.linen as nn
+
+    from jaxconvviz.nets import max_pool_tiled
+
+    rng = np.random.default_rng(0)
+    for shape, k in (((2, 8, 8, 3), (2, 2)), ((2, 7, 9, 2), (2, 2)),
+                     ((1, 9, 9, 2), (3, 3))):
+        for x in (rng.normal(size=shape), rng.integers(0, 3, shape)):  # 2nd: ties
+            x = jnp.asarray(x, jnp.float32)
+
+            def ref(x, k=k):
+                return nn.max_pool(x, k, strides=k, padding="VALID")
+
+            y, vjp = jax.vjp(lambda x, k=k: max_pool_tiled(x, k), x)
+            y0, vjp0 = jax.vjp(ref, x)
+            ct = jnp.asarray(rng.normal(size=y0.shape), jnp.float32)
+            assert bool((y == y0).all())
+            assert bool((vjp(ct)[0] == vjp0(ct)[0]).all())
+            # forward mode too (custom_jvp): tangent of the first maximum
+            t = jnp.asarray(rng.normal(size=shape), jnp.float32)
+            _, dy = jax.jvp(lambda x, k=k: max_pool_tiled(x, k), (x,), (t,))
+            _, dy0 = jax.jvp(ref, (x,), (t,))
+            assert bool((dy == dy0).all())
