@@ -327,3 +327,31 @@ def test_max_pool_tiled_equals_flax_max_pool_with_ties():
             _, dy = jax.jvp(lambda x, k=k: max_pool_tiled(x, k), (x,), (t,))
             _, dy0 = jax.jvp(ref, (x,), (t,))
             assert bool((dy == dy0).all())
+
+
+def test_cli_all_layers_writes_every_conv_layer(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from jaxconvviz.cli import main
+    from jaxconvviz.commands import atlas as cmd
+    from jaxconvviz.nets import ConvNet, Layer
+
+    model = ConvNet(layers=(
+        Layer.make("c1", "conv", features=3, activation="relu"),
+        Layer.make("p1", "maxpool", pool_size=2),
+        Layer.make("c2", "conv", features=5, activation="relu"),
+    ), input_shape=(None, None, 3), preprocessing="none", name_="two_convs")
+    params = model.init_params(jax.random.key(3), hw=(16, 16))
+    monkeypatch.setattr(cmd, "load_model_and_params",
+                        lambda args, include_top: (model, params, "two convs"))
+    argv = ["atlas", "--all-layers", "--size", "16", "--steps", "2", "--cols", "5",
+            "--margin", "1", "--seed", "4", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    for layer, n in (("c1", 3), ("c2", 5)):
+        png = np.asarray(Image.open(tmp_path / f"atlas_{layer}.png"))
+        pats = jcv.filter_patterns(params, layer, range(n), key=jax.random.key(4),
+                                   size=16, steps=2, model=model)
+        np.testing.assert_array_equal(png, jcv.atlas_grid(pats, n_cols=5, margin=1))
+        assert (tmp_path / f"atlas_{layer}_figure.png").is_file()
+    assert main(argv[:1] + ["--layer", "c1"] + argv[1:]) == 2
+    assert main(argv + ["--memory-budget", "lots"]) == 2

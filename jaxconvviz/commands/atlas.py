@@ -5,6 +5,7 @@ Examples::
     jaxconvviz atlas --layer block3_conv1 --filters 0:64 --size 150
     jaxconvviz atlas --layer block1_conv1 --filters 0:16 --size 64 --out atlases
     jaxconvviz atlas --layer conv2d_1 --model my_cnn.keras --filters 0:32
+    jaxconvviz atlas --all-layers --size 128 --dtype bfloat16 --out atlas_all
 
 Writes ``atlas_<layer>.png`` (the raw grid, one pixel per pattern pixel) and
 ``atlas_<layer>_figure.png`` (the same with a title naming layer and weights).
@@ -38,10 +39,13 @@ def register(subparsers) -> None:
     p.add_argument("--layer", default=None, metavar="LAYER",
                    help="layer to visualise, e.g. block3_conv1 (required; an "
                    "unknown name lists the valid ones)")
-    # A later --all-layers flag selects every conv layer; _layers() is where it
-    # plugs in.
-    p.add_argument("--filters", default="0:64", metavar="SEL",
-                   help="filters: START:STOP or a comma list (default: 0:64)")
+    p.add_argument("--all-layers", action="store_true",
+                   help="every conv layer (VGG16: 13 layers, 4,224 filters) in "
+                   "one filter_atlas run, one grid per layer")
+    p.add_argument("--filters", default=None, metavar="SEL",
+                   help="filters: START:STOP or a comma list (default: 0:64; "
+                   "with --all-layers every filter, and a START:STOP range is "
+                   "clipped to each layer's filters)")
     p.add_argument("--size", type=int, default=150, metavar="PX",
                    help="pattern side in pixels (default: 150, the book's)")
     p.add_argument("--steps", type=int, default=40,
@@ -59,6 +63,14 @@ def register(subparsers) -> None:
                    "CPU)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                    help="network compute dtype (default: float32)")
+    p.add_argument("--memory-budget", default=None, metavar="BYTES",
+                   help="bytes per device for a chunk of filters, e.g. 16GB or "
+                   "12GiB (default: from the device's free memory)")
+    p.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() first (SLURM/Open MPI "
+                   "auto-detected, else JAX_COORDINATOR_ADDRESS, "
+                   "JAX_NUM_PROCESSES, JAX_PROCESS_ID); every process computes "
+                   "its share, process 0 writes (see docs/scaling.md)")
     p.add_argument("--domain", default="auto", choices=("auto", "input", "rgb"),
                    help="what is optimised: 'input' = the network's input tensor "
                    "as the book does (VGG16: caffe BGR), 'rgb' = an RGB image "
@@ -71,8 +83,12 @@ def register(subparsers) -> None:
 
 
 def _layers(args, model) -> list[str]:
-    """The layers to render (one today; --all-layers will extend this)."""
+    """The layers to render: --layer, or every conv layer with --all-layers."""
     valid = model.spatial_layers
+    if args.all_layers:
+        if args.layer is not None:
+            raise CLIError("use --layer or --all-layers, not both.")
+        return list(model.conv_layers)
     if args.layer is None:
         raise CLIError(f"--layer is required; one of {', '.join(valid)}.")
     if args.layer not in valid:
@@ -93,8 +109,26 @@ def _check_args(args) -> None:
         raise CLIError(f"--batch-size must be >= 1; got {args.batch_size}.")
 
 
+def _init_distributed() -> None:
+    import os
+
+    import jax
+
+    kw = {k: int(os.environ[v]) for k, v in (("num_processes", "JAX_NUM_PROCESSES"),
+                                            ("process_id", "JAX_PROCESS_ID"))
+          if v in os.environ}
+    jax.distributed.initialize(**kw)
+
+
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
+    from ..atlas import parse_memory_budget
+
+    parse_memory_budget(args.memory_budget)  # ValueError names it, before work
+    if args.filters is None:
+        args.filters = ":" if args.all_layers else "0:64"
+    if args.distributed:
+        _init_distributed()
     model, params, desc = load_model_and_params(args, include_top=False)
     layers = _layers(args, model)
     for layer in layers:  # validate every layer before computing any
@@ -106,12 +140,42 @@ def run(args: argparse.Namespace) -> int:
             )
         parse_slice(args.filters, name="--filters", n=model.channels(layer))
     d = out_dir(args.out)
+    if args.all_layers or args.distributed or args.memory_budget:
+        _atlas_many(args, model, params, desc, layers, d)
+        return 0
     for layer in layers:
         _atlas_one(args, model, params, desc, layer, d)
     return 0
 
 
-def _atlas_one(args, model, params, desc, layer, d) -> None:
+def _atlas_many(args, model, params, desc, layers, d) -> None:
+    """Every layer in one filter_atlas run (chunked, sharded); process 0 writes."""
+    import jax
+    import jax.numpy as jnp
+    from tqdm import tqdm
+
+    from ..atlas import filter_atlas
+
+    sel = {layer: parse_slice(args.filters, name="--filters", n=model.channels(layer))
+           for layer in layers}
+    rgb = args.domain == "rgb" or (args.domain == "auto" and bool(args.model))
+    main = jax.process_index() == 0
+    with tqdm(total=sum(map(len, sel.values())), unit="filter", desc="atlas",
+              file=sys.stderr, disable=None if main else True, leave=False) as bar:
+        res = filter_atlas(
+            params, layers=layers, filters_per_layer=sel, size=args.size,
+            steps=args.steps, key=jax.random.key(args.seed),
+            dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32,
+            memory_budget=args.memory_budget, step_size=args.step_size,
+            preprocess=rgb, batch_size=args.batch_size, model=model,
+            progress=lambda done, total: bar.update(done - bar.n))
+    if not main:
+        return
+    for layer in layers:
+        _atlas_one(args, model, params, desc, layer, d, pats=res[layer])
+
+
+def _atlas_one(args, model, params, desc, layer, d, pats=None) -> None:
     import jax
     import jax.numpy as jnp
     from tqdm import tqdm
@@ -124,15 +188,17 @@ def _atlas_one(args, model, params, desc, layer, d) -> None:
     rgb = args.domain == "rgb" or (args.domain == "auto" and bool(args.model))
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
     with tqdm(total=len(idx), unit="filter", desc=layer, file=sys.stderr,
-              disable=None, leave=False) as bar:
+              disable=None if pats is None else True, leave=False) as bar:
         def progress(done, total):
             bar.update(done - bar.n)
 
-        pats = filter_patterns(
-            params, layer, idx, key=jax.random.key(args.seed), steps=args.steps,
-            step_size=args.step_size, size=args.size, preprocess=rgb, model=model,
-            batch_size=args.batch_size, dtype=dtype, progress=progress,
-        )
+        if pats is None:  # (--all-layers passes the filter_atlas result)
+            pats = filter_patterns(
+                params, layer, idx, key=jax.random.key(args.seed),
+                steps=args.steps, step_size=args.step_size, size=args.size,
+                preprocess=rgb, model=model, batch_size=args.batch_size,
+                dtype=dtype, progress=progress,
+            )
     act = filter_activation(params, pats, layer, idx, preprocess=rgb, model=model)
     dead = int((act <= 0).sum())
     grid = atlas_grid(pats, n_cols=args.cols, margin=args.margin)
