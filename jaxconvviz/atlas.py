@@ -10,7 +10,8 @@ requested layer:
   from the device's free memory (:func:`device_memory_budget`). Every chunk
   of a layer has one compiled shape; the last one is padded and the padding
   dropped. On XLA:CPU the chunk is also capped at the measured speed optimum
-  (:data:`jaxconvviz.filters.CPU_BATCH_SIZE` filters per device).
+  per device (:func:`jaxconvviz.filters.default_batch_size`: 1 filter for
+  layers with large feature maps, up to 16 for deep layers).
 * **Sharded over devices.** The filter axis of every chunk is split over a
   1-D :class:`jax.sharding.Mesh` of ``devices`` (default: ``jax.devices()``)
   with :class:`~jax.sharding.NamedSharding`; params are replicated. The
@@ -322,7 +323,7 @@ def _plan(model, params, layers, fsel, size, budget, devs, batch_size):
     for layer in layers:
         n = int(fsel[layer].shape[0])
         per = filter_memory_bytes(model, layer, size)
-        cap = _f.CPU_BATCH_SIZE if cpu else None
+        cap = _f.default_batch_size(n, model, layer, size) if cpu else None
         chunk, n_chunks = plan_chunks(n, per_filter_bytes=per, budget_bytes=budget,
                                       n_devices=n_dev, fixed_bytes=fixed,
                                       cap_per_device=cap)
@@ -452,7 +453,7 @@ def filter_atlas(
         fed through ``model.preprocess``.
       batch_size: optional cap on filters per compiled call (rounded up to a
         multiple of the device count); None: from the budget (and, on
-        XLA:CPU, at most :data:`~jaxconvviz.filters.CPU_BATCH_SIZE` per
+        XLA:CPU, at most :func:`~jaxconvviz.filters.default_batch_size` per
         device).
       loop: ``"auto"``, ``"fori"`` or ``"python"``, as
         :func:`~jaxconvviz.filter_patterns` (auto: a Python loop over a

@@ -262,8 +262,8 @@ def test_sharded_over_4_devices_equals_single(tmp_path, reference):
     assert p.returncode == 0, err[-3000:]
     info = json.loads(out.strip().splitlines()[-1])
     assert info["n_devices"] == 4
-    # 4 filters -> one chunk of 4 (1 per device); 8 -> 8 (2 per device, the
-    # CPU cap of 8 per device is not reached)
+    # 4 filters -> one chunk of 4 (1 per device, the CPU cap for 32x32 maps);
+    # 8 -> 8 (2 per device; the cap for 8x8 maps is 16)
     assert info["plan"] == [["block1_conv2", 4, 1, 4], ["block3_conv1", 8, 1, 4]]
     # equal up to float32 rounding of differently batched CPU convolutions
     # (values ~128, where one ulp is 1.5e-5)
@@ -295,8 +295,10 @@ def test_two_processes_equal_single_process(tmp_path, reference):
     info = json.loads(outs[0][0].strip().splitlines()[-1])
     assert info["processes"] == 2 and info["n_devices"] == 2
     assert "{" not in outs[1][0]  # only process 0 reports and writes
-    # each process computes half of every chunk (one device each)
-    assert info["plan"] == [["block1_conv2", 4, 1, 2], ["block3_conv1", 8, 1, 2]]
+    # each process computes half of every chunk (one device each); on CPU
+    # block1_conv2 (32x32 maps) runs 1 filter per device, block3_conv1 (8x8)
+    # up to 16
+    assert info["plan"] == [["block1_conv2", 2, 2, 2], ["block3_conv1", 8, 1, 2]]
     _check(outs, path, reference)
 
 
@@ -355,3 +357,18 @@ def test_cli_all_layers_writes_every_conv_layer(tmp_path, monkeypatch):
         assert (tmp_path / f"atlas_{layer}_figure.png").is_file()
     assert main(argv[:1] + ["--layer", "c1"] + argv[1:]) == 2
     assert main(argv + ["--memory-budget", "lots"]) == 2
+
+
+def test_cpu_default_chunk_by_feature_map_size():
+    """XLA:CPU: ceil(1024 / (h' * w')) filters per chunk, at most 16."""
+    from jaxconvviz.filters import default_batch_size
+
+    assert jax.default_backend() == "cpu"
+    m = jcv.VGG16(include_top=False)
+    got = {layer: default_batch_size(512, m, layer, 64) for layer in
+           ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1",
+            "block5_conv3")}
+    assert got == {"block1_conv1": 1, "block2_conv1": 1, "block3_conv1": 4,
+                   "block4_conv1": 16, "block5_conv3": 16}
+    assert default_batch_size(3, m, "block5_conv3", 64) == 3
+    assert default_batch_size(512, m, "block5_conv3", 256) == 4  # 16x16 maps
