@@ -75,11 +75,21 @@ def load_image_for(path, model, *, size: tuple[int, int] | None = None):
 
 
 def parse_slice(text: str, *, name: str, n: int) -> list[int]:
-    """'0:64', '5', '1,3,7' -> indices in [0, n); ValueError names the option."""
+    """'0:64', ':64', '8:', '5', '1,3,7' -> indices in [0, n).
+
+    A range reaching past the layer (``0:100`` of 64 filters) is an error, not
+    silently clipped.
+    """
     try:
         if ":" in text:
             a, _, b = text.partition(":")
-            idx = list(range(n))[slice(int(a) if a else None, int(b) if b else None)]
+            start, stop = int(a) if a.strip() else 0, int(b) if b.strip() else n
+            if not 0 <= start < stop <= n:
+                raise CLIError(
+                    f"{name} must be START:STOP with 0 <= START < STOP <= {n} "
+                    f"(the layer has {n} filters); got {text!r}."
+                )
+            idx = list(range(start, stop))
         else:
             idx = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
