@@ -369,7 +369,7 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
             "speedup": base * n / warm,
             "gflop": flops / 1e9, "tflops": flops / warm / 1e12,
             "baseline_tflops": flops / (base * n) / 1e12,
-            "chunk": jcv.filters.default_batch_size(n),
+            "chunk": jcv.filters.default_batch_size(n, ctx.model, layer, size),
             "loop": jcv.filters._resolve_loop("auto"),
             "peak_bytes": peak_bytes(),
             "mean_activation": float(acts[dt].mean()),
@@ -753,6 +753,63 @@ def parse_case(text: str):
     return kind, args
 
 
+def plot(paths: list[str], out: str) -> None:
+    """One figure from benchmark JSON files: per-filter time of every
+    ``filters`` case (JAX one-at-a-time, PyTorch one-at-a-time, batched per
+    dtype; log scale) per device, and the per-layer atlas times."""
+    from matplotlib.figure import Figure
+
+    docs = [json.load(open(p)) for p in paths]
+    filt = [(d["device"]["device_kind"], c) for d in docs for c in d["cases"]
+            if c.get("kind") == "filters" and "error" not in c]
+    atlas = [(d["device"]["device_kind"], c) for d in docs for c in d["cases"]
+             if c.get("kind") == "atlas" and "error" not in c]
+    devices = list(dict.fromkeys(dev for dev, _ in filt))
+    ncols = len(devices) + (1 if atlas else 0)
+    fig = Figure(figsize=(6.5 * ncols, 4.8), layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    for ax, dev in zip(axes, devices, strict=False):
+        cases = [c for d_, c in filt if d_ == dev]
+        labels = list(dict.fromkeys(f"{c['layer']}\n{c['size']}px x{c['n']}"
+                                    for c in cases))
+        series = {"JAX, one at a time": {}, "PyTorch, one at a time": {}}
+        for c in cases:
+            lab = f"{c['layer']}\n{c['size']}px x{c['n']}"
+            series["JAX, one at a time"][lab] = c["baseline_ms_per_filter"]
+            if "torch_ms_per_filter" in c:
+                series["PyTorch, one at a time"][lab] = c["torch_ms_per_filter"]
+            series.setdefault(f"jaxconvviz batched, {c['dtype']}", {})[lab] = \
+                c["batched_ms_per_filter"]
+        series = {k: v for k, v in series.items() if v}
+        width = 0.8 / len(series)
+        for i, (name, vals) in enumerate(series.items()):
+            xs = [j + (i - (len(series) - 1) / 2) * width for j, lab in
+                  enumerate(labels) if lab in vals]
+            ax.bar(xs, [vals[lab] for lab in labels if lab in vals], width,
+                   label=name)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax.set_ylabel("ms per filter (40 steps)")
+        ax.set_title(f"Filter patterns on {dev}", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    if atlas:
+        ax = axes[-1]
+        for dev, c in atlas:
+            layers = list(c["per_layer"])
+            ax.plot(range(len(layers)), [c["per_layer"][x]["s"] for x in layers],
+                    marker="o", label=f"{dev}, {c['dtype']}: {c['batched_s']:.1f} s "
+                    f"total")
+        ax.set_xticks(range(len(layers)), [x.replace("block", "b").replace(
+            "_conv", "c") for x in layers], fontsize=8)
+        ax.set_ylabel("seconds per layer (every filter)")
+        ax.set_title(f"Full VGG16 atlas, {atlas[0][1]['n']} filters, "
+                     f"{atlas[0][1]['size']} px", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.savefig(out, dpi=110)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true",
@@ -782,7 +839,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="images per compiled call in gradcam/activations")
     p.add_argument("--out", default=None, help="also write the JSON here (updated "
                    "after every case)")
+    p.add_argument("--plot", nargs="+", default=None, metavar="JSON",
+                   help="draw benchmark JSON files into the PNG given by --out "
+                   "instead of running")
     args = p.parse_args(argv)
+    if args.plot:
+        plot(args.plot, args.out or "benchmarks.png")
+        return 0
     if args.smoke:
         args.steps = args.steps or 3
         args.atlas_layers = args.atlas_layers or "block1_conv1,block1_conv2"
