@@ -760,21 +760,34 @@ def plot(paths: list[str], out: str) -> None:
     from matplotlib.figure import Figure
 
     docs = [json.load(open(p)) for p in paths]
-    filt = [(d["device"]["device_kind"], c) for d in docs for c in d["cases"]
+
+    def name(d):
+        dev = d["device"]
+        if dev["platform"] == "cpu":
+            return f"{dev['cpu']} CPU, {dev['cpu_count']} cores"
+        return dev["device_kind"]
+
+    filt = [(name(d), c) for d in docs for c in d["cases"]
             if c.get("kind") == "filters" and "error" not in c]
-    atlas = [(d["device"]["device_kind"], c) for d in docs for c in d["cases"]
+    atlas = [(name(d), c) for d in docs for c in d["cases"]
              if c.get("kind") == "atlas" and "error" not in c]
     devices = list(dict.fromkeys(dev for dev, _ in filt))
     ncols = len(devices) + (1 if atlas else 0)
-    fig = Figure(figsize=(6.5 * ncols, 4.8), layout="constrained")
+    fig = Figure(figsize=(6.5 * ncols, 5.0), layout="constrained")
     axes = fig.subplots(1, ncols, squeeze=False)[0]
     for ax, dev in zip(axes, devices, strict=False):
         cases = [c for d_, c in filt if d_ == dev]
-        labels = list(dict.fromkeys(f"{c['layer']}\n{c['size']}px x{c['n']}"
-                                    for c in cases))
+        many = len({c["layer"] for c in cases}) > 4
+
+        def label(c, many=many):
+            if many:  # short names; size and count go in the title
+                return c["layer"].replace("block", "b").replace("_conv", "c")
+            return f"{c['layer']}\n{c['size']}px x{c['n']}"
+
+        labels = list(dict.fromkeys(label(c) for c in cases))
         series = {"JAX, one at a time": {}, "PyTorch, one at a time": {}}
         for c in cases:
-            lab = f"{c['layer']}\n{c['size']}px x{c['n']}"
+            lab = label(c)
             series["JAX, one at a time"][lab] = c["baseline_ms_per_filter"]
             if "torch_ms_per_filter" in c:
                 series["PyTorch, one at a time"][lab] = c["torch_ms_per_filter"]
@@ -790,7 +803,8 @@ def plot(paths: list[str], out: str) -> None:
         ax.set_yscale("log")
         ax.set_xticks(range(len(labels)), labels, fontsize=8)
         ax.set_ylabel("ms per filter (40 steps)")
-        ax.set_title(f"Filter patterns on {dev}", fontsize=10)
+        extra = f", {cases[0]['size']} px, {cases[0]['n']} filters" if many else ""
+        ax.set_title(f"Filter patterns on {dev}{extra}", fontsize=10)
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     if atlas:
