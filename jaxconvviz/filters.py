@@ -42,14 +42,15 @@ START_OFFSET = 128.0
 #: the HED VGG16, 64 px, Python loop, on a shared 2-core CPU: block3_conv1
 #: 0.82-1.04 s per filter (40 steps) for chunks of 1-16 (flat within noise);
 #: per filter for 10 steps, block5_conv3 0.84 s (chunk 1), 0.45 (4), 0.39
-#: (8), 0.36 (16); block2_conv1 0.10 s (1, 4) but 0.12 s (8, 16).
-#: Accelerators run every requested filter at once.
+#: (8), 0.36 (16); block2_conv1 0.10 s (1, 4) but 0.12 s (8, 16);
+#: block3_conv3 0.23 s (1), 0.21 (2), 0.24 (4). Accelerators run every
+#: requested filter at once.
 CPU_BATCH_SIZE = 16
 #: On XLA:CPU a chunk holds about ``CPU_ROWS / (h' * w')`` filters, ``h' * w'``
 #: the target layer's feature-map size: batching pays where the maps are
 #: small (deep layers, whose convolutions are thin matrix products for one
 #: image) and costs cache where they are large.
-CPU_ROWS = 1024
+CPU_ROWS = 512
 
 
 # --------------------------------------------------------------------- compute
@@ -251,7 +252,7 @@ def default_batch_size(n_filters: int, model: ConvNet | None = None,
     GPU/TPU: all ``n_filters``. XLA:CPU: ``ceil(CPU_ROWS / (h' * w'))``
     filters with ``h' x w'`` the feature map of ``layer`` at ``size`` px, at
     most :data:`CPU_BATCH_SIZE` (VGG16 at 64 px: 1 filter per chunk up to
-    block2, 4 at block3, 16 at block4 and block5); without a layer,
+    block2, 2 at block3, 8 at block4, 16 at block5); without a layer,
     :data:`CPU_BATCH_SIZE`.
     """
     if jax.default_backend() != "cpu":

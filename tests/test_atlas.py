@@ -360,7 +360,7 @@ def test_cli_all_layers_writes_every_conv_layer(tmp_path, monkeypatch):
 
 
 def test_cpu_default_chunk_by_feature_map_size():
-    """XLA:CPU: ceil(1024 / (h' * w')) filters per chunk, at most 16."""
+    """XLA:CPU: ceil(512 / (h' * w')) filters per chunk, at most 16."""
     from jaxconvviz.filters import default_batch_size
 
     assert jax.default_backend() == "cpu"
@@ -368,7 +368,7 @@ def test_cpu_default_chunk_by_feature_map_size():
     got = {layer: default_batch_size(512, m, layer, 64) for layer in
            ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1",
             "block5_conv3")}
-    assert got == {"block1_conv1": 1, "block2_conv1": 1, "block3_conv1": 4,
-                   "block4_conv1": 16, "block5_conv3": 16}
+    assert got == {"block1_conv1": 1, "block2_conv1": 1, "block3_conv1": 2,
+                   "block4_conv1": 8, "block5_conv3": 16}
     assert default_batch_size(3, m, "block5_conv3", 64) == 3
-    assert default_batch_size(512, m, "block5_conv3", 256) == 4  # 16x16 maps
+    assert default_batch_size(512, m, "block5_conv3", 256) == 2  # 16x16 maps
