@@ -347,7 +347,8 @@ def test_cli_all_layers_writes_every_conv_layer(tmp_path, monkeypatch):
     monkeypatch.setattr(cmd, "load_model_and_params",
                         lambda args, include_top: (model, params, "two convs"))
     argv = ["atlas", "--all-layers", "--size", "16", "--steps", "2", "--cols", "5",
-            "--margin", "1", "--seed", "4", "--out", str(tmp_path)]
+            "--margin", "1", "--seed", "4", "--filters", "0:64", "--out",
+            str(tmp_path)]  # 0:64 is clipped to each layer's 3 and 5 filters
     assert main(argv) == 0
     for layer, n in (("c1", 3), ("c2", 5)):
         png = np.asarray(Image.open(tmp_path / f"atlas_{layer}.png"))

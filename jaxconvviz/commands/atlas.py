@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--size must be at least {need} px for layer {layer!r}; got "
                 f"{args.size}."
             )
-        parse_slice(args.filters, name="--filters", n=model.channels(layer))
+        _filters(args, model.channels(layer))
     d = out_dir(args.out)
     if args.all_layers or args.distributed or args.memory_budget:
         _atlas_many(args, model, params, desc, layers, d)
@@ -146,6 +146,17 @@ def run(args: argparse.Namespace) -> int:
     for layer in layers:
         _atlas_one(args, model, params, desc, layer, d)
     return 0
+
+
+def _filters(args, n: int) -> list[int]:
+    """--filters for a layer of ``n`` filters; with --all-layers a range's end
+    is clipped to each layer (``0:64`` = the first 64 filters, or all)."""
+    text = args.filters
+    if args.all_layers and ":" in text:
+        a, _, b = text.partition(":")
+        if b.strip().lstrip("-").isdigit() and int(b) > n:
+            text = f"{a}:{n}"
+    return parse_slice(text, name="--filters", n=n)
 
 
 def _atlas_many(args, model, params, desc, layers, d) -> None:
@@ -156,8 +167,7 @@ def _atlas_many(args, model, params, desc, layers, d) -> None:
 
     from ..atlas import filter_atlas
 
-    sel = {layer: parse_slice(args.filters, name="--filters", n=model.channels(layer))
-           for layer in layers}
+    sel = {layer: _filters(args, model.channels(layer)) for layer in layers}
     rgb = args.domain == "rgb" or (args.domain == "auto" and bool(args.model))
     main = jax.process_index() == 0
     with tqdm(total=sum(map(len, sel.values())), unit="filter", desc="atlas",
@@ -184,7 +194,7 @@ def _atlas_one(args, model, params, desc, layer, d, pats=None) -> None:
     from ..grids import atlas_grid
     from ..plotting import plot_atlas
 
-    idx = parse_slice(args.filters, name="--filters", n=model.channels(layer))
+    idx = _filters(args, model.channels(layer))
     rgb = args.domain == "rgb" or (args.domain == "auto" and bool(args.model))
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
     with tqdm(total=len(idx), unit="filter", desc=layer, file=sys.stderr,
