@@ -33,7 +33,7 @@ import numpy as np
 
 from ._types import ClassIndex, Heatmaps, ImagesRGB, Params
 from .nets import ConvNet, resolve_model
-from .predict import check_classifier_images
+from .predict import check_batch_size, check_classifier_images, map_in_chunks
 
 #: Smallest positive normal float32: the normaliser's floor. ``cam <= max``
 #: always, so ``cam / maximum(max, TINY)`` lies in [0, 1], an all-zero map
@@ -135,12 +135,7 @@ def _prepare(params, images_rgb, layer, class_index, model, batch_size):
             f"images_rgb of {x.shape[1]}x{x.shape[2]} px are too small for layer "
             f"{layer!r}; it needs at least {model.min_input_size(layer)} px."
         )
-    if batch_size is not None and (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-        raise ValueError(
-            f"batch_size must be a positive int or None; got {batch_size!r}."
-        )
+    check_batch_size(batch_size)
     ci, use_top1 = _check_class_index(class_index, x.shape[0], model.num_outputs)
     return model, x, ci, use_top1
 
@@ -148,21 +143,10 @@ def _prepare(params, images_rgb, layer, class_index, model, batch_size):
 def _run(params, images_rgb, layer, class_index, model, batch_size):
     model, x, ci, use_top1 = _prepare(params, images_rgb, layer, class_index,
                                       model, batch_size)
-    n = x.shape[0]
-    bs = n if batch_size is None else min(int(batch_size), n)
-    outs = []
-    for s in range(0, n, bs):
-        xb, cb = x[s:s + bs], ci[s:s + bs]
-        m = xb.shape[0]
-        if m < bs:  # pad the last chunk so every chunk has one compiled shape
-            xb = jnp.concatenate([xb, jnp.zeros((bs - m, *xb.shape[1:]), xb.dtype)])
-            cb = np.concatenate([cb, np.zeros((bs - m,), np.int32)])
-        out = _grad_cam_batch(params, xb, jnp.asarray(cb), model=model, layer=layer,
-                              use_top1=use_top1)
-        outs.append(tuple(o[:m] for o in out))
-    if len(outs) == 1:
-        return outs[0]
-    return tuple(jnp.concatenate(parts) for parts in zip(*outs, strict=True))
+    return map_in_chunks(
+        lambda xb, cb: _grad_cam_batch(params, xb, cb, model=model, layer=layer,
+                                       use_top1=use_top1),
+        (x, jnp.asarray(ci, jnp.int32)), batch_size)
 
 
 def grad_cam(params: Params, images_rgb: ImagesRGB, *, layer: str = "block5_conv3",

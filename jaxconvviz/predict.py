@@ -10,6 +10,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._types import ImagesRGB, Params
 from .nets import ConvNet, resolve_model
@@ -30,6 +31,38 @@ def check_images(images, *, name: str = "images_rgb", channels: int | None = 3):
     if not bool(jnp.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or inf values.")
     return x
+
+
+def check_batch_size(batch_size) -> None:
+    """``batch_size`` must be None or a positive int."""
+    if batch_size is not None and (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+        raise ValueError(
+            f"batch_size must be a positive int or None; got {batch_size!r}."
+        )
+
+
+def map_in_chunks(fn, arrays: tuple, batch_size: int | None):
+    """``fn(*chunk)`` over equal chunks of the arrays' leading axis.
+
+    The last chunk is zero-padded to the same size, so a jitted ``fn``
+    compiles once; the padding is dropped from the outputs (any pytree of
+    arrays with the batch axis first), which are concatenated.
+    """
+    n = arrays[0].shape[0]
+    bs = n if batch_size is None else min(int(batch_size), n)
+    outs = []
+    for s in range(0, n, bs):
+        part = [a[s:s + bs] for a in arrays]
+        m = part[0].shape[0]
+        if m < bs:
+            part = [jnp.concatenate([p, jnp.zeros((bs - m, *p.shape[1:]), p.dtype)])
+                    for p in part]
+        outs.append(jax.tree.map(lambda o, m=m: o[:m], fn(*part)))
+    if len(outs) == 1:
+        return outs[0]
+    return jax.tree.map(lambda *parts: jnp.concatenate(parts), *outs)
 
 
 def check_classifier_images(model: ConvNet, images_rgb):
@@ -98,7 +131,8 @@ def _activations(params, images, model, layers):
 
 
 def activations(params: Params, images_rgb: ImagesRGB, *, layers,
-                model: ConvNet | None = None) -> dict[str, jax.Array]:
+                model: ConvNet | None = None, batch_size: int | None = None
+                ) -> dict[str, jax.Array]:
     """Activations of several layers in one forward pass.
 
     Args:
@@ -106,6 +140,8 @@ def activations(params: Params, images_rgb: ImagesRGB, *, layers,
       images_rgb: RGB float in [0, 255], ``(n, h, w, c)``.
       layers: layer names (any order; a single name is accepted too).
       model: the network; None infers the VGG16 preset from ``params``.
+      batch_size: images per compiled call (None: all at once); bounds memory
+        for large batches, every chunk reusing one compilation.
 
     Returns:
       ``{layer: (n, h', w', c') float32}`` (``(n, units)`` for dense layers),
@@ -121,8 +157,11 @@ def activations(params: Params, images_rgb: ImagesRGB, *, layers,
                 f"images_rgb of {x.shape[1]}x{x.shape[2]} px are too small for "
                 f"layer {name!r}; it needs at least {model.min_input_size(name)} px."
             )
-    return dict(_activations(params, x, model, tuple(dict.fromkeys(layers))))
+    check_batch_size(batch_size)
+    wanted = tuple(dict.fromkeys(layers))
+    return dict(map_in_chunks(
+        lambda xb: _activations(params, xb, model, wanted), (x,), batch_size))
 
 
 __all__ = ["predict", "activations", "check_images", "check_classifier_images",
-           "check_layers"]
+           "check_layers", "check_batch_size", "map_in_chunks"]
