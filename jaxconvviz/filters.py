@@ -280,6 +280,7 @@ def filter_patterns(
     dtype=jnp.float32,
     loop: str = "auto",
     progress: Callable[[int, int], None] | None = None,
+    pre_activation: bool = False,
 ) -> jax.Array:
     """Input patterns that maximise filters of ``layer`` (the book's method).
 
@@ -327,6 +328,11 @@ def filter_patterns(
         XLA:CPU, where it measured faster; fori on GPU/TPU).
       progress: optional callback ``progress(done, total)`` called after each
         chunk completes (the CLI drives a progress bar with it).
+      pre_activation: False (the book): maximise the mean of the layer's
+        output after its ReLU. True: the mean before the ReLU. A filter whose
+        response is negative everywhere on the start image has an exactly
+        zero post-ReLU gradient and never moves ("dead"); its pre-ReLU
+        gradient is not zero, so it still finds a pattern.
 
     Returns:
       float32 ``(f, size, size, c)``: the optimised tensors, raw (not
@@ -364,6 +370,11 @@ def filter_patterns(
     loop = _resolve_loop(loop)
     if not isinstance(preprocess, bool):
         raise ValueError(f"preprocess must be True or False; got {preprocess!r}.")
+    if not isinstance(pre_activation, bool):
+        raise ValueError(
+            f"pre_activation must be True or False; got {pre_activation!r}.")
+    if pre_activation:
+        model = model.without_activation(layer)
     if dt != jnp.float32:
         model = model.with_dtype(dt)
 

@@ -306,11 +306,21 @@ class ConvNet(nn.Module):
         last = self.layers[-1]
         if last.kind != "dense":
             return self.forward(params, x, start=start)
-        stripped = self.with_layers(
-            self.layers[:-1] + (Layer.make(last.name, "dense", **{
-                **dict(last.options), "activation": "linear"}),)
-        )
-        return stripped.forward(params, x, start=start)
+        return self.without_activation(last.name).forward(params, x, start=start)
+
+    def without_activation(self, layer: str) -> ConvNet:
+        """This model with ``layer``'s own activation (ReLU, softmax...) removed.
+
+        Its output is then the pre-activation: the class logits for the last
+        layer, or a conv's pre-ReLU response for filter objectives.
+        """
+        i = self.layer_index(layer)
+        spec = self.layers[i]
+        if spec.opt("activation") is None:
+            return self
+        linear = Layer.make(spec.name, spec.kind,
+                            **{**dict(spec.options), "activation": "linear"})
+        return self.with_layers(self.layers[:i] + (linear,) + self.layers[i + 1:])
 
     def with_layers(self, layers: tuple[Layer, ...]) -> ConvNet:
         return self.clone(layers=tuple(layers), parent=None)

@@ -460,3 +460,52 @@ def test_one_ascent_step_matches_keras_book_code(keras, hed_params):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=2e-4)
     np.testing.assert_allclose(np.asarray(got) - x0, want - x0, rtol=1e-3,
                                atol=2e-4)
+
+
+# ------------------------------------------------------- pre-ReLU objective
+def test_pre_activation_revives_a_dead_filter(key):
+    """Bias -1e4: the ReLU output is 0 everywhere, so the book's objective has
+    a zero gradient and the start image never moves; the pre-ReLU objective's
+    gradient is the (position-summed) kernel, so one step moves every pixel
+    by the RMS-normalised gradient, computed here by hand."""
+    model = one_conv_model(features=1)
+    params = one_conv_params(features=1, bias=[-1e4])
+    init = jnp.full((1, 6, 6, 3), 128.0)
+    dead = jcv.filter_patterns(params, "conv", [0], init=init, steps=1,
+                               size=6, model=model)
+    np.testing.assert_array_equal(dead, init)
+    moved = jcv.filter_patterns(params, "conv", [0], init=init, steps=1, size=6,
+                                model=model, pre_activation=True)
+    # d mean(z) / d x[p, c] = sum of kernel taps that see pixel p, / 36
+    k = np.asarray(params["conv"]["kernel"], np.float64)[..., 0]  # (3, 3, 3)
+    g = np.zeros((6, 6, 3))
+    for i, j in itertools.product(range(6), range(6)):
+        for a, b in itertools.product(range(3), range(3)):
+            y, x = i + a - 1, j + b - 1
+            if 0 <= y < 6 and 0 <= x < 6:
+                g[y, x] += k[a, b] / 36
+    step = g / (np.sqrt((g ** 2).mean()) + 1e-5)
+    np.testing.assert_allclose(moved[0], 128.0 + step, rtol=0, atol=1e-4)
+
+
+def test_pre_activation_equals_book_where_the_relu_is_open(key):
+    model = one_conv_model(features=1)
+    params = one_conv_params(features=1, bias=[1e4])  # always positive
+    a = jcv.filter_patterns(params, "conv", [0], key=key, steps=3, size=6,
+                            model=model)
+    b = jcv.filter_patterns(params, "conv", [0], key=key, steps=3, size=6,
+                            model=model, pre_activation=True)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="pre_activation must be True or False"):
+        jcv.filter_patterns(params, "conv", [0], key=key, size=6, model=model,
+                            pre_activation="yes")
+
+
+def test_cli_pre_activation_flag(hed_path, tmp_path, capsys):
+    rc = main(["atlas", "--layer", "block1_conv1", "--filters", "0:2", "--size",
+               "16", "--steps", "2", "--pre-activation", "--weights",
+               str(hed_path), "--out", str(tmp_path)])
+    assert rc == 0 and (tmp_path / "atlas_block1_conv1.png").is_file()
+    assert main(["atlas", "--all-layers", "--pre-activation", "--weights",
+                 str(hed_path), "--out", str(tmp_path)]) == 2
+    assert "--pre-activation works with --layer only" in capsys.readouterr().err

@@ -71,6 +71,11 @@ def register(subparsers) -> None:
                    "auto-detected, else JAX_COORDINATOR_ADDRESS, "
                    "JAX_NUM_PROCESSES, JAX_PROCESS_ID); every process computes "
                    "its share, process 0 writes (see docs/scaling.md)")
+    p.add_argument("--pre-activation", action="store_true",
+                   help="maximise the filter's response before its ReLU instead "
+                   "of after it (the book): filters that are silent on the grey "
+                   "start image then still find a pattern instead of staying "
+                   "noise")
     p.add_argument("--domain", default="auto", choices=("auto", "input", "rgb"),
                    help="what is optimised: 'input' = the network's input tensor "
                    "as the book does (VGG16: caffe BGR), 'rgb' = an RGB image "
@@ -122,6 +127,10 @@ def _init_distributed() -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
+    if args.pre_activation and (args.all_layers or args.distributed
+                                or args.memory_budget):
+        raise CLIError("--pre-activation works with --layer only (not yet with "
+                       "--all-layers, --distributed or --memory-budget).")
     from ..atlas import parse_memory_budget
 
     parse_memory_budget(args.memory_budget)  # ValueError names it, before work
@@ -208,6 +217,7 @@ def _atlas_one(args, model, params, desc, layer, d, pats=None) -> None:
                 steps=args.steps, step_size=args.step_size, size=args.size,
                 preprocess=rgb, model=model, batch_size=args.batch_size,
                 dtype=dtype, progress=progress,
+                pre_activation=args.pre_activation,
             )
     act = filter_activation(params, pats, layer, idx, preprocess=rgb, model=model)
     dead = int((act <= 0).sum())
@@ -216,11 +226,13 @@ def _atlas_one(args, model, params, desc, layer, d, pats=None) -> None:
         grid = grid[..., 0]
     raw = save_png(grid, d / f"atlas_{layer}.png")
     domain = "RGB through preprocessing" if rgb else "network input"
+    objective = "pre-ReLU" if args.pre_activation else "post-ReLU"
     fig = plot_atlas(grid, layer=layer, n_filters=len(idx),
-                     source=f"{desc}; {args.steps} steps, {args.size} px, "
-                     f"optimised in the {domain}")
+                     source=f"{desc}; mean {objective} activation, {args.steps} "
+                     f"steps, {args.size} px, optimised in the {domain}")
     figpath = save_figure(fig, d / f"atlas_{layer}_figure.png")
     say(f"wrote {raw} and {figpath} ({len(idx)} filters of {layer}, {desc})")
     if dead:
+        hint = "" if args.pre_activation else "; --pre-activation revives them"
         say(f"{dead} of {len(idx)} filters stayed at zero activation (dead on the "
-            "grey start: zero gradient, so their tiles show the start noise)")
+            f"grey start: zero gradient, so their tiles show the start noise{hint})")

@@ -1,7 +1,12 @@
 """``jaxconvviz demo --out DIR``: the main job, offline.
 
 1. Filter atlases: the first 64 filters of ``block1_conv1`` ... ``block5_conv1``
-   (the book's five grids, DLwP figures 5.25-5.29).
+   (the book's five grids, DLwP figures 5.25-5.29). The demo maximises each
+   filter's response *before* its ReLU (``atlas --pre-activation``): with the
+   HED weights half of block5_conv1's first 64 filters are silent on the
+   book's grey start image, so the book's post-ReLU objective has a zero
+   gradient there and their tiles stay noise. ``--book-objective`` (and
+   ``scripts/book_filters.py``) keep the book's objective.
 2. Activation grids of the first 8 layers for the cat photo (listing 5.31).
 3. Grad-CAM of the elephant photo -- only when the ImageNet weights with the
    classifier top are already on this machine (the demo never downloads);
@@ -46,6 +51,10 @@ def register(subparsers) -> None:
     p.add_argument("--filters", type=int, default=64, metavar="N",
                    help="filters per layer (default: 64, the book's 8x8 grids)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.add_argument("--book-objective", action="store_true",
+                   help="maximise the post-ReLU activation, as the book does "
+                   "(filters silent on the start image then stay noise); "
+                   "default: the pre-ReLU response")
     p.set_defaults(func=run)
 
 
@@ -74,11 +83,14 @@ def run(args) -> int:
 
     t0 = time.perf_counter()
     say(f"[1/3] filter patterns: first {args.filters} filters of "
-        f"{', '.join(DEMO_LAYERS)} at {size} px, {args.steps} steps")
+        f"{', '.join(DEMO_LAYERS)} at {size} px, {args.steps} steps, "
+        f"{'post' if args.book_objective else 'pre'}-ReLU objective")
+    objective = () if args.book_objective else ("--pre-activation",)
     for layer in DEMO_LAYERS:
         sub("atlas", "--layer", layer, "--filters", f"0:{args.filters}",
             "--size", str(size), "--steps", str(args.steps), "--seed",
-            str(args.seed), "--weights", args.weights, "--out", str(dest))
+            str(args.seed), "--weights", args.weights, "--out", str(dest),
+            *objective)
     say("[2/3] activation grids of the first 8 layers for the cat photo")
     sub("activations", str(CAT_PHOTO), "--weights", args.weights, "--out",
         str(dest))
