@@ -232,7 +232,10 @@ def _atlas_one(args, model, params, desc, layer, d, pats=None) -> None:
                      f"steps, {args.size} px, optimised in the {domain}")
     figpath = save_figure(fig, d / f"atlas_{layer}_figure.png")
     say(f"wrote {raw} and {figpath} ({len(idx)} filters of {layer}, {desc})")
-    if dead:
-        hint = "" if args.pre_activation else "; --pre-activation revives them"
+    if dead and args.pre_activation:
+        say(f"{dead} of {len(idx)} filters end with zero activation after the "
+            "ReLU (their pre-ReLU response rose but stayed negative)")
+    elif dead:
         say(f"{dead} of {len(idx)} filters stayed at zero activation (dead on the "
-            f"grey start: zero gradient, so their tiles show the start noise{hint})")
+            "grey start: zero gradient, so their tiles show the start noise; "
+            "--pre-activation revives them)")
