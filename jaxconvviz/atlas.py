@@ -480,12 +480,7 @@ def filter_atlas(
     kd, key_impl = _key_parts(key)
     dt = _f._check_dtype(dtype)
     loop = _f._resolve_loop(loop)
-    try:
-        step_size = float(step_size)
-    except (TypeError, ValueError):
-        step_size = math.nan
-    if not math.isfinite(step_size):
-        raise ValueError(f"step_size must be a finite number; got {step_size!r}.")
+    step_size = _f._check_step_size(step_size)
     if not isinstance(preprocess, bool):
         raise ValueError(f"preprocess must be True or False; got {preprocess!r}.")
     devs = _check_devices(devices)

@@ -180,6 +180,16 @@ def _check_size(model: ConvNet, layer: str, size) -> int:
     return int(size)
 
 
+def _check_step_size(step_size) -> float:
+    try:
+        value = float(step_size)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"step_size must be a finite number; got {step_size!r}.")
+    return value
+
+
 def _check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
@@ -350,12 +360,7 @@ def filter_patterns(
     fidx = _check_filters(model, layer, filter_indices)
     size = _check_size(model, layer, size)
     steps = _check_positive_int(steps, "steps")
-    try:
-        step_size = float(step_size)
-    except (TypeError, ValueError):
-        step_size = math.nan
-    if not math.isfinite(step_size):
-        raise ValueError(f"step_size must be a finite number; got {step_size!r}.")
+    step_size = _check_step_size(step_size)
     channels = int(model.input_shape[2])
     f = int(fidx.shape[0])
     if init is not None:
