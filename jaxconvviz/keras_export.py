@@ -31,7 +31,7 @@ import numpy as np
 
 from . import __version__
 from ._types import Params
-from .keras_import import _param_names, keras3_group_names
+from .keras_import import keras3_group_names
 from .nets import ConvNet, Layer
 
 #: ``keras_version`` written into the files: the Keras 3 layout they follow.
@@ -182,7 +182,7 @@ def _check(model: ConvNet, params: Params, path) -> tuple[Path, str]:
 
 def _arrays(spec: Layer, params: Params) -> list[tuple[str, np.ndarray]]:
     return [(n, np.asarray(params[spec.name][n], dtype=np.float32))
-            for n in _param_names(spec)]
+            for n in spec.param_names]
 
 
 def _keras_weights_h5(model: ConvNet, params: Params) -> bytes:

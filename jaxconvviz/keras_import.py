@@ -524,17 +524,6 @@ def convnet_from_keras_config(config: Mapping, *, preprocessing: str = "none",
 
 
 # ------------------------------------------------------------------- params
-def _param_names(spec: Layer) -> tuple[str, ...]:
-    """Param names of a layer in Keras weight order."""
-    if spec.kind in ("conv", "dense"):
-        return ("kernel", "bias") if spec.opt("use_bias", True) else ("kernel",)
-    if spec.kind == "batchnorm":
-        return ((("gamma",) if spec.opt("scale", True) else ())
-                + (("beta",) if spec.opt("center", True) else ())
-                + ("moving_mean", "moving_variance"))
-    return ()
-
-
 def _snake(name: str) -> str:
     """Keras' ``to_snake_case`` (group names of Keras 3 weight files)."""
     name = re.sub(r"\W+", "", name)
@@ -567,7 +556,7 @@ def params_from_keras_weights(model: ConvNet, weights: Mapping[str, list], *,
     """
     params: Params = {}
     for spec in model.layers:
-        names = _param_names(spec)
+        names = spec.param_names
         if not names:
             continue
         arrays = weights.get(spec.name)

@@ -104,6 +104,17 @@ class Layer:
     def has_params(self) -> bool:
         return self.kind in ("conv", "dense", "batchnorm")
 
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """Names of this layer's params in Keras weight order (file order)."""
+        if self.kind in ("conv", "dense"):
+            return ("kernel", "bias") if self.opt("use_bias", True) else ("kernel",)
+        if self.kind == "batchnorm":
+            return ((("gamma",) if self.opt("scale", True) else ())
+                    + (("beta",) if self.opt("center", True) else ())
+                    + ("moving_mean", "moving_variance"))
+        return ()
+
 
 def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else tuple(int(a) for a in v)

@@ -375,17 +375,6 @@ def _read_any(source: Any) -> tuple[str, dict, str]:
     return "keras", read_keras_weights(source), _label(source)
 
 
-def _keras_param_names(spec) -> list[str]:
-    """Flax param names of a layer, in Keras weight order."""
-    if spec.kind in ("conv", "dense"):
-        return ["kernel", "bias"] if spec.opt("use_bias", True) else ["kernel"]
-    if spec.kind == "batchnorm":
-        names = ["gamma"] if spec.opt("scale", True) else []
-        names += ["beta"] if spec.opt("center", True) else []
-        return names + ["moving_mean", "moving_variance"]
-    return []
-
-
 def _guess_param_names(layer: str, arrays: list[np.ndarray], label: str) -> list[str]:
     """Param names for a Keras layer's arrays without a model (conv/dense/BN)."""
     nd = [a.ndim for a in arrays]
@@ -435,7 +424,7 @@ def _assemble(kind: str, data: dict, label: str, model) -> dict:
                 f"{found[:30]}{' ...' if len(found) > 30 else ''}."
             )
         if kind == "keras":
-            names = _keras_param_names(spec)
+            names = list(spec.param_names)
             arrays = data[spec.name]
             if len(arrays) != len(names):
                 raise ValueError(
@@ -445,7 +434,7 @@ def _assemble(kind: str, data: dict, label: str, model) -> dict:
                 )
             entry = dict(zip(names, arrays, strict=True))
         else:  # named params: keep the model's own names (check_params: missing)
-            wanted = _keras_param_names(spec)
+            wanted = list(spec.param_names)
             entry = {k: v for k, v in data[spec.name].items() if k in wanted}
         params[spec.name] = {k: _as_float32(v) for k, v in entry.items()}
     model.check_params(params, source=label)
