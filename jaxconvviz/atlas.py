@@ -420,6 +420,7 @@ def filter_atlas(
     loop: str = "auto",
     model: ConvNet | None = None,
     progress: Callable[[int, int], None] | None = None,
+    pre_activation: bool = False,
 ) -> dict[str, np.ndarray]:
     """Filter patterns of every filter of every requested layer.
 
@@ -461,6 +462,8 @@ def filter_atlas(
       model: the network; None infers the VGG16 preset from ``params``.
       progress: optional ``progress(done, total)`` called after each chunk,
         counting filters over the whole atlas.
+      pre_activation: maximise each filter's pre-ReLU response instead of the
+        book's post-ReLU mean (see :func:`~jaxconvviz.filter_patterns`).
 
     Returns:
       ``{layer: float32 numpy (n_filters, size, size, c)}`` in layer order:
@@ -504,13 +507,18 @@ def filter_atlas(
             else _to_global(np.asarray(a), repl), params)
         kd_r = _to_global(kd, repl)
         step_r = _to_global(np.asarray(step_size, np.float32), repl)
-    static = dict(model=model, preprocess=preprocess)
+    if not isinstance(pre_activation, bool):
+        raise ValueError(
+            f"pre_activation must be True or False; got {pre_activation!r}.")
     total = sum(p.n_filters for p in plans)
     done = 0
     out: dict[str, np.ndarray] = {}
     for plan in plans:
+        layer_model = (model.without_activation(plan.layer) if pre_activation
+                       else model)
+        static = dict(model=layer_model, preprocess=preprocess)
         if not single:
-            start_j, step_j, ascend_j = _programs(mesh, model, plan.layer,
+            start_j, step_j, ascend_j = _programs(mesh, layer_model, plan.layer,
                                                   preprocess, steps, size, channels,
                                                   key_impl)
         fidx = fsel[plan.layer]

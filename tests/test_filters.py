@@ -506,6 +506,15 @@ def test_cli_pre_activation_flag(hed_path, tmp_path, capsys):
                "16", "--steps", "2", "--pre-activation", "--weights",
                str(hed_path), "--out", str(tmp_path)])
     assert rc == 0 and (tmp_path / "atlas_block1_conv1.png").is_file()
-    assert main(["atlas", "--all-layers", "--pre-activation", "--weights",
-                 str(hed_path), "--out", str(tmp_path)]) == 2
-    assert "--pre-activation works with --layer only" in capsys.readouterr().err
+
+
+def test_atlas_pre_activation_equals_filter_patterns(key):
+    model = one_conv_model(features=3)
+    params = one_conv_params(features=3, bias=[-1e4, 0.0, 1e4])
+    want = jcv.filter_patterns(params, "conv", [0, 1, 2], key=key, steps=2,
+                               size=6, model=model, pre_activation=True)
+    got = jcv.filter_atlas(params, layers=["conv"], size=6, steps=2, key=key,
+                           model=model, pre_activation=True)["conv"]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    assert not np.allclose(got[0], jcv.filter_atlas(
+        params, layers=["conv"], size=6, steps=2, key=key, model=model)["conv"][0])

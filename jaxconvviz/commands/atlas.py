@@ -127,10 +127,6 @@ def _init_distributed() -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
-    if args.pre_activation and (args.all_layers or args.distributed
-                                or args.memory_budget):
-        raise CLIError("--pre-activation works with --layer only (not yet with "
-                       "--all-layers, --distributed or --memory-budget).")
     from ..atlas import parse_memory_budget
 
     parse_memory_budget(args.memory_budget)  # ValueError names it, before work
@@ -187,7 +183,8 @@ def _atlas_many(args, model, params, desc, layers, d) -> None:
             dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32,
             memory_budget=args.memory_budget, step_size=args.step_size,
             preprocess=rgb, batch_size=args.batch_size, model=model,
-            progress=lambda done, total: bar.update(done - bar.n))
+            progress=lambda done, total: bar.update(done - bar.n),
+            pre_activation=args.pre_activation)
     if not main:
         return
     for layer in layers:
