@@ -11,6 +11,7 @@ import importlib.util  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import jaxconvviz as jcv  # noqa: E402
@@ -30,6 +31,17 @@ def decode_png(path):
         a = np.asarray(im.convert("RGB"))
     assert a.shape[0] > 10 and a.shape[1] > 10 and a.std() > 0
     return a
+
+
+def keras_vgg16(keras, params, *, input_shape, include_top=False):
+    """keras.applications.VGG16 (no download) with ``params``' conv weights."""
+    kmodel = keras.applications.VGG16(weights=None, include_top=include_top,
+                                      input_shape=input_shape)
+    for layer in kmodel.layers[1:]:
+        if layer.name in params:
+            p = params[layer.name]
+            layer.set_weights([np.asarray(p["kernel"]), np.asarray(p["bias"])])
+    return kmodel
 
 
 def hed_weights_path() -> Path | None:

@@ -15,6 +15,8 @@ from jaxconvviz import filters as F
 from jaxconvviz.cli import main
 from jaxconvviz.nets import ConvNet, Layer
 
+from .conftest import keras_vgg16
+
 
 # ------------------------------------------------------------------ helpers
 def one_conv_model(features: int = 2) -> ConvNet:
@@ -434,12 +436,7 @@ def test_cli_atlas_bad_arguments_exit_2(hed_path, tmp_path, capsys, args, msg):
 @pytest.mark.hed
 def test_one_ascent_step_matches_keras_book_code(keras, hed_params):
     """The notes' listing 5.32-5.36 in Keras 3 (JAX backend) vs ours, float32."""
-    kmodel = keras.applications.VGG16(weights=None, include_top=False,
-                                      input_shape=(40, 40, 3))
-    for layer in kmodel.layers[1:]:
-        if layer.name in hed_params:
-            p = hed_params[layer.name]
-            layer.set_weights([np.asarray(p["kernel"]), np.asarray(p["bias"])])
+    kmodel = keras_vgg16(keras, hed_params, input_shape=(40, 40, 3))
     layer_name, filter_index = "block3_conv1", 5
     probe = keras.Model(kmodel.inputs, kmodel.get_layer(layer_name).output)
 

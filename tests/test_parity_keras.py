@@ -16,7 +16,7 @@ import pytest
 
 import jaxconvviz as jcv
 
-from .conftest import CAT, ELEPHANT
+from .conftest import CAT, ELEPHANT, keras_vgg16
 
 pytestmark = [pytest.mark.keras, pytest.mark.hed, pytest.mark.slow]
 
@@ -99,12 +99,7 @@ def test_every_activation_and_logits_match_keras(keras, top_file, photos):
 
 def test_notop_at_other_sizes_matches_keras(keras, hed_params, photos):
     """Without the top VGG16 takes any size >= 32; check a non-square one."""
-    kmodel = keras.applications.VGG16(weights=None, include_top=False,
-                                      input_shape=(96, 160, 3))
-    for layer in kmodel.layers[1:]:
-        if layer.name in hed_params:
-            p = hed_params[layer.name]
-            layer.set_weights([np.asarray(p["kernel"]), np.asarray(p["bias"])])
+    kmodel = keras_vgg16(keras, hed_params, input_shape=(96, 160, 3))
     img = np.stack([jcv.load_img(CAT, target_size=(96, 160))])
     with jax.default_matmul_precision("float32"):
         ref = np.asarray(kmodel(keras.applications.vgg16.preprocess_input(
