@@ -421,6 +421,7 @@ def filter_atlas(
     model: ConvNet | None = None,
     progress: Callable[[int, int], None] | None = None,
     pre_activation: bool = False,
+    conv_impl: str = "auto",
 ) -> dict[str, np.ndarray]:
     """Filter patterns of every filter of every requested layer.
 
@@ -464,6 +465,9 @@ def filter_atlas(
         counting filters over the whole atlas.
       pre_activation: maximise each filter's pre-ReLU response instead of the
         book's post-ReLU mean (see :func:`~jaxconvviz.filter_patterns`).
+      conv_impl: ``"auto"``, ``"xla"`` or ``"matmul"``, as
+        :func:`~jaxconvviz.filter_patterns` (auto: matrix-product convs for
+        bfloat16 on XLA:CPU, XLA's convolutions otherwise).
 
     Returns:
       ``{layer: float32 numpy (n_filters, size, size, c)}`` in layer order:
@@ -473,7 +477,7 @@ def filter_atlas(
     Raises:
       ValueError: unknown layer (lists the valid ones), size too small for a
         layer, bad filter selection, missing key, bad dtype/loop/budget/
-        devices/steps. All before any compute.
+        devices/steps/conv_impl. All before any compute.
     """
     model = resolve_model(params, model)
     layers = _check_layers(model, layers)
@@ -488,9 +492,11 @@ def filter_atlas(
         raise ValueError(f"preprocess must be True or False; got {preprocess!r}.")
     devs = _check_devices(devices)
     budget = parse_memory_budget(memory_budget)
+    from .convs import resolve_conv_impl
+
+    resolve_conv_impl(conv_impl, dt)  # validate before planning
     plans = _plan(model, params, layers, fsel, size, budget, devs, batch_size)
-    if dt != jnp.float32:
-        model = model.with_dtype(dt)
+    model = _f._with_compute(model, dt, conv_impl)
 
     channels = int(model.input_shape[2])
     single = len(devs) == 1 and _all_addressable(devs)

@@ -1,0 +1,183 @@
+"""Matrix-product convolutions (jaxconvviz.convs) against XLA's and by hand."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxconvviz as jcv
+from jaxconvviz import convs
+from jaxconvviz.nets import ConvNet, Layer
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _xla(x, w, padding, strides=(1, 1), **kw):
+    return jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=DN,
+                                        **kw)
+
+
+def _mm(x, w, padding, strides=(1, 1), **kw):
+    dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, DN)
+    return convs.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn,
+                                      **kw)
+
+
+CASES = [  # (n, h, w, c, k, kh, kw, padding)
+    (2, 9, 7, 16, 5, 3, 3, "SAME"),
+    (1, 8, 8, 32, 6, 1, 1, "SAME"),
+    (2, 10, 9, 8, 3, 3, 5, "VALID"),
+    (1, 6, 6, 12, 2, 5, 3, ((1, 2), (0, 2))),
+    (3, 4, 4, 16, 8, 2, 2, "SAME"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[5]}x{c[6]}-{c[7]}")
+def test_values_and_both_gradients_equal_xla(case):
+    n, h, w, c, k, kh, kw, pad = case
+    ks = jax.random.split(jax.random.key(1), 3)
+    x = jax.random.normal(ks[0], (n, h, w, c))
+    wt = jax.random.normal(ks[1], (kh, kw, c, k))
+    y0, y1 = _xla(x, wt, pad), _mm(x, wt, pad)
+    assert y1.shape == y0.shape and y1.dtype == jnp.float32
+    scale = float(jnp.abs(y0).max())
+    np.testing.assert_allclose(y1, y0, atol=2e-6 * scale, rtol=0)
+    ct = jax.random.normal(ks[2], y0.shape)
+
+    def loss(f):
+        return lambda x, w: (f(x, w, pad) * ct).sum()
+
+    g0 = jax.jit(jax.grad(loss(_xla), argnums=(0, 1)))(x, wt)
+    g1 = jax.jit(jax.grad(loss(_mm), argnums=(0, 1)))(x, wt)
+    for a, b in zip(g1, g0, strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-6 * float(jnp.abs(b).max()), rtol=0)
+
+
+def test_one_hot_kernel_is_a_shift_by_hand():
+    # kernel 1 at (row 0, col 2, in 3, out 1): y[:, i, j, 1] = x[:, i-1, j+1, 3]
+    x = jnp.arange(1 * 5 * 6 * 16, dtype=jnp.float32).reshape(1, 5, 6, 16)
+    w = jnp.zeros((3, 3, 16, 2)).at[0, 2, 3, 1].set(1.0)
+    y = np.asarray(_mm(x, w, "SAME"))
+    want = np.zeros((1, 5, 6))
+    want[:, 1:, :5] = np.asarray(x)[:, :4, 1:, 3]
+    np.testing.assert_array_equal(y[..., 1], want)
+    np.testing.assert_array_equal(y[..., 0], 0)
+    # its input gradient puts the cotangent back where it came from
+    g = np.asarray(jax.grad(lambda x: _mm(x, w, "SAME")[..., 1].sum())(x))
+    want_g = np.zeros((1, 5, 6, 16))
+    want_g[:, :4, 1:, 3] = 1.0
+    np.testing.assert_array_equal(g, want_g)
+
+
+def test_bfloat16_accumulates_in_float32():
+    ks = jax.random.split(jax.random.key(2), 2)
+    x = jax.random.normal(ks[0], (2, 8, 8, 64)).astype(jnp.bfloat16)
+    w = (jax.random.normal(ks[1], (3, 3, 64, 32)) * 0.1).astype(jnp.bfloat16)
+    y = _mm(x, w, "SAME")
+    assert y.dtype == jnp.bfloat16
+    # exact products of the bf16 operands, summed in float64
+    ref = _xla(x.astype(jnp.float32), w.astype(jnp.float32), "SAME",
+               precision=jax.lax.Precision.HIGHEST)
+    err = np.abs(np.asarray(y, np.float32) - np.asarray(ref))
+    # only the final rounding to bf16 (8 bits): |err| <= 2^-8 |y| (+ tiny)
+    assert (err <= 2.0 ** -8 * np.abs(np.asarray(ref)) + 1e-3).all()
+    g = jax.jit(jax.grad(lambda x: _mm(x, w, "SAME").astype(jnp.float32).sum()))(x)
+    assert g.dtype == jnp.bfloat16
+    g_ref = jax.jit(jax.grad(lambda x: _xla(x, w.astype(jnp.float32), "SAME",
+                                    precision="highest").sum()))(x.astype(jnp.float32))
+    np.testing.assert_allclose(np.asarray(g, np.float32), g_ref, rtol=2 ** -7,
+                               atol=1e-3)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(strides=(2, 2)),
+    dict(rhs_dilation=(2, 2)),
+    dict(feature_group_count=2),
+], ids=["stride", "dilation", "groups"])
+def test_other_configurations_are_xla_bitwise(kw):
+    x = jax.random.normal(jax.random.key(3), (1, 9, 9, 16))
+    w = jax.random.normal(jax.random.key(4), (3, 3, 16 // kw.get(
+        "feature_group_count", 1), 8))
+    np.testing.assert_array_equal(_mm(x, w, "SAME", **kw), _xla(x, w, "SAME", **kw))
+
+
+def test_thin_contraction_goes_to_xla_bitwise():
+    # kw * c_in = 9 < MIN_CONTRACTION (the RGB first layer)
+    x = jax.random.normal(jax.random.key(5), (1, 8, 8, 3))
+    w = jax.random.normal(jax.random.key(6), (3, 3, 3, 8))
+    assert 3 * 3 < convs.MIN_CONTRACTION
+    np.testing.assert_array_equal(_mm(x, w, "SAME"), _xla(x, w, "SAME"))
+
+
+def test_resolve_conv_impl():
+    cpu = jax.default_backend() == "cpu"
+    assert convs.resolve_conv_impl("auto", jnp.bfloat16) == ("matmul" if cpu else "xla")
+    assert convs.resolve_conv_impl("auto", jnp.float32) == "xla"
+    assert convs.resolve_conv_impl("matmul", jnp.float32) == "matmul"
+    with pytest.raises(ValueError, match=r"conv_impl must be one of auto, xla, "
+                       r"matmul; got 'fast'"):
+        convs.resolve_conv_impl("fast")
+
+
+def _wide_net():
+    """A small VGG-like net wide enough (16-32 channels) for the matmul path."""
+    return ConvNet(layers=(
+        Layer.make("c1", "conv", features=16, kernel_size=3, activation="relu"),
+        Layer.make("c2", "conv", features=16, kernel_size=3, activation="relu"),
+        Layer.make("p1", "maxpool", pool_size=2),
+        Layer.make("c3", "conv", features=32, kernel_size=3, activation="relu"),
+        Layer.make("c4", "conv", features=32, kernel_size=(1, 3), padding="valid",
+                   activation="relu"),
+    ), input_shape=(None, None, 3), preprocessing="none")
+
+
+def test_convnet_matmul_forward_and_gradient_equal_xla():
+    model = _wide_net()
+    params = model.init_params(jax.random.key(7), hw=(16, 16))
+    x = jax.random.uniform(jax.random.key(8), (2, 16, 16, 3)) * 20 + 128
+    mm = model.with_conv_impl("matmul")
+    assert mm.conv_impl == "matmul" and model.conv_impl == "xla"
+    a0, a1 = (jax.jit(m.forward)(params, x) for m in (model, mm))
+    np.testing.assert_allclose(a1, a0, rtol=0, atol=1e-5 * float(jnp.abs(a0).max()))
+
+    def g(m):
+        return jax.jit(jax.grad(
+            lambda x: m.forward(params, x, stop="c4")[..., 3].mean()))(x)
+
+    g0, g1 = g(model), g(mm)
+    np.testing.assert_allclose(g1, g0, rtol=0, atol=1e-5 * float(jnp.abs(g0).max()))
+
+
+def test_filter_patterns_conv_impl_single_step_and_activation():
+    model = _wide_net()
+    params = model.init_params(jax.random.key(9), hw=(16, 16))
+    key = jax.random.key(0)
+    kw = dict(key=key, size=16, model=model, steps=1)
+    x0 = jcv.filter_patterns(params, "c4", range(6), conv_impl="xla", **kw)
+    x1 = jcv.filter_patterns(params, "c4", range(6), conv_impl="matmul", **kw)
+    # one normalised step of size 1 from the same start: pixels agree closely
+    np.testing.assert_allclose(x1, x0, rtol=0, atol=1e-4)
+    # bf16 with the matmul path reaches (nearly) the activation of float32
+    kw["steps"] = 10
+    a32 = jcv.filter_activation(params, jcv.filter_patterns(
+        params, "c4", range(6), conv_impl="xla", **kw), "c4", range(6), model=model)
+    p16 = jcv.filter_patterns(params, "c4", range(6), conv_impl="matmul",
+                              dtype=jnp.bfloat16, **kw)
+    a16 = jcv.filter_activation(params, p16, "c4", range(6), model=model)
+    assert p16.dtype == jnp.float32
+    rel = np.abs(np.asarray(a16) - np.asarray(a32)) / np.asarray(a32)
+    assert (np.asarray(a32) > 1.0).all()  # every filter live, so rel is defined
+    assert np.median(rel) < 0.03 and rel.max() < 0.15, rel
+
+
+def test_bad_conv_impl_is_a_value_error_before_compute():
+    model = _wide_net()
+    params = model.init_params(jax.random.key(9), hw=(16, 16))
+    with pytest.raises(ValueError, match="conv_impl must be one of"):
+        jcv.filter_patterns(params, "c4", [0], key=jax.random.key(0), size=16,
+                            model=model, conv_impl="cudnn")
+    with pytest.raises(ValueError, match="conv_impl must be one of"):
+        jcv.filter_atlas(params, key=jax.random.key(0), size=16, model=model,
+                         conv_impl="cudnn")
