@@ -130,7 +130,7 @@ def _conv_bwd(pads, res, dy):
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
-def _explicit_pads(padding, kernel_hw, in_hw):
+def _explicit_pads(padding, kernel_hw):
     if isinstance(padding, str):
         if padding.upper() == "VALID":
             return ((0, 0), (0, 0))
@@ -175,7 +175,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
               if all(isinstance(s, str) for s in dn) else None)
     pads = None
     if lhs.ndim == 4 and rhs.ndim == 4:
-        pads = _explicit_pads(padding, rhs.shape[:2], lhs.shape[1:3])
+        pads = _explicit_pads(padding, rhs.shape[:2])
     ok = (
         pads is not None
         and dn == _NHWC
@@ -185,7 +185,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
         and preferred_element_type is None
         and lhs.dtype == rhs.dtype
         and rhs.shape[1] * rhs.shape[2] >= MIN_CONTRACTION
-        and all(0 <= p <= k - 1 for (a, b), k in zip(pads, rhs.shape[:2])
+        and all(0 <= p <= k - 1 for (a, b), k in zip(pads, rhs.shape[:2], strict=True)
                 for p in (a, b))
     )
     if not ok:
