@@ -371,6 +371,7 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
             "baseline_tflops": flops / (base * n) / 1e12,
             "chunk": jcv.filters.default_batch_size(n, ctx.model, layer, size),
             "loop": jcv.filters._resolve_loop("auto"),
+            "conv_impl": jcv.convs.resolve_conv_impl("auto", dtype),
             "peak_bytes": peak_bytes(),
             "mean_activation": float(acts[dt].mean()),
         }
