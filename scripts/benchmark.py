@@ -23,7 +23,10 @@ achieved TFLOP/s from an analytic count of the convolutions' forward and
 input-gradient multiply-adds (2 FLOP each; pools, ReLUs and the update are
 not counted), and the device's peak memory so far (``peak_bytes``, from
 ``memory_stats()``; null on XLA:CPU) plus XLA's compiled temp size for the
-batched program where cheap to get.
+batched program where cheap to get. Filters cases time every variant once
+per round for ``--rounds`` interleaved rounds and report the minimum (on a
+shared CPU a neighbour's load spike otherwise lands on one variant only and
+flips the ratio); the samples are kept in the JSON.
 
 ``--peers`` adds the same one-at-a-time loop in PyTorch and
 pytorch-grad-cam's GradCAM, when those are installed (they are never
@@ -333,18 +336,28 @@ class Ctx:
 
 
 def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
+    """Filter patterns of the first ``n`` filters, batched vs one at a time.
+
+    With ``--rounds R`` every timed variant (the notes' JAX loop, PyTorch's
+    loop, the batched path per dtype) runs once per round, interleaved, so
+    that a noisy neighbour slows all of them alike; the reported times are
+    the minimum over rounds (the least disturbed run), and every sample is
+    kept in ``samples_s``.
+    """
     import numpy as np
 
     jcv, jnp = ctx.jcv, ctx.jnp
     steps = ctx.steps
     m = ctx.n_time(n)
-    log(f"filters {layer} {size}px n={n}: notes' loop on {m} filters")
-    base = time_notes_jax(ctx.params, ctx.model, layer, size, steps, m, ctx.key)
-    torch_s = None
+    log(f"filters {layer} {size}px n={n}: notes' loop on {m} filters, "
+        f"{ctx.args.rounds} round(s)")
+    timers: dict[str, Callable[[], float]] = {
+        "jax_notes": lambda: time_notes_jax(ctx.params, ctx.model, layer, size,
+                                            steps, m, ctx.key)}
     if ctx.args.peers and torch_available():
-        log("  torch one-at-a-time loop")
-        torch_s = time_notes_torch(ctx.params, ctx.model, layer, size, steps, m)
-    out, acts = [], {}
+        timers["torch_notes"] = lambda: time_notes_torch(ctx.params, ctx.model,
+                                                         layer, size, steps, m)
+    runs, colds = {}, {}
     for dt in ctx.dtypes:
         dtype = getattr(jnp, dt)
 
@@ -353,9 +366,29 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
                                        size=size, steps=steps, model=ctx.model,
                                        dtype=dtype)
 
-        log(f"  batched {dt}")
-        cold, warm = timeit(run, repeat=ctx.args.repeat)
-        pats = run()
+        runs[dt] = run
+        log(f"  compile batched {dt}")
+        t0 = time.perf_counter()
+        _sync(run())
+        colds[dt] = time.perf_counter() - t0
+
+        def batched(run=run):
+            t0 = time.perf_counter()
+            _sync(run())
+            return time.perf_counter() - t0
+
+        timers[f"batched_{dt}"] = batched
+    samples: dict[str, list[float]] = {k: [] for k in timers}
+    for r in range(ctx.args.rounds):
+        for name, timer in timers.items():
+            log(f"  round {r + 1}: {name}")
+            samples[name].append(timer())
+    base = min(samples["jax_notes"])  # seconds per filter
+    torch_s = min(samples["torch_notes"]) if "torch_notes" in samples else None
+    out, acts = [], {}
+    for dt in ctx.dtypes:
+        warm = min(samples[f"batched_{dt}"])
+        pats = runs[dt]()
         acts[dt] = np.asarray(jcv.filter_activation(ctx.params, pats, layer, range(n),
                                                     model=ctx.model))
         flops = ascent_flops(ctx.model, layer, size, steps, n)
@@ -363,17 +396,22 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
             "case": f"filters:{layer}:{size}:{n}", "kind": "filters", "layer": layer,
             "size": size, "steps": steps, "n": n, "dtype": dt,
             "baseline": "notes' loop, one filter at a time, jitted step (float32)",
-            "baseline_filters_timed": m,
+            "baseline_filters_timed": m, "rounds": ctx.args.rounds,
             "baseline_s": base * n, "baseline_ms_per_filter": base * 1e3,
-            "batched_s": warm, "cold_s": cold, "batched_ms_per_filter": warm / n * 1e3,
+            "batched_s": warm, "cold_s": colds[dt],
+            "batched_ms_per_filter": warm / n * 1e3,
             "speedup": base * n / warm,
             "gflop": flops / 1e9, "tflops": flops / warm / 1e12,
             "baseline_tflops": flops / (base * n) / 1e12,
             "chunk": jcv.filters.default_batch_size(n, ctx.model, layer, size),
             "loop": jcv.filters._resolve_loop("auto"),
-            "conv_impl": jcv.convs.resolve_conv_impl("auto", dtype),
+            "conv_impl": jcv.convs.resolve_conv_impl("auto", getattr(jnp, dt)),
             "peak_bytes": peak_bytes(),
             "mean_activation": float(acts[dt].mean()),
+            "samples_s": {"batched": samples[f"batched_{dt}"],
+                          "jax_notes_per_filter": samples["jax_notes"],
+                          **({"torch_notes_per_filter": samples["torch_notes"]}
+                             if torch_s is not None else {})},
         }
         _add_util(rec, dt)
         if torch_s is not None:
@@ -839,7 +877,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peers", action="store_true",
                    help="also time PyTorch's one-at-a-time loop and pytorch-grad-cam "
                    "where installed")
-    p.add_argument("--repeat", type=int, default=3, help="timed repeats (median)")
+    p.add_argument("--repeat", type=int, default=3, help="timed repeats (median; "
+                   "filters cases use --rounds)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="filters cases: time every variant (notes' loops, batched "
+                   "per dtype) once per round, interleaved, and report the "
+                   "minimum (robust to noisy neighbours on shared CPUs)")
     p.add_argument("--baseline-filters", type=int, default=8,
                    help="filters the one-at-a-time loops are timed on (scaled up)")
     p.add_argument("--atlas-filters", type=int, default=None,
@@ -865,6 +908,7 @@ def main(argv: list[str] | None = None) -> int:
         args.steps = args.steps or 3
         args.atlas_layers = args.atlas_layers or "block1_conv1,block1_conv2"
         args.repeat = min(args.repeat, 2)
+        args.rounds = 1
         args.baseline_filters = min(args.baseline_filters, 2)
     args.steps = args.steps or 40
 

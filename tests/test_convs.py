@@ -40,6 +40,8 @@ def test_values_and_both_gradients_equal_xla(case):
     ks = jax.random.split(jax.random.key(1), 3)
     x = jax.random.normal(ks[0], (n, h, w, c))
     wt = jax.random.normal(ks[1], (kh, kw, c, k))
+    # the matrix-product path is taken (custom VJP), not the XLA pass-through
+    assert "custom_vjp_call" in str(jax.make_jaxpr(lambda x, w: _mm(x, w, pad))(x, wt))
     y0, y1 = _xla(x, wt, pad), _mm(x, wt, pad)
     assert y1.shape == y0.shape and y1.dtype == jnp.float32
     scale = float(jnp.abs(y0).max())
@@ -181,3 +183,50 @@ def test_bad_conv_impl_is_a_value_error_before_compute():
     with pytest.raises(ValueError, match="conv_impl must be one of"):
         jcv.filter_atlas(params, key=jax.random.key(0), size=16, model=model,
                          conv_impl="cudnn")
+
+
+@pytest.mark.hed
+def test_vgg16_one_step_and_bf16_ascent_match_xla(hed_params):
+    """Real VGG16 weights: one float32 step through the matmul convs equals
+    the XLA-conv step (which the Keras oracle checks in test_filters), and a
+    bf16 ascent through them reaches the activation of the XLA bf16 one."""
+    kw = dict(key=jax.random.key(0), size=40)
+    x0 = jcv.filter_patterns(hed_params, "block3_conv1", range(4), steps=1,
+                             conv_impl="xla", **kw)
+    x1 = jcv.filter_patterns(hed_params, "block3_conv1", range(4), steps=1,
+                             conv_impl="matmul", **kw)
+    np.testing.assert_allclose(x1, x0, rtol=0, atol=2e-4)
+    acts = {}
+    for impl in ("xla", "matmul"):
+        p = jcv.filter_patterns(hed_params, "block3_conv1", range(8), steps=8,
+                                dtype=jnp.bfloat16, conv_impl=impl, **kw)
+        acts[impl] = np.asarray(jcv.filter_activation(hed_params, p, "block3_conv1",
+                                                      range(8)))
+    live = acts["xla"] > 1.0
+    assert live.sum() >= 4
+    rel = np.abs(acts["matmul"] - acts["xla"])[live] / acts["xla"][live]
+    assert np.median(rel) < 0.03, rel
+
+
+def test_cli_atlas_conv_impl(tmp_path, monkeypatch):
+    from jaxconvviz.cli import main
+    from jaxconvviz.commands import atlas as cmd
+
+    from .conftest import decode_png
+
+    model = _wide_net()
+    params = model.init_params(jax.random.key(3), hw=(16, 16))
+    monkeypatch.setattr(cmd, "load_model_and_params",
+                        lambda args, include_top: (model, params, "wide net"))
+    argv = ["atlas", "--layer", "c4", "--filters", "0:4", "--size", "16",
+            "--steps", "2", "--cols", "2", "--dtype", "bfloat16",
+            "--conv-impl", "matmul", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    pats = jcv.filter_patterns(params, "c4", range(4), key=jax.random.key(0),
+                               size=16, steps=2, model=model, dtype=jnp.bfloat16,
+                               conv_impl="matmul")
+    np.testing.assert_array_equal(decode_png(tmp_path / "atlas_c4.png"),
+                                  jcv.atlas_grid(pats, n_cols=2))
+    with pytest.raises(SystemExit) as e:
+        main(argv[:-4] + ["--conv-impl", "cudnn"])
+    assert e.value.code == 2
