@@ -139,12 +139,16 @@ def test_memory_estimate_by_hand_and_16gb_plan():
         assert fixed + chunk * per <= budget
 
 
-def test_memory_estimate_bounds_xla():
+@pytest.mark.parametrize("compute", ["float32-xla", "bfloat16-matmul"])
+def test_memory_estimate_bounds_xla(compute):
     """The analytic per-filter bytes are an upper bound of XLA's own
-    accounting of one ascent step (slope between two chunk sizes)."""
+    accounting of one ascent step (slope between two chunk sizes), also for
+    the bf16 matrix-product convolutions (their row im2col copies)."""
     from jaxconvviz import filters as F
 
-    model = jcv.VGG16(include_top=False)
+    base = jcv.VGG16(include_top=False)
+    model = base if compute == "float32-xla" else base.with_dtype(
+        jnp.bfloat16).with_conv_impl("matmul")
     params = jax.eval_shape(lambda: model.init_params(jax.random.key(0)))
     layer, size = "block2_conv2", 32
 
@@ -157,7 +161,7 @@ def test_memory_estimate_bounds_xla():
         return c.memory_analysis().temp_size_in_bytes
 
     slope = (temp(6) - temp(2)) / 4
-    assert 0 < slope <= filter_memory_bytes(model, layer, size)
+    assert 0 < slope <= filter_memory_bytes(base, layer, size)
 
 
 def test_parse_memory_budget():
