@@ -504,6 +504,7 @@ def case_atlas(ctx: Ctx, size: int) -> list[dict]:
         rec = {
             "case": f"atlas:{size}", "kind": "atlas", "size": size, "steps": steps,
             "n": n_total, "layers": len(layers), "dtype": dt,
+            "conv_impl": jcv.convs.resolve_conv_impl("auto", getattr(jnp, dt)),
             "baseline": "notes' loop per layer (float32), timed on "
                         f"{nb} filter(s) per layer, scaled",
             "baseline_s": base_total, "baseline_ms_per_filter_by_layer": base_layers,

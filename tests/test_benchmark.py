@@ -78,6 +78,11 @@ def test_smoke_run_emits_consistent_json(tmp_path):
     assert f["gflop"] * 1e9 == pytest.approx(
         b.ascent_flops(m, f["layer"], f["size"], 3, f["n"]))
     assert f["mean_activation"] > 0
+    # one round in --smoke; the reported time is the fastest sample
+    assert f["rounds"] == 1 and f["batched_s"] == min(f["samples_s"]["batched"])
+    assert f["baseline_ms_per_filter"] == pytest.approx(
+        1e3 * min(f["samples_s"]["jax_notes_per_filter"]))
+    assert f["conv_impl"] == "xla" and f["dtype"] == "float32"
     a = next(c for c in doc["cases"] if c["kind"] == "atlas")
     assert a["all_finite"] and a["n"] == 8 and set(a["per_layer"]) == {
         "block1_conv1", "block1_conv2"}
