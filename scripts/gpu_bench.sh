@@ -20,7 +20,7 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,power.limit \
   --format=csv > "$OUT/nvidia_smi.txt" 2>&1
 # filter patterns vs the notes' loop (JAX and PyTorch), Grad-CAM vs per-image
 # loop and pytorch-grad-cam, activations, fori vs Python step loop
-timeout 190 $B --peers --dtype both --loop-chunks 64,16 --cases \
+timeout 190 $B --peers --dtype both --rounds 2 --loop-chunks 64,16 --cases \
   filters:block5_conv3:128:512,filters:block3_conv1:64:64,filters:block1_conv1:64:64,gradcam:64:224,activations:64:224,loops:block3_conv1:64:64 \
   --out "$OUT/g1.json" > /dev/null 2> "$OUT/g1.log"; echo "g1 rc=$?"
 # a 16 GB card: the deepest layer (largest per-filter memory) under a 15.5 GB pool
