@@ -4,10 +4,12 @@ Why this exists: on XLA:CPU a stride-1 convolution lowered as
 ``lax.conv_general_dilated`` runs at about 95 GFLOP/s on this project's
 2-core AVX-512 machine, and its input gradient is slower still (XLA's
 backward-input convolution), while PyTorch's oneDNN convolutions reach about
-190 GFLOP/s. XLA:CPU's *dot* is much better: about 150-190 GFLOP/s in float32
-and, on CPUs with AVX512-BF16, 300-360 GFLOP/s for bfloat16 inputs with a
-float32 accumulator, which XLA's bf16 convolution never uses (measured:
-bf16 convolutions are no faster than float32 ones there).
+190 GFLOP/s. XLA:CPU's *dot*, on CPUs with AVX512-BF16, runs bfloat16
+operands with a float32 accumulator at 300-360 GFLOP/s (YNNPACK), a speed
+XLA's bf16 convolution never reaches (it is no faster than the float32 one).
+In float32 the dot (140-190 GFLOP/s) does not pay for the im2col copies: the
+float32 products were slower than XLA's convolution in a full VGG16 ascent
+step, which is why ``conv_impl="auto"`` uses them for bfloat16 only.
 
 :func:`conv_general_dilated` has ``lax.conv_general_dilated``'s signature
 (``nn.Conv(conv_general_dilated=...)`` takes it) and computes a stride-1,
@@ -23,7 +25,7 @@ the spatially flipped, in/out-transposed kernel, so the backward pass runs
 the same fast products (JAX's own transpose of the forward would put float32
 cotangents against bf16 operands and lose the bf16 speed). The kernel
 gradient is one ``cols^T @ dy`` product per kernel row; XLA removes it when
-only the input gradient is used (filter ascent, Grad-CAM). Forward-mode
+only the input gradient is used (filter ascent). Forward-mode
 differentiation (``jax.jvp``) is not defined for it: use ``conv_impl="xla"``
 for that.
 
