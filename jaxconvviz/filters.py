@@ -358,7 +358,7 @@ def filter_patterns(
         ``model.conv_impl``): ``"xla"``, ``"matmul"`` (as matrix products,
         :mod:`jaxconvviz.convs`) or ``"auto"``: matmul for bfloat16 on
         XLA:CPU, where XLA's dot has bf16 kernels its convolutions lack
-        (1.3-2x faster steps from block1_conv2 on), xla otherwise
+        (1.2-1.7x faster than float32 from block1_conv2 on), xla otherwise
         (:func:`~jaxconvviz.convs.resolve_conv_impl`).
 
     Returns:

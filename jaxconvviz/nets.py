@@ -202,7 +202,7 @@ class ConvNet(nn.Module):
       conv_impl: how conv layers are computed: ``"xla"``
         (``lax.conv_general_dilated``, the default) or ``"matmul"``
         (:func:`jaxconvviz.convs.conv_general_dilated`: the same values up to
-        summation order, 1.3-2x faster bfloat16 ascent steps on XLA:CPU,
+        summation order, 1.2-1.7x faster bfloat16 ascent steps on XLA:CPU,
         reverse-mode derivatives only). Not ``"auto"``: a model is one
         program; the techniques resolve ``"auto"`` per backend.
     """
