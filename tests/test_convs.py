@@ -230,3 +230,17 @@ def test_cli_atlas_conv_impl(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as e:
         main(argv[:-4] + ["--conv-impl", "cudnn"])
     assert e.value.code == 2
+
+
+def test_filter_atlas_bf16_matmul_equals_filter_patterns():
+    """The atlas engine (chunks, sharding) runs the matmul path exactly as
+    filter_patterns does: the same pixels for every layer."""
+    model = _wide_net()
+    params = model.init_params(jax.random.key(11), hw=(16, 16))
+    kw = dict(key=jax.random.key(2), size=16, steps=3, model=model,
+              dtype=jnp.bfloat16, conv_impl="matmul")
+    atlas = jcv.filter_atlas(params, layers=["c2", "c4"], filters_per_layer=5,
+                             batch_size=5, **kw)
+    for layer in ("c2", "c4"):
+        pats = jcv.filter_patterns(params, layer, range(5), batch_size=5, **kw)
+        np.testing.assert_array_equal(atlas[layer], np.asarray(pats))
