@@ -492,11 +492,8 @@ def filter_atlas(
         raise ValueError(f"preprocess must be True or False; got {preprocess!r}.")
     devs = _check_devices(devices)
     budget = parse_memory_budget(memory_budget)
-    from .convs import resolve_conv_impl
-
-    resolve_conv_impl(conv_impl, dt)  # validate before planning
+    model = _f._with_compute(model, dt, conv_impl)  # shapes unchanged: plan below
     plans = _plan(model, params, layers, fsel, size, budget, devs, batch_size)
-    model = _f._with_compute(model, dt, conv_impl)
 
     channels = int(model.input_shape[2])
     single = len(devs) == 1 and _all_addressable(devs)

@@ -82,15 +82,23 @@ def resolve_conv_impl(conv_impl: str, dtype=jnp.float32, *,
     return conv_impl
 
 
+def _row_cols(x, kh, kw, pads):
+    """The row im2col of ``x``: its ``kw`` horizontal shifts, padded by
+    ``pads``, side by side, ``(n, hp, wo, kw*c)``, and the output height
+    ``ho``. Kernel row ``i`` reads ``cols[:, i:i + ho]``."""
+    (pt, pb), (pl, pr) = pads
+    xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    _, hp, wp, _ = xp.shape
+    ho, wo = hp - kh + 1, wp - kw + 1
+    cols = xp if kw == 1 else jnp.concatenate(
+        [xp[:, :, j:j + wo, :] for j in range(kw)], axis=-1)
+    return cols, ho
+
+
 def _rows(x, w, pads):
     """Stride-1 NHWC/HWIO convolution with explicit ``pads`` as ``kh`` dots."""
     kh, kw, c, k = w.shape
-    (pt, pb), (pl, pr) = pads
-    xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    n, hp, wp, _ = xp.shape
-    ho, wo = hp - kh + 1, wp - kw + 1
-    cols = xp if kw == 1 else jnp.concatenate(
-        [xp[:, :, j:j + wo, :] for j in range(kw)], axis=-1)  # (n, hp, wo, kw*c)
+    cols, ho = _row_cols(x, kh, kw, pads)
     acc = None
     for i in range(kh):
         y = jnp.einsum("nhwc,ck->nhwk", cols[:, i:i + ho], w[i].reshape(kw * c, k),
@@ -117,14 +125,10 @@ def _conv_bwd(pads, res, dy):
     dx = _rows(dy.astype(x.dtype), w_t,
                ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)))
     # d/dw[i]: (kw*c, k) = cols_i^T @ dy, float32 accumulation
-    xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    ho, wo = dy.shape[1], dy.shape[2]
+    cols, ho = _row_cols(x, kh, kw, pads)
     dw = jnp.stack([
-        jnp.einsum("nhwc,nhwk->ck",
-                   jnp.concatenate([xp[:, i:i + ho, j:j + wo, :] for j in range(kw)],
-                                   axis=-1),
-                   dy.astype(x.dtype), preferred_element_type=jnp.float32
-                   ).reshape(kw, c, -1)
+        jnp.einsum("nhwc,nhwk->ck", cols[:, i:i + ho], dy.astype(x.dtype),
+                   preferred_element_type=jnp.float32).reshape(kw, c, -1)
         for i in range(kh)])
     return dx, dw.astype(w.dtype)
 

@@ -256,13 +256,11 @@ def _resolve_loop(loop: str) -> str:
 
 
 def _with_compute(model: ConvNet, dt, conv_impl) -> ConvNet:
-    """``model`` computing in ``dt`` with convs by ``conv_impl`` (resolved)."""
-    from .convs import resolve_conv_impl
-
-    impl = resolve_conv_impl(conv_impl, dt)
+    """``model`` computing in ``dt`` with convs by ``conv_impl`` (``"auto"``
+    resolved for ``dt``; a bad value is a ValueError)."""
     if dt != jnp.float32:
         model = model.with_dtype(dt)
-    return model.with_conv_impl(impl)
+    return model.with_conv_impl(conv_impl)
 
 
 def default_batch_size(n_filters: int, model: ConvNet | None = None,
