@@ -86,6 +86,7 @@ from .activation_grids import (  # noqa: E402
     tile_channels,
 )
 from .atlas import LayerPlan, atlas_plan, filter_atlas  # noqa: E402
+from .cpu import available_cores, use_cpu_cores  # noqa: E402
 from .filters import filter_activation, filter_patterns  # noqa: E402
 from .gradcam import grad_cam, grad_cam_with_scores  # noqa: E402
 from .grids import atlas_grid, tile_grid  # noqa: E402

@@ -213,22 +213,7 @@ def plan_chunks(n_filters: int, *, per_filter_bytes: int, budget_bytes: int,
 
 # ---------------------------------------------------------------- validation
 def _check_devices(devices) -> tuple:
-    if devices is None:
-        return tuple(jax.devices())
-    try:
-        devs = tuple(devices)
-    except TypeError:
-        devs = ()
-    if not devs or not all(isinstance(d, jax.Device) for d in devs):
-        raise ValueError(
-            f"devices must be None (all of jax.devices()) or a non-empty sequence "
-            f"of jax devices; got {devices!r:.80}."
-        )
-    if len({d.platform for d in devs}) != 1 or len(set(devs)) != len(devs):
-        raise ValueError(
-            f"devices must be distinct devices of one platform; got {devs!r:.120}."
-        )
-    return devs
+    return _f._check_devices(devices, jax.devices, "all of jax.devices()")
 
 
 def _check_layers(model: ConvNet, layers) -> tuple[str, ...]:

@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version",
                         version=f"jaxconvviz {__version__}")
+    parser.add_argument(
+        "--cpu-devices", default="auto", metavar="N",
+        help="split XLA:CPU into N devices that filter ascent shards its "
+        "filters over (jaxconvviz.use_cpu_cores); 'auto' (default): one per "
+        "available core; 1: a single device. Ignored by GPU/TPU runs.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in COMMANDS:
@@ -49,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse exits 2 itself on bad syntax
     try:
+        _cpu_devices(args.cpu_devices)
         return int(args.func(args) or 0)
     except (CLIError, ValueError, TypeError, FileNotFoundError, OSError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -57,6 +63,30 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"jaxconvviz {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _cpu_devices(value: str) -> None:
+    """Apply ``--cpu-devices`` before any JAX computation (see jaxconvviz.cpu)."""
+    from .cpu import use_cpu_cores
+
+    if value == "auto":
+        try:
+            use_cpu_cores()
+        except RuntimeError:
+            # main() called inside a process whose JAX already runs (tests,
+            # notebooks): the caller's device setup stands; nothing to split.
+            pass
+        return
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise CLIError(f"--cpu-devices must be 'auto' or an int >= 1; got {value!r}.")
+    try:
+        use_cpu_cores(n)
+    except RuntimeError as e:
+        raise CLIError(str(e)) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

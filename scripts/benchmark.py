@@ -174,6 +174,7 @@ def device_info() -> dict:
         "platform": d.platform,
         "device_kind": d.device_kind,
         "n_devices": jax.device_count(),
+        "n_cpu_devices": len(jax.devices("cpu")),
         "n_processes": jax.process_count(),
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
@@ -403,7 +404,9 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
             "speedup": base * n / warm,
             "gflop": flops / 1e9, "tflops": flops / warm / 1e12,
             "baseline_tflops": flops / (base * n) / 1e12,
-            "chunk": jcv.filters.default_batch_size(n, ctx.model, layer, size),
+            "devices": min(n, ctx.jax.local_device_count()),
+            "chunk_per_device": jcv.filters.default_batch_size(
+                -(-n // min(n, ctx.jax.local_device_count())), ctx.model, layer, size),
             "loop": jcv.filters._resolve_loop("auto"),
             "conv_impl": jcv.convs.resolve_conv_impl("auto", getattr(jnp, dt)),
             "peak_bytes": peak_bytes(),
@@ -896,6 +899,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="per-device budget for atlas cases, e.g. 16GB")
     p.add_argument("--gradcam-batch", type=int, default=None,
                    help="images per compiled call in gradcam/activations")
+    p.add_argument("--cpu-devices", default="auto", metavar="N",
+                   help="split XLA:CPU into N devices that the batched paths shard "
+                   "over (jaxconvviz.use_cpu_cores, as the CLI does); 'auto': one "
+                   "per core; 1: one device. The one-at-a-time loops run on "
+                   "device 0 either way")
     p.add_argument("--out", default=None, help="also write the JSON here (updated "
                    "after every case)")
     p.add_argument("--plot", nargs="+", default=None, metavar="JSON",
@@ -914,6 +922,13 @@ def main(argv: list[str] | None = None) -> int:
     args.steps = args.steps or 40
 
     import jax
+
+    from jaxconvviz.cpu import use_cpu_cores
+
+    if args.cpu_devices == "auto":
+        use_cpu_cores()
+    else:
+        use_cpu_cores(int(args.cpu_devices))
 
     ctx = Ctx(args)
     if args.cases:

@@ -16,6 +16,13 @@ import pytest  # noqa: E402
 
 import jaxconvviz as jcv  # noqa: E402
 
+# Start JAX's backends now, with one CPU device: the CLI's --cpu-devices auto
+# (jaxconvviz.use_cpu_cores) would otherwise split this process's CPU when a
+# CLI test happens to run before any JAX computation, and later tests would
+# see a different device count depending on test order. Multi-device runs
+# are tested in subprocesses.
+jax.devices()
+
 DATA = Path(jcv.__file__).parent / "data"
 CAT = DATA / "chelsea.png"
 ELEPHANT = DATA / "african_elephants.jpg"
