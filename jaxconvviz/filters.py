@@ -405,8 +405,9 @@ def filter_patterns(
 
     Returns:
       float32 ``(f, size, size, c)``: the optimised tensors, raw (not
-      deprocessed), in the optimised domain, on the first of ``devices``. Display them with
-      :func:`~jaxconvviz.atlas_grid` or :func:`~jaxconvviz.deprocess_image`.
+      deprocessed), in the optimised domain, on the first of ``devices``.
+      Display them with :func:`~jaxconvviz.atlas_grid` or
+      :func:`~jaxconvviz.deprocess_image`.
 
     Raises:
       ValueError: unknown layer (lists the valid ones), filter index out of

@@ -100,8 +100,8 @@ def test_xla_flags_force_count_wins():
 def test_use_cpu_cores_after_start_and_bad_counts():
     have = len(jax.devices("cpu"))  # conftest started JAX with its devices
     assert jcv.use_cpu_cores(have) == have  # already in effect: fine
-    with pytest.raises(RuntimeError, match=r"use_cpu_cores\(%d\) came after JAX "
-                       r"started its CPU backend with %d" % (have + 1, have)):
+    with pytest.raises(RuntimeError, match=rf"use_cpu_cores\({have + 1}\) came after "
+                       rf"JAX started its CPU backend with {have}"):
         jcv.use_cpu_cores(have + 1)
     assert len(jax.devices("cpu")) == have and jax.config.jax_num_cpu_devices <= 0
     for bad in (0, -2, 1.5, "2", True):
