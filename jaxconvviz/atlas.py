@@ -284,15 +284,15 @@ def atlas_plan(
     layers = _check_layers(model, layers)
     devs = _check_devices(devices)
     return _plan(model, params, layers, _filters_for(model, layers, filters_per_layer),
-                 size, parse_memory_budget(memory_budget), devs, batch_size)
+                 size, parse_memory_budget(memory_budget), devs, batch_size,
+                 auto=devices is None)
 
 
-def _plan(model, params, layers, fsel, size, budget, devs, batch_size):
+def _plan(model, params, layers, fsel, size, budget, devs, batch_size, auto):
     for layer in layers:
         _f._check_size(model, layer, size)
     if batch_size is not None:
         batch_size = _f._check_positive_int(batch_size, "batch_size")
-    n_dev = len(devs)
     if budget is None:
         budget = device_memory_budget(_first_local(devs))
         if jax.process_count() > 1 and not _all_addressable(devs):
@@ -307,6 +307,9 @@ def _plan(model, params, layers, fsel, size, budget, devs, batch_size):
     plans = []
     for layer in layers:
         n = int(fsel[layer].shape[0])
+        # devices=None on one host: light CPU layers run on the first device
+        n_dev = (len(_f.auto_devices(devs, model, layer, size))
+                 if auto and _all_addressable(devs) else len(devs))
         per = filter_memory_bytes(model, layer, size)
         cap = _f.default_batch_size(n, model, layer, size) if cpu else None
         chunk, n_chunks = plan_chunks(n, per_filter_bytes=per, budget_bytes=budget,
@@ -433,7 +436,10 @@ def filter_atlas(
         memory (:func:`device_memory_budget`). In a multi-process run the
         smallest budget of all processes is used.
       devices: devices to shard the filters over; None: ``jax.devices()``
-        (all processes' devices after ``jax.distributed.initialize``).
+        (all processes' devices after ``jax.distributed.initialize``), except
+        that in one process on XLA:CPU layers lighter than
+        :data:`jaxconvviz.filters.CPU_SHARD_MIN_MACS` run on the first
+        device (:func:`jaxconvviz.filters.auto_devices`).
       step_size: step along the RMS-normalised gradient (book: 1.0).
       preprocess: as :func:`~jaxconvviz.filter_patterns`: False optimises
         the network input (VGG16: caffe BGR, the book); True an RGB image
@@ -478,18 +484,19 @@ def filter_atlas(
     devs = _check_devices(devices)
     budget = parse_memory_budget(memory_budget)
     model = _f._with_compute(model, dt, conv_impl)  # shapes unchanged: plan below
-    plans = _plan(model, params, layers, fsel, size, budget, devs, batch_size)
+    plans = _plan(model, params, layers, fsel, size, budget, devs, batch_size,
+                  auto=devices is None)
 
     channels = int(model.input_shape[2])
     single = len(devs) == 1 and _all_addressable(devs)
     mesh = Mesh(np.asarray(devs, dtype=object), (MESH_AXIS,))
     rows = NamedSharding(mesh, P(MESH_AXIS))
     repl = NamedSharding(mesh, P())
-    if single:
-        params = jax.device_put(params, devs[0])
+    if single or any(p.n_devices == 1 for p in plans):
+        params_1 = jax.device_put(params, devs[0])
         step_1 = jax.device_put(jnp.asarray(step_size, jnp.float32), devs[0])
-        params_r = kd_r = step_r = None
-    else:
+    params_r = kd_r = step_r = None
+    if not single:
         params_r = jax.tree.map(
             lambda a: jax.device_put(a, repl) if _all_addressable(devs)
             else _to_global(np.asarray(a), repl), params)
@@ -505,7 +512,8 @@ def filter_atlas(
         layer_model = (model.without_activation(plan.layer) if pre_activation
                        else model)
         static = dict(model=layer_model, preprocess=preprocess)
-        if not single:
+        one = single or plan.n_devices == 1
+        if not one:
             start_j, step_j, ascend_j = _programs(mesh, layer_model, plan.layer,
                                                   preprocess, steps, size, channels,
                                                   key_impl)
@@ -517,9 +525,9 @@ def filter_atlas(
         pending: tuple[int, jax.Array] | None = None
         for c in range(plan.n_chunks):
             sel = fidx_p[c * plan.chunk:(c + 1) * plan.chunk]
-            if single:  # filter_patterns' own programs (shared compilations)
+            if one:  # filter_patterns' own programs (shared compilations)
                 with jax.default_device(devs[0]):
-                    x = _run_single(params, key, jnp.asarray(sel), step_1, loop,
+                    x = _run_single(params_1, key, jnp.asarray(sel), step_1, loop,
                                     steps, size, channels,
                                     {**static, "layer": plan.layer})
             else:

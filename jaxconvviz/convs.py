@@ -64,7 +64,9 @@ def resolve_conv_impl(conv_impl: str, dtype=jnp.float32, *,
                       name: str = "conv_impl") -> str:
     """``"xla"`` or ``"matmul"`` for ``conv_impl`` at compute ``dtype``.
 
-    ``"auto"`` is ``"matmul"`` only for bfloat16 on XLA:CPU. Measured with
+    ``"auto"`` is ``"matmul"`` only for bfloat16 on XLA:CPU when the CPU
+    has bf16 dot instructions (:func:`jaxconvviz.cpu.cpu_has_bf16`; without
+    them bf16 products are emulated and no faster than float32). Measured with
     VGG16 ascent steps at 64 px on a 2-core AMD EPYC (Zen 4, AVX512-BF16),
     per filter for 40 steps, XLA f32 / XLA bf16 / matmul bf16: block1_conv2
     274 / 280 / 178 ms, block2_conv2 663 / 646 / 354, block3_conv1 727 /
@@ -77,8 +79,11 @@ def resolve_conv_impl(conv_impl: str, dtype=jnp.float32, *,
         raise ValueError(
             f"{name} must be one of {', '.join(CONV_IMPLS)}; got {conv_impl!r}.")
     if conv_impl == "auto":
+        from .cpu import cpu_has_bf16
+
         cpu = jax.default_backend() == "cpu"
-        return "matmul" if cpu and jnp.dtype(dtype) == jnp.bfloat16 else "xla"
+        bf16 = jnp.dtype(dtype) == jnp.bfloat16
+        return "matmul" if cpu and bf16 and cpu_has_bf16() else "xla"
     return conv_impl
 
 

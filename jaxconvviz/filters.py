@@ -55,6 +55,43 @@ CPU_BATCH_SIZE = 16
 CPU_ROWS = 512
 
 
+#: On XLA:CPU split across several devices (:func:`~jaxconvviz.use_cpu_cores`)
+#: only layers whose forward pass costs at least this many multiply-adds per
+#: image (:func:`conv_macs`); lighter ones run on one device, where a call's
+#: fixed cost dominates. Measured on 2 cores, ms per filter and step, one
+#: device vs two: block1_conv1 at 64 px (7.1 M) 0.91 vs 1.22, at 150 px
+#: (39 M) 7.4 vs 4.6, at 224 px (87 M) 12.3 vs 9.4; block1_conv2 at 64 px
+#: (158 M) 13.6 vs 8.9.
+CPU_SHARD_MIN_MACS = 20_000_000
+
+
+def conv_macs(model: ConvNet, layer: str, size: int) -> int:
+    """Multiply-adds of the convolutions from the input up to ``layer``.
+
+    One ``size`` x ``size`` image, forward pass only (``h' * w' * k_h * k_w
+    * c_in * c_out`` per conv layer, 'same' padding counted as full windows).
+    """
+    total, c_in = 0, int(model.input_shape[2])
+    for spec in model.layers[: model.layer_index(layer) + 1]:
+        h, w, c = model.output_shape(spec.name, (size, size))
+        if spec.kind == "conv":
+            k = spec.opt("kernel_size", 3)
+            kh, kw = (k, k) if isinstance(k, int) else k
+            total += h * w * kh * kw * c_in * c
+        c_in = c
+    return total
+
+
+def auto_devices(devs: tuple, model: ConvNet, layer: str, size: int) -> tuple:
+    """The devices a default (``devices=None``) call shards ``layer`` over:
+    all of ``devs``, except on CPU for layers under :data:`CPU_SHARD_MIN_MACS`
+    (the first device only)."""
+    if (len(devs) > 1 and devs[0].platform == "cpu"
+            and conv_macs(model, layer, size) < CPU_SHARD_MIN_MACS):
+        return devs[:1]
+    return devs
+
+
 # --------------------------------------------------------------------- compute
 def _objective(params, x, fidx, *, model: ConvNet, layer: str, preprocess: bool):
     """Mean over (h, w) of filter ``fidx`` at ``layer`` for ONE image ``(h, w, c)``."""
@@ -397,7 +434,8 @@ def filter_patterns(
         over (a 1-D mesh; params replicated, no communication); None: all of
         ``jax.local_devices()``, i.e. one device unless there are several
         GPUs/TPUs or the host was split with :func:`~jaxconvviz.use_cpu_cores`
-        (on a 2-core CPU 1.1-1.9x faster per layer than one device). With
+        (on a 2-core CPU 1.1-1.9x faster per layer than one device; layers
+        lighter than :data:`CPU_SHARD_MIN_MACS` stay on the first device). With
         ``d`` devices a chunk holds ``d`` times the per-device
         ``batch_size`` (``batch_size`` given: split over the devices); fewer
         filters than devices use that many devices. Results equal one
@@ -432,6 +470,8 @@ def filter_patterns(
     if batch_size is not None:
         batch_size = _check_positive_int(batch_size, "batch_size")
     devs = _check_local_devices(devices)
+    if devices is None:
+        devs = auto_devices(devs, model, layer, size)
     n_dev = min(len(devs), f)
     sharded = devices is not None or n_dev > 1
     per_dev = -(-f // n_dev)  # filters per device if the request is one chunk

@@ -97,20 +97,10 @@ def log(msg: str) -> None:
 
 # ----------------------------------------------------------------- FLOPs
 def conv_macs(model, layer: str, size: int) -> int:
-    """Multiply-adds of the convolutions from the input up to ``layer``.
+    """Forward multiply-adds of one image up to ``layer`` (the library's count)."""
+    from jaxconvviz.filters import conv_macs as macs
 
-    One ``size`` x ``size`` image, forward pass only (``h' * w' * k_h * k_w
-    * c_in * c_out`` per conv layer, 'same' padding counted as full windows).
-    """
-    total, c_in = 0, int(model.input_shape[2])
-    for spec in model.layers[: model.layer_index(layer) + 1]:
-        h, w, c = model.output_shape(spec.name, (size, size))
-        if spec.kind == "conv":
-            k = spec.opt("kernel_size", 3)
-            kh, kw = (k, k) if isinstance(k, int) else k
-            total += h * w * kh * kw * c_in * c
-        c_in = c
-    return total
+    return macs(model, layer, size)
 
 
 def ascent_flops(model, layer: str, size: int, steps: int, n: int) -> float:

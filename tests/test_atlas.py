@@ -230,13 +230,23 @@ _SCRIPT = textwrap.dedent("""
     params = model.init_params(jax.random.key(1))
     kw = dict(layers=("block1_conv2", "block3_conv1"), size=32, steps=3,
               key=jax.random.key(0), model=model)
-    res = jcv.filter_atlas(params, **kw)
-    plan = jcv.atlas_plan(params, layers=kw["layers"], size=32, model=model)
+    # explicit devices: every layer sharded (devices=None keeps the tiny
+    # model's light layers on one CPU device, checked below)
+    dv = jax.devices() if mode == "devices" else None
+    res = jcv.filter_atlas(params, devices=dv, **kw)
+    plan = jcv.atlas_plan(params, layers=kw["layers"], size=32, model=model,
+                          devices=dv)
     info = {"n_devices": jax.device_count(), "processes": jax.process_count(),
             "plan": [(p.layer, p.chunk, p.n_chunks, p.n_devices) for p in plan]}
     if mode == "devices":  # the same atlas on one of the four devices
         one = jcv.filter_atlas(params, devices=jax.devices()[:1], **kw)
         info["one_vs_four"] = max(float(np.abs(one[k] - res[k]).max()) for k in res)
+        auto = jcv.atlas_plan(params, layers=kw["layers"], size=32, model=model)
+        info["auto_plan"] = [(p.layer, p.chunk, p.n_chunks, p.n_devices)
+                             for p in auto]
+        auto_res = jcv.filter_atlas(params, **kw)
+        info["auto_vs_one"] = max(float(np.abs(one[k] - auto_res[k]).max())
+                                  for k in res)
     if jax.process_index() == 0:
         np.savez(out, **res)
         print(json.dumps(info))
@@ -272,6 +282,11 @@ def test_sharded_over_4_devices_equals_single(tmp_path, reference):
     # equal up to float32 rounding of differently batched CPU convolutions
     # (values ~128, where one ulp is 1.5e-5)
     assert info["one_vs_four"] <= 1e-4
+    # devices=None: the tiny model at 32 px is far below CPU_SHARD_MIN_MACS
+    # (block3_conv1: 0.35 M multiply-adds), so each layer runs on device 0 in
+    # chunks of the per-device cap: the single-device computation exactly
+    assert info["auto_plan"] == [["block1_conv2", 1, 4, 1], ["block3_conv1", 8, 1, 1]]
+    assert info["auto_vs_one"] == 0.0
     _check(out, path, reference)
 
 

@@ -115,7 +115,11 @@ def test_thin_contraction_goes_to_xla_bitwise():
 
 def test_resolve_conv_impl():
     cpu = jax.default_backend() == "cpu"
-    assert convs.resolve_conv_impl("auto", jnp.bfloat16) == ("matmul" if cpu else "xla")
+    from jaxconvviz.cpu import cpu_has_bf16
+
+    # matmul only where the CPU has bf16 dot instructions
+    assert convs.resolve_conv_impl("auto", jnp.bfloat16) == (
+        "matmul" if cpu and cpu_has_bf16() else "xla")
     assert convs.resolve_conv_impl("auto", jnp.float32) == "xla"
     assert convs.resolve_conv_impl("matmul", jnp.float32) == "matmul"
     with pytest.raises(ValueError, match=r"conv_impl must be one of auto, xla, "

@@ -41,9 +41,14 @@ _SCRIPT = textwrap.dedent("""
     }
     for name, (layer, fidx, extra) in cases.items():
         a = jcv.filter_patterns(params, layer, fidx, devices=one, **kw, **extra)
-        b = jcv.filter_patterns(params, layer, fidx, **kw, **extra,
-                                progress=lambda d, t: done.append((d, t)))
+        b = jcv.filter_patterns(params, layer, fidx, devices=jax.devices(), **kw,
+                                **extra, progress=lambda d, t: done.append((d, t)))
         info["diff"][name] = float(np.abs(np.asarray(a) - np.asarray(b)).max())
+        # devices=None: the tiny model at 32 px is below CPU_SHARD_MIN_MACS,
+        # so the default stays on one device, bitwise
+        c = jcv.filter_patterns(params, layer, fidx, **kw, **extra)
+        info.setdefault("default_vs_one", []).append(
+            float(np.abs(np.asarray(a) - np.asarray(c)).max()))
         info.setdefault("on", []).append(str(b.sharding.device_set))
     # a noisy start: a flat one ties every max pool, where the last float
     # bit of a batched convolution decides which pixel gets the gradient
@@ -52,7 +57,7 @@ _SCRIPT = textwrap.dedent("""
     a = jcv.filter_patterns(params, "block3_conv1", [1, 2, 4], init=init, devices=one,
                             size=32, steps=3, model=model)
     b = jcv.filter_patterns(params, "block3_conv1", [1, 2, 4], init=init,
-                            size=32, steps=3, model=model)
+                            size=32, steps=3, model=model, devices=jax.devices())
     info["diff"]["init"] = float(np.abs(np.asarray(a) - np.asarray(b)).max())
     info["progress_last"] = done[-1]
     print(json.dumps(info))
@@ -80,6 +85,7 @@ def test_filter_patterns_over_4_cpu_devices_equals_one():
     # results are gathered onto the first device
     assert all(s == "{CpuDevice(id=0)}" for s in info["on"])
     assert info["progress_last"] == [5, 5]
+    assert info["default_vs_one"] == [0.0] * 5
 
 
 def test_xla_flags_force_count_wins():
@@ -133,3 +139,35 @@ def test_cli_cpu_devices_option(capsys):
         assert main(["--cpu-devices", bad, "weights", "list"]) == 2
         err = capsys.readouterr().err
         assert msg in err and "Traceback" not in err
+
+
+def test_auto_devices_by_multiply_adds():
+    """Light CPU layers stay on one device; the count is by hand."""
+    from types import SimpleNamespace
+
+    from jaxconvviz.filters import CPU_SHARD_MIN_MACS, auto_devices, conv_macs
+
+    vgg = jcv.VGG16(include_top=False)
+    # block1_conv1: 64*64 pixels * 27 * 64 = 7.08 M; block1_conv2 adds
+    # 64*64 * 576 * 64 = 151 M
+    assert conv_macs(vgg, "block1_conv1", 64) == 64 * 64 * 27 * 64
+    assert conv_macs(vgg, "block1_conv2", 64) == 64 * 64 * (27 + 576) * 64
+    assert conv_macs(vgg, "block1_conv1", 150) > CPU_SHARD_MIN_MACS \
+        > conv_macs(vgg, "block1_conv1", 64)
+    cpus = tuple(SimpleNamespace(platform="cpu", id=i) for i in range(2))
+    gpus = tuple(SimpleNamespace(platform="gpu", id=i) for i in range(2))
+    assert auto_devices(cpus, vgg, "block1_conv1", 64) == cpus[:1]
+    assert auto_devices(cpus, vgg, "block1_conv1", 150) == cpus
+    assert auto_devices(cpus, vgg, "block1_conv2", 64) == cpus
+    assert auto_devices(gpus, vgg, "block1_conv1", 64) == gpus
+    assert auto_devices(cpus[:1], vgg, "block5_conv3", 64) == cpus[:1]
+
+
+def test_bf16_flags_from_cpuinfo():
+    from jaxconvviz.cpu import cpu_flags_have_bf16
+
+    zen4 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n"
+    zen3 = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma\n"
+    spr = "flags\t: avx512f amx_bf16 amx_tile\n"
+    assert cpu_flags_have_bf16(zen4) and cpu_flags_have_bf16(spr)
+    assert not cpu_flags_have_bf16(zen3) and not cpu_flags_have_bf16("")
