@@ -165,6 +165,7 @@ def device_info() -> dict:
         "device_kind": d.device_kind,
         "n_devices": jax.device_count(),
         "n_cpu_devices": len(jax.devices("cpu")),
+        "cpu_bf16": _cpu_bf16(),
         "n_processes": jax.process_count(),
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
@@ -173,6 +174,12 @@ def device_info() -> dict:
         "python": platform.python_version(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
+
+
+def _cpu_bf16() -> bool:
+    from jaxconvviz.cpu import cpu_has_bf16
+
+    return cpu_has_bf16()
 
 
 # ------------------------------------------------------- notes' baseline
@@ -377,6 +384,8 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
     base = min(samples["jax_notes"])  # seconds per filter
     torch_s = min(samples["torch_notes"]) if "torch_notes" in samples else None
     out, acts = [], {}
+    n_dev = min(n, len(jcv.filters.auto_devices(tuple(ctx.jax.local_devices()),
+                                                 ctx.model, layer, size)))
     for dt in ctx.dtypes:
         warm = min(samples[f"batched_{dt}"])
         pats = runs[dt]()
@@ -394,9 +403,9 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
             "speedup": base * n / warm,
             "gflop": flops / 1e9, "tflops": flops / warm / 1e12,
             "baseline_tflops": flops / (base * n) / 1e12,
-            "devices": min(n, ctx.jax.local_device_count()),
+            "devices": n_dev,
             "chunk_per_device": jcv.filters.default_batch_size(
-                -(-n // min(n, ctx.jax.local_device_count())), ctx.model, layer, size),
+                -(-n // n_dev), ctx.model, layer, size),
             "loop": jcv.filters._resolve_loop("auto"),
             "conv_impl": jcv.convs.resolve_conv_impl("auto", getattr(jnp, dt)),
             "peak_bytes": peak_bytes(),
@@ -792,10 +801,17 @@ def plot(paths: list[str], out: str) -> None:
     dtype; log scale) per device, and the per-layer atlas times."""
     from matplotlib.figure import Figure
 
-    docs = [json.load(open(p)) for p in paths]
+    docs = []
+    for p in paths:  # "file.json=label" names the device in the legend
+        path, _, label = p.partition("=") if not os.path.exists(p) else (p, "", "")
+        with open(path) as fh:
+            docs.append(json.load(fh))
+        docs[-1]["label"] = label
 
     def name(d):
         dev = d["device"]
+        if d["label"]:
+            return d["label"]
         if dev["platform"] == "cpu":
             return f"{dev['cpu']} CPU, {dev['cpu_count']} cores"
         return dev["device_kind"]
@@ -897,8 +913,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="also write the JSON here (updated "
                    "after every case)")
     p.add_argument("--plot", nargs="+", default=None, metavar="JSON",
-                   help="draw benchmark JSON files into the PNG given by --out "
-                   "instead of running")
+                   help="draw benchmark JSON files (JSON=LABEL names the device) "
+                   "into the PNG given by --out instead of running")
     args = p.parse_args(argv)
     if args.plot:
         plot(args.plot, args.out or "benchmarks.png")
