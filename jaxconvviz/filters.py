@@ -9,7 +9,9 @@ step loop is either a ``lax.fori_loop`` inside the program (GPU/TPU)
 or a Python loop over one jitted batched step (XLA:CPU, where that measured
 faster). Filter indices are traced, so a second call with other filters of
 the same count reuses the compiled program. Large requests run in chunks of
-``batch_size`` filters that all share one compiled shape.
+``batch_size`` filters that all share one compiled shape; each chunk's
+filters are split over ``devices`` (default: every local device, so one
+device per core after :func:`~jaxconvviz.use_cpu_cores`).
 
 Imports jax and numpy only (no Pillow, h5py or matplotlib).
 """
