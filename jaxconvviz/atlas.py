@@ -43,14 +43,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from . import filters as _f
 from ._types import Params, PRNGKey
 from .nets import ConvNet, resolve_model
 
 #: Name of the mesh axis the filters are split over.
-MESH_AXIS = "filters"
+MESH_AXIS = _f.MESH_AXIS
 
 #: Fraction of a GPU/TPU's free memory a derived budget uses.
 ACCELERATOR_MEMORY_FRACTION = 0.8
@@ -343,8 +342,7 @@ def _all_addressable(devs) -> bool:
 def _programs(mesh: Mesh, model: ConvNet, layer: str, preprocess: bool, steps: int,
               size: int, channels: int, key_impl: str | None):
     """Jitted (start, step, ascend) for one layer, sharded over ``mesh``."""
-    rows = NamedSharding(mesh, P(MESH_AXIS))
-    repl = NamedSharding(mesh, P())
+    rows, repl = _f.filter_shardings(mesh)
     static = dict(model=model, layer=layer, preprocess=preprocess)
 
     def key_of(kd):
@@ -489,9 +487,8 @@ def filter_atlas(
 
     channels = int(model.input_shape[2])
     single = len(devs) == 1 and _all_addressable(devs)
-    mesh = Mesh(np.asarray(devs, dtype=object), (MESH_AXIS,))
-    rows = NamedSharding(mesh, P(MESH_AXIS))
-    repl = NamedSharding(mesh, P())
+    mesh = _f.filter_mesh(devs)
+    rows, repl = _f.filter_shardings(mesh)
     if single or any(p.n_devices == 1 for p in plans):
         params_1 = jax.device_put(params, devs[0])
         step_1 = jax.device_put(jnp.asarray(step_size, jnp.float32), devs[0])

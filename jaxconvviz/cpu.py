@@ -1,7 +1,7 @@
 """One XLA:CPU device per core, so batched filter ascent runs a chunk per core.
 
 XLA:CPU parallelises a single convolution poorly across cores when its
-image is large and its channels few: on a 2-core Zen 4 one 3x3, 64->64
+image is large and its channels few: on a 2-core Zen 3 one 3x3, 64->64
 convolution of a 64x64 image took 5.0 ms on both cores and 5.7 ms on one,
 so the one-filter-per-call ascent of the early VGG16 layers leaves a core
 mostly idle. Splitting the host into one JAX device per core and sharding

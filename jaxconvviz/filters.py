@@ -94,6 +94,33 @@ def auto_devices(devs: tuple, model: ConvNet, layer: str, size: int) -> tuple:
     return devs
 
 
+def chunk_size(f: int, n_dev: int, batch_size: int | None, model: ConvNet,
+               layer: str, size: int) -> int:
+    """Filters per compiled call when ``f`` filters are split over ``n_dev``
+    devices (``1 <= n_dev <= f``): a multiple of ``n_dev``, at most ``f``
+    rounded up to one; per device :func:`default_batch_size`, or
+    ``batch_size`` split over the devices."""
+    per_dev = -(-f // n_dev)  # filters per device if the request is one chunk
+    if batch_size is None:
+        return default_batch_size(per_dev, model, layer, size) * n_dev
+    return min(-(-batch_size // n_dev), per_dev) * n_dev
+
+
+#: Name of the mesh axis the filters are split over.
+MESH_AXIS = "filters"
+
+
+def filter_mesh(devs) -> Mesh:
+    """A 1-D mesh of ``devs`` along :data:`MESH_AXIS`."""
+    return Mesh(np.asarray(devs, dtype=object), (MESH_AXIS,))
+
+
+def filter_shardings(mesh: Mesh) -> tuple[NamedSharding, NamedSharding]:
+    """``(rows, replicated)``: the filter axis split over ``mesh``, and a copy
+    on every device (params, keys, scalars)."""
+    return NamedSharding(mesh, P(MESH_AXIS)), NamedSharding(mesh, P())
+
+
 # --------------------------------------------------------------------- compute
 def _objective(params, x, fidx, *, model: ConvNet, layer: str, preprocess: bool):
     """Mean over (h, w) of filter ``fidx`` at ``layer`` for ONE image ``(h, w, c)``."""
@@ -476,12 +503,7 @@ def filter_patterns(
         devs = auto_devices(devs, model, layer, size)
     n_dev = min(len(devs), f)
     sharded = devices is not None or n_dev > 1
-    per_dev = -(-f // n_dev)  # filters per device if the request is one chunk
-    if batch_size is None:
-        bs = default_batch_size(per_dev, model, layer, size) * n_dev
-    else:
-        bs = min(-(-batch_size // n_dev), per_dev) * n_dev
-    bs = min(bs, f) if n_dev == 1 else bs
+    bs = chunk_size(f, n_dev, batch_size, model, layer, size)
     dt = _check_dtype(dtype)
     loop = _resolve_loop(loop)
     if not isinstance(preprocess, bool):
@@ -501,8 +523,7 @@ def filter_patterns(
     step_arr = jnp.asarray(step_size, jnp.float32)
     static = dict(model=model, layer=layer, preprocess=preprocess)
     if sharded:  # filters split over a 1-D mesh; everything else replicated
-        mesh = Mesh(np.asarray(devs[:n_dev], dtype=object), ("filters",))
-        rows, repl = NamedSharding(mesh, P("filters")), NamedSharding(mesh, P())
+        rows, repl = filter_shardings(filter_mesh(devs[:n_dev]))
         params, step_arr = jax.device_put((params, step_arr), repl)
         if x_all is None:
             key = jax.device_put(key, repl)

@@ -150,6 +150,8 @@ def peak_bytes() -> int | None:
 def device_info() -> dict:
     import jax
 
+    from jaxconvviz.cpu import cpu_has_bf16
+
     d = jax.devices()[0]
     cpu = platform.processor() or platform.machine()
     try:
@@ -165,7 +167,7 @@ def device_info() -> dict:
         "device_kind": d.device_kind,
         "n_devices": jax.device_count(),
         "n_cpu_devices": len(jax.devices("cpu")),
-        "cpu_bf16": _cpu_bf16(),
+        "cpu_bf16": cpu_has_bf16(),
         "n_processes": jax.process_count(),
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
@@ -174,12 +176,6 @@ def device_info() -> dict:
         "python": platform.python_version(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
-
-
-def _cpu_bf16() -> bool:
-    from jaxconvviz.cpu import cpu_has_bf16
-
-    return cpu_has_bf16()
 
 
 # ------------------------------------------------------- notes' baseline
@@ -404,8 +400,8 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
             "gflop": flops / 1e9, "tflops": flops / warm / 1e12,
             "baseline_tflops": flops / (base * n) / 1e12,
             "devices": n_dev,
-            "chunk_per_device": jcv.filters.default_batch_size(
-                -(-n // n_dev), ctx.model, layer, size),
+            "chunk_per_device": jcv.filters.chunk_size(
+                n, n_dev, None, ctx.model, layer, size) // n_dev,
             "loop": jcv.filters._resolve_loop("auto"),
             "conv_impl": jcv.convs.resolve_conv_impl("auto", getattr(jnp, dt)),
             "peak_bytes": peak_bytes(),
