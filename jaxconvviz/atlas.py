@@ -173,6 +173,8 @@ class LayerPlan:
       n_devices: devices the filter axis is split over.
       per_filter_bytes: :func:`filter_memory_bytes` estimate.
       budget_bytes: per-device budget the chunk was cut from.
+      channel_only: whether the ascent computes only each filter's channel
+        of the layer (:func:`jaxconvviz.filters.resolve_channel_only`).
     """
 
     layer: str
@@ -182,6 +184,7 @@ class LayerPlan:
     n_devices: int
     per_filter_bytes: int
     budget_bytes: int
+    channel_only: bool = False
 
 
 def plan_chunks(n_filters: int, *, per_filter_bytes: int, budget_bytes: int,
@@ -273,6 +276,7 @@ def atlas_plan(
     devices=None,
     batch_size: int | None = None,
     model: ConvNet | None = None,
+    channel_only: bool | None = None,
 ) -> list[LayerPlan]:
     """The chunking :func:`filter_atlas` would use, without computing.
 
@@ -284,10 +288,11 @@ def atlas_plan(
     devs = _check_devices(devices)
     return _plan(model, params, layers, _filters_for(model, layers, filters_per_layer),
                  size, parse_memory_budget(memory_budget), devs, batch_size,
-                 auto=devices is None)
+                 auto=devices is None, channel_only=channel_only)
 
 
-def _plan(model, params, layers, fsel, size, budget, devs, batch_size, auto):
+def _plan(model, params, layers, fsel, size, budget, devs, batch_size, auto,
+          channel_only):
     for layer in layers:
         _f._check_size(model, layer, size)
     if batch_size is not None:
@@ -306,8 +311,9 @@ def _plan(model, params, layers, fsel, size, budget, devs, batch_size, auto):
     plans = []
     for layer in layers:
         n = int(fsel[layer].shape[0])
+        only = _f.resolve_channel_only(channel_only, model, layer)
         # devices=None on one host: light CPU layers run on the first device
-        n_dev = (len(_f.auto_devices(devs, model, layer, size))
+        n_dev = (len(_f.auto_devices(devs, model, layer, size, channel_only=only))
                  if auto and _all_addressable(devs) else len(devs))
         per = filter_memory_bytes(model, layer, size)
         cap = _f.default_batch_size(n, model, layer, size) if cpu else None
@@ -320,7 +326,8 @@ def _plan(model, params, layers, fsel, size, budget, devs, batch_size, auto):
                 n_chunks = -(-n // want)
                 chunk = -(-n // n_chunks)
                 chunk = -(-chunk // n_dev) * n_dev
-        plans.append(LayerPlan(layer, n, chunk, n_chunks, n_dev, per, budget))
+        plans.append(LayerPlan(layer, n, chunk, n_chunks, n_dev, per, budget,
+                               only))
     return plans
 
 
@@ -340,10 +347,12 @@ def _all_addressable(devs) -> bool:
 # ------------------------------------------------------------------- engine
 @functools.lru_cache(maxsize=64)
 def _programs(mesh: Mesh, model: ConvNet, layer: str, preprocess: bool, steps: int,
-              size: int, channels: int, key_impl: str | None):
-    """Jitted (start, step, ascend) for one layer, sharded over ``mesh``."""
+              size: int, channels: int, key_impl: str | None, channel_only: bool):
+    """Jitted (start, step, ascend) for one layer, sharded over ``mesh``
+    (each device steps its own rows: :func:`jaxconvviz.filters._per_device`)."""
     rows, repl = _f.filter_shardings(mesh)
-    static = dict(model=model, layer=layer, preprocess=preprocess)
+    static = dict(model=model, layer=layer, preprocess=preprocess,
+                  channel_only=channel_only, mesh=mesh)
 
     def key_of(kd):
         return kd if key_impl is None else jax.random.wrap_key_data(kd, impl=key_impl)
@@ -408,6 +417,7 @@ def filter_atlas(
     progress: Callable[[int, int], None] | None = None,
     pre_activation: bool = False,
     conv_impl: str = "auto",
+    channel_only: bool | None = None,
 ) -> dict[str, np.ndarray]:
     """Filter patterns of every filter of every requested layer.
 
@@ -457,6 +467,10 @@ def filter_atlas(
       conv_impl: ``"auto"``, ``"xla"`` or ``"matmul"``, as
         :func:`~jaxconvviz.filter_patterns` (auto: matrix-product convs for
         bfloat16 on XLA:CPU, XLA's convolutions otherwise).
+      channel_only: None, True or False, as
+        :func:`~jaxconvviz.filter_patterns` (None: each conv layer computes
+        only each filter's own channel on XLA:CPU, the whole layer
+        elsewhere; True needs every layer to be a conv).
 
     Returns:
       ``{layer: float32 numpy (n_filters, size, size, c)}`` in layer order:
@@ -466,7 +480,7 @@ def filter_atlas(
     Raises:
       ValueError: unknown layer (lists the valid ones), size too small for a
         layer, bad filter selection, missing key, bad dtype/loop/budget/
-        devices/steps/conv_impl. All before any compute.
+        devices/steps/conv_impl/channel_only. All before any compute.
     """
     model = resolve_model(params, model)
     layers = _check_layers(model, layers)
@@ -483,7 +497,7 @@ def filter_atlas(
     budget = parse_memory_budget(memory_budget)
     model = _f._with_compute(model, dt, conv_impl)  # shapes unchanged: plan below
     plans = _plan(model, params, layers, fsel, size, budget, devs, batch_size,
-                  auto=devices is None)
+                  auto=devices is None, channel_only=channel_only)
 
     channels = int(model.input_shape[2])
     single = len(devs) == 1 and _all_addressable(devs)
@@ -508,12 +522,13 @@ def filter_atlas(
     for plan in plans:
         layer_model = (model.without_activation(plan.layer) if pre_activation
                        else model)
-        static = dict(model=layer_model, preprocess=preprocess)
+        static = dict(model=layer_model, preprocess=preprocess,
+                      channel_only=plan.channel_only)
         one = single or plan.n_devices == 1
         if not one:
             start_j, step_j, ascend_j = _programs(mesh, layer_model, plan.layer,
                                                   preprocess, steps, size, channels,
-                                                  key_impl)
+                                                  key_impl, plan.channel_only)
         fidx = fsel[plan.layer]
         pad = plan.chunk * plan.n_chunks - fidx.shape[0]
         fidx_p = np.concatenate([fidx, np.repeat(fidx[-1:], pad)])

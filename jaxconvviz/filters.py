@@ -28,6 +28,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+try:  # jax >= 0.6.1
+    from jax import shard_map as _shard_map
+except ImportError:  # pragma: no cover - older jax
+    from jax.experimental.shard_map import shard_map as _shard_map
+
 from ._types import Params, PRNGKey
 from .nets import ConvNet, resolve_model
 
@@ -67,31 +72,63 @@ CPU_ROWS = 512
 CPU_SHARD_MIN_MACS = 20_000_000
 
 
-def conv_macs(model: ConvNet, layer: str, size: int) -> int:
+def conv_macs(model: ConvNet, layer: str, size: int, *,
+              channel_only: bool = False) -> int:
     """Multiply-adds of the convolutions from the input up to ``layer``.
 
     One ``size`` x ``size`` image, forward pass only (``h' * w' * k_h * k_w
-    * c_in * c_out`` per conv layer, 'same' padding counted as full windows).
+    * c_in * c_out`` per conv layer, 'same' padding counted as full windows);
+    ``channel_only``: ``layer`` itself with one output channel, as
+    :meth:`~jaxconvviz.ConvNet.channel_forward` computes it.
     """
     total, c_in = 0, int(model.input_shape[2])
-    for spec in model.layers[: model.layer_index(layer) + 1]:
+    last = model.layer_index(layer)
+    for i, spec in enumerate(model.layers[: last + 1]):
         h, w, c = model.output_shape(spec.name, (size, size))
         if spec.kind == "conv":
             k = spec.opt("kernel_size", 3)
             kh, kw = (k, k) if isinstance(k, int) else k
-            total += h * w * kh * kw * c_in * c
+            total += h * w * kh * kw * c_in * (1 if channel_only and i == last
+                                               else c)
         c_in = c
     return total
 
 
-def auto_devices(devs: tuple, model: ConvNet, layer: str, size: int) -> tuple:
+def auto_devices(devs: tuple, model: ConvNet, layer: str, size: int, *,
+                 channel_only: bool = False) -> tuple:
     """The devices a default (``devices=None``) call shards ``layer`` over:
     all of ``devs``, except on CPU for layers under :data:`CPU_SHARD_MIN_MACS`
-    (the first device only)."""
+    (the first device only; counted as the step computes them, see
+    :func:`conv_macs`)."""
     if (len(devs) > 1 and devs[0].platform == "cpu"
-            and conv_macs(model, layer, size) < CPU_SHARD_MIN_MACS):
+            and conv_macs(model, layer, size, channel_only=channel_only)
+            < CPU_SHARD_MIN_MACS):
         return devs[:1]
     return devs
+
+
+def resolve_channel_only(channel_only: bool | None, model: ConvNet,
+                         layer: str) -> bool:
+    """Whether the ascent on ``layer`` computes only each filter's channel of
+    it (:meth:`~jaxconvviz.ConvNet.channel_forward`).
+
+    None (the default): on XLA:CPU for conv layers, where it was measured
+    (2-core Zen 3, ms per ascent step, whole layer -> one channel:
+    block1_conv2 1 filter 10.0 -> 1.6, block2_conv2 26 -> 18, block3_conv1
+    2 filters 56 -> 48, block3_conv3 83 -> 69, block4_conv3 8 filters 520
+    -> 490); the whole layer elsewhere until measured on an accelerator.
+    Pool and other non-conv layers always run whole.
+    """
+    if channel_only is None:
+        return jax.default_backend() == "cpu" and model.layer(layer).kind == "conv"
+    if not isinstance(channel_only, bool):
+        raise ValueError(
+            f"channel_only must be None, True or False; got {channel_only!r}.")
+    if channel_only and model.layer(layer).kind != "conv":
+        raise ValueError(
+            f"channel_only=True needs a conv layer; {layer!r} is a "
+            f"{model.layer(layer).kind} layer (use None or False).")
+    return channel_only
 
 
 def chunk_size(f: int, n_dev: int, batch_size: int | None, model: ConvNet,
@@ -132,23 +169,30 @@ def _objective(params, x, fidx, *, model: ConvNet, layer: str, preprocess: bool)
     return a.astype(jnp.float32).mean()
 
 
-def _value_and_grads(params, x, fidx, *, model, layer, preprocess):
+def _value_and_grads(params, x, fidx, *, model, layer, preprocess,
+                     channel_only=False):
     """Per-image objective and its input gradient, ``(f,)`` and ``(f, h, w, c)``.
 
     One batched forward; the gradient of the *sum* of the per-image
     objectives is each image's own gradient, since no layer mixes images
-    (inference batchnorm, identity dropout). The filter is picked with a
-    one-hot mask rather than a gather, so the backward pass is elementwise.
-    Same values as ``vmap`` of :func:`_objective`'s gradient, and measured
-    2.7x faster for 16 filters of block1_conv1 on XLA:CPU, where the vmapped
-    gradient's gather/scatter dominated.
+    (inference batchnorm, identity dropout). ``channel_only``: the target
+    conv layer computes only each image's own channel
+    (:meth:`~jaxconvviz.ConvNet.channel_forward`). Otherwise the whole layer
+    runs and the filter is picked with a one-hot mask rather than a gather,
+    so the backward pass is elementwise: the same values as ``vmap`` of
+    :func:`_objective`'s gradient, measured 2.7x faster for 16 filters of
+    block1_conv1 on XLA:CPU, where the vmapped gradient's gather/scatter
+    dominated.
     """
     def total(x):
         inp = model.preprocess(x) if preprocess else x
-        act = model.forward(params, inp, stop=layer)  # (f, h', w', channels)
-        k = jnp.arange(act.shape[-1], dtype=jnp.int32)[None, None, None, :]
-        a = jnp.where(k == fidx[:, None, None, None], act,
-                      jnp.zeros((), act.dtype)).sum(axis=-1)
+        if channel_only:
+            a = model.channel_forward(params, inp, layer, fidx)  # (f, h', w')
+        else:
+            act = model.forward(params, inp, stop=layer)  # (f, h', w', channels)
+            k = jnp.arange(act.shape[-1], dtype=jnp.int32)[None, None, None, :]
+            a = jnp.where(k == fidx[:, None, None, None], act,
+                          jnp.zeros((), act.dtype)).sum(axis=-1)
         v = a.astype(jnp.float32).mean(axis=(1, 2))
         return v.sum(), v
 
@@ -162,29 +206,62 @@ def _normalise(g):
     return g / (rms + GRAD_EPS)
 
 
-def _step(params, x, fidx, step_size, *, model, layer, preprocess):
+def _step(params, x, fidx, step_size, *, model, layer, preprocess,
+          channel_only=False):
     _, g = _value_and_grads(params, x, fidx, model=model, layer=layer,
-                            preprocess=preprocess)
+                            preprocess=preprocess, channel_only=channel_only)
     return x + step_size * _normalise(g.astype(jnp.float32))
 
 
-_STATIC = ("model", "layer", "preprocess")
-
-#: One ascent step for a batch ``(f, h, w, c)``; the CPU loop form calls it
-#: ``steps`` times from Python. On XLA:CPU this measured 3.3x faster than the
-#: same steps in a ``fori_loop`` for block3_conv1 (6.5 s vs 21.6 s for 8
-#: filters, 64 px, 40 steps) and equal for block1_conv1 (0.25 s vs 0.23 s).
-_step_jit = jax.jit(_step, static_argnames=_STATIC)
+_STATIC = ("model", "layer", "preprocess", "channel_only")
 
 
-@functools.partial(jax.jit, static_argnames=(*_STATIC, "steps"))
-def _ascend_fori(params, x0, fidx, step_size, *, model, layer, preprocess, steps):
+def _per_device(fn, mesh: Mesh | None):
+    """``fn(params, x, fidx, step_size)`` run by every device of ``mesh`` on
+    its own rows of ``x``/``fidx`` (``shard_map``; params and step size
+    replicated); ``fn`` itself when ``mesh`` is None.
+
+    Each filter's ascent is independent, so the program has no
+    communication, and per-device code sees its local chunk: the
+    one-call-per-image convolutions of
+    :meth:`~jaxconvviz.ConvNet.channel_forward` slice the local rows only.
+    (GSPMD partitioning of a jitted step, used before, would have to move
+    rows between devices to slice a sharded axis.)
+    """
+    if mesh is None:
+        return fn
+    rows, repl = P(MESH_AXIS), P()
+    return _shard_map(fn, mesh=mesh, in_specs=(repl, rows, rows, repl),
+                      out_specs=rows)
+
+
+@functools.partial(jax.jit, static_argnames=(*_STATIC, "mesh"))
+def _step_jit(params, x, fidx, step_size, *, model, layer, preprocess,
+              channel_only=False, mesh=None):
+    """One ascent step for a batch ``(f, h, w, c)``, split over ``mesh``.
+
+    The CPU loop form calls it ``steps`` times from Python. On XLA:CPU this
+    measured 3.3x faster than the same steps in a ``fori_loop`` for
+    block3_conv1 (6.5 s vs 21.6 s for 8 filters, 64 px, 40 steps) and equal
+    for block1_conv1 (0.25 s vs 0.23 s).
+    """
+    fn = functools.partial(_step, model=model, layer=layer, preprocess=preprocess,
+                           channel_only=channel_only)
+    return _per_device(fn, mesh)(params, x, fidx, step_size)
+
+
+@functools.partial(jax.jit, static_argnames=(*_STATIC, "steps", "mesh"))
+def _ascend_fori(params, x0, fidx, step_size, *, model, layer, preprocess, steps,
+                 channel_only=False, mesh=None):
     """All ``steps`` ascent steps in one program (``lax.fori_loop``)."""
-    def body(_, x):
-        return _step(params, x, fidx, step_size, model=model, layer=layer,
-                     preprocess=preprocess)
+    def ascend(params, x0, fidx, step_size):
+        def body(_, x):
+            return _step(params, x, fidx, step_size, model=model, layer=layer,
+                         preprocess=preprocess, channel_only=channel_only)
 
-    return jax.lax.fori_loop(0, steps, body, x0)
+        return jax.lax.fori_loop(0, steps, body, x0)
+
+    return _per_device(ascend, mesh)(params, x0, fidx, step_size)
 
 
 @functools.partial(jax.jit, static_argnames=("size", "channels"))
@@ -202,7 +279,7 @@ def _start_images(key, fidx, *, size, channels):
     return jax.vmap(one)(fidx)
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@functools.partial(jax.jit, static_argnames=("model", "layer", "preprocess"))
 def _activation_jit(params, images, fidx, *, model, layer, preprocess):
     obj = functools.partial(_objective, model=model, layer=layer,
                             preprocess=preprocess)
@@ -401,6 +478,7 @@ def filter_patterns(
     pre_activation: bool = False,
     conv_impl: str = "auto",
     devices: Sequence[jax.Device] | None = None,
+    channel_only: bool | None = None,
 ) -> jax.Array:
     """Input patterns that maximise filters of ``layer`` (the book's method).
 
@@ -469,6 +547,14 @@ def filter_patterns(
         ``batch_size`` (``batch_size`` given: split over the devices); fewer
         filters than devices use that many devices. Results equal one
         device's up to float rounding of differently batched convolutions.
+      channel_only: compute only each filter's own channel of ``layer``
+        (its kernel column) instead of the whole layer and then picking the
+        channel: the same objective and gradient up to float summation
+        order, with the target layer costing ``1 / c_out`` (VGG16 at 64 px:
+        17x fewer multiply-adds at block1_conv2, 1.2x at block3_conv1).
+        None: on XLA:CPU for conv layers, where it measured 1.07-6x faster
+        per step; the whole layer on GPU/TPU until measured there
+        (:func:`resolve_channel_only`). True needs a conv ``layer``.
 
     Returns:
       float32 ``(f, size, size, c)``: the optimised tensors, raw (not
@@ -480,11 +566,12 @@ def filter_patterns(
       ValueError: unknown layer (lists the valid ones), filter index out of
         range, size too small for the layer, ``steps`` < 1, bad ``init``
         (shape or non-finite values), missing or malformed ``key``, bad
-        ``batch_size``/``dtype``/``loop``/``step_size``/``conv_impl``/``devices``.
-        All before any compute.
+        ``batch_size``/``dtype``/``loop``/``step_size``/``conv_impl``/``devices``/
+        ``channel_only``. All before any compute.
     """
     model = resolve_model(params, model)
     layer = _check_layer(model, layer)
+    channel_only = resolve_channel_only(channel_only, model, layer)
     fidx = _check_filters(model, layer, filter_indices)
     size = _check_size(model, layer, size)
     steps = _check_positive_int(steps, "steps")
@@ -500,7 +587,7 @@ def filter_patterns(
         batch_size = _check_positive_int(batch_size, "batch_size")
     devs = _check_local_devices(devices)
     if devices is None:
-        devs = auto_devices(devs, model, layer, size)
+        devs = auto_devices(devs, model, layer, size, channel_only=channel_only)
     n_dev = min(len(devs), f)
     sharded = devices is not None or n_dev > 1
     bs = chunk_size(f, n_dev, batch_size, model, layer, size)
@@ -521,9 +608,12 @@ def filter_patterns(
     if x_all is not None and pad:
         x_all = jnp.concatenate([x_all, jnp.repeat(x_all[-1:], pad, axis=0)])
     step_arr = jnp.asarray(step_size, jnp.float32)
-    static = dict(model=model, layer=layer, preprocess=preprocess)
+    static = dict(model=model, layer=layer, preprocess=preprocess,
+                  channel_only=channel_only)
     if sharded:  # filters split over a 1-D mesh; everything else replicated
-        rows, repl = filter_shardings(filter_mesh(devs[:n_dev]))
+        mesh = filter_mesh(devs[:n_dev])
+        static["mesh"] = mesh
+        rows, repl = filter_shardings(mesh)
         params, step_arr = jax.device_put((params, step_arr), repl)
         if x_all is None:
             key = jax.device_put(key, repl)

@@ -62,6 +62,8 @@ DEFAULT_CASES = (
     "filters:block1_conv1:64:64",
     "filters:block3_conv1:64:64",
     "filters:block5_conv3:128:512",
+    "channel:block3_conv1:128:256",
+    "channel:block5_conv3:128:512",
     "atlas:128",
     "gradcam:64:224",
     "activations:64:224",
@@ -78,6 +80,7 @@ SMOKE_CASES = (
     "gradcam:2:32",
     "activations:2:16",
     "loops:block1_conv1:16:4",
+    "channel:block1_conv2:16:4",
 )
 
 #: Dense peak TFLOP/s by device kind (datasheet, SXM parts): bf16 and
@@ -103,11 +106,16 @@ def conv_macs(model, layer: str, size: int) -> int:
     return macs(model, layer, size)
 
 
-def ascent_flops(model, layer: str, size: int, steps: int, n: int) -> float:
+def ascent_flops(model, layer: str, size: int, steps: int, n: int,
+                 channel_only: bool = False) -> float:
     """FLOPs of ``n`` filters x ``steps`` ascent steps: forward plus input
     gradient of every conv up to ``layer`` (each the forward's multiply-adds),
-    2 FLOP per multiply-add."""
-    return 2.0 * 2.0 * conv_macs(model, layer, size) * steps * n
+    2 FLOP per multiply-add; ``channel_only``: ``layer`` with one output
+    channel, as the library computes it (the notes' loop computes all)."""
+    from jaxconvviz.filters import conv_macs as macs
+
+    return 2.0 * 2.0 * macs(model, layer, size, channel_only=channel_only) \
+        * steps * n
 
 
 def forward_flops(model, size: int, n: int, upto: str | None = None) -> float:
@@ -319,6 +327,8 @@ class Ctx:
                 self.params = load_vgg16(args.weights)
                 self.weights = args.weights
         self.steps = args.steps
+        self.channel_only = {"auto": None, "on": True, "off": False}[
+            args.channel_only]
 
     @property
     def dtypes(self):
@@ -358,7 +368,7 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
         def run(dtype=dtype):
             return jcv.filter_patterns(ctx.params, layer, range(n), key=ctx.key,
                                        size=size, steps=steps, model=ctx.model,
-                                       dtype=dtype)
+                                       dtype=dtype, channel_only=ctx.channel_only)
 
         runs[dt] = run
         log(f"  compile batched {dt}")
@@ -380,14 +390,17 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
     base = min(samples["jax_notes"])  # seconds per filter
     torch_s = min(samples["torch_notes"]) if "torch_notes" in samples else None
     out, acts = [], {}
+    only = jcv.filters.resolve_channel_only(ctx.channel_only, ctx.model, layer)
     n_dev = min(n, len(jcv.filters.auto_devices(tuple(ctx.jax.local_devices()),
-                                                 ctx.model, layer, size)))
+                                                 ctx.model, layer, size,
+                                                 channel_only=only)))
+    base_flops = ascent_flops(ctx.model, layer, size, steps, n)
     for dt in ctx.dtypes:
         warm = min(samples[f"batched_{dt}"])
         pats = runs[dt]()
         acts[dt] = np.asarray(jcv.filter_activation(ctx.params, pats, layer, range(n),
                                                     model=ctx.model))
-        flops = ascent_flops(ctx.model, layer, size, steps, n)
+        flops = ascent_flops(ctx.model, layer, size, steps, n, only)
         rec = {
             "case": f"filters:{layer}:{size}:{n}", "kind": "filters", "layer": layer,
             "size": size, "steps": steps, "n": n, "dtype": dt,
@@ -398,7 +411,9 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
             "batched_ms_per_filter": warm / n * 1e3,
             "speedup": base * n / warm,
             "gflop": flops / 1e9, "tflops": flops / warm / 1e12,
-            "baseline_tflops": flops / (base * n) / 1e12,
+            "baseline_gflop": base_flops / 1e9,
+            "baseline_tflops": base_flops / (base * n) / 1e12,
+            "channel_only": only,
             "devices": n_dev,
             "chunk_per_device": jcv.filters.chunk_size(
                 n, n_dev, None, ctx.model, layer, size) // n_dev,
@@ -457,7 +472,9 @@ def case_atlas(ctx: Ctx, size: int) -> list[dict]:
         per = time_notes_jax(ctx.params, model, layer, size, steps, nb, ctx.key)
         base_layers[layer] = per * 1e3
         base_total += per * counts[layer]
-    flops = sum(ascent_flops(model, layer, size, steps, counts[layer])
+    only = {layer: jcv.filters.resolve_channel_only(ctx.channel_only, model, layer)
+            for layer in layers}
+    flops = sum(ascent_flops(model, layer, size, steps, counts[layer], only[layer])
                 for layer in layers)
     out = []
     for dt in ctx.dtypes:
@@ -474,7 +491,8 @@ def case_atlas(ctx: Ctx, size: int) -> list[dict]:
             return jcv.filter_atlas(
                 ctx.params, model=model, layers=layers, size=size, steps=steps,
                 key=ctx.key, dtype=dtype, filters_per_layer=fpl,
-                memory_budget=ctx.args.memory_budget, progress=progress)
+                memory_budget=ctx.args.memory_budget, progress=progress,
+                channel_only=ctx.channel_only)
 
         log(f"  filter_atlas {dt} (cold, compiles every layer)")
         t0 = time.perf_counter()
@@ -503,6 +521,7 @@ def case_atlas(ctx: Ctx, size: int) -> list[dict]:
             "case": f"atlas:{size}", "kind": "atlas", "size": size, "steps": steps,
             "n": n_total, "layers": len(layers), "dtype": dt,
             "conv_impl": jcv.convs.resolve_conv_impl("auto", getattr(jnp, dt)),
+            "channel_only": only,
             "baseline": "notes' loop per layer (float32), timed on "
                         f"{nb} filter(s) per layer, scaled",
             "baseline_s": base_total, "baseline_ms_per_filter_by_layer": base_layers,
@@ -701,6 +720,48 @@ def case_loops(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
     return out
 
 
+def case_channel(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
+    """``channel_only`` on vs off (the target conv layer computed for each
+    filter's channel only, or whole), interleaved over ``--rounds``, fastest
+    kept, per dtype; with the activation each reaches."""
+    import numpy as np
+
+    jcv, jnp = ctx.jcv, ctx.jnp
+    out = []
+    for dt in ctx.dtypes:
+        runs = {}
+        for only in (True, False):
+            def run(only=only, dt=dt):
+                return jcv.filter_patterns(
+                    ctx.params, layer, range(n), key=ctx.key, size=size,
+                    steps=ctx.steps, model=ctx.model, dtype=getattr(jnp, dt),
+                    channel_only=only)
+
+            _sync(run())  # compile
+            runs[only] = run
+        samples = {True: [], False: []}
+        for _ in range(ctx.args.rounds):
+            for only, run in runs.items():
+                t0 = time.perf_counter()
+                _sync(run())
+                samples[only].append(time.perf_counter() - t0)
+        for only, run in runs.items():
+            warm = min(samples[only])
+            act = np.asarray(jcv.filter_activation(ctx.params, run(), layer, range(n),
+                                                   model=ctx.model))
+            flops = ascent_flops(ctx.model, layer, size, ctx.steps, n, only)
+            rec = {"case": f"channel:{layer}:{size}:{n}", "kind": "channel",
+                   "layer": layer, "size": size, "steps": ctx.steps, "n": n,
+                   "dtype": dt, "channel_only": only, "batched_s": warm,
+                   "ms_per_filter": warm / n * 1e3, "samples_s": samples[only],
+                   "gflop": flops / 1e9, "tflops": flops / warm / 1e12,
+                   "mean_activation": float(act.mean())}
+            log(f"  channel {layer} {dt} channel_only={only}: {warm * 1e3:.0f} ms")
+            out.append(rec)
+        out[-2]["speedup_vs_whole_layer"] = out[-1]["batched_s"] / out[-2]["batched_s"]
+    return out
+
+
 def case_probe(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
     """Engine variants on one layer (GPU tuning): matmul precision, max-pool
     formulation, plus XLA's compiled memory for the per-filter estimate."""
@@ -779,7 +840,7 @@ def case_probe(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
 
 CASES = {"probe": case_probe, "filters": case_filters, "atlas": case_atlas,
          "gradcam": case_gradcam, "activations": case_activations,
-         "loops": case_loops}
+         "loops": case_loops, "channel": case_channel}
 
 
 def parse_case(text: str):
@@ -906,6 +967,10 @@ def main(argv: list[str] | None = None) -> int:
                    "over (jaxconvviz.use_cpu_cores, as the CLI does); 'auto': one "
                    "per core; 1: one device. The one-at-a-time loops run on "
                    "device 0 either way")
+    p.add_argument("--channel-only", default="auto", choices=("auto", "on", "off"),
+                   help="filters/atlas cases: compute only each filter's channel of "
+                   "the target conv layer (on), the whole layer (off), or the "
+                   "library default (auto: on for XLA:CPU)")
     p.add_argument("--out", default=None, help="also write the JSON here (updated "
                    "after every case)")
     p.add_argument("--plot", nargs="+", default=None, metavar="JSON",

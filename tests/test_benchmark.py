@@ -39,6 +39,9 @@ def test_conv_flops_by_hand():
     assert b.ascent_flops(m, "block3_conv1", 64, 40, 64) == 4.0 * macs * 40 * 64
     # the whole VGG16 conv stack at 224 px: the textbook 15.35 G multiply-adds
     assert b.conv_macs(m, "block5_conv3", 224) == 15_346_630_656
+    # computing one channel of block3_conv1: its 294912 per pixel become 1152
+    assert b.ascent_flops(m, "block3_conv1", 64, 40, 64, channel_only=True) == \
+        4.0 * (macs - 256 * (294912 - 1152)) * 40 * 64
 
 
 def test_parse_case():
@@ -62,11 +65,12 @@ def test_smoke_run_emits_consistent_json(tmp_path):
     assert doc["smoke"] is True and doc["steps"] == 3
     assert doc["device"]["platform"] == "cpu" and doc["jax_version"]
     kinds = {c["kind"] for c in doc["cases"]}
-    assert kinds == {"filters", "atlas", "gradcam", "activations", "loops"}
+    assert kinds == {"filters", "atlas", "gradcam", "activations", "loops",
+                     "channel"}
     for c in doc["cases"]:
         assert "error" not in c, c
         assert c["batched_s"] > 0
-        if c["kind"] != "loops":
+        if c["kind"] not in ("loops", "channel"):
             assert c["baseline_s"] > 0
             assert c["speedup"] == pytest.approx(c["baseline_s"] / c["batched_s"])
         assert c["tflops"] == pytest.approx(c["gflop"] / c["batched_s"] / 1e3) \
@@ -75,9 +79,19 @@ def test_smoke_run_emits_consistent_json(tmp_path):
     f = next(c for c in doc["cases"] if c["kind"] == "filters")
     m = jcv.tiny_vgg16(include_top=False)
     b = _bench_module()
+    # the library computes only each filter's channel on CPU; the notes' loop
+    # the whole layer
+    assert f["channel_only"] is True
     assert f["gflop"] * 1e9 == pytest.approx(
+        b.ascent_flops(m, f["layer"], f["size"], 3, f["n"], channel_only=True))
+    assert f["baseline_gflop"] * 1e9 == pytest.approx(
         b.ascent_flops(m, f["layer"], f["size"], 3, f["n"]))
     assert f["mean_activation"] > 0
+    on, off = (c for c in doc["cases"] if c["kind"] == "channel")
+    assert (on["channel_only"], off["channel_only"]) == (True, False)
+    assert on["speedup_vs_whole_layer"] == pytest.approx(
+        off["batched_s"] / on["batched_s"])
+    assert on["mean_activation"] == pytest.approx(off["mean_activation"], rel=1e-3)
     # one round in --smoke; the reported time is the fastest sample
     assert f["rounds"] == 1 and f["batched_s"] == min(f["samples_s"]["batched"])
     assert f["baseline_ms_per_filter"] == pytest.approx(

@@ -37,6 +37,7 @@ _SCRIPT = textwrap.dedent("""
         "uneven": ("block3_conv1", [7, 0, 3, 5, 1], {"batch_size": 3}),
         "per_device_cap": ("block1_conv2", range(4), {}),  # 32x32 maps: 1 each
         "fewer_than_devices": ("block2_conv1", [2, 3], {}),
+        "whole_layer": ("block3_conv1", range(6), {"channel_only": False}),
         "bf16_matmul": ("block3_conv2", range(5), {"dtype": "bfloat16"}),
     }
     for name, (layer, fidx, extra) in cases.items():
@@ -85,7 +86,7 @@ def test_filter_patterns_over_4_cpu_devices_equals_one():
     # results are gathered onto the first device
     assert all(s == "{CpuDevice(id=0)}" for s in info["on"])
     assert info["progress_last"] == [5, 5]
-    assert info["default_vs_one"] == [0.0] * 5
+    assert info["default_vs_one"] == [0.0] * 6
 
 
 def test_xla_flags_force_count_wins():
@@ -161,6 +162,10 @@ def test_auto_devices_by_multiply_adds():
     assert auto_devices(cpus, vgg, "block1_conv2", 64) == cpus
     assert auto_devices(gpus, vgg, "block1_conv1", 64) == gpus
     assert auto_devices(cpus[:1], vgg, "block5_conv3", 64) == cpus[:1]
+    # computing one channel of block1_conv2 (7.1 M + 2.4 M) stays on one
+    assert auto_devices(cpus, vgg, "block1_conv2", 64, channel_only=True) \
+        == cpus[:1]
+    assert auto_devices(cpus, vgg, "block2_conv1", 64, channel_only=True) == cpus
 
 
 def test_bf16_flags_from_cpuinfo():

@@ -434,8 +434,10 @@ def test_cli_atlas_bad_arguments_exit_2(hed_path, tmp_path, capsys, args, msg):
 # ----------------------------------------------------------- Keras oracle
 @pytest.mark.keras
 @pytest.mark.hed
-def test_one_ascent_step_matches_keras_book_code(keras, hed_params):
-    """The notes' listing 5.32-5.36 in Keras 3 (JAX backend) vs ours, float32."""
+@pytest.mark.parametrize("channel_only", [True, False])
+def test_one_ascent_step_matches_keras_book_code(keras, hed_params, channel_only):
+    """The notes' listing 5.32-5.36 in Keras 3 (JAX backend) vs ours, float32,
+    computing only the filter's channel of the layer or all of it."""
     kmodel = keras_vgg16(keras, hed_params, input_shape=(40, 40, 3))
     layer_name, filter_index = "block3_conv1", 5
     probe = keras.Model(kmodel.inputs, kmodel.get_layer(layer_name).output)
@@ -451,7 +453,7 @@ def test_one_ascent_step_matches_keras_book_code(keras, hed_params):
         grads /= np.sqrt(np.mean(np.square(grads))) + 1e-5  # listing 5.34
         want = x0 + grads * 1.0  # listing 5.36, step = 1
         got = jcv.filter_patterns(hed_params, layer_name, [filter_index], init=x0,
-                                  steps=1, size=40)
+                                  steps=1, size=40, channel_only=channel_only)
         act = jcv.filter_activation(hed_params, x0, layer_name, [filter_index])
     np.testing.assert_allclose(act[0], float(loss), rtol=1e-5)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=2e-4)
