@@ -11,7 +11,15 @@ faster). Filter indices are traced, so a second call with other filters of
 the same count reuses the compiled program. Large requests run in chunks of
 ``batch_size`` filters that all share one compiled shape; each chunk's
 filters are split over ``devices`` (default: every local device, so one
-device per core after :func:`~jaxconvviz.use_cpu_cores`).
+device per core after :func:`~jaxconvviz.use_cpu_cores`), each device
+stepping its own rows (``shard_map``, no communication).
+
+The objective needs one channel of the target layer per image, so with
+``channel_only`` (the default on XLA:CPU) a target conv layer is computed
+for that channel only (:meth:`~jaxconvviz.ConvNet.channel_forward`), not
+whole and then masked as the book's ``model.output[:, :, :, k]`` does: the
+same values up to float summation order, and the target layer's forward and
+input gradient cost ``1 / c_out`` of the whole layer's.
 
 Imports jax and numpy only (no Pillow, h5py or matplotlib).
 """

