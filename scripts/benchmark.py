@@ -575,7 +575,9 @@ def case_gradcam(ctx: Ctx, n: int, size: int) -> list[dict]:
     a = np.asarray(batched())
     b = np.concatenate([np.asarray(x) for x in loop()])
     layer = "block5_conv3"
-    flops = 2.0 * forward_flops(model, size, n, upto=layer)  # fwd + nothing below
+    # the convs' forward only: the gradient stops at the layer's output (the
+    # dense top's few FLOPs are not counted)
+    flops = forward_flops(model, size, n, upto=layer)
     rec = {
         "case": f"gradcam:{n}:{size}", "kind": "gradcam", "n": n, "size": size,
         "dtype": "float32", "batch_size": bs,

@@ -102,3 +102,6 @@ def test_smoke_run_emits_consistent_json(tmp_path):
         "block1_conv1", "block1_conv2"}
     g = next(c for c in doc["cases"] if c["kind"] == "gradcam")
     assert g["batched_equals_loop_max_abs"] < 1e-5
+    # Grad-CAM: the convs' forward only (2 FLOP per multiply-add)
+    assert g["gflop"] * 1e9 == pytest.approx(
+        2.0 * b.conv_macs(jcv.tiny_vgg16(), "block5_conv3", g["size"]) * g["n"])
