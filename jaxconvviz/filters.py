@@ -127,15 +127,16 @@ def resolve_channel_only(channel_only: bool | None, model: ConvNet,
     -> 490); the whole layer elsewhere until measured on an accelerator.
     Pool and other non-conv layers always run whole.
     """
+    kind = model.layer(layer).kind
     if channel_only is None:
-        return jax.default_backend() == "cpu" and model.layer(layer).kind == "conv"
+        return jax.default_backend() == "cpu" and kind == "conv"
     if not isinstance(channel_only, bool):
         raise ValueError(
             f"channel_only must be None, True or False; got {channel_only!r}.")
-    if channel_only and model.layer(layer).kind != "conv":
+    if channel_only and kind != "conv":
         raise ValueError(
-            f"channel_only=True needs a conv layer; {layer!r} is a "
-            f"{model.layer(layer).kind} layer (use None or False).")
+            f"channel_only=True needs a conv layer; {layer!r} is a {kind} layer "
+            f"(use None or False).")
     return channel_only
 
 

@@ -126,6 +126,15 @@ def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else tuple(int(a) for a in v)
 
 
+def _conv_geometry(spec: Layer) -> tuple[tuple[int, int], str, tuple[int, int]]:
+    """``(strides, padding, dilation)`` of a conv layer as ``lax`` takes them
+    (one reading for :meth:`ConvNet._apply_layer` and
+    :meth:`ConvNet.channel_forward`)."""
+    o = spec.opt
+    return (_pair(o("strides", 1)), o("padding", "same").upper(),
+            _pair(o("dilation", 1)))
+
+
 def _tiles(x, k: tuple[int, int]):
     *b, h, w, c = x.shape
     x = x[..., : h // k[0] * k[0], : w // k[1] * k[1], :]
@@ -236,12 +245,13 @@ class ConvNet(nn.Module):
             if self.conv_impl not in ("xla", "matmul"):
                 raise ValueError(f"conv_impl must be 'xla' or 'matmul'; got "
                                  f"{self.conv_impl!r} (use with_conv_impl).")
+            strides, padding, dilation = _conv_geometry(spec)
             x = nn.Conv(
                 o("features"),
                 _pair(o("kernel_size", 3)),
-                strides=_pair(o("strides", 1)),
-                padding=o("padding", "same").upper(),
-                kernel_dilation=_pair(o("dilation", 1)),
+                strides=strides,
+                padding=padding,
+                kernel_dilation=dilation,
                 use_bias=o("use_bias", True),
                 dtype=self.dtype,
                 conv_general_dilated=(convs.conv_general_dilated
@@ -365,11 +375,10 @@ class ConvNet(nn.Module):
         x = x.astype(self.dtype)
         cols = jnp.take(params[spec.name]["kernel"], channels, axis=-1
                         ).astype(self.dtype)  # (kh, kw, c_in, n)
+        strides, padding, dilation = _conv_geometry(spec)
         conv = functools.partial(
-            jax.lax.conv_general_dilated, window_strides=_pair(o("strides", 1)),
-            padding=o("padding", "same").upper(),
-            rhs_dilation=_pair(o("dilation", 1)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            jax.lax.conv_general_dilated, window_strides=strides, padding=padding,
+            rhs_dilation=dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"))
         n = x.shape[0]
         if n <= _CHANNEL_UNROLL:
             # one call per image: XLA:CPU runs these 4-16x faster than the

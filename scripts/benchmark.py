@@ -99,11 +99,12 @@ def log(msg: str) -> None:
 
 
 # ----------------------------------------------------------------- FLOPs
-def conv_macs(model, layer: str, size: int) -> int:
-    """Forward multiply-adds of one image up to ``layer`` (the library's count)."""
+def conv_macs(model, layer: str, size: int, channel_only: bool = False) -> int:
+    """Forward multiply-adds of one image up to ``layer`` (the library's count;
+    ``channel_only``: ``layer`` with one output channel)."""
     from jaxconvviz.filters import conv_macs as macs
 
-    return macs(model, layer, size)
+    return macs(model, layer, size, channel_only=channel_only)
 
 
 def ascent_flops(model, layer: str, size: int, steps: int, n: int,
@@ -112,10 +113,7 @@ def ascent_flops(model, layer: str, size: int, steps: int, n: int,
     gradient of every conv up to ``layer`` (each the forward's multiply-adds),
     2 FLOP per multiply-add; ``channel_only``: ``layer`` with one output
     channel, as the library computes it (the notes' loop computes all)."""
-    from jaxconvviz.filters import conv_macs as macs
-
-    return 2.0 * 2.0 * macs(model, layer, size, channel_only=channel_only) \
-        * steps * n
+    return 2.0 * 2.0 * conv_macs(model, layer, size, channel_only) * steps * n
 
 
 def forward_flops(model, size: int, n: int, upto: str | None = None) -> float:
