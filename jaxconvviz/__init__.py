@@ -22,9 +22,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-from ._types import ImagesCaffe, ImagesRGB, ImagesU8, Params, PRNGKey  # noqa: E402
-from .labels import decode_predictions, load_class_index  # noqa: E402
-from .nets import (  # noqa: E402
+from jaxconvviz._types import ImagesCaffe, ImagesRGB, ImagesU8, Params, PRNGKey  # noqa: E402
+from jaxconvviz.models.convnet import (  # noqa: E402
     CONV_LAYERS,
     LAYER_NAMES,
     VGG16,
@@ -34,8 +33,9 @@ from .nets import (  # noqa: E402
     resolve_model,
     tiny_vgg16,
 )
-from .predict import activations, predict  # noqa: E402
-from .preprocess import (  # noqa: E402
+from jaxconvviz.models.labels import decode_predictions, load_class_index  # noqa: E402
+from jaxconvviz.models.predict import activations, predict  # noqa: E402
+from jaxconvviz.models.preprocess import (  # noqa: E402
     CAFFE_MEAN_BGR,
     caffe_to_rgb,
     deprocess_image,
@@ -52,14 +52,18 @@ _LAZY = {
     "ELEPHANT_PHOTO": "images",
     "plotting": None,  # the jaxconvviz.plotting package
     # -- modules added by later work register lazy exports below this line --
-    "load_vgg16": "weights",
-    "load_params": "weights",
-    "read_keras_weights": "weights",
-    "fetch_imagenet": "weights",
-    "imagenet_available": "weights",
-    "overlay": "heatmaps",
-    "load_keras_model": "keras_import",
-    "save_keras_model": "keras_export",
+    "load_vgg16": "models.weights",
+    "load_params": "models.weights",
+    "read_keras_weights": "models.weights",
+    "fetch_imagenet": "models.weights",
+    "imagenet_available": "models.weights",
+    "overlay": "views.heatmaps",
+    "load_keras_model": "models.keras_import",
+    "save_keras_model": "models.keras_export",
+    # -- models (graph import, zoo): lazy exports --
+    # -- end models --
+    # -- report: lazy exports --
+    # -- end report --
 }
 
 
@@ -76,8 +80,16 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 
-# -- eager exports added by later work go below this line --
-from .activation_grids import (  # noqa: E402
+# -- eager exports; each area adds its names inside its own block --
+# -- featureviz (render engine) --
+# -- end featureviz --
+# -- attribution (CAM family, gradients, metrics) --
+# -- end attribution --
+from jaxconvviz.attribution.gradcam import grad_cam, grad_cam_with_scores  # noqa: E402
+from jaxconvviz.cpu import available_cores, use_cpu_cores  # noqa: E402
+from jaxconvviz.featureviz.atlas import LayerPlan, atlas_plan, filter_atlas  # noqa: E402
+from jaxconvviz.featureviz.filters import filter_activation, filter_patterns  # noqa: E402
+from jaxconvviz.views.activation_grids import (  # noqa: E402
     activation_grid,
     activation_grids,
     feature_map_grid,
@@ -85,15 +97,19 @@ from .activation_grids import (  # noqa: E402
     standardize_channels,
     tile_channels,
 )
-from .atlas import LayerPlan, atlas_plan, filter_atlas  # noqa: E402
-from .cpu import available_cores, use_cpu_cores  # noqa: E402
-from .filters import filter_activation, filter_patterns  # noqa: E402
-from .gradcam import grad_cam, grad_cam_with_scores  # noqa: E402
-from .grids import atlas_grid, tile_grid  # noqa: E402
-from .kernels import (  # noqa: E402
+from jaxconvviz.views.grids import atlas_grid, tile_grid  # noqa: E402
+from jaxconvviz.views.kernels import (  # noqa: E402
     KernelGrid,
     WeightHistogram,
     glorot_uniform_like,
     kernel_grid,
     weight_histogram,
+)
+
+#: Every public name: the eager ones above and the lazy ones of ``_LAZY``.
+__all__ = sorted(
+    {n for n, v in globals().items()
+     if not n.startswith("_") and n != "annotations"
+     and not isinstance(v, type(importlib))}
+    | set(_LAZY)
 )

@@ -1,5 +1,5 @@
 """``python -m jaxconvviz`` == the ``jaxconvviz`` console script."""
 
-from .cli import main
+from jaxconvviz.cli import main
 
 raise SystemExit(main())

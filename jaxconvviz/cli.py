@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
+from jaxconvviz import __version__
 
 
 class CLIError(Exception):
@@ -28,7 +28,7 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import COMMANDS
+    from jaxconvviz.commands import COMMANDS
 
     parser = argparse.ArgumentParser(
         prog="jaxconvviz",
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _cpu_devices(value: str) -> None:
     """Apply ``--cpu-devices`` before any JAX computation (see jaxconvviz.cpu)."""
-    from .cpu import use_cpu_cores
+    from jaxconvviz.cpu import use_cpu_cores
 
     if value == "auto":
         try:

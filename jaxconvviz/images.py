@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ._atomic import atomic_write
+from jaxconvviz._atomic import atomic_write
 
 _INTERPOLATIONS = {
     "nearest": Image.NEAREST,

@@ -94,6 +94,13 @@ PEAK_TFLOPS = {
 }
 
 
+
+def _filters():
+    """The library's filter-ascent module (imported after JAX is set up)."""
+    from jaxconvviz.featureviz import filters
+
+    return filters
+
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -102,7 +109,7 @@ def log(msg: str) -> None:
 def conv_macs(model, layer: str, size: int, channel_only: bool = False) -> int:
     """Forward multiply-adds of one image up to ``layer`` (the library's count;
     ``channel_only``: ``layer`` with one output channel)."""
-    from jaxconvviz.filters import conv_macs as macs
+    from jaxconvviz.featureviz.filters import conv_macs as macs
 
     return macs(model, layer, size, channel_only=channel_only)
 
@@ -320,7 +327,7 @@ class Ctx:
                 self.params = self.model.init_params(jax.random.key(1), hw=(32, 32))
                 self.weights = "random (Flax default init)"
             else:
-                from jaxconvviz.weights import load_vgg16
+                from jaxconvviz.models.weights import load_vgg16
 
                 self.params = load_vgg16(args.weights)
                 self.weights = args.weights
@@ -388,8 +395,8 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
     base = min(samples["jax_notes"])  # seconds per filter
     torch_s = min(samples["torch_notes"]) if "torch_notes" in samples else None
     out, acts = [], {}
-    only = jcv.filters.resolve_channel_only(ctx.channel_only, ctx.model, layer)
-    n_dev = min(n, len(jcv.filters.auto_devices(tuple(ctx.jax.local_devices()),
+    only = _filters().resolve_channel_only(ctx.channel_only, ctx.model, layer)
+    n_dev = min(n, len(_filters().auto_devices(tuple(ctx.jax.local_devices()),
                                                  ctx.model, layer, size,
                                                  channel_only=only)))
     base_flops = ascent_flops(ctx.model, layer, size, steps, n)
@@ -413,10 +420,10 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
             "baseline_tflops": base_flops / (base * n) / 1e12,
             "channel_only": only,
             "devices": n_dev,
-            "chunk_per_device": jcv.filters.chunk_size(
+            "chunk_per_device": _filters().chunk_size(
                 n, n_dev, None, ctx.model, layer, size) // n_dev,
-            "loop": jcv.filters._resolve_loop("auto"),
-            "conv_impl": jcv.convs.resolve_conv_impl("auto", getattr(jnp, dt)),
+            "loop": _filters()._resolve_loop("auto"),
+            "conv_impl": jcv.models.convs.resolve_conv_impl("auto", getattr(jnp, dt)),
             "peak_bytes": peak_bytes(),
             "mean_activation": float(acts[dt].mean()),
             "samples_s": {"batched": samples[f"batched_{dt}"],
@@ -470,7 +477,7 @@ def case_atlas(ctx: Ctx, size: int) -> list[dict]:
         per = time_notes_jax(ctx.params, model, layer, size, steps, nb, ctx.key)
         base_layers[layer] = per * 1e3
         base_total += per * counts[layer]
-    only = {layer: jcv.filters.resolve_channel_only(ctx.channel_only, model, layer)
+    only = {layer: _filters().resolve_channel_only(ctx.channel_only, model, layer)
             for layer in layers}
     flops = sum(ascent_flops(model, layer, size, steps, counts[layer], only[layer])
                 for layer in layers)
@@ -518,7 +525,7 @@ def case_atlas(ctx: Ctx, size: int) -> list[dict]:
         rec = {
             "case": f"atlas:{size}", "kind": "atlas", "size": size, "steps": steps,
             "n": n_total, "layers": len(layers), "dtype": dt,
-            "conv_impl": jcv.convs.resolve_conv_impl("auto", getattr(jnp, dt)),
+            "conv_impl": jcv.models.convs.resolve_conv_impl("auto", getattr(jnp, dt)),
             "channel_only": only,
             "baseline": "notes' loop per layer (float32), timed on "
                         f"{nb} filter(s) per layer, scaled",
@@ -818,8 +825,8 @@ def case_probe(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
             out.append(rec)
     jax.clear_caches()
     # XLA's own memory accounting vs the analytic per-filter estimate
-    from jaxconvviz import filters as F
-    from jaxconvviz.atlas import filter_memory_bytes
+    from jaxconvviz.featureviz import filters as F
+    from jaxconvviz.featureviz.atlas import filter_memory_bytes
 
     for dt in ctx.dtypes:
         mm = ctx.model.with_dtype(getattr(jnp, dt))

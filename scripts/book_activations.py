@@ -21,8 +21,8 @@ import numpy as np
 import jaxconvviz as jcv
 from jaxconvviz.commands.common import save_figure
 from jaxconvviz.images import CAT_PHOTO, load_img, save_image, to_uint8
+from jaxconvviz.models.weights import load_vgg16
 from jaxconvviz.plotting import plot_activation_grid
-from jaxconvviz.weights import load_vgg16
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     import jaxconvviz as jcv
     from jaxconvviz.commands.common import save_figure
     from jaxconvviz.images import save_image
+    from jaxconvviz.models.weights import load_vgg16
     from jaxconvviz.plotting import plot_atlas
-    from jaxconvviz.weights import load_vgg16
 
     params = load_vgg16(args.weights)
     source = {

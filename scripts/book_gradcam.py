@@ -38,7 +38,7 @@ AFRICAN_ELEPHANT = 386
 
 
 def elephant(args) -> int:
-    from jaxconvviz.weights import imagenet_available, load_vgg16
+    from jaxconvviz.models.weights import imagenet_available, load_vgg16
 
     if args.weights == "imagenet" and imagenet_available(True, verify=False) is None:
         print("The ImageNet VGG16 weights with the classifier are not available "
@@ -106,8 +106,8 @@ def synthetic(args) -> int:
     import jax.numpy as jnp
     import optax
 
-    from jaxconvviz.heatmaps import resize_heatmaps
-    from jaxconvviz.nets import ConvNet, Layer
+    from jaxconvviz.models.convnet import ConvNet, Layer
+    from jaxconvviz.views.heatmaps import resize_heatmaps
 
     model = ConvNet(layers=(
         Layer.make("c1", "conv", features=8, kernel_size=3, activation="relu"),

@@ -34,8 +34,8 @@ import numpy as np
 
 import jaxconvviz as jcv
 from jaxconvviz.commands.common import save_figure
-from jaxconvviz.kernels import glorot_uniform_like
-from jaxconvviz.nets import ConvNet, Layer
+from jaxconvviz.models.convnet import ConvNet, Layer
+from jaxconvviz.views.kernels import glorot_uniform_like
 
 #: The note's fixed colour scale of the kernel grids.
 KERNEL_LIMIT = 0.5

@@ -24,7 +24,7 @@ Data, in order of preference:
 
 Writes to ``--out`` (default ``fashion_out``): ``fashion_cnn.keras`` and
 ``fashion_cnn.h5`` (Keras-loadable, written by
-:func:`jaxconvviz.keras_export.save_keras_model`; load them with
+:func:`jaxconvviz.models.keras_export.save_keras_model`; load them with
 ``jcv.load_keras_model(path, preprocessing="scale01")`` or
 ``keras.models.load_model``), ``fashion_cnn.npz`` (jaxconvviz converted params
 with a SHA-256 sidecar), ``metrics.json`` and the note's figures (weight
@@ -384,9 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 < args.val_frac < 1.0:
         ap.error("--val-frac must be in (0, 1)")
 
-    from jaxconvviz.keras_export import save_keras_model
-    from jaxconvviz.keras_import import load_keras_model
-    from jaxconvviz.weights import convert
+    from jaxconvviz.models.keras_export import save_keras_model
+    from jaxconvviz.models.keras_import import load_keras_model
+    from jaxconvviz.models.weights import convert
 
     log = functools.partial(print, flush=True)
     t_start = time.perf_counter()

@@ -104,7 +104,7 @@ def hed_path():
 
 @pytest.fixture(scope="session")
 def hed_params(hed_path):
-    from jaxconvviz.weights import load_vgg16
+    from jaxconvviz.models.weights import load_vgg16
 
     return load_vgg16(str(hed_path))
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import jaxconvviz as jcv
-from jaxconvviz.activation_grids import grid_shape
 from jaxconvviz.cli import main
+from jaxconvviz.views.activation_grids import grid_shape
 
 from .conftest import decode_png
 
@@ -314,7 +314,7 @@ def test_cli_activations_grey_model(monkeypatch, tmp_path, key):
     is converted to grey luma, resized to the model's input size, and the
     default layers are its spatial ones."""
     import jaxconvviz.commands.common as common
-    from jaxconvviz.nets import ConvNet, Layer
+    from jaxconvviz.models.convnet import ConvNet, Layer
 
     model = ConvNet(layers=(
         Layer.make("conv2d", "conv", features=4, kernel_size=3, activation="relu"),

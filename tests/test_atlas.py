@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import jaxconvviz as jcv
-from jaxconvviz.atlas import (
+from jaxconvviz.featureviz.atlas import (
     ACTIVATION_FACTOR,
     atlas_plan,
     filter_atlas,
@@ -144,7 +144,7 @@ def test_memory_estimate_bounds_xla(compute):
     """The analytic per-filter bytes are an upper bound of XLA's own
     accounting of one ascent step (slope between two chunk sizes), also for
     the bf16 matrix-product convolutions (their row im2col copies)."""
-    from jaxconvviz import filters as F
+    from jaxconvviz.featureviz import filters as F
 
     base = jcv.VGG16(include_top=False)
     model = base if compute == "float32-xla" else base.with_dtype(
@@ -327,7 +327,7 @@ def test_max_pool_tiled_equals_flax_max_pool_with_ties():
     (the first maximum of a window in row-major order gets the gradient)."""
     import flax.linen as nn
 
-    from jaxconvviz.nets import max_pool_tiled
+    from jaxconvviz.models.convnet import max_pool_tiled
 
     rng = np.random.default_rng(0)
     for shape, k in (((2, 8, 8, 3), (2, 2)), ((2, 7, 9, 2), (2, 2)),
@@ -355,7 +355,7 @@ def test_cli_all_layers_writes_every_conv_layer(tmp_path, monkeypatch):
 
     from jaxconvviz.cli import main
     from jaxconvviz.commands import atlas as cmd
-    from jaxconvviz.nets import ConvNet, Layer
+    from jaxconvviz.models.convnet import ConvNet, Layer
 
     model = ConvNet(layers=(
         Layer.make("c1", "conv", features=3, activation="relu"),
@@ -381,7 +381,7 @@ def test_cli_all_layers_writes_every_conv_layer(tmp_path, monkeypatch):
 
 def test_cpu_default_chunk_by_feature_map_size():
     """XLA:CPU: ceil(512 / (h' * w')) filters per chunk, at most 16."""
-    from jaxconvviz.filters import default_batch_size
+    from jaxconvviz.featureviz.filters import default_batch_size
 
     assert jax.default_backend() == "cpu"
     m = jcv.VGG16(include_top=False)

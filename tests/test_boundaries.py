@@ -14,9 +14,10 @@ import jaxconvviz as jcv
 from jaxconvviz.cli import main
 
 PKG = Path(jcv.__file__).parent
-COMPUTE = ["jaxconvviz", "jaxconvviz.nets", "jaxconvviz.predict",
-           "jaxconvviz.preprocess", "jaxconvviz.filters", "jaxconvviz.gradcam",
-           "jaxconvviz.activation_grids", "jaxconvviz.kernels", "jaxconvviz.atlas"]
+COMPUTE = ["jaxconvviz", "jaxconvviz.models.convnet", "jaxconvviz.models.predict",
+           "jaxconvviz.models.preprocess", "jaxconvviz.featureviz.filters",
+           "jaxconvviz.attribution.gradcam", "jaxconvviz.views.activation_grids",
+           "jaxconvviz.views.kernels", "jaxconvviz.featureviz.atlas"]
 
 
 def test_compute_modules_do_not_import_io_or_plotting():

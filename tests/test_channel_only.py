@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import jaxconvviz as jcv
-from jaxconvviz import filters as F
-from jaxconvviz.nets import ConvNet, Layer
+from jaxconvviz.featureviz import filters as F
+from jaxconvviz.models.convnet import ConvNet, Layer
 
 
 def _net(**conv):

@@ -1,4 +1,4 @@
-"""Matrix-product convolutions (jaxconvviz.convs) against XLA's and by hand."""
+"""Matrix-product convolutions (jaxconvviz.models.convs) against XLA's and by hand."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import jaxconvviz as jcv
-from jaxconvviz import convs
-from jaxconvviz.nets import ConvNet, Layer
+from jaxconvviz.models import convs
+from jaxconvviz.models.convnet import ConvNet, Layer
 
 DN = ("NHWC", "HWIO", "NHWC")
 

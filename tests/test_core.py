@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jaxconvviz as jcv
-from jaxconvviz.nets import ConvNet, Layer, vgg_from_params
+from jaxconvviz.models.convnet import ConvNet, Layer, vgg_from_params
 
 from .conftest import CAT, ELEPHANT
 
@@ -143,7 +143,7 @@ def test_vgg_from_params_and_check_params(tiny_model, tiny_params,
 
 # ---------------------------------------------------------------- labels
 def test_class_index_is_keras_file():
-    data = (jcv.labels.CLASS_INDEX_PATH).read_bytes()
+    data = (jcv.models.labels.CLASS_INDEX_PATH).read_bytes()
     assert hashlib.md5(data).hexdigest() == "c2c37ea517e94d9795004a39431a14cb"
     idx = jcv.load_class_index()
     assert idx[386] == ("n02504458", "African_elephant") and idx[281][1] == "tabby"
@@ -179,7 +179,7 @@ def test_predict_and_activations(tiny_params, key):
 
 
 def test_activations_in_chunks_equal_one_call(tiny_params, key):
-    from jaxconvviz.predict import _activations
+    from jaxconvviz.models.predict import _activations
 
     x = jax.random.uniform(key, (5, 32, 32, 3)) * 255
     whole = jcv.activations(tiny_params, x, layers="block2_conv1")

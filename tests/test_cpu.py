@@ -146,7 +146,11 @@ def test_auto_devices_by_multiply_adds():
     """Light CPU layers stay on one device; the count is by hand."""
     from types import SimpleNamespace
 
-    from jaxconvviz.filters import CPU_SHARD_MIN_MACS, auto_devices, conv_macs
+    from jaxconvviz.featureviz.filters import (
+        CPU_SHARD_MIN_MACS,
+        auto_devices,
+        conv_macs,
+    )
 
     vgg = jcv.VGG16(include_top=False)
     # block1_conv1: 64*64 pixels * 27 * 64 = 7.08 M; block1_conv2 adds

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import jaxconvviz as jcv
-from jaxconvviz import filters as F
 from jaxconvviz.cli import main
-from jaxconvviz.nets import ConvNet, Layer
+from jaxconvviz.featureviz import filters as F
+from jaxconvviz.models.convnet import ConvNet, Layer
 
 from .conftest import keras_vgg16
 

@@ -12,9 +12,9 @@ import optax
 import pytest
 
 import jaxconvviz as jcv
-from jaxconvviz.gradcam import grad_cam_with_scores
-from jaxconvviz.heatmaps import colorize, overlay, resize_heatmaps
-from jaxconvviz.nets import ConvNet, Layer
+from jaxconvviz.attribution.gradcam import grad_cam_with_scores
+from jaxconvviz.models.convnet import ConvNet, Layer
+from jaxconvviz.views.heatmaps import colorize, overlay, resize_heatmaps
 
 from .conftest import CAT
 
@@ -156,7 +156,7 @@ def test_batched_equals_per_image_and_chunking(tiny_model, tiny_params, images32
                                       layer="block4_conv3"))
         np.testing.assert_allclose(one[0], full[i], rtol=1e-5, atol=ATOL)
     # batch_size chunks (2 + 2 + padded 1) reuse one compilation, same values
-    from jaxconvviz.gradcam import _grad_cam_batch
+    from jaxconvviz.attribution.gradcam import _grad_cam_batch
 
     jcv.grad_cam(tiny_params, images32[:2], layer="block4_conv3")  # warm: n=2
     before = _grad_cam_batch._cache_size()
@@ -491,7 +491,7 @@ def test_overlay_errors():
 
 
 def test_overlay_module_is_jax_free_and_exported_lazily():
-    import jaxconvviz.heatmaps as heatmaps
+    import jaxconvviz.views.heatmaps as heatmaps
 
     text = open(heatmaps.__file__, encoding="utf-8").read()
     assert "import jax" not in text and "from jax" not in text

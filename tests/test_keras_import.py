@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 
 import jaxconvviz as jcv
-from jaxconvviz.gradcam import grad_cam_with_scores
-from jaxconvviz.keras_export import keras_config, save_keras_model
-from jaxconvviz.keras_import import (
+from jaxconvviz.attribution.gradcam import grad_cam_with_scores
+from jaxconvviz.models.convnet import ConvNet, Layer
+from jaxconvviz.models.keras_export import keras_config, save_keras_model
+from jaxconvviz.models.keras_import import (
     convnet_from_keras_config,
     keras3_group_names,
     load_keras_model,
 )
-from jaxconvviz.nets import ConvNet, Layer
 
 RTOL = ATOL = 1e-5
 FORMATS = ("h5", "keras")
@@ -770,7 +770,10 @@ def test_kernel_views_on_imported_model(saved):
 
 @pytest.mark.keras
 def test_activation_grids_on_imported_model(keras, saved):
-    from jaxconvviz.activation_grids import activation_grid, layer_activation_grids
+    from jaxconvviz.views.activation_grids import (
+        activation_grid,
+        layer_activation_grids,
+    )
 
     km, paths, _ = saved["cats_dogs"]
     model, params = load_keras_model(paths["keras"], preprocessing="scale01")
@@ -930,8 +933,8 @@ def test_train_script_exports_keras_loadable_model(keras, trainer, tmp_path,
 def test_lazy_exports_and_build_input_shape():
     """jcv exports the loaders lazily; a Sequential config without an
     InputLayer takes its input from ``build_input_shape``."""
-    import jaxconvviz.keras_export as ke
-    import jaxconvviz.keras_import as ki
+    import jaxconvviz.models.keras_export as ke
+    import jaxconvviz.models.keras_import as ki
 
     assert jcv.load_keras_model is ki.load_keras_model
     assert jcv.save_keras_model is ke.save_keras_model

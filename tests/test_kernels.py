@@ -14,8 +14,8 @@ import pytest
 
 import jaxconvviz as jcv
 from jaxconvviz.cli import main
-from jaxconvviz.kernels import glorot_uniform_like
-from jaxconvviz.nets import ConvNet, Layer
+from jaxconvviz.models.convnet import ConvNet, Layer
+from jaxconvviz.views.kernels import glorot_uniform_like
 
 from .conftest import decode_png
 

@@ -57,7 +57,7 @@ def photos():
 
 
 def test_every_activation_and_logits_match_keras(keras, top_file, photos):
-    from jaxconvviz.weights import load_vgg16
+    from jaxconvviz.models.weights import load_vgg16
 
     params = load_vgg16(str(top_file), include_top=True)
     kmodel = keras.applications.VGG16(weights=None, include_top=True,

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 import jaxconvviz as jcv
-from jaxconvviz import weights as W
 from jaxconvviz.cli import main
+from jaxconvviz.models import weights as W
 
 from ._h5fixtures import keras_lists, write_keras3, write_legacy_model, write_released
 

@@ -1,6 +1,19 @@
-"""CLI subcommands, one module each; see :mod:`jaxconvviz.cli`."""
+"""CLI subcommands, one module each; see :mod:`jaxconvviz.cli`.
 
-from . import activations, atlas, common, demo, gradcam, kernels, weights  # noqa: F401
+Each module defines ``register(subparsers)`` and a handler ``run(args) -> int``.
+Data flows one way: ``cli`` -> ``commands`` -> the library.
+"""
 
-#: Each module defines ``register(subparsers)``. Order = order in ``--help``.
+from jaxconvviz.commands import (  # noqa: F401
+    activations,
+    atlas,
+    common,
+    demo,
+    gradcam,
+    kernels,
+    weights,
+)
+
+# -- new command modules: import above, list below (order = order in --help) --
+#: The subcommand modules. Order = order in ``--help``.
 COMMANDS: list = [demo, atlas, activations, gradcam, kernels, weights]

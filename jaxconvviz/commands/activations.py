@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..cli import CLIError
-from . import common
-from .common import add_model_args, out_dir, save_figure, say
+from jaxconvviz.cli import CLIError
+from jaxconvviz.commands import common
+from jaxconvviz.commands.common import add_model_args, out_dir, save_figure, say
 
 #: The book resizes the cat photo to 150x150.
 DEFAULT_SIZE = 150
@@ -64,8 +64,8 @@ def run(args) -> int:
 
     from tqdm import tqdm
 
-    from ..activation_grids import default_layers, layer_activation_grids
-    from ..plotting import plot_activation_grid
+    from jaxconvviz.plotting import plot_activation_grid
+    from jaxconvviz.views.activation_grids import default_layers, layer_activation_grids
 
     model, params, desc = common.load_model_and_params(args, include_top=False)
     layers = tuple(args.layers) if args.layers else default_layers(model)

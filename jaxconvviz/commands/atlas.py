@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import CLIError
-from .common import (
+from jaxconvviz.cli import CLIError
+from jaxconvviz.commands.common import (
     add_model_args,
     load_model_and_params,
     out_dir,
@@ -133,7 +133,7 @@ def _init_distributed() -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
-    from ..atlas import parse_memory_budget
+    from jaxconvviz.featureviz.atlas import parse_memory_budget
 
     parse_memory_budget(args.memory_budget)  # ValueError names it, before work
     if args.filters is None:
@@ -176,7 +176,7 @@ def _atlas_many(args, model, params, desc, layers, d) -> None:
     import jax.numpy as jnp
     from tqdm import tqdm
 
-    from ..atlas import filter_atlas
+    from jaxconvviz.featureviz.atlas import filter_atlas
 
     sel = {layer: _filters(args, model.channels(layer)) for layer in layers}
     rgb = args.domain == "rgb" or (args.domain == "auto" and bool(args.model))
@@ -202,9 +202,9 @@ def _atlas_one(args, model, params, desc, layer, d, pats=None) -> None:
     import jax.numpy as jnp
     from tqdm import tqdm
 
-    from ..filters import filter_activation, filter_patterns
-    from ..grids import atlas_grid
-    from ..plotting import plot_atlas
+    from jaxconvviz.featureviz.filters import filter_activation, filter_patterns
+    from jaxconvviz.plotting import plot_atlas
+    from jaxconvviz.views.grids import atlas_grid
 
     idx = _filters(args, model.channels(layer))
     rgb = args.domain == "rgb" or (args.domain == "auto" and bool(args.model))

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .._atomic import atomic_write
-from ..cli import CLIError
+from jaxconvviz._atomic import atomic_write
+from jaxconvviz.cli import CLIError
 
 WEIGHTS_HELP = (
     "VGG16 weights: 'hed' (ImageNet-initialised VGG16 fine-tuned for edge "
@@ -34,16 +34,16 @@ def add_model_args(p: argparse.ArgumentParser, *, default_weights: str = "hed",
 
 def load_model_and_params(args: argparse.Namespace, *, include_top: bool):
     """(model, params, description) from --weights / --model."""
-    from ..nets import resolve_model
+    from jaxconvviz.models.convnet import resolve_model
 
     if getattr(args, "model", None):
-        from ..keras_import import load_keras_model
+        from jaxconvviz.models.keras_import import load_keras_model
 
         model, params = load_keras_model(args.model)
         if args.preprocess:
             model = model.clone(preprocessing=args.preprocess, parent=None)
         return model, params, f"Keras model {args.model}"
-    from ..weights import load_vgg16
+    from jaxconvviz.models.weights import load_vgg16
 
     params = load_vgg16(args.weights, include_top=include_top)
     desc = {
@@ -60,7 +60,7 @@ def load_image_for(path, model, *, size: tuple[int, int] | None = None):
     RGB for 3-channel models, grey (Pillow luma) for 1-channel ones such as
     the Fashion-MNIST CNN; resized to ``size`` or the model's fixed input size.
     """
-    from ..images import load_img
+    from jaxconvviz.images import load_img
 
     if not Path(path).is_file():
         raise CLIError(f"image file not found: {str(path)!r}.")
@@ -121,7 +121,7 @@ def save_figure(fig, path: Path, *, dpi: int = 100) -> Path:
 
 def save_png(array_u8, path: Path) -> Path:
     """Write a uint8 (h, w, 3) or (h, w) array as PNG atomically."""
-    from ..images import save_image
+    from jaxconvviz.images import save_image
 
     return save_image(array_u8, path)
 

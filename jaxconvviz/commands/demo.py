@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import time
 
-from ..cli import CLIError
-from .common import out_dir, say
+from jaxconvviz.cli import CLIError
+from jaxconvviz.commands.common import out_dir, say
 
 #: The book's five filter grids.
 DEMO_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1",
@@ -65,9 +65,9 @@ def _default_size() -> int:
 
 
 def run(args) -> int:
-    from ..cli import build_parser
-    from ..images import CAT_PHOTO, ELEPHANT_PHOTO
-    from ..weights import imagenet_available
+    from jaxconvviz.cli import build_parser
+    from jaxconvviz.images import CAT_PHOTO, ELEPHANT_PHOTO
+    from jaxconvviz.models.weights import imagenet_available
 
     if args.filters < 1:
         raise CLIError(f"--filters must be >= 1; got {args.filters}.")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import CLIError
-from . import common
+from jaxconvviz.cli import CLIError
+from jaxconvviz.commands import common
 
 IMAGENET_CLASSES = 1000
 
@@ -71,11 +71,11 @@ def _load(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..gradcam import grad_cam_with_scores
-    from ..heatmaps import colorize, overlay
-    from ..images import load_img, to_uint8
-    from ..labels import decode_predictions, load_class_index
-    from ..plotting import plot_gradcam
+    from jaxconvviz.attribution.gradcam import grad_cam_with_scores
+    from jaxconvviz.images import load_img, to_uint8
+    from jaxconvviz.models.labels import decode_predictions, load_class_index
+    from jaxconvviz.plotting import plot_gradcam
+    from jaxconvviz.views.heatmaps import colorize, overlay
 
     if not 0.0 <= args.alpha <= 1.0:
         raise CLIError(f"--alpha must be in [0, 1]; got {args.alpha}.")

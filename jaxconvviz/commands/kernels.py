@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import re
 
-from ..cli import CLIError
-from . import common
-from .common import add_model_args, out_dir, parse_slice, save_figure, say
+from jaxconvviz.cli import CLIError
+from jaxconvviz.commands import common
+from jaxconvviz.commands.common import (
+    add_model_args,
+    out_dir,
+    parse_slice,
+    save_figure,
+    say,
+)
 
 
 def register(subparsers) -> None:
@@ -62,8 +68,8 @@ def run(args) -> int:
     import jax
     import numpy as np
 
-    from ..kernels import glorot_uniform_like, kernel_grid, layer_kernel
-    from ..plotting import plot_kernels, plot_weight_histograms
+    from jaxconvviz.plotting import plot_kernels, plot_weight_histograms
+    from jaxconvviz.views.kernels import glorot_uniform_like, kernel_grid, layer_kernel
 
     model, params, desc = common.load_model_and_params(args, include_top=False)
     if not model.conv_layers:

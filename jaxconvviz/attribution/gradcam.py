@@ -31,9 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._types import ClassIndex, Heatmaps, ImagesRGB, Params
-from .nets import ConvNet, resolve_model
-from .predict import check_batch_size, check_classifier_images, map_in_chunks
+from jaxconvviz._types import ClassIndex, Heatmaps, ImagesRGB, Params
+from jaxconvviz.models.convnet import ConvNet, resolve_model
+from jaxconvviz.models.predict import (
+    check_batch_size,
+    check_classifier_images,
+    map_in_chunks,
+)
 
 #: Smallest positive normal float32: the normaliser's floor. ``cam <= max``
 #: always, so ``cam / maximum(max, TINY)`` lies in [0, 1], an all-zero map

@@ -1,7 +1,7 @@
 """Bring your own Keras CNN: ``.keras`` archives and full-model ``.h5`` files.
 
 :func:`load_keras_model` reads a Keras model's architecture (its JSON config)
-and weights and returns an equivalent :class:`~jaxconvviz.nets.ConvNet` with
+and weights and returns an equivalent :class:`~jaxconvviz.models.convnet.ConvNet` with
 the same layer names plus its ``params``, so every technique (activations,
 filter patterns, Grad-CAM, kernel views) runs on it through ``model=``.
 
@@ -17,7 +17,7 @@ The model must be a ``Sequential`` or a functional ``Model`` whose layers form
 one linear chain (one input, one output, every layer called once on one
 tensor), channels-last, built from the layers in :data:`SUPPORTED_LAYERS`.
 Anything else raises ``ValueError`` naming the file, the layer and its class.
-Weights are read by :func:`jaxconvviz.weights.read_keras_weights`.
+Weights are read by :func:`jaxconvviz.models.weights.read_keras_weights`.
 
 Imports h5py: exported lazily from :mod:`jaxconvviz`.
 """
@@ -36,8 +36,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from ._types import Params
-from .nets import ACTIVATIONS, PREPROCESSING, ConvNet, Layer
+from jaxconvviz._types import Params
+from jaxconvviz.models.convnet import ACTIVATIONS, PREPROCESSING, ConvNet, Layer
 
 #: Keras classes this importer translates, and the ConvNet kind each becomes.
 SUPPORTED_LAYERS: dict[str, str] = {
@@ -80,7 +80,7 @@ _MODEL_CLASSES = ("Sequential", "Functional", "Model")
 # ------------------------------------------------------------------ reading
 def _read_archive(path: Path, label: str) -> tuple[dict, dict[str, list]]:
     """(model config dict, {layer_name: [arrays]}) from a .keras or .h5 file."""
-    from .weights import read_keras_weights
+    from jaxconvviz.models.weights import read_keras_weights
 
     with open(path, "rb") as fh:
         head = fh.read(8)
@@ -475,7 +475,7 @@ def _input_shape(layers: list[Mapping], build, label: str) -> tuple:
 def convnet_from_keras_config(config: Mapping, *, preprocessing: str = "none",
                               source: str = "config") -> ConvNet:
     """Translate a Keras model config (the JSON of ``model.get_config()`` with
-    its ``class_name``) into a :class:`~jaxconvviz.nets.ConvNet`.
+    its ``class_name``) into a :class:`~jaxconvviz.models.convnet.ConvNet`.
 
     Args:
       config: ``{"class_name": "Sequential" | "Functional", "config": {...}}``
@@ -595,7 +595,7 @@ def load_keras_model(path, *, preprocessing: str = "none"
         techniques feed ``model.preprocess(images_rgb)`` to the network.
 
     Returns:
-      ``(model, params)``: a :class:`~jaxconvviz.nets.ConvNet` with the Keras
+      ``(model, params)``: a :class:`~jaxconvviz.models.convnet.ConvNet` with the Keras
       layer names (``model.forward(params, x, start=, stop=)`` reproduces
       every Keras layer output) and ``{layer: {"kernel", "bias"}}`` float32
       params (BatchNormalization: ``gamma``, ``beta``, ``moving_mean``,

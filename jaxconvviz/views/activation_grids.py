@@ -24,10 +24,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._types import Params
-from .nets import ConvNet, resolve_model
-from .predict import activations as _activations
-from .predict import check_layers
+from jaxconvviz._types import Params
+from jaxconvviz.models.convnet import ConvNet, resolve_model
+from jaxconvviz.models.predict import activations as _activations
+from jaxconvviz.models.predict import check_layers
 
 #: The book's display mapping: standard score * SCALE + OFFSET, clipped.
 SCALE = 64.0

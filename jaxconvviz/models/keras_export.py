@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from ._types import Params
-from .keras_import import keras3_group_names
-from .nets import ConvNet, Layer
+from jaxconvviz import __version__
+from jaxconvviz._types import Params
+from jaxconvviz.models.convnet import ConvNet, Layer
+from jaxconvviz.models.keras_import import keras3_group_names
 
 #: ``keras_version`` written into the files: the Keras 3 layout they follow.
 KERAS_FORMAT_VERSION = "3.0.0"
@@ -243,10 +243,10 @@ def save_keras_model(model: ConvNet, params: Params, path) -> Path:
     The file is a Keras ``Sequential`` (an ``InputLayer`` of
     ``model.input_shape``, then one Keras layer per ConvNet layer with the same
     name) that ``keras.models.load_model`` and
-    :func:`~jaxconvviz.keras_import.load_keras_model` both load.
+    :func:`~jaxconvviz.models.keras_import.load_keras_model` both load.
 
     Args:
-      model: the network (:class:`~jaxconvviz.nets.ConvNet`).
+      model: the network (:class:`~jaxconvviz.models.convnet.ConvNet`).
       params: its float32 params (shapes checked against ``model``).
       path: destination ending in ``.keras`` or ``.h5``/``.hdf5``; replaced
         atomically if it exists.

@@ -41,8 +41,8 @@ try:  # jax >= 0.6.1
 except ImportError:  # pragma: no cover - older jax
     from jax.experimental.shard_map import shard_map as _shard_map
 
-from ._types import Params, PRNGKey
-from .nets import ConvNet, resolve_model
+from jaxconvviz._types import Params, PRNGKey
+from jaxconvviz.models.convnet import ConvNet, resolve_model
 
 #: Step-loop forms accepted by :func:`filter_patterns`.
 LOOPS = ("auto", "fori", "python")
@@ -542,10 +542,10 @@ def filter_patterns(
         gradient is not zero, so it still finds a pattern.
       conv_impl: how the convolutions are computed (replaces
         ``model.conv_impl``): ``"xla"``, ``"matmul"`` (as matrix products,
-        :mod:`jaxconvviz.convs`) or ``"auto"``: matmul for bfloat16 on
+        :mod:`jaxconvviz.models.convs`) or ``"auto"``: matmul for bfloat16 on
         XLA:CPU, where XLA's dot has bf16 kernels its convolutions lack
         (1.2-1.7x faster than float32 from block1_conv2 on), xla otherwise
-        (:func:`~jaxconvviz.convs.resolve_conv_impl`).
+        (:func:`~jaxconvviz.models.convs.resolve_conv_impl`).
       devices: devices of this process to split the filters of each chunk
         over (a 1-D mesh; params replicated, no communication); None: all of
         ``jax.local_devices()``, i.e. one device unless there are several
@@ -675,7 +675,7 @@ def filter_activation(
     Returns:
       float32 ``(f,)``: ``mean_{h,w} act[layer][i, :, :, filter_indices[i]]``.
     """
-    from .predict import check_images
+    from jaxconvviz.models.predict import check_images
 
     model = resolve_model(params, model)
     layer = _check_layer(model, layer)

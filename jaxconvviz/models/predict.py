@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._types import ImagesRGB, Params
-from .nets import ConvNet, resolve_model
+from jaxconvviz._types import ImagesRGB, Params
+from jaxconvviz.models.convnet import ConvNet, resolve_model
 
 
 def check_images(images, *, name: str = "images_rgb", channels: int | None = 3):

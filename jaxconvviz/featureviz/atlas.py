@@ -10,7 +10,7 @@ requested layer:
   from the device's free memory (:func:`device_memory_budget`). Every chunk
   of a layer has one compiled shape; the last one is padded and the padding
   dropped. On XLA:CPU the chunk is also capped at the measured speed optimum
-  per device (:func:`jaxconvviz.filters.default_batch_size`: 1 filter for
+  per device (:func:`jaxconvviz.featureviz.filters.default_batch_size`: 1 filter for
   layers with large feature maps, up to 16 for deep layers).
 * **Sharded over devices.** The filter axis of every chunk is split over a
   1-D :class:`jax.sharding.Mesh` of ``devices`` (default: ``jax.devices()``)
@@ -44,9 +44,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
-from . import filters as _f
-from ._types import Params, PRNGKey
-from .nets import ConvNet, resolve_model
+from jaxconvviz._types import Params, PRNGKey
+from jaxconvviz.featureviz import filters as _f
+from jaxconvviz.models.convnet import ConvNet, resolve_model
 
 #: Name of the mesh axis the filters are split over.
 MESH_AXIS = _f.MESH_AXIS
@@ -174,7 +174,7 @@ class LayerPlan:
       per_filter_bytes: :func:`filter_memory_bytes` estimate.
       budget_bytes: per-device budget the chunk was cut from.
       channel_only: whether the ascent computes only each filter's channel
-        of the layer (:func:`jaxconvviz.filters.resolve_channel_only`).
+        of the layer (:func:`jaxconvviz.featureviz.filters.resolve_channel_only`).
     """
 
     layer: str
@@ -349,7 +349,7 @@ def _all_addressable(devs) -> bool:
 def _programs(mesh: Mesh, model: ConvNet, layer: str, preprocess: bool, steps: int,
               size: int, channels: int, key_impl: str | None, channel_only: bool):
     """Jitted (start, step, ascend) for one layer, sharded over ``mesh``
-    (each device steps its own rows: :func:`jaxconvviz.filters._per_device`)."""
+    (each device steps its own rows: ``filters._per_device``)."""
     rows, repl = _f.filter_shardings(mesh)
     static = dict(model=model, layer=layer, preprocess=preprocess,
                   channel_only=channel_only, mesh=mesh)
@@ -446,15 +446,15 @@ def filter_atlas(
       devices: devices to shard the filters over; None: ``jax.devices()``
         (all processes' devices after ``jax.distributed.initialize``), except
         that in one process on XLA:CPU layers lighter than
-        :data:`jaxconvviz.filters.CPU_SHARD_MIN_MACS` run on the first
-        device (:func:`jaxconvviz.filters.auto_devices`).
+        :data:`jaxconvviz.featureviz.filters.CPU_SHARD_MIN_MACS` run on the first
+        device (:func:`jaxconvviz.featureviz.filters.auto_devices`).
       step_size: step along the RMS-normalised gradient (book: 1.0).
       preprocess: as :func:`~jaxconvviz.filter_patterns`: False optimises
         the network input (VGG16: caffe BGR, the book); True an RGB image
         fed through ``model.preprocess``.
       batch_size: optional cap on filters per compiled call (rounded up to a
         multiple of the device count); None: from the budget (and, on
-        XLA:CPU, at most :func:`~jaxconvviz.filters.default_batch_size` per
+        XLA:CPU, at most :func:`~jaxconvviz.featureviz.filters.default_batch_size` per
         device).
       loop: ``"auto"``, ``"fori"`` or ``"python"``, as
         :func:`~jaxconvviz.filter_patterns` (auto: a Python loop over a

@@ -7,7 +7,7 @@ of all weights with their mean and std, each next to an untrained model's.
 These are the pure parts; :mod:`jaxconvviz.plotting` draws them.
 
 Kernels are Keras/Flax HWIO ``(kh, kw, in, out)``. Any conv layer of any
-:class:`~jaxconvviz.nets.ConvNet` works (``model=``; None infers VGG16).
+:class:`~jaxconvviz.models.convnet.ConvNet` works (``model=``; None infers VGG16).
 
 Imports jax and numpy only (no matplotlib / PIL / h5py).
 """
@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._types import Params
-from .nets import ConvNet, resolve_model
+from jaxconvviz._types import Params
+from jaxconvviz.models.convnet import ConvNet, resolve_model
 
 
 class KernelGrid(NamedTuple):

@@ -2,7 +2,7 @@
 
 One module class, :class:`ConvNet`, runs a static tuple of :class:`Layer`
 specs in order. VGG16 is a preset of it (:func:`VGG16`, :func:`tiny_vgg16`),
-and Keras models imported by :mod:`jaxconvviz.keras_import` are too, so every
+and Keras models imported by :mod:`jaxconvviz.models.keras_import` are too, so every
 technique works on both through the same contract:
 
 ``model.forward(params, x, start=None, stop=None)`` runs the layers strictly
@@ -32,9 +32,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from . import convs
-from ._types import ImagesRGB, Params
-from .preprocess import preprocess_input
+from jaxconvviz._types import ImagesRGB, Params
+from jaxconvviz.models import convs
+from jaxconvviz.models.preprocess import preprocess_input
 
 #: Layer kinds a :class:`Layer` may have, and the Keras classes they come from.
 LAYER_KINDS = (
@@ -215,7 +215,7 @@ class ConvNet(nn.Module):
       name_: display name.
       conv_impl: how conv layers are computed: ``"xla"``
         (``lax.conv_general_dilated``, the default) or ``"matmul"``
-        (:func:`jaxconvviz.convs.conv_general_dilated`: the same values up to
+        (:func:`jaxconvviz.models.convs.conv_general_dilated`: the same values up to
         summation order, 1.2-1.7x faster bfloat16 ascent steps on XLA:CPU,
         reverse-mode derivatives only). Not ``"auto"``: a model is one
         program; the techniques resolve ``"auto"`` per backend.
@@ -230,13 +230,20 @@ class ConvNet(nn.Module):
 
     # ------------------------------------------------------------------ compute
     @nn.compact
-    def __call__(self, x, start: str | None = None, stop: str | None = None):
+    def __call__(self, x, start: str | None = None, stop: str | None = None,
+                 perturb: Mapping[str, Any] | None = None,
+                 capture: tuple[str, ...] | None = None):
         i0 = 0 if start is None else self.layer_index(start) + 1
         i1 = len(self.layers) - 1 if stop is None else self.layer_index(stop)
         x = x.astype(self.dtype)
+        captured = {}
         for spec in self.layers[i0 : i1 + 1]:
             x = self._apply_layer(spec, x)
-        return x
+            if perturb and spec.name in perturb:
+                x = x + jnp.asarray(perturb[spec.name]).astype(x.dtype)
+            if capture and spec.name in capture:
+                captured[spec.name] = x
+        return x if capture is None else (x, captured)
 
     def _apply_layer(self, spec: Layer, x):
         kind, o = spec.kind, spec.opt
@@ -336,6 +343,55 @@ class ConvNet(nn.Module):
                 )
         return self.apply({"params": params}, x, start=start, stop=stop)
 
+    def forward_with(self, params: Params, x, *, capture: tuple[str, ...] = (),
+                     perturb: Mapping[str, Any] | None = None,
+                     stop: str | None = None, logits: bool = False):
+        """One forward pass that also returns inner activations and can shift them.
+
+        The graph-safe way to reach inside a network (no split into two
+        models): ``perturb[name]`` is added to layer ``name``'s output before
+        the layers after it see it, so ``jax.grad`` with respect to a zero
+        perturbation is the gradient of the output with respect to that
+        layer's activation (Grad-CAM and the CAM family use this).
+
+        Args:
+          params: ``{layer_name: {...}}`` weights.
+          x: ``(n, h, w, c)`` model input, in the model's pixel domain.
+          capture: layer names whose outputs (after the perturbation) are
+            returned.
+          perturb: ``{layer_name: array}`` added to those layers' outputs
+            (broadcastable to them).
+          stop: last layer to run (None: the whole model). Layers after it
+            are never computed.
+          logits: drop the last layer's own activation (softmax, sigmoid):
+            the output is then the class logits.
+
+        Returns:
+          ``(out, captured)``: the output of ``stop`` (or of the model) and
+          ``{name: activation}`` for each name in ``capture``.
+        """
+        perturb = dict(perturb or {})
+        for name in tuple(capture) + tuple(perturb) + ((stop,) if stop else ()):
+            self.check_layer(name, self.layer_names)
+        model = self
+        if logits:
+            model = self.without_activation(stop or self.layers[-1].name)
+        return model.apply({"params": params}, x, stop=stop, perturb=perturb,
+                           capture=tuple(capture))
+
+    @property
+    def default_layer(self) -> str:
+        """The default target layer of the attribution and view techniques:
+        the last layer whose output is spatial ``(H, W, C)`` and that is not a
+        pooling layer (``block5_conv3`` for VGG16, the book's choice)."""
+        cands = [n_ for n_ in self.spatial_layers
+                 if self.layer(n_).kind not in ("maxpool", "avgpool")]
+        if not cands:
+            raise ValueError(
+                f"model {self.name_!r} has no spatial non-pooling layer to target; "
+                f"its layers are {', '.join(self.layer_names)}.")
+        return cands[-1]
+
     def channel_forward(self, params: Params, x, layer: str, channels):
         """Channel ``channels[i]`` of conv ``layer`` for image ``i``, and no other.
 
@@ -428,7 +484,7 @@ class ConvNet(nn.Module):
     def with_conv_impl(self, conv_impl: str) -> ConvNet:
         """This model with convs computed by ``conv_impl`` (``"auto"`` resolved
         for the default backend and this model's dtype; see
-        :func:`jaxconvviz.convs.resolve_conv_impl`)."""
+        :func:`jaxconvviz.models.convs.resolve_conv_impl`)."""
         impl = convs.resolve_conv_impl(conv_impl, self.dtype)
         return self if impl == self.conv_impl else self.clone(conv_impl=impl,
                                                               parent=None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from ._types import ImagesCaffe, ImagesRGB
+from jaxconvviz._types import ImagesCaffe, ImagesRGB
 
 #: ImageNet mean pixel in **BGR** order; Keras ``imagenet_utils``, caffe mode.
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)

@@ -1,0 +1,5 @@
+"""Networks and their weights.
+
+The Keras-named ConvNet (VGG16 presets, imported Keras models), convolutions,
+preprocessing, labels, forward/predict and weight files.
+"""
