@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-CLASS_INDEX_PATH = Path(__file__).parent / "data" / "imagenet_class_index.json"
+CLASS_INDEX_PATH = Path(__file__).parents[1] / "data" / "imagenet_class_index.json"
 
 
 @functools.cache
