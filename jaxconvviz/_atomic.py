@@ -30,8 +30,12 @@ def atomic_write(dst: str | os.PathLike, write: Callable[[BinaryIO], object], *,
     need). Exceptions from ``write`` propagate after the temp file is removed.
     """
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=suffix)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.",
+                                   suffix=suffix)
+    except OSError as e:  # name the file the caller asked for, not the temp
+        raise OSError(e.errno, f"cannot write {str(dst)!r}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "w+b") as fh:
             write(fh)

@@ -3,61 +3,50 @@
 Examples::
 
     jaxconvviz demo --out demo_out
-    jaxconvviz atlas --layer block3_conv1 --filters 0:64 --size 150
+    jaxconvviz atlas --layer block3_conv1 --filters 0:16 --size 64 --out out
     jaxconvviz activations chelsea.png --layers block1_conv1 block2_conv1
     jaxconvviz gradcam elephants.jpg --class 386
     jaxconvviz kernels --layer block1_conv1
     jaxconvviz weights fetch imagenet --top
 
-Each subcommand lives in ``jaxconvviz/commands/<verb>.py`` with
-``register(subparsers)``; the parser's ``func`` default is the handler
-``run(args) -> int``. This is the only module family that writes files.
-Every user error becomes one line on stderr and exit code 2, no traceback.
+Each subcommand lives in ``jaxconvviz/commands/<verb>.py`` (see
+:mod:`jaxconvviz.commands`); data flows one way: ``cli`` -> ``commands`` ->
+the library. The commands are the only module family that writes files.
+
+Error policy: a user error -- a :class:`~jaxconvviz.commands.common.CLIError`
+or one of the library's own input errors (:mod:`jaxconvviz.errors`) --
+becomes one line on stderr and exit code 2, no traceback. Anything else is a
+bug and surfaces as a traceback (exit 1): a ``ValueError`` from deep inside
+NumPy or JAX is never dressed up as a user error. ``--debug`` shows the
+traceback of user errors too.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from jaxconvviz import __version__
+from jaxconvviz.commands import build_parser
+from jaxconvviz.commands.common import CLIError
+from jaxconvviz.errors import JaxConvVizError
 
-
-class CLIError(Exception):
-    """A user error the CLI reports as one line and exit code 2."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from jaxconvviz.commands import COMMANDS
-
-    parser = argparse.ArgumentParser(
-        prog="jaxconvviz",
-        description="See what convnets learn: filter atlases, Grad-CAM, "
-        "activation and kernel views, in JAX.",
-    )
-    parser.add_argument("--version", action="version",
-                        version=f"jaxconvviz {__version__}")
-    parser.add_argument(
-        "--cpu-devices", default="auto", metavar="N",
-        help="split XLA:CPU into N devices that filter ascent shards its "
-        "filters over (jaxconvviz.use_cpu_cores); 'auto' (default): one per "
-        "available core; 1: a single device. Ignored by GPU/TPU runs.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    for module in COMMANDS:
-        module.register(sub)
-    return parser
+__all__ = ["main", "build_parser"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit code (0 ok, 2 bad input)."""
+    """Entry point; returns the process exit code (0 ok, 2 bad input,
+    130 interrupted). Bugs raise."""
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse exits 2 itself on bad syntax
     try:
         _cpu_devices(args.cpu_devices)
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, TypeError, FileNotFoundError, OSError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except (CLIError, JaxConvVizError) as e:
+        if args.debug:
+            raise
+        text = str(e).strip()
+        if isinstance(e, KeyError):  # str(KeyError) quotes its message
+            text = text.strip("'\"")
+        msg = text.splitlines()[0] if text else type(e).__name__
         print(f"jaxconvviz {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -30,6 +30,8 @@ import re
 
 import jax
 
+from jaxconvviz.errors import InputError
+
 _FORCE_FLAG = re.compile(r"--xla_force_host_platform_device_count=(\d+)")
 
 
@@ -96,13 +98,13 @@ def use_cpu_cores(n: int | None = None) -> int:
         it earlier, or set ``JAX_NUM_CPU_DEVICES`` in the environment).
     """
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"n must be None (every available core) or an int >= 1; "
+        raise InputError(f"n must be None (every available core) or an int >= 1; "
                          f"got {n!r}.")
     forced = _FORCE_FLAG.search(os.environ.get("XLA_FLAGS", ""))
     if forced is not None:
         count = int(forced.group(1))
         if n is not None and n != count:
-            raise ValueError(
+            raise InputError(
                 f"n={n} contradicts XLA_FLAGS={os.environ['XLA_FLAGS']!r}, which "
                 f"forces {count} CPU devices; drop one of the two.")
         return count

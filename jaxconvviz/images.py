@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from jaxconvviz._atomic import atomic_write
+from jaxconvviz.errors import InputError, MissingFileError
 
 _INTERPOLATIONS = {
     "nearest": Image.NEAREST,
@@ -51,12 +52,12 @@ def load_img(path, *, target_size: tuple[int, int] | None = None,
     """
     path = Path(path)
     if interpolation not in _INTERPOLATIONS:
-        raise ValueError(
+        raise InputError(
             f"interpolation must be one of {sorted(_INTERPOLATIONS)}; got "
             f"{interpolation!r}."
         )
     if color_mode not in _COLOR_MODES:
-        raise ValueError(
+        raise InputError(
             f"color_mode must be one of {sorted(_COLOR_MODES)}; got {color_mode!r}."
         )
     if target_size is not None:
@@ -64,12 +65,12 @@ def load_img(path, *, target_size: tuple[int, int] | None = None,
               and all(isinstance(v, (int, np.integer)) and v > 0
                       for v in target_size))
         if not ok:
-            raise ValueError(
+            raise InputError(
                 f"target_size must be (h, w) with positive integers or None; got "
                 f"{target_size!r}."
             )
     if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {str(path)!r}.")
+        raise MissingFileError(f"image file not found: {str(path)!r}.")
     try:
         with Image.open(path) as img:
             img = img.convert("RGB").convert(_COLOR_MODES[color_mode])
@@ -80,7 +81,7 @@ def load_img(path, *, target_size: tuple[int, int] | None = None,
             a = np.asarray(img, dtype=np.float32).copy()
             return a[..., None] if a.ndim == 2 else a
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"{str(path)!r} is not a readable image: {e}") from None
+        raise InputError(f"{str(path)!r} is not a readable image: {e}") from None
 
 
 def to_uint8(x) -> np.ndarray:
@@ -92,7 +93,7 @@ def save_image(array_u8, path) -> Path:
     """Write a uint8 ``(h, w)`` or ``(h, w, 3)`` array as PNG, atomically."""
     a = np.asarray(array_u8)
     if a.dtype != np.uint8 or a.ndim not in (2, 3):
-        raise ValueError(
+        raise InputError(
             f"array_u8 must be uint8 (h, w) or (h, w, 3); got {a.dtype} "
             f"{a.shape}."
         )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jaxconvviz.cli import CLIError, main
-from jaxconvviz.commands.common import out_dir, parse_slice
+from jaxconvviz.cli import main
+from jaxconvviz.commands.common import CLIError, out_dir, parse_slice
 
 
 @pytest.mark.parametrize("text, want", [
@@ -32,7 +32,11 @@ def test_out_dir_refuses_a_file(tmp_path):
     f.write_bytes(b"x")
     with pytest.raises(CLIError, match="--out must be a directory"):
         out_dir(str(f))
-    assert out_dir(str(tmp_path / "a" / "b")).is_dir()
+    # checked, not created: the folder appears with the first file written
+    assert out_dir(str(tmp_path / "a" / "b")) == tmp_path / "a" / "b"
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(CLIError, match="cannot be created: .*f.png' is a file"):
+        out_dir(str(f / "sub"))
 
 
 @pytest.mark.parametrize("argv, msg", [

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxconvviz._types import ClassIndex, Heatmaps, ImagesRGB, Params
+from jaxconvviz.errors import InputError
 from jaxconvviz.models.convnet import ConvNet, resolve_model
 from jaxconvviz.models.predict import (
     check_batch_size,
@@ -93,26 +94,26 @@ def _check_class_index(class_index, n: int, num_classes: int):
     valid = "0 (the single logit of the binary head)" if binary else (
         f"0..{num_classes - 1}")
     if isinstance(class_index, (bool, np.bool_)):
-        raise ValueError(
+        raise InputError(
             f"class_index must be None, an int or an (n,) int array in {valid}; "
             f"got {class_index!r}."
         )
     arr = np.asarray(class_index)
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(
+        raise InputError(
             f"class_index must be None, an int or an (n,) int array in {valid}; "
             f"got dtype {arr.dtype} ({class_index!r:.60})."
         )
     if arr.ndim == 0:
         arr = np.full((n,), int(arr))
     elif arr.shape != (n,):
-        raise ValueError(
+        raise InputError(
             f"class_index must be an int or have shape ({n},) (one class per "
             f"image); got shape {arr.shape}."
         )
     bad = arr[(arr < 0) | (arr >= num_classes)]
     if bad.size:
-        raise ValueError(
+        raise InputError(
             f"class_index must be in {valid} (the model has {num_classes} "
             f"output{'s' if num_classes != 1 else ''}); got {int(bad[0])}."
         )
@@ -122,7 +123,7 @@ def _check_class_index(class_index, n: int, num_classes: int):
 def _prepare(params, images_rgb, layer, class_index, model, batch_size):
     model = resolve_model(params, model)
     if not model.has_top:
-        raise ValueError(NO_TOP_MSG.format(
+        raise InputError(NO_TOP_MSG.format(
             what="params without 'predictions' (include_top=False or HED "
             "weights)" if "predictions" not in params else
             "a model whose last layer is not Dense"))
@@ -130,12 +131,12 @@ def _prepare(params, images_rgb, layer, class_index, model, batch_size):
     idx = model.layer_index(layer)
     for spec in model.layers[idx + 1:]:
         if spec.has_params and spec.name not in params:
-            raise ValueError(NO_TOP_MSG.format(
+            raise InputError(NO_TOP_MSG.format(
                 what=f"params without layer {spec.name!r}"))
     x = check_classifier_images(model, images_rgb)
     shape = model.output_shape(layer, tuple(x.shape[1:3]))
     if min(shape[:2]) < 1:
-        raise ValueError(
+        raise InputError(
             f"images_rgb of {x.shape[1]}x{x.shape[2]} px are too small for layer "
             f"{layer!r}; it needs at least {model.min_input_size(layer)} px."
         )

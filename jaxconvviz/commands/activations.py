@@ -10,9 +10,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from jaxconvviz.cli import CLIError
 from jaxconvviz.commands import common
-from jaxconvviz.commands.common import add_model_args, out_dir, save_figure, say
+from jaxconvviz.commands.common import (
+    CLIError,
+    add_model_args,
+    out_dir,
+    save_figure,
+    say,
+)
 
 #: The book resizes the cat photo to 150x150.
 DEFAULT_SIZE = 150

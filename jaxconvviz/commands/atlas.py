@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jaxconvviz.cli import CLIError
 from jaxconvviz.commands.common import (
+    CLIError,
     add_model_args,
     load_model_and_params,
     out_dir,

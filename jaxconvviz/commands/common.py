@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from jaxconvviz._atomic import atomic_write
-from jaxconvviz.cli import CLIError
+
+
+class CLIError(Exception):
+    """A user error the CLI reports as one line and exit code 2."""
+
 
 WEIGHTS_HELP = (
     "VGG16 weights: 'hed' (ImageNet-initialised VGG16 fine-tuned for edge "
@@ -105,11 +110,28 @@ def parse_slice(text: str, *, name: str, n: int) -> list[int]:
     return idx
 
 
-def out_dir(path: str) -> Path:
+def out_dir(path: str, *, flag: str = "--out") -> Path:
+    """Check that ``path`` can hold the command's files, before any compute.
+
+    Nothing is created here: the folder appears with the first file written
+    (:func:`jaxconvviz._atomic.atomic_write` makes missing parents), so a
+    command that fails leaves no empty folder behind. Raises CLIError naming
+    the path the user gave when it is a file, or when it (or, if it does not
+    exist yet, its nearest existing parent) is not a writable folder.
+    """
     d = Path(path)
     if d.exists() and not d.is_dir():
-        raise CLIError(f"--out must be a directory; got the file {path!r}.")
-    d.mkdir(parents=True, exist_ok=True)
+        raise CLIError(f"{flag} must be a directory; got the file {path!r}.")
+    probe = d
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise CLIError(f"{flag} {path!r} cannot be created: {str(probe)!r} is a "
+                       "file.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        where = "" if probe == d else f" (its parent {str(probe)!r} is not)"
+        raise CLIError(f"{flag} {path!r} is not writable{where}; choose another "
+                       f"folder with {flag}.")
     return d
 
 

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import time
 
-from jaxconvviz.cli import CLIError
-from jaxconvviz.commands.common import out_dir, say
+from jaxconvviz.commands.common import CLIError, out_dir, say
 
 #: The book's five filter grids.
 DEMO_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1",
@@ -65,7 +64,7 @@ def _default_size() -> int:
 
 
 def run(args) -> int:
-    from jaxconvviz.cli import build_parser
+    from jaxconvviz.commands import build_parser
     from jaxconvviz.images import CAT_PHOTO, ELEPHANT_PHOTO
     from jaxconvviz.models.weights import imagenet_available
 

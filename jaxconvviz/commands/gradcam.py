@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxconvviz.cli import CLIError
 from jaxconvviz.commands import common
+from jaxconvviz.commands.common import CLIError
 
 IMAGENET_CLASSES = 1000
 

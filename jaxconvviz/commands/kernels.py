@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 
-from jaxconvviz.cli import CLIError
 from jaxconvviz.commands import common
 from jaxconvviz.commands.common import (
+    CLIError,
     add_model_args,
     out_dir,
     parse_slice,

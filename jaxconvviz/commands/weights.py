@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from jaxconvviz.cli import CLIError
-from jaxconvviz.commands.common import say
+from jaxconvviz.commands.common import CLIError, say
 
 FETCH_TARGETS = ("imagenet",)
 

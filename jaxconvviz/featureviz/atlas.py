@@ -45,6 +45,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
 from jaxconvviz._types import Params, PRNGKey
+from jaxconvviz.errors import InputError
 from jaxconvviz.featureviz import filters as _f
 from jaxconvviz.models.convnet import ConvNet, resolve_model
 
@@ -97,7 +98,7 @@ def parse_memory_budget(budget) -> int | None:
             budget, bool):
         value = float(budget)
     if value is None or not math.isfinite(value) or value < 1:
-        raise ValueError(
+        raise InputError(
             f"memory_budget must be None, a positive number of bytes or a string "
             f"like '16GB' or '12GiB'; got {budget!r}."
         )
@@ -228,7 +229,7 @@ def _check_layers(model: ConvNet, layers) -> tuple[str, ...]:
     except TypeError:
         out = ()
     if not out:
-        raise ValueError(
+        raise InputError(
             f"layers must be None (every conv layer) or a non-empty sequence of "
             f"layer names; got {layers!r:.80}."
         )
@@ -250,7 +251,7 @@ def _filters_for(model: ConvNet, layers, filters_per_layer) -> dict[str, np.ndar
     if isinstance(filters_per_layer, Mapping):
         extra = set(filters_per_layer) - set(layers)
         if extra:
-            raise ValueError(
+            raise InputError(
                 f"filters_per_layer names layers not in layers: {sorted(extra)}; "
                 f"requested layers are {list(layers)}."
             )
@@ -259,7 +260,7 @@ def _filters_for(model: ConvNet, layers, filters_per_layer) -> dict[str, np.ndar
             out[layer] = (np.arange(model.channels(layer), dtype=np.int32)
                           if sel is None else _f._check_filters(model, layer, sel))
         return out
-    raise ValueError(
+    raise InputError(
         f"filters_per_layer must be None (all filters), an int >= 1 (the first n "
         f"filters of each layer) or a dict {{layer: indices}}; got "
         f"{filters_per_layer!r:.80}."
@@ -492,7 +493,7 @@ def filter_atlas(
     loop = _f._resolve_loop(loop)
     step_size = _f._check_step_size(step_size)
     if not isinstance(preprocess, bool):
-        raise ValueError(f"preprocess must be True or False; got {preprocess!r}.")
+        raise InputError(f"preprocess must be True or False; got {preprocess!r}.")
     devs = _check_devices(devices)
     budget = parse_memory_budget(memory_budget)
     model = _f._with_compute(model, dt, conv_impl)  # shapes unchanged: plan below
@@ -514,7 +515,7 @@ def filter_atlas(
         kd_r = _to_global(kd, repl)
         step_r = _to_global(np.asarray(step_size, np.float32), repl)
     if not isinstance(pre_activation, bool):
-        raise ValueError(
+        raise InputError(
             f"pre_activation must be True or False; got {pre_activation!r}.")
     total = sum(p.n_filters for p in plans)
     done = 0

@@ -36,6 +36,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxconvviz.errors import InputError
+
 try:  # jax >= 0.6.1
     from jax import shard_map as _shard_map
 except ImportError:  # pragma: no cover - older jax
@@ -131,10 +133,10 @@ def resolve_channel_only(channel_only: bool | None, model: ConvNet,
     if channel_only is None:
         return jax.default_backend() == "cpu" and kind == "conv"
     if not isinstance(channel_only, bool):
-        raise ValueError(
+        raise InputError(
             f"channel_only must be None, True or False; got {channel_only!r}.")
     if channel_only and kind != "conv":
-        raise ValueError(
+        raise InputError(
             f"channel_only=True needs a conv layer; {layer!r} is a {kind} layer "
             f"(use None or False).")
     return channel_only
@@ -302,20 +304,20 @@ def _check_layer(model: ConvNet, layer) -> str:
 
 def _check_filters(model: ConvNet, layer: str, filter_indices) -> np.ndarray:
     if isinstance(filter_indices, jax.core.Tracer):
-        raise ValueError(
+        raise InputError(
             "filter_indices must be concrete (a list, range or array), not a "
             "traced value: call filter_patterns outside jit."
         )
     a = np.asarray(filter_indices)
     n = model.channels(layer)
     if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(
+        raise InputError(
             f"filter_indices must be a non-empty 1-D sequence of integers "
             f"(e.g. range(16) or [3]); got {_short(filter_indices)}."
         )
     bad = a[(a < 0) | (a >= n)]
     if bad.size:
-        raise ValueError(
+        raise InputError(
             f"filter_indices must be in 0..{n - 1}: layer {layer!r} has {n} "
             f"channels; got out-of-range {bad[:5].tolist()}."
         )
@@ -324,10 +326,10 @@ def _check_filters(model: ConvNet, layer: str, filter_indices) -> np.ndarray:
 
 def _check_size(model: ConvNet, layer: str, size) -> int:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
-        raise ValueError(f"size must be an integer number of pixels; got {size!r}.")
+        raise InputError(f"size must be an integer number of pixels; got {size!r}.")
     need = model.min_input_size(layer)
     if size < need:
-        raise ValueError(
+        raise InputError(
             f"size must be at least {need} px for layer {layer!r} (its feature "
             f"map would be empty); got {size}."
         )
@@ -340,19 +342,19 @@ def _check_step_size(step_size) -> float:
     except (TypeError, ValueError):
         value = math.nan
     if not math.isfinite(value):
-        raise ValueError(f"step_size must be a finite number; got {step_size!r}.")
+        raise InputError(f"step_size must be a finite number; got {step_size!r}.")
     return value
 
 
 def _check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+        raise InputError(f"{name} must be an integer >= 1; got {value!r}.")
     return int(value)
 
 
 def _check_key(key):
     if key is None:
-        raise ValueError(
+        raise InputError(
             "key is required (e.g. key=jax.random.key(0)): it draws the start "
             "images; or pass init= start images."
         )
@@ -361,7 +363,7 @@ def _check_key(key):
     legacy = (isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32
               and key.shape == (2,))
     if not (typed and key.shape == () or legacy):
-        raise ValueError(
+        raise InputError(
             f"key must be one PRNG key from jax.random.key(seed) (or the legacy "
             f"jax.random.PRNGKey); got {_short(key)}."
         )
@@ -374,7 +376,7 @@ def _check_dtype(dtype):
     except TypeError:
         name = None
     if name not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}.")
+        raise InputError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}.")
     return jnp.dtype(name)
 
 
@@ -382,13 +384,13 @@ def _check_init(init, f: int, size: int, channels: int):
     shape = getattr(init, "shape", None)
     want = (f, size, size, channels)
     if shape is None or tuple(shape) != want:
-        raise ValueError(
+        raise InputError(
             f"init must have shape (len(filter_indices), size, size, channels) = "
             f"{want}; got {_short(init)}."
         )
     x = jnp.asarray(init, jnp.float32)
     if not bool(jnp.isfinite(x).all()):
-        raise ValueError("init contains NaN or inf values; start images must be "
+        raise InputError("init contains NaN or inf values; start images must be "
                          "finite.")
     return x
 
@@ -410,12 +412,12 @@ def _check_devices(devices, default: Callable[[], list], default_name: str) -> t
     except TypeError:
         devs = ()
     if not devs or not all(isinstance(d, jax.Device) for d in devs):
-        raise ValueError(
+        raise InputError(
             f"devices must be None ({default_name}) or a non-empty sequence "
             f"of jax devices; got {devices!r:.80}."
         )
     if len({d.platform for d in devs}) != 1 or len(set(devs)) != len(devs):
-        raise ValueError(
+        raise InputError(
             f"devices must be distinct devices of one platform; got {devs!r:.120}."
         )
     return devs
@@ -426,7 +428,7 @@ def _check_local_devices(devices) -> tuple:
     pid = jax.process_index()
     remote = [d for d in devs if d.process_index != pid]
     if remote:
-        raise ValueError(
+        raise InputError(
             f"devices must belong to this process (filter_patterns does not span "
             f"hosts; filter_atlas does); got {remote[0]!r} of process "
             f"{remote[0].process_index}.")
@@ -435,7 +437,7 @@ def _check_local_devices(devices) -> tuple:
 
 def _resolve_loop(loop: str) -> str:
     if loop not in LOOPS:
-        raise ValueError(f"loop must be one of {', '.join(LOOPS)}; got {loop!r}.")
+        raise InputError(f"loop must be one of {', '.join(LOOPS)}; got {loop!r}.")
     if loop == "auto":
         return "python" if jax.default_backend() == "cpu" else "fori"
     return loop
@@ -603,9 +605,9 @@ def filter_patterns(
     dt = _check_dtype(dtype)
     loop = _resolve_loop(loop)
     if not isinstance(preprocess, bool):
-        raise ValueError(f"preprocess must be True or False; got {preprocess!r}.")
+        raise InputError(f"preprocess must be True or False; got {preprocess!r}.")
     if not isinstance(pre_activation, bool):
-        raise ValueError(
+        raise InputError(
             f"pre_activation must be True or False; got {pre_activation!r}.")
     if pre_activation:
         model = model.without_activation(layer)
@@ -682,7 +684,7 @@ def filter_activation(
     fidx = _check_filters(model, layer, filter_indices)
     x = check_images(images, name="images", channels=int(model.input_shape[2]))
     if x.shape[0] != fidx.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"images and filter_indices must have the same length; got "
             f"{x.shape[0]} images and {fidx.shape[0]} filters."
         )

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxconvviz._types import ImagesRGB, Params
+from jaxconvviz.errors import InputError, InputTypeError
 from jaxconvviz.models import convs
 from jaxconvviz.models.preprocess import preprocess_input
 
@@ -86,10 +87,10 @@ class Layer:
     @classmethod
     def make(cls, name: str, kind: str, **options: Any) -> Layer:
         if kind not in LAYER_KINDS:
-            raise ValueError(f"kind must be one of {LAYER_KINDS}; got {kind!r}.")
+            raise InputError(f"kind must be one of {LAYER_KINDS}; got {kind!r}.")
         act = options.get("activation")
         if act is not None and act not in ACTIVATIONS:
-            raise ValueError(
+            raise InputError(
                 f"layer {name!r}: activation must be one of "
                 f"{sorted(ACTIVATIONS)}; got {act!r}."
             )
@@ -250,7 +251,7 @@ class ConvNet(nn.Module):
         act = ACTIVATIONS[o("activation", "linear")]
         if kind == "conv":
             if self.conv_impl not in ("xla", "matmul"):
-                raise ValueError(f"conv_impl must be 'xla' or 'matmul'; got "
+                raise InputError(f"conv_impl must be 'xla' or 'matmul'; got "
                                  f"{self.conv_impl!r} (use with_conv_impl).")
             strides, padding, dilation = _conv_geometry(spec)
             x = nn.Conv(
@@ -309,7 +310,7 @@ class ConvNet(nn.Module):
                 return v.reshape((1,) * (x.ndim - v.ndim) + v.shape) if v.ndim else v
 
             return x * bc(o("scale", 1.0)) + bc(o("offset", 0.0))
-        raise ValueError(f"unknown layer kind {kind!r}")  # unreachable: checked
+        raise InputError(f"unknown layer kind {kind!r}")  # unreachable: checked
 
     # ----------------------------------------------------------- pure helpers
     def forward(self, params: Params, x, *, start: str | None = None,
@@ -336,7 +337,7 @@ class ConvNet(nn.Module):
             self.check_layer(stop, self.layer_names, name="stop")
         if start is not None and stop is not None:
             if self.layer_index(start) >= self.layer_index(stop):
-                raise ValueError(
+                raise InputError(
                     f"start must come before stop; got start={start!r} "
                     f"(layer {self.layer_index(start)}) and stop={stop!r} "
                     f"(layer {self.layer_index(stop)})."
@@ -387,7 +388,7 @@ class ConvNet(nn.Module):
         cands = [n_ for n_ in self.spatial_layers
                  if self.layer(n_).kind not in ("maxpool", "avgpool")]
         if not cands:
-            raise ValueError(
+            raise InputError(
                 f"model {self.name_!r} has no spatial non-pooling layer to target; "
                 f"its layers are {', '.join(self.layer_names)}.")
         return cands[-1]
@@ -422,7 +423,7 @@ class ConvNet(nn.Module):
         i = self.layer_index(layer)
         spec = self.layers[i]
         if spec.kind != "conv":
-            raise ValueError(
+            raise InputError(
                 f"layer must be a conv layer ({', '.join(self.conv_layers)}); got "
                 f"{layer!r} ({spec.kind}).")
         if i:
@@ -537,7 +538,7 @@ class ConvNet(nn.Module):
                     ) -> str:
         """Return ``layer`` if it is in ``allowed``, else a ValueError listing them."""
         if not isinstance(layer, str) or layer not in allowed:
-            raise ValueError(
+            raise InputError(
                 f"{name} must be one of {', '.join(allowed)}; got {layer!r}."
             )
         return layer
@@ -587,7 +588,7 @@ class ConvNet(nn.Module):
             shape = self.output_shape(layer, (n, n))
             if len(shape) == 1 or (shape[0] >= 1 and shape[1] >= 1):
                 return n
-        raise ValueError(f"layer {layer!r} needs an input larger than 4096 px.")
+        raise InputError(f"layer {layer!r} needs an input larger than 4096 px.")
 
     def init_params(self, key, *, hw: tuple[int, int] | None = None) -> Params:
         """Random params (Flax default initialisers) for tests and training."""
@@ -603,7 +604,7 @@ class ConvNet(nn.Module):
         expected = jax.eval_shape(lambda: self.init_params(jax.random.key(0)))
         for lname, leaves in expected.items():
             if lname not in params:
-                raise ValueError(
+                raise InputError(
                     f"{source}: layer {lname!r} is missing; found layers "
                     f"{sorted(params)}."
                 )
@@ -612,12 +613,12 @@ class ConvNet(nn.Module):
                                       key=lambda kv: kv[0] != "kernel"):
                 found = params[lname].get(pname)
                 if found is None:
-                    raise ValueError(
+                    raise InputError(
                         f"{source}: layer {lname!r} has no {pname!r}; found "
                         f"{sorted(params[lname])}."
                     )
                 if tuple(found.shape) != tuple(spec.shape):
-                    raise ValueError(
+                    raise InputError(
                         f"{source}: layer {lname!r} {pname} has shape "
                         f"{tuple(found.shape)}; expected {tuple(spec.shape)}."
                     )
@@ -671,7 +672,7 @@ def VGG16(  # noqa: N802 -- named as keras.applications.VGG16
     :func:`tiny_vgg16`) with the same layer names.
     """
     if len(block_widths) != 5 or len(block_depths) != 5:
-        raise ValueError(
+        raise InputError(
             f"block_widths and block_depths must have 5 entries; got "
             f"{block_widths!r} and {block_depths!r}."
         )
@@ -704,7 +705,7 @@ def vgg_from_params(params: Params, *, dtype: Any = jnp.float32) -> ConvNet:
     """Infer the VGG16 preset (full or tiny, with or without top) from params."""
     if not isinstance(params, Mapping) or "block1_conv1" not in params:
         keys = sorted(params)[:8] if isinstance(params, Mapping) else type(params)
-        raise ValueError(
+        raise InputError(
             "params do not look like VGG16 params (no 'block1_conv1'); pass "
             f"model= for other networks (e.g. from jcv.load_keras_model). Got "
             f"keys {keys}."
@@ -717,7 +718,7 @@ def vgg_from_params(params: Params, *, dtype: Any = jnp.float32) -> ConvNet:
             for b in range(1, 6)
         )
     except KeyError as e:
-        raise ValueError(f"VGG16 params are missing layer {e.args[0]!r}.") from None
+        raise InputError(f"VGG16 params are missing layer {e.args[0]!r}.") from None
     include_top = "predictions" in params
     if include_top:
         fc_in, fc_width = params["fc1"]["kernel"].shape
@@ -736,7 +737,7 @@ def resolve_model(params: Params, model: ConvNet | None) -> ConvNet:
     if model is None:
         return vgg_from_params(params)
     if not isinstance(model, ConvNet):
-        raise TypeError(
+        raise InputTypeError(
             f"model must be a jaxconvviz ConvNet (from jcv.VGG16 or "
             f"jcv.load_keras_model); got {type(model).__name__}."
         )

@@ -46,6 +46,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxconvviz.errors import InputError
+
 #: Convolution implementations: ``"xla"`` (``lax.conv_general_dilated``),
 #: ``"matmul"`` (:func:`conv_general_dilated` here), ``"auto"`` (matmul for
 #: bfloat16 compute on XLA:CPU, xla otherwise; see :func:`resolve_conv_impl`).
@@ -76,7 +78,7 @@ def resolve_conv_impl(conv_impl: str, dtype=jnp.float32, *,
     convolutions are the fast path, so both stay on ``"xla"``.
     """
     if conv_impl not in CONV_IMPLS:
-        raise ValueError(
+        raise InputError(
             f"{name} must be one of {', '.join(CONV_IMPLS)}; got {conv_impl!r}.")
     if conv_impl == "auto":
         from jaxconvviz.cpu import cpu_has_bf16

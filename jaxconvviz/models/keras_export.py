@@ -31,6 +31,7 @@ import numpy as np
 
 from jaxconvviz import __version__
 from jaxconvviz._types import Params
+from jaxconvviz.errors import InputError, InputTypeError
 from jaxconvviz.models.convnet import ConvNet, Layer
 from jaxconvviz.models.keras_import import keras3_group_names
 
@@ -159,23 +160,23 @@ def keras_config(model: ConvNet, *, legacy: bool = False) -> dict:
 
 def _check(model: ConvNet, params: Params, path) -> tuple[Path, str]:
     if not isinstance(model, ConvNet):
-        raise TypeError(
+        raise InputTypeError(
             f"model must be a jaxconvviz ConvNet; got {type(model).__name__}.")
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in (".keras", ".h5", ".hdf5"):
-        raise ValueError(
+        raise InputError(
             f"path must end in .keras (Keras 3 archive) or .h5 (legacy full "
             f"model); got {os.fspath(path)!r}."
         )
     if p.is_dir():
-        raise ValueError(
+        raise InputError(
             f"path must be a file path; got the directory {os.fspath(path)!r}.")
     bad = [n for n in model.layer_names if "/" in n or not n]
     if bad:
-        raise ValueError(f"model layer names must be non-empty without '/'; got {bad}.")
+        raise InputError(f"model layer names must be non-empty without '/'; got {bad}.")
     if model.input_shape[2] is None:
-        raise ValueError("model.input_shape must give the number of channels.")
+        raise InputError("model.input_shape must give the number of channels.")
     model.check_params(params, source="params")
     return p, suffix
 

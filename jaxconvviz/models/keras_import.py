@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxconvviz._types import Params
+from jaxconvviz.errors import InputError, MissingFileError
 from jaxconvviz.models.convnet import ACTIVATIONS, PREPROCESSING, ConvNet, Layer
 
 #: Keras classes this importer translates, and the ConvNet kind each becomes.
@@ -89,19 +90,19 @@ def _read_archive(path: Path, label: str) -> tuple[dict, dict[str, list]]:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
                 if "config.json" not in names:
-                    raise ValueError(
+                    raise InputError(
                         f"{label}: a zip archive without config.json is not a "
                         f"Keras .keras model; it holds {names[:6]}."
                     )
                 if "model.weights.h5" not in names:
-                    raise ValueError(
+                    raise InputError(
                         f"{label}: .keras archive has no model.weights.h5 (only "
                         f"{names[:6]}); re-save it with model.save('m.keras')."
                     )
                 config = _parse_json(zf.read("config.json"), label, "config.json")
                 blob = zf.read("model.weights.h5")
         except (zipfile.BadZipFile, zlib.error, EOFError) as e:
-            raise ValueError(
+            raise InputError(
                 f"{label}: corrupt or truncated .keras archive ({e})."
             ) from None
         weights = read_keras_weights(_NamedBytesIO(blob, f"{label}:model.weights.h5"))
@@ -114,20 +115,20 @@ def _read_archive(path: Path, label: str) -> tuple[dict, dict[str, list]]:
     except OSError as e:
         what = ("truncated or corrupt HDF5 file" if head == b"\x89HDF\r\n\x1a\n"
                 else "neither a .keras zip archive nor an HDF5 .h5 file")
-        raise ValueError(
+        raise InputError(
             f"{label}: not a readable Keras model: {what} ({e})."
         ) from None
     with f:
         raw = f.attrs.get("model_config")
         if raw is None:
             if "layers" in f or "layer_names" in f.attrs:
-                raise ValueError(
+                raise InputError(
                     f"{label}: holds weights only, no architecture (no "
                     "'model_config'); save the whole model with "
                     "model.save('m.keras') or model.save('m.h5'), or load these "
                     "weights into a model you build (jcv.load_params)."
                 )
-            raise ValueError(
+            raise InputError(
                 f"{label}: HDF5 file without a Keras 'model_config' attribute; "
                 "not a full-model .h5 (save with model.save('m.h5'))."
             )
@@ -137,7 +138,7 @@ def _read_archive(path: Path, label: str) -> tuple[dict, dict[str, list]]:
         try:
             weights = read_keras_weights(f)
         except (KeyError, OSError) as e:
-            raise ValueError(f"{label}: corrupt Keras weights ({e}).") from None
+            raise InputError(f"{label}: corrupt Keras weights ({e}).") from None
     return config, weights
 
 
@@ -153,9 +154,9 @@ def _parse_json(raw, label: str, what: str) -> dict:
     try:
         config = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{label}: {what} is not valid JSON ({e}).") from None
+        raise InputError(f"{label}: {what} is not valid JSON ({e}).") from None
     if not isinstance(config, dict) or "class_name" not in config:
-        raise ValueError(
+        raise InputError(
             f"{label}: {what} is not a Keras model config (no 'class_name')."
         )
     return config
@@ -215,7 +216,7 @@ def _functional_chain(config: Mapping, label: str) -> list[Mapping]:
     inputs = _endpoints(config.get("input_layers"))
     outputs = _endpoints(config.get("output_layers"))
     if len(inputs) != 1 or len(outputs) != 1:
-        raise ValueError(
+        raise InputError(
             f"{label}: model has {len(inputs)} input(s) {inputs} and "
             f"{len(outputs)} output(s) {outputs}; only single-input, "
             "single-output linear chains are supported."
@@ -224,19 +225,19 @@ def _functional_chain(config: Mapping, label: str) -> list[Mapping]:
     for name, e in by_name.items():
         calls = _inbound(e)
         if len(calls) > 1:
-            raise ValueError(
+            raise InputError(
                 f"{label}: layer {name!r} ({_cls(e)}) is called {len(calls)} "
                 "times (a shared layer); only linear chains are supported."
             )
         for srcs in calls:
             if len(srcs) != 1:
-                raise ValueError(
+                raise InputError(
                     f"{label}: layer {name!r} ({_cls(e)}) merges {len(srcs)} "
                     f"tensors from {srcs}; only linear chains are supported "
                     "(no residual/merge connections)."
                 )
             if srcs[0] not in consumers:
-                raise ValueError(
+                raise InputError(
                     f"{label}: layer {name!r} ({_cls(e)}) reads from unknown "
                     f"layer {srcs[0]!r}."
                 )
@@ -247,11 +248,11 @@ def _functional_chain(config: Mapping, label: str) -> list[Mapping]:
         if len(nxt) != 1:
             e = by_name[cur]
             if not nxt:
-                raise ValueError(
+                raise InputError(
                     f"{label}: the chain from input {inputs[0]!r} ends at layer "
                     f"{cur!r} ({_cls(e)}) before reaching output {outputs[0]!r}."
                 )
-            raise ValueError(
+            raise InputError(
                 f"{label}: layer {cur!r} ({_cls(e)}) feeds {len(nxt)} layers "
                 f"{nxt} (a branch); only linear chains are supported."
             )
@@ -260,7 +261,7 @@ def _functional_chain(config: Mapping, label: str) -> list[Mapping]:
     off = [n for n, e in by_name.items()
            if e not in chain and _cls(e) != "InputLayer"]
     if off:
-        raise ValueError(
+        raise InputError(
             f"{label}: layers {off} are not on the path from {inputs[0]!r} to "
             f"{outputs[0]!r}; only linear chains are supported."
         )
@@ -278,13 +279,13 @@ def _chain(config: Mapping, label: str) -> tuple[str, list[Mapping], Any]:
         layers = _functional_chain(inner, label)
         build = None
     else:
-        raise ValueError(
+        raise InputError(
             f"{label}: model class {cls!r} is not supported; expected a "
             "Sequential or functional Model (subclassed models store no layer "
             "graph)."
         )
     if not layers:
-        raise ValueError(f"{label}: the model has no layers.")
+        raise InputError(f"{label}: the model has no layers.")
     return str(inner.get("name") or "keras_model"), layers, build
 
 
@@ -297,7 +298,7 @@ def _activation(value, where: str) -> str:
         value = cfg if isinstance(cfg, str) else value.get("class_name")
     name = str(value)
     if name not in ACTIVATIONS:
-        raise ValueError(
+        raise InputError(
             f"{where} has activation {name!r}; supported activations: "
             f"{', '.join(sorted(ACTIVATIONS))}."
         )
@@ -309,14 +310,14 @@ def _pair(v, where: str, what: str) -> tuple[int, int]:
         return (v, v)
     t = tuple(int(a) for a in v)
     if len(t) != 2:
-        raise ValueError(f"{where} has {what} {v!r}; expected 2 values.")
+        raise InputError(f"{where} has {what} {v!r}; expected 2 values.")
     return t
 
 
 def _check_channels_last(cfg: Mapping, where: str) -> None:
     fmt = cfg.get("data_format")
     if fmt not in (None, "channels_last"):
-        raise ValueError(
+        raise InputError(
             f"{where} uses data_format={fmt!r}; only channels_last models are "
             "supported (rebuild the model with data_format='channels_last')."
         )
@@ -325,7 +326,7 @@ def _check_channels_last(cfg: Mapping, where: str) -> None:
 def _padding(cfg: Mapping, where: str) -> str:
     pad = str(cfg.get("padding", "valid")).lower()
     if pad not in ("valid", "same"):
-        raise ValueError(f"{where} has padding {pad!r}; expected 'valid' or 'same'.")
+        raise InputError(f"{where} has padding {pad!r}; expected 'valid' or 'same'.")
     return pad
 
 
@@ -344,7 +345,7 @@ def _translate(entry: Mapping, label: str, channels) -> Layer | None:
         return _nested(entry, label)
     kind = SUPPORTED_LAYERS.get(cls)
     if kind is None:
-        raise ValueError(
+        raise InputError(
             f"{where} is not supported; supported layers: "
             f"{', '.join(sorted(set(SUPPORTED_LAYERS)))}."
         )
@@ -353,7 +354,7 @@ def _translate(entry: Mapping, label: str, channels) -> Layer | None:
     _check_channels_last(cfg, where)
     if kind == "conv":
         if int(cfg.get("groups", 1) or 1) != 1:
-            raise ValueError(
+            raise InputError(
                 f"{where} has groups={cfg['groups']}; only 1 is supported.")
         return Layer.make(
             name, "conv", features=int(cfg["filters"]),
@@ -380,7 +381,7 @@ def _translate(entry: Mapping, label: str, channels) -> Layer | None:
         )
     if kind in ("gap", "gmp"):
         if cfg.get("keepdims"):
-            raise ValueError(f"{where} has keepdims=True; only False is supported.")
+            raise InputError(f"{where} has keepdims=True; only False is supported.")
         return Layer.make(name, kind)
     if kind == "flatten":
         return Layer.make(name, "flatten")
@@ -392,7 +393,7 @@ def _translate(entry: Mapping, label: str, channels) -> Layer | None:
         axis = cfg.get("axis", -1)
         axis = axis[0] if isinstance(axis, list | tuple) and len(axis) == 1 else axis
         if axis not in (-1, len(channels)):  # the last axis (batch is axis 0)
-            raise ValueError(
+            raise InputError(
                 f"{where} normalises axis {axis!r}; only the channel axis (-1) is "
                 "supported."
             )
@@ -421,7 +422,7 @@ def _relu(cfg: Mapping, where: str) -> str:
         return "relu"
     if slope == 0.0 and threshold == 0.0 and float(max_value) == 6.0:
         return "relu6"
-    raise ValueError(
+    raise InputError(
         f"{where} has max_value={max_value}, negative_slope={slope}, "
         f"threshold={threshold}; supported: the defaults (relu) or max_value=6 "
         "(relu6)."
@@ -435,7 +436,7 @@ def _nested(entry: Mapping, label: str) -> Layer:
     bad = [f"{_lname(e)!r} ({_cls(e)})" for e in inner
            if _cls(e) not in AUGMENTATION_LAYERS | {"InputLayer", "Dropout"}]
     if cls != "Sequential" or bad:
-        raise ValueError(
+        raise InputError(
             f"{label}: layer {name!r} ({cls}) is a nested model"
             + (f" containing {', '.join(bad[:3])}" if bad else "")
             + "; nested models are supported only as a Sequential of random "
@@ -458,13 +459,13 @@ def _input_shape(layers: list[Mapping], build, label: str) -> tuple:
     if shape is None:
         shape = (first.get("build_config") or {}).get("input_shape")
     if shape is None:
-        raise ValueError(
+        raise InputError(
             f"{label}: no input shape in the config (no InputLayer, batch_shape or "
             "build_input_shape); build the model on an input before saving."
         )
     shape = tuple(shape)
     if len(shape) != 4 or shape[-1] is None:
-        raise ValueError(
+        raise InputError(
             f"{label}: model input has batch shape {list(shape)}; expected images "
             "(batch, height, width, channels)."
         )
@@ -496,7 +497,7 @@ def convnet_from_keras_config(config: Mapping, *, preprocessing: str = "none",
         ``source``, the layer and its Keras class.
     """
     if preprocessing not in PREPROCESSING:
-        raise ValueError(
+        raise InputError(
             f"preprocessing must be one of {PREPROCESSING}; got {preprocessing!r}."
         )
     model_name, entries, build = _chain(config, source)
@@ -514,11 +515,11 @@ def convnet_from_keras_config(config: Mapping, *, preprocessing: str = "none",
         if spec is None:
             continue
         if spec.name in seen:
-            raise ValueError(f"{source}: two layers are named {spec.name!r}.")
+            raise InputError(f"{source}: two layers are named {spec.name!r}.")
         seen.add(spec.name)
         layers.append(spec)
     if not layers:
-        raise ValueError(f"{source}: the model has no layers besides its input.")
+        raise InputError(f"{source}: the model has no layers besides its input.")
     return ConvNet(layers=tuple(layers), input_shape=input_shape,
                    preprocessing=preprocessing, name_=model_name)
 
@@ -563,12 +564,12 @@ def params_from_keras_weights(model: ConvNet, weights: Mapping[str, list], *,
         if arrays is None and group_names and spec.name in group_names:
             arrays = weights.get(group_names[spec.name])
         if arrays is None:
-            raise ValueError(
+            raise InputError(
                 f"{source}: no weights for layer {spec.name!r}; the file has "
                 f"weights for {sorted(weights)}."
             )
         if len(arrays) != len(names):
-            raise ValueError(
+            raise InputError(
                 f"{source}: layer {spec.name!r} has {len(arrays)} weight arrays; "
                 f"expected {len(names)} ({', '.join(names)})."
             )
@@ -609,9 +610,9 @@ def load_keras_model(path, *, preprocessing: str = "none"
     label = str(path)
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"Keras model file not found: {label}")
+        raise MissingFileError(f"Keras model file not found: {label}")
     if p.is_dir():
-        raise ValueError(
+        raise InputError(
             f"{label}: is a directory (a TensorFlow SavedModel?); save the model "
             "with model.save('m.keras') or model.save('m.h5')."
         )

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxconvviz.errors import InputError
+
 CLASS_INDEX_PATH = Path(__file__).parents[1] / "data" / "imagenet_class_index.json"
 
 
@@ -43,13 +45,13 @@ def decode_predictions(probs, *, top: int = 5, class_index=None
     p = np.asarray(probs)
     index = _default_index() if class_index is None else class_index
     if p.ndim != 2 or p.shape[1] != len(index):
-        raise ValueError(
+        raise InputError(
             f"probs must be a batch of predictions of shape (n, {len(index)}); "
             f"got shape {p.shape}."
         )
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or not (
             1 <= top <= len(index)):
-        raise ValueError(f"top must be an integer in 1..{len(index)}; got {top!r}.")
+        raise InputError(f"top must be an integer in 1..{len(index)}; got {top!r}.")
     results = []
     for row in p:
         idx = row.argsort()[-top:][::-1]

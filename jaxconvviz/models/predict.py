@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxconvviz._types import ImagesRGB, Params
+from jaxconvviz.errors import InputError
 from jaxconvviz.models.convnet import ConvNet, resolve_model
 
 
@@ -21,7 +22,7 @@ def check_images(images, *, name: str = "images_rgb", channels: int | None = 3):
     shape = getattr(images, "shape", None)
     if shape is None or len(shape) != 4 or (channels and shape[-1] != channels):
         want = f"(n, h, w, {channels})" if channels else "(n, h, w, c)"
-        raise ValueError(
+        raise InputError(
             f"{name} must be a batch of shape {want}; got "
             f"{tuple(shape) if shape is not None else type(images).__name__}"
             + (" (add a batch axis: x[None])" if shape is not None and len(shape)
@@ -29,7 +30,7 @@ def check_images(images, *, name: str = "images_rgb", channels: int | None = 3):
         )
     x = jnp.asarray(images, jnp.float32)
     if not bool(jnp.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or inf values.")
+        raise InputError(f"{name} contains NaN or inf values.")
     return x
 
 
@@ -38,7 +39,7 @@ def check_batch_size(batch_size) -> None:
     if batch_size is not None and (
             isinstance(batch_size, bool)
             or not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-        raise ValueError(
+        raise InputError(
             f"batch_size must be a positive int or None; got {batch_size!r}."
         )
 
@@ -70,13 +71,13 @@ def check_classifier_images(model: ConvNet, images_rgb):
     x = check_images(images_rgb, channels=model.input_shape[2])
     want = model.input_shape[:2]
     if None not in want and tuple(x.shape[1:3]) != tuple(want):
-        raise ValueError(
+        raise InputError(
             f"images_rgb must be {want[0]}x{want[1]} for this model's classifier "
             f"top; got {x.shape[1]}x{x.shape[2]} (use load_img(path, "
             f"target_size={tuple(want)}))."
         )
     if x.shape[0] == 0:
-        raise ValueError("images_rgb must hold at least one image; got n=0.")
+        raise InputError("images_rgb must hold at least one image; got n=0.")
     return x
 
 
@@ -86,7 +87,7 @@ def check_layers(model: ConvNet, layers, allowed: tuple[str, ...]) -> tuple[str,
         layers = (layers,)
     layers = tuple(layers)
     if not layers:
-        raise ValueError("layers must name at least one layer; got none.")
+        raise InputError("layers must name at least one layer; got none.")
     for name in layers:
         model.check_layer(name, allowed, name="layers")
     return layers
@@ -111,7 +112,7 @@ def predict(params: Params, images_rgb: ImagesRGB, *, model: ConvNet | None = No
     """
     model = resolve_model(params, model)
     if not model.has_top:
-        raise ValueError(
+        raise InputError(
             "predict needs weights with a classifier top; got params without "
             "'predictions'. Use jcv.load_vgg16('imagenet', include_top=True) "
             "(CLI: jaxconvviz weights fetch imagenet --top)."
@@ -153,7 +154,7 @@ def activations(params: Params, images_rgb: ImagesRGB, *, layers,
     for name in layers:
         shape = model.output_shape(name, tuple(x.shape[1:3]))
         if len(shape) == 3 and min(shape[:2]) < 1:
-            raise ValueError(
+            raise InputError(
                 f"images_rgb of {x.shape[1]}x{x.shape[2]} px are too small for "
                 f"layer {name!r}; it needs at least {model.min_input_size(name)} px."
             )

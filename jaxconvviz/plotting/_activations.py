@@ -8,6 +8,7 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
+from jaxconvviz.errors import InputError
 from jaxconvviz.plotting._kernels import _cmap, _tile_gapped
 
 
@@ -39,12 +40,12 @@ def plot_activation_grid(grid, *, layer: str, image_name: str | None = None,
     """
     g = np.asarray(grid, dtype=np.float32)
     if g.ndim != 2 or g.size == 0:
-        raise ValueError(f"grid must be a 2-D (H, W) array; got shape {g.shape}.")
+        raise InputError(f"grid must be a 2-D (H, W) array; got shape {g.shape}.")
     H, W = g.shape
     if tile_hw is not None:
         th, tw = (int(v) for v in tile_hw)
         if th < 1 or tw < 1 or H % th or W % tw:
-            raise ValueError(
+            raise InputError(
                 f"tile_hw must divide the grid shape {g.shape}; got {tile_hw!r}."
             )
         figsize = (W / tw, H / th)
@@ -94,12 +95,12 @@ def plot_feature_maps(maps, *, layer: str, n_rows: int | None = None,
     """
     m = np.asarray(maps, dtype=np.float32)
     if m.ndim != 3 or m.size == 0:
-        raise ValueError(f"maps must be one image's (h, w, c); got shape {m.shape}.")
+        raise InputError(f"maps must be one image's (h, w, c); got shape {m.shape}.")
     for name, v in (("n_cols", n_cols), ("n_rows", n_rows)):
         if v is None and name == "n_rows":
             continue
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1; got {v!r}.")
+            raise InputError(f"{name} must be an integer >= 1; got {v!r}.")
     h, w, c = m.shape
     if n_rows is None:
         n_rows = math.ceil(c / n_cols)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from jaxconvviz.errors import InputError
+
 
 def plot_atlas(grid_u8, *, layer: str, n_filters: int,
                source: str = "VGG16") -> Figure:
@@ -28,7 +30,7 @@ def plot_atlas(grid_u8, *, layer: str, n_filters: int,
     g = np.asarray(grid_u8)
     if g.dtype != np.uint8 or g.ndim not in (2, 3) or g.size == 0 or (
             g.ndim == 3 and g.shape[-1] not in (1, 3)):
-        raise ValueError(
+        raise InputError(
             f"grid_u8 must be a uint8 (H, W, 3) or (H, W) image; got {g.dtype} "
             f"{g.shape}."
         )

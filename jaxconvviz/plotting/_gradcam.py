@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from jaxconvviz.errors import InputError
+
 
 def _format_predictions(predictions) -> str:
     """'name 92.5%, name 7.0%' from (name, score) or (wnid, name, score) rows."""
@@ -14,7 +16,7 @@ def _format_predictions(predictions) -> str:
     for row in predictions:
         row = tuple(row)
         if len(row) not in (2, 3):
-            raise ValueError(
+            raise InputError(
                 "predictions must be (label, score) or (wnid, label, score) "
                 f"rows; got {row!r}."
             )
@@ -51,12 +53,12 @@ def plot_gradcam(image_u8, heatmap, overlay_u8, *, title: str | None = None,
     ov = np.asarray(overlay_u8)
     for name, a in (("image_u8", img), ("overlay_u8", ov)):
         if a.ndim != 3 or a.shape[-1] != 3 or a.dtype != np.uint8:
-            raise ValueError(
+            raise InputError(
                 f"{name} must be a uint8 RGB image (H, W, 3); got {a.dtype} "
                 f"{a.shape}."
             )
     if hm.ndim != 2:
-        raise ValueError(f"heatmap must be one map (h, w); got shape {hm.shape}.")
+        raise InputError(f"heatmap must be one map (h, w); got shape {hm.shape}.")
     fig = Figure(figsize=(12.0, 4.4), dpi=100, layout="constrained")
     axes = fig.subplots(1, 3)
     axes[0].imshow(img)

@@ -11,6 +11,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from jaxconvviz.errors import InputError
+
 
 def _tile_gapped(tiles: np.ndarray, n_rows: int, n_cols: int, *, gap: int = 1,
                  fill: float = np.nan) -> np.ndarray:
@@ -60,14 +62,14 @@ def plot_kernels(kernels, *, vmin: float, vmax: float, n_cols: int = 16,
     k = np.asarray(kernels, dtype=np.float32)
     rgb = k.ndim == 4 and k.shape[-1] == 3
     if not (k.ndim == 3 or rgb) or k.shape[0] < 1:
-        raise ValueError(
+        raise InputError(
             f"kernels must be (n, kh, kw) or RGB (n, kh, kw, 3); got shape "
             f"{k.shape}."
         )
     if not (np.isfinite(vmin) and np.isfinite(vmax) and vmin < vmax):
-        raise ValueError(f"vmin must be < vmax; got vmin={vmin!r}, vmax={vmax!r}.")
+        raise InputError(f"vmin must be < vmax; got vmin={vmin!r}, vmax={vmax!r}.")
     if isinstance(n_cols, bool) or not isinstance(n_cols, int) or n_cols < 1:
-        raise ValueError(f"n_cols must be an integer >= 1; got {n_cols!r}.")
+        raise InputError(f"n_cols must be an integer >= 1; got {n_cols!r}.")
     n = k.shape[0]
     n_cols = min(n_cols, n)
     n_rows = math.ceil(n / n_cols)
@@ -115,19 +117,19 @@ def plot_weight_histograms(weights_by_label: Mapping[str, object], *,
       A ``matplotlib.figure.Figure``.
     """
     if not isinstance(weights_by_label, Mapping) or not weights_by_label:
-        raise ValueError(
+        raise InputError(
             "weights_by_label must be a non-empty dict {label: weights}; got "
             f"{weights_by_label!r:.80}."
         )
     if layout not in ("overlay", "side"):
-        raise ValueError(f"layout must be 'overlay' or 'side'; got {layout!r}.")
+        raise InputError(f"layout must be 'overlay' or 'side'; got {layout!r}.")
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise ValueError(f"bins must be an integer >= 1; got {bins!r}.")
+        raise InputError(f"bins must be an integer >= 1; got {bins!r}.")
     data = {str(k): np.asarray(v, dtype=np.float64).ravel()
             for k, v in weights_by_label.items()}
     for k, v in data.items():
         if v.size == 0 or not np.isfinite(v).all():
-            raise ValueError(f"weights for {k!r} must be non-empty and finite.")
+            raise InputError(f"weights for {k!r} must be non-empty and finite.")
     lo = min(float(v.min()) for v in data.values())
     hi = max(float(v.max()) for v in data.values())
     if hi <= lo:

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from jaxconvviz._types import Params
+from jaxconvviz.errors import InputError
 from jaxconvviz.models.convnet import ConvNet, resolve_model
 from jaxconvviz.models.predict import activations as _activations
 from jaxconvviz.models.predict import check_layers
@@ -45,15 +46,15 @@ def _check_rank(acts, rank: int, name: str, want: str):
             hint = " (one image: pass acts[0], or use activation_grids for a batch)"
         if shape is not None and len(shape) == 2:
             hint = " (a dense/flatten layer has no spatial map)"
-        raise ValueError(f"{name} must have shape {want}; got {got}{hint}.")
+        raise InputError(f"{name} must have shape {want}; got {got}{hint}.")
     if min(shape) < 1:
-        raise ValueError(f"{name} must not be empty; got shape {tuple(shape)}.")
+        raise InputError(f"{name} must not be empty; got shape {tuple(shape)}.")
 
 
 def _check_per_row(images_per_row) -> int:
     if (isinstance(images_per_row, bool) or not isinstance(images_per_row, int)
             or images_per_row < 1):
-        raise ValueError(
+        raise InputError(
             f"images_per_row must be an integer >= 1; got {images_per_row!r}."
         )
     return int(images_per_row)
@@ -137,7 +138,7 @@ def tile_channels(maps: Float[Array, "h w c"], *, n_rows: int, n_cols: int,
     _check_rank(maps, 3, "maps", "(h, w, c)")
     for name, v in (("n_rows", n_rows), ("n_cols", n_cols)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1; got {v!r}.")
+            raise InputError(f"{name} must be an integer >= 1; got {v!r}.")
     return _tile(jnp.asarray(maps, jnp.float32), jnp.float32(pad_value),
                  rows=int(n_rows), cols=int(n_cols))
 
@@ -222,7 +223,7 @@ def feature_map_grid(maps: Float[Array, "h w c"], *, n_rows: int | None = None,
     """
     _check_rank(maps, 3, "maps", "(h, w, c)")
     if isinstance(n_cols, bool) or not isinstance(n_cols, int) or n_cols < 1:
-        raise ValueError(f"n_cols must be an integer >= 1; got {n_cols!r}.")
+        raise InputError(f"n_cols must be an integer >= 1; got {n_cols!r}.")
     if n_rows is None:
         n_rows = math.ceil(maps.shape[-1] / n_cols)
     x = jnp.asarray(maps, jnp.float32)

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxconvviz.errors import InputError
 from jaxconvviz.models.preprocess import deprocess_image
 
 
 def _check_layout(n_cols, margin) -> tuple[int, int]:
     if isinstance(n_cols, bool) or not isinstance(n_cols, (int, np.integer)) or (
             n_cols < 1):
-        raise ValueError(f"n_cols must be an integer >= 1; got {n_cols!r}.")
+        raise InputError(f"n_cols must be an integer >= 1; got {n_cols!r}.")
     if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) or (
             margin < 0):
-        raise ValueError(f"margin must be an integer >= 0; got {margin!r}.")
+        raise InputError(f"margin must be an integer >= 0; got {margin!r}.")
     return int(n_cols), int(margin)
 
 
@@ -44,13 +45,13 @@ def tile_grid(tiles_u8, *, n_cols: int = 8, margin: int = 5,
     """
     t = np.asarray(tiles_u8)
     if t.dtype != np.uint8 or t.ndim not in (3, 4) or t.shape[0] == 0:
-        raise ValueError(
+        raise InputError(
             f"tiles_u8 must be a non-empty uint8 batch (n, h, w) or (n, h, w, c); "
             f"got {t.dtype} {t.shape}."
         )
     n_cols, margin = _check_layout(n_cols, margin)
     if not 0 <= int(background) <= 255:
-        raise ValueError(f"background must be in 0..255; got {background!r}.")
+        raise InputError(f"background must be in 0..255; got {background!r}.")
     n, h, w = t.shape[:3]
     cols = min(n, n_cols)
     rows = -(-n // n_cols)
@@ -90,11 +91,11 @@ def atlas_grid(images, *, n_cols: int = 8, margin: int = 5) -> np.ndarray:
     """
     a = np.asarray(images, dtype=np.float32)
     if a.ndim != 4 or a.shape[0] == 0:
-        raise ValueError(
+        raise InputError(
             f"images must be a non-empty batch (f, h, w, c); got shape {a.shape}."
         )
     if not np.isfinite(a).all():
-        raise ValueError("images contains NaN or inf values.")
+        raise InputError("images contains NaN or inf values.")
     _check_layout(n_cols, margin)
     return tile_grid(deprocess_image(a), n_cols=n_cols, margin=margin)
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from jaxconvviz.errors import InputError
+
 _RESAMPLE = {
     "nearest": Image.NEAREST,
     "bilinear": Image.BILINEAR,
@@ -31,7 +33,7 @@ def _colormap(name: str):
     import matplotlib
 
     if not isinstance(name, str) or name not in matplotlib.colormaps:
-        raise ValueError(
+        raise InputError(
             f"colormap must be a matplotlib colormap name such as "
             f"{', '.join(SUGGESTED_COLORMAPS)}; got {name!r}."
         )
@@ -41,17 +43,17 @@ def _colormap(name: str):
 def _check_heatmaps(heatmaps) -> np.ndarray:
     a = np.array(heatmaps, dtype=np.float32)  # copy: never touch the caller's
     if a.ndim != 3:
-        raise ValueError(
+        raise InputError(
             f"heatmaps must have shape (n, h, w); got {a.shape}"
             + (" (add a batch axis: h[None])" if a.ndim == 2 else "") + "."
         )
     if a.size == 0:
-        raise ValueError(f"heatmaps must not be empty; got shape {a.shape}.")
+        raise InputError(f"heatmaps must not be empty; got shape {a.shape}.")
     if not np.isfinite(a).all():
-        raise ValueError("heatmaps contain NaN or inf values.")
+        raise InputError("heatmaps contain NaN or inf values.")
     lo, hi = float(a.min()), float(a.max())
     if lo < -1e-5 or hi > 1 + 1e-5:
-        raise ValueError(
+        raise InputError(
             f"heatmaps must lie in [0, 1] (as grad_cam returns them); got values "
             f"in [{lo:.4g}, {hi:.4g}]. Normalise first, e.g. h / h.max()."
         )
@@ -75,7 +77,7 @@ def resize_heatmaps(heatmaps, size: tuple[int, int], *,
       float32 ``(n, H, W)`` in [0, 1].
     """
     if interpolation not in _RESAMPLE:
-        raise ValueError(
+        raise InputError(
             f"interpolation must be one of {sorted(_RESAMPLE)}; got "
             f"{interpolation!r}."
         )
@@ -83,7 +85,7 @@ def resize_heatmaps(heatmaps, size: tuple[int, int], *,
           and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
                   and v > 0 for v in size))
     if not ok:
-        raise ValueError(f"size must be (H, W) with positive integers; got {size!r}.")
+        raise InputError(f"size must be (H, W) with positive integers; got {size!r}.")
     a = _check_heatmaps(heatmaps)
     hh, ww = (int(v) for v in size)
     if a.shape[1:] == (hh, ww):
@@ -137,18 +139,18 @@ def overlay(images, heatmaps, *, alpha: float = 0.4, colormap: str = "jet",
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating,
                                                           np.integer)) or not (
             0.0 <= float(alpha) <= 1.0):
-        raise ValueError(f"alpha must be a number in [0, 1]; got {alpha!r}.")
+        raise InputError(f"alpha must be a number in [0, 1]; got {alpha!r}.")
     img = np.array(images, dtype=np.float32)
     if img.ndim != 4 or img.shape[-1] != 3:
-        raise ValueError(
+        raise InputError(
             f"images must have shape (n, H, W, 3); got {img.shape}"
             + (" (add a batch axis: x[None])" if img.ndim == 3 else "") + "."
         )
     if not np.isfinite(img).all():
-        raise ValueError("images contain NaN or inf values.")
+        raise InputError("images contain NaN or inf values.")
     maps = _check_heatmaps(heatmaps)
     if maps.shape[0] != img.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"images and heatmaps must hold the same number of items; got "
             f"{img.shape[0]} images and {maps.shape[0]} heatmaps."
         )

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxconvviz._types import Params
+from jaxconvviz.errors import InputError
 from jaxconvviz.models.convnet import ConvNet, resolve_model
 
 
@@ -84,7 +85,7 @@ def layer_kernel(params: Params, layer: str, *, model: ConvNet | None = None,
     try:
         kernel = params[layer]["kernel"]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise InputError(
             f"params have no kernel for layer {layer!r}; found layers "
             f"{sorted(params)[:12]}."
         ) from None
@@ -93,7 +94,7 @@ def layer_kernel(params: Params, layer: str, *, model: ConvNet | None = None,
 
 def _check_index(v, n: int, name: str) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < n:
-        raise ValueError(f"{name} must be an integer in 0..{n - 1}; got {v!r}.")
+        raise InputError(f"{name} must be an integer in 0..{n - 1}; got {v!r}.")
     return int(v)
 
 
@@ -138,7 +139,7 @@ def kernel_grid(params: Params, layer: str, *, model: ConvNet | None = None,
     model = resolve_model(params, model)
     kernel = layer_kernel(params, layer, model=model)
     if kernel.ndim != 4:
-        raise ValueError(
+        raise InputError(
             f"layer {layer!r} kernel must be HWIO (kh, kw, in, out); got shape "
             f"{tuple(kernel.shape)}."
         )
@@ -148,15 +149,15 @@ def kernel_grid(params: Params, layer: str, *, model: ConvNet | None = None,
     else:
         filters = tuple(_check_index(f, cout, "filters") for f in filters)
         if not filters:
-            raise ValueError("filters must select at least one filter; got none.")
+            raise InputError("filters must select at least one filter; got none.")
     if channel is not None:
         channel = _check_index(channel, cin, "channel")
     if limit is not None and not (np.isfinite(limit) and limit > 0):
-        raise ValueError(f"limit must be a positive number or None; got {limit!r}.")
+        raise InputError(f"limit must be a positive number or None; got {limit!r}.")
     if rgb is None:
         rgb = channel is None and cin == 3
     elif rgb and (cin != 3 or channel is not None):
-        raise ValueError(
+        raise InputError(
             f"rgb=True needs a layer with 3 input channels and channel=None; "
             f"got {cin} input channels and channel={channel!r}."
         )
@@ -214,11 +215,11 @@ def weight_histogram(params: Params, layer: str, *, model: ConvNet | None = None
       :class:`WeightHistogram` (NumPy arrays; moments in float64).
     """
     if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
-        raise ValueError(f"bins must be an integer >= 1; got {bins!r}.")
+        raise InputError(f"bins must be an integer >= 1; got {bins!r}.")
     if value_range is not None:
         lo, hi = value_range
         if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-            raise ValueError(
+            raise InputError(
                 f"value_range must be (lo, hi) with finite lo < hi; got "
                 f"{value_range!r}."
             )
@@ -250,7 +251,7 @@ def glorot_uniform_like(kernel, *, key: jax.Array) -> jax.Array:
     """
     shape = tuple(getattr(kernel, "shape", ()))
     if len(shape) < 2:
-        raise ValueError(f"kernel must be at least 2-D (..., in, out); got shape "
+        raise InputError(f"kernel must be at least 2-D (..., in, out); got shape "
                          f"{shape}.")
     init = jax.nn.initializers.glorot_uniform(in_axis=-2, out_axis=-1)
     return init(key, shape, jnp.float32)
