@@ -33,6 +33,19 @@ ELEPHANT_PHOTO = DATA_DIR / "african_elephants.jpg"
 _COLOR_MODES = {"rgb": "RGB", "grayscale": "L"}
 
 
+def check_image_path(path, *, name: str = "image") -> Path:
+    """``path`` as a Path if it names an existing file, else an error that
+    says what it is instead (missing, or a folder)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(
+            f"{name} must be an image file (PNG, JPEG, ...); {str(path)!r} is a "
+            "folder.")
+    if not path.is_file():
+        raise MissingFileError(f"{name} file not found: {str(path)!r}.")
+    return path
+
+
 def load_img(path, *, target_size: tuple[int, int] | None = None,
              interpolation: str = "nearest", color_mode: str = "rgb") -> np.ndarray:
     """Read an image file as float32 in [0, 255], shape ``(h, w, 3)`` (RGB).
@@ -69,8 +82,7 @@ def load_img(path, *, target_size: tuple[int, int] | None = None,
                 f"target_size must be (h, w) with positive integers or None; got "
                 f"{target_size!r}."
             )
-    if not path.is_file():
-        raise MissingFileError(f"image file not found: {str(path)!r}.")
+    check_image_path(path)
     try:
         with Image.open(path) as img:
             img = img.convert("RGB").convert(_COLOR_MODES[color_mode])

@@ -10,15 +10,15 @@ trains the note's model and then calls :func:`save_note_figures`::
 
 It writes, like the note:
 
-* ``weights_hist_<conv1>.png`` -- histograms of conv1's 288 weights, trained
+* ``note_weights_hist_<conv1>.png`` -- histograms of conv1's 288 weights, trained
   next to untrained, mean and std in the legends (the note prints
   ``-0.021 0.235`` for its trained model);
-* ``kernels_<conv1>_trained.png`` / ``kernels_<conv1>_untrained.png`` -- the
+* ``note_kernels_<conv1>_trained.png`` / ``note_kernels_<conv1>_untrained.png`` -- the
   32 3x3 kernels as a 2x16 grid on the note's fixed scale ``vmin=-0.5,
   vmax=0.5``;
-* ``feature_maps_<conv1>.png`` (4x8, 32 maps) and ``feature_maps_<conv2>.png``
+* ``note_feature_maps_<conv1>.png`` (4x8, 32 maps) and ``note_feature_maps_<conv2>.png``
   (8x8, 64 maps) of one image through the trained model;
-* ``input_image.png`` -- the image (``cmap='gray_r'`` as the note).
+* ``note_input_image.png`` -- the image (``cmap='gray_r'`` as the note).
 
 The note's untrained model is a fresh Keras Conv2D, i.e. ``glorot_uniform``
 kernels (a flat histogram); :func:`keras_untrained_params` makes those.
@@ -128,7 +128,7 @@ def save_note_figures(untrained_params, trained_params, model: ConvNet, image,
     paths: dict[str, Path] = {}
 
     def save(name, fig):
-        paths[name] = save_figure(fig, out / f"{name}.png")
+        paths[name] = save_figure(fig, out / f"note_{name}.png")
 
     fig = Figure(figsize=(3.2, 3.4), dpi=100, layout="constrained")
     ax = fig.add_subplot()

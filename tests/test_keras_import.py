@@ -911,7 +911,7 @@ def test_train_script_exports_keras_loadable_model(keras, trainer, tmp_path,
     for name in ("weights_hist_conv2d", "kernels_conv2d_trained",
                  "kernels_conv2d_untrained", "feature_maps_conv2d",
                  "feature_maps_conv2d_1"):
-        assert (out / f"{name}.png").stat().st_size > 1000
+        assert (out / f"note_{name}.png").stat().st_size > 1000
     _, (x_test, y_test) = trainer.synthetic_shapes(400, 96, seed=1)
     x = x_test[..., None].astype(np.float32)
     model, params = load_keras_model(out / "fashion_cnn.keras",

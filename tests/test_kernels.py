@@ -205,7 +205,8 @@ def test_plot_weight_histograms(layout):
     assert len(axes) == (1 if layout == "overlay" else 2)
     heights = [sum(p.get_height() for p in ax.patches) for ax in axes]
     assert sum(heights) == 2 * 288  # every weight of both models counted
-    lo = min(a.min(), b.min())
+    q_lo, q_hi = np.quantile(np.concatenate([a, b.ravel()]), [0.001, 0.999])
+    lo = q_lo - 0.02 * (q_hi - q_lo)  # central 99.8% plus a 2% margin
     assert min(p.get_x() for ax in axes for p in ax.patches) == pytest.approx(lo)
     texts = [t.get_text() for ax in axes for t in ax.get_legend().get_texts()]
     assert any(f"mean={a.mean():.4g}" in t and f"std={a.std():.4g}" in t
@@ -213,6 +214,25 @@ def test_plot_weight_histograms(layout):
     assert any(t.startswith("untrained") for t in texts)
     with pytest.raises(ValueError, match="layout"):
         plot_weight_histograms({"a": a}, layer="x", layout="grid")
+
+
+def test_weight_histogram_range_is_not_set_by_outliers():
+    """One weight at 25 std (as in VGG16's block3_conv1) must not squeeze the
+    distribution into a couple of bins: it is counted in the edge bin and
+    named in the title; tail=0 shows min..max."""
+    from jaxconvviz.plotting import plot_weight_histograms
+
+    w = np.random.default_rng(1).normal(0, 0.02, 10_000)
+    w[0] = 0.5
+    fig = plot_weight_histograms({"trained": w}, layer="block3_conv1", bins=40)
+    ax = fig.axes[0]
+    assert ax.get_xlim()[1] < 0.1  # the bulk, not the outlier, sets the range
+    assert sum(p.get_height() for p in ax.patches) == w.size
+    assert "beyond" in fig._suptitle.get_text() and "0.5" in fig._suptitle.get_text()
+    full = plot_weight_histograms({"trained": w}, layer="x", bins=40, tail=0.0)
+    assert full.axes[0].get_xlim()[1] >= 0.5
+    with pytest.raises(ValueError, match="tail must be in"):
+        plot_weight_histograms({"trained": w}, layer="x", tail=0.7)
 
 
 # ----------------------------------------------------------------- CLI
@@ -292,8 +312,10 @@ def test_save_note_figures(fashion, note_model, note_params, note_untrained,
     assert sorted(paths) == sorted([
         "input_image", "weights_hist_conv2d", "kernels_conv2d_trained",
         "kernels_conv2d_untrained", "feature_maps_conv2d", "feature_maps_conv2d_1"])
-    for p in paths.values():
-        assert p.parent == tmp_path / "fig"
+    for name, p in paths.items():
+        # note_ prefix: `jaxconvviz kernels` writing weights_hist_<layer>.png
+        # into the same folder must not overwrite the script's figure
+        assert p == tmp_path / "fig" / f"note_{name}.png"
         decode_png(p)
     with pytest.raises(ValueError, match="one grey image"):
         fashion.save_note_figures(untrained, note_params, note_model,

@@ -63,8 +63,9 @@ def run(args) -> int:
         raise CLIError(f"--size must be >= 1; got {args.size}.")
     if not 0.0 <= args.dead_value <= 255.0:
         raise CLIError(f"--dead-value must be in 0..255; got {args.dead_value}.")
-    if not Path(args.image).is_file():
-        raise CLIError(f"image file not found: {args.image!r}.")
+    from jaxconvviz.images import check_image_path
+
+    check_image_path(args.image, name="IMAGE")
     dest = out_dir(args.out)
 
     from tqdm import tqdm

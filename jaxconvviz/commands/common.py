@@ -65,10 +65,9 @@ def load_image_for(path, model, *, size: tuple[int, int] | None = None):
     RGB for 3-channel models, grey (Pillow luma) for 1-channel ones such as
     the Fashion-MNIST CNN; resized to ``size`` or the model's fixed input size.
     """
-    from jaxconvviz.images import load_img
+    from jaxconvviz.images import check_image_path, load_img
 
-    if not Path(path).is_file():
-        raise CLIError(f"image file not found: {str(path)!r}.")
+    check_image_path(path, name="IMAGE")
     channels = model.input_shape[2]
     if channels not in (1, 3):
         raise CLIError(f"the model takes {channels}-channel input; only RGB (3) "

@@ -96,8 +96,8 @@ def plot_kernels(kernels, *, vmin: float, vmax: float, n_cols: int = 16,
 
 
 def plot_weight_histograms(weights_by_label: Mapping[str, object], *,
-                           layer: str, bins: int = 30, layout: str = "overlay"
-                           ) -> Figure:
+                           layer: str, bins: int = 60, layout: str = "overlay",
+                           tail: float = 0.001) -> Figure:
     """Histograms of one layer's weights for several models (trained vs
     untrained), with each model's mean and std in the legend.
 
@@ -110,6 +110,9 @@ def plot_weight_histograms(weights_by_label: Mapping[str, object], *,
         e.g. ``{"trained": k1, "untrained": k0}``.
       layer: layer name for the title.
       bins: number of shared equal-width bins.
+      tail: fraction of the weights left out at each end of the x range
+        (they are counted in the edge bins and the title says how many);
+        0 shows min..max.
       layout: ``"overlay"`` (one axes, translucent bars) or ``"side"`` (one
         axes per model, shared x axis).
 
@@ -125,16 +128,27 @@ def plot_weight_histograms(weights_by_label: Mapping[str, object], *,
         raise InputError(f"layout must be 'overlay' or 'side'; got {layout!r}.")
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise InputError(f"bins must be an integer >= 1; got {bins!r}.")
+    if not 0.0 <= float(tail) < 0.5:
+        raise InputError(f"tail must be in [0, 0.5); got {tail!r}.")
     data = {str(k): np.asarray(v, dtype=np.float64).ravel()
             for k, v in weights_by_label.items()}
     for k, v in data.items():
         if v.size == 0 or not np.isfinite(v).all():
             raise InputError(f"weights for {k!r} must be non-empty and finite.")
-    lo = min(float(v.min()) for v in data.values())
-    hi = max(float(v.max()) for v in data.values())
+    # The x range covers the central 99.8% of all weights, not min..max: a
+    # few outliers (block3_conv1 of VGG16 has one at +0.5 for a std of 0.02)
+    # would squeeze the distribution into two bins. What lies outside is
+    # counted in the edge bins and said in the title.
+    everything = np.concatenate(list(data.values()))
+    lo, hi = (float(q) for q in np.quantile(everything, [tail, 1.0 - tail]))
+    if hi <= lo:
+        lo, hi = float(everything.min()), float(everything.max())
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
+    pad = 0.02 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
     edges = np.linspace(lo, hi, bins + 1)
+    outside = int(((everything < lo) | (everything > hi)).sum())
     m = len(data)
     if layout == "overlay":
         fig = Figure(figsize=(6.4, 4.0), dpi=100, layout="constrained")
@@ -145,17 +159,26 @@ def plot_weight_histograms(weights_by_label: Mapping[str, object], *,
         axes = list(np.atleast_1d(fig.subplots(1, m, sharex=True)))
     colors = matplotlib.colormaps["tab10"].colors
     for i, ((label, w), ax) in enumerate(zip(data.items(), axes, strict=True)):
-        ax.hist(w, bins=edges, alpha=0.55 if layout == "overlay" else 0.9,
+        ax.hist(np.clip(w, lo, hi), bins=edges,
+                alpha=0.55 if layout == "overlay" else 0.9,
                 color=colors[i % 10], edgecolor=colors[i % 10],
                 label=f"{label}: mean={w.mean():.4g}, std={w.std():.4g} "
                 f"(n={w.size})")
-        ax.set_xlabel("weights")
-        ax.set_ylabel("count")
+        ax.axvline(0.0, color="0.3", lw=0.8, ls=":")
+        ax.set_xlim(lo, hi)
+        ax.set_xlabel("weight value")
+        ax.set_ylabel("number of weights")
         if layout == "side":
             ax.set_title(label, fontsize=10)
-            ax.legend(fontsize=8, loc="upper left")
+            ax.legend(fontsize=8, loc="upper right")
     if layout == "overlay":
-        axes[0].legend(fontsize=8, loc="upper left")
+        axes[0].legend(fontsize=8, loc="upper right")
+    if outside:
+        fig.suptitle(
+            f"{layer} weights ({outside} beyond [{lo:.3g}, {hi:.3g}] counted in "
+            f"the edge bins; full range {everything.min():.3g}.."
+            f"{everything.max():.3g})", fontsize=10)
+        return fig
     fig.suptitle(f"{layer} weights", fontsize=11)
     return fig
 
