@@ -2,3 +2,5 @@
 
 Grad-CAM, the CAM family and gradient methods.
 """
+
+__all__: list[str] = []  # the public names are re-exported by jaxconvviz

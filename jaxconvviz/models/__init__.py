@@ -3,3 +3,5 @@
 The Keras-named ConvNet (VGG16 presets, imported Keras models), convolutions,
 preprocessing, labels, forward/predict and weight files.
 """
+
+__all__: list[str] = []  # the public names are re-exported by jaxconvviz

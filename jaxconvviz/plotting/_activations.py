@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from jaxconvviz.errors import InputError
-from jaxconvviz.plotting._kernels import _cmap, _tile_gapped
+from jaxconvviz.plotting._common import cmap_with_bad, tile_gapped
 
 
 def plot_activation_grid(grid, *, layer: str, image_name: str | None = None,
@@ -60,7 +60,7 @@ def plot_activation_grid(grid, *, layer: str, image_name: str | None = None,
     fig = Figure(figsize=(figsize[0], figsize[1] + 0.35), dpi=100,
                  layout="constrained")
     ax = fig.add_subplot()
-    ax.imshow(np.ma.masked_invalid(g), cmap=_cmap(cmap), vmin=0.0, vmax=255.0,
+    ax.imshow(np.ma.masked_invalid(g), cmap=cmap_with_bad(cmap), vmin=0.0, vmax=255.0,
               interpolation="nearest", aspect="equal")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -108,12 +108,12 @@ def plot_feature_maps(maps, *, layer: str, n_rows: int | None = None,
     lo = tiles.min(axis=(1, 2), keepdims=True)
     span = tiles.max(axis=(1, 2), keepdims=True) - lo
     tiles = np.where(span > 0, (tiles - lo) / np.where(span > 0, span, 1.0), 0.0)
-    img = _tile_gapped(tiles, n_rows, n_cols)
+    img = tile_gapped(tiles, n_rows, n_cols)
     per = 1.5 if max(n_rows, n_cols) <= 8 else 12.0 / max(n_rows, n_cols)
     fig = Figure(figsize=(n_cols * per, n_rows * per * h / w + 0.4), dpi=100,
                  layout="constrained")
     ax = fig.add_subplot()
-    ax.imshow(np.ma.masked_invalid(img), cmap=_cmap(cmap), vmin=0.0, vmax=1.0,
+    ax.imshow(np.ma.masked_invalid(img), cmap=cmap_with_bad(cmap), vmin=0.0, vmax=1.0,
               interpolation="nearest")
     ax.set_axis_off()
     shown = min(c, n_rows * n_cols)

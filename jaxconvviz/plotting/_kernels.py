@@ -12,25 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from jaxconvviz.errors import InputError
-
-
-def _tile_gapped(tiles: np.ndarray, n_rows: int, n_cols: int, *, gap: int = 1,
-                 fill: float = np.nan) -> np.ndarray:
-    """(n, h, w[, 3]) -> one image, tile k at (k // n_cols, k % n_cols),
-    ``gap`` pixels of ``fill`` between tiles and in empty cells."""
-    n, h, w = tiles.shape[:3]
-    extra = tiles.shape[3:]
-    out = np.full((n_rows * (h + gap) - gap, n_cols * (w + gap) - gap) + extra,
-                  fill, dtype=np.float32)
-    for k in range(min(n, n_rows * n_cols)):
-        r, c = divmod(k, n_cols)
-        out[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = (
-            tiles[k])
-    return out
-
-
-def _cmap(name: str, bad: str = "white"):
-    return matplotlib.colormaps[name].with_extremes(bad=bad)
+from jaxconvviz.plotting._common import cmap_with_bad, tile_gapped
 
 
 def plot_kernels(kernels, *, vmin: float, vmax: float, n_cols: int = 16,
@@ -78,11 +60,11 @@ def plot_kernels(kernels, *, vmin: float, vmax: float, n_cols: int = 16,
     fig = Figure(figsize=(width, n_rows * per + 0.9), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     if rgb:
-        ax.imshow(_tile_gapped(k, n_rows, n_cols, fill=1.0), interpolation="nearest")
+        ax.imshow(tile_gapped(k, n_rows, n_cols, fill=1.0), interpolation="nearest")
         scale = f"RGB, grey = 0, +-{vmax:.3g} saturates"
     else:
-        im = ax.imshow(np.ma.masked_invalid(_tile_gapped(k, n_rows, n_cols)),
-                       cmap=_cmap(cmap), vmin=vmin, vmax=vmax,
+        im = ax.imshow(np.ma.masked_invalid(tile_gapped(k, n_rows, n_cols)),
+                       cmap=cmap_with_bad(cmap), vmin=vmin, vmax=vmax,
                        interpolation="nearest")
         scale = f"vmin={vmin:.3g}, vmax={vmax:.3g}"
         if colorbar:
