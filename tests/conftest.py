@@ -115,3 +115,41 @@ def keras():
     if k.backend.backend() != "jax":
         pytest.skip("the Keras oracle must run with KERAS_BACKEND=jax")
     return k
+
+
+# ------------------------------------------------- the oracle must not vanish
+#: Set by .ci/run: a skipped Keras-oracle, HED-weights or parity test fails
+#: the run (a missing optional dependency must not turn the oracle off).
+REQUIRE_ORACLE = os.environ.get("JAXCONVVIZ_REQUIRE_ORACLE") == "1"
+_ORACLE_MARKS = ("keras", "hed", "parity")
+_skipped_oracle: list[str] = []
+
+
+def _is_oracle(item) -> bool:
+    names = set(getattr(item, "fixturenames", ())) | {
+        m.name for m in item.iter_markers()}
+    return bool(names & {"keras", "hed_path", "hed_params", *_ORACLE_MARKS})
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.skipped and _is_oracle(item):
+        why = rep.longrepr[-1] if isinstance(rep.longrepr, tuple) else rep.longrepr
+        _skipped_oracle.append(f"{item.nodeid}: {why}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if REQUIRE_ORACLE and _skipped_oracle:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _skipped_oracle:
+        verdict = ("FAILED: JAXCONVVIZ_REQUIRE_ORACLE=1" if REQUIRE_ORACLE
+                   else "warning")
+        terminalreporter.write_sep("=", f"{len(_skipped_oracle)} oracle/parity "
+                                   f"test(s) skipped ({verdict})", red=REQUIRE_ORACLE)
+        for line in _skipped_oracle:
+            terminalreporter.write_line(line)
