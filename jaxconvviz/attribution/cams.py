@@ -1,0 +1,501 @@
+"""The CAM family: class-activation maps at a spatial layer, batched and jitted.
+
+Every method weights the activation ``A`` (``(h, w, c)`` per image) of a
+spatial layer; most use ``G = d y_k / d A``, the gradient of the
+**pre-softmax** logit ``y_k`` of class ``k``. Both come from **one** forward
+pass, :meth:`ConvNet.forward_with` with ``capture=(layer,)`` and a zero
+``perturb`` at the layer: ``jax.grad`` with respect to that zero is ``G``.
+No split into two models, so the same code serves chains and graph models.
+
+Definitions follow pytorch-grad-cam (jacobgil/pytorch-grad-cam, read at
+``084273b3f3``), per image, sums over ``(i, j)`` = over ``(h, w)``::
+
+    gradcam              w_c = mean_ij G_ijc;           cam = sum_c w_c A_c
+    gradcam++            a_ijc = G^2 / (2 G^2 + sum_ij(A_c) G^3 + 1e-6)
+                         (0 where G = 0); w_c = sum_ij relu(G) a_ijc
+    xgradcam             w_c = sum_ij G_ijc A_ijc / (sum_ij A_ijc + 1e-7)
+    hirescam             cam = sum_c G_c * A_c
+    gradcam_elementwise  cam = sum_c relu(G_c * A_c)
+    layercam             cam = sum_c relu(G_c) * A_c
+    eigencam             cam = first principal component of A (hw x c,
+                         centred over locations) projected on A
+    eigengradcam         the same for G * A
+    scorecam             w = softmax_c(y_k(x * up(A_c)))   (up: bilinear to
+                         the input size, align-corners, min-max normalised;
+                         x in the model's input domain)
+    ablationcam          w_c = (y_k - y_k(A with channel c zeroed)) / y_k
+
+then ``cam = relu(cam) / max(cam)`` per image (an all-zero map stays zero).
+Differences from pytorch-grad-cam, on purpose: the final scaling divides by
+the maximum only (pytorch-grad-cam subtracts the minimum first, so its maps
+always touch 0); the eigen-methods fix the SVD's arbitrary sign so that the
+projection correlates positively with the channel sum of ``A`` (pytorch-grad-
+cam leaves it to LAPACK); Ablation-CAM zeroes the channel as the paper does
+(pytorch-grad-cam uses ``min - 1e7`` when the layer can be negative).
+
+Score-CAM and Ablation-CAM run one forward pass per (image, channel): they
+go through the ``n * c`` pairs in chunks of equal size inside one compiled
+program (``lax.map``), the chunk sized so its activations fit
+``memory_budget`` bytes.
+
+Imports jax, numpy and the package's compute modules only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxconvviz._types import ClassIndex, Heatmaps, ImagesRGB, Params
+from jaxconvviz.errors import InputError
+from jaxconvviz.models.convnet import ConvNet, resolve_model
+from jaxconvviz.models.predict import (
+    check_batch_size,
+    check_classifier_images,
+    map_in_chunks,
+)
+
+#: Method names accepted by :func:`cam`, in display order.
+CAM_METHODS = (
+    "gradcam",
+    "gradcam++",
+    "xgradcam",
+    "hirescam",
+    "layercam",
+    "gradcam_elementwise",
+    "eigencam",
+    "eigengradcam",
+    "scorecam",
+    "ablationcam",
+)
+
+#: Display names (figures, CLI output).
+CAM_LABELS = {
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "xgradcam": "XGrad-CAM",
+    "hirescam": "HiRes-CAM",
+    "layercam": "LayerCAM",
+    "gradcam_elementwise": "Grad-CAM elementwise",
+    "eigencam": "Eigen-CAM",
+    "eigengradcam": "Eigen-Grad-CAM",
+    "scorecam": "Score-CAM",
+    "ablationcam": "Ablation-CAM",
+}
+
+#: Methods that run one forward pass per channel (chunked by memory_budget).
+PERTURBATION_METHODS = ("scorecam", "ablationcam")
+
+#: Default bytes of activations one chunk of Score-/Ablation-CAM may hold.
+DEFAULT_MEMORY_BUDGET = 1 << 30
+
+#: Smallest positive normal float32: the normaliser's floor. ``cam <= max``
+#: always, so ``cam / maximum(max, TINY)`` lies in [0, 1], an all-zero map
+#: stays 0 and a non-zero map reaches exactly 1.
+_TINY = float(np.finfo(np.float32).tiny)
+
+NO_TOP_MSG = (
+    "{fn} needs a classifier top (the class logits are what it "
+    "differentiates); got {what}. Fetch the ImageNet weights with the top: "
+    "`jaxconvviz weights fetch imagenet --top`, then "
+    "jcv.load_vgg16('imagenet', include_top=True) -- or pass model= for a "
+    "Keras classifier (jcv.load_keras_model)."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class CamResult:
+    """Heatmaps and what the same forward pass computed.
+
+    Attributes:
+      cams: ``(n, h, w)`` float32 in [0, 1].
+      logits: ``(n, classes)`` float32 pre-softmax logits of the images.
+      classes: ``(n,)`` int32, the class explained for each image.
+
+    Unpacks as ``cams, logits, classes = result``.
+    """
+
+    cams: jax.Array
+    logits: jax.Array
+    classes: jax.Array
+
+    def __iter__(self):
+        return iter((self.cams, self.logits, self.classes))
+
+
+# ------------------------------------------------------------------ checks
+def check_method(method, allowed=CAM_METHODS, *, name: str = "method") -> str:
+    if not isinstance(method, str) or method not in allowed:
+        raise InputError(
+            f"{name} must be one of {', '.join(allowed)}; got {method!r}.")
+    return method
+
+
+def check_class_index(class_index, n: int, num_classes: int):
+    """-> (int32 (n,) array, use_top1) or ValueError naming the valid range."""
+    if class_index is None:
+        return np.zeros((n,), np.int32), True
+    binary = num_classes == 1
+    valid = "0 (the single logit of the binary head)" if binary else (
+        f"0..{num_classes - 1}")
+    if isinstance(class_index, (bool, np.bool_)):
+        raise InputError(
+            f"class_index must be None, an int or an (n,) int array in {valid}; "
+            f"got {class_index!r}."
+        )
+    arr = np.asarray(class_index)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(
+            f"class_index must be None, an int or an (n,) int array in {valid}; "
+            f"got dtype {arr.dtype} ({class_index!r:.60})."
+        )
+    if arr.ndim == 0:
+        arr = np.full((n,), int(arr))
+    elif arr.shape != (n,):
+        raise InputError(
+            f"class_index must be an int or have shape ({n},) (one class per "
+            f"image); got shape {arr.shape}."
+        )
+    bad = arr[(arr < 0) | (arr >= num_classes)]
+    if bad.size:
+        raise InputError(
+            f"class_index must be in {valid} (the model has {num_classes} "
+            f"output{'s' if num_classes != 1 else ''}); got {int(bad[0])}."
+        )
+    return arr.astype(np.int32), False
+
+
+def check_size(size):
+    if size is None:
+        return None
+    ok = (isinstance(size, (tuple, list)) and len(size) == 2
+          and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                  and v > 0 for v in size))
+    if not ok:
+        raise InputError(
+            f"size must be None or (H, W) with positive ints; got {size!r}.")
+    return (int(size[0]), int(size[1]))
+
+
+def check_classifier(params: Params, model: ConvNet | None, *, fn: str
+                     ) -> ConvNet:
+    """The resolved model, which must end in a Dense classifier whose params
+    are all present."""
+    model = resolve_model(params, model)
+    if not model.has_top:
+        raise InputError(NO_TOP_MSG.format(
+            fn=fn,
+            what="params without 'predictions' (include_top=False or HED "
+            "weights)" if "predictions" not in params else
+            "a model whose last layer is not Dense"))
+    for spec in model.layers:
+        if spec.has_params and spec.name not in params:
+            raise InputError(NO_TOP_MSG.format(
+                fn=fn, what=f"params without layer {spec.name!r}"))
+    return model
+
+
+def prepare(params, images_rgb, layer, class_index, model, batch_size, *,
+            fn: str = "cam"):
+    """Validate everything before compute -> (model, layer, x, classes, top1)."""
+    model = check_classifier(params, model, fn=fn)
+    if layer is None:
+        layer = model.default_layer
+    model.check_layer(layer, model.spatial_layers, name="layer")
+    x = check_classifier_images(model, images_rgb)
+    shape = model.output_shape(layer, tuple(x.shape[1:3]))
+    if min(shape[:2]) < 1:
+        raise InputError(
+            f"images_rgb of {x.shape[1]}x{x.shape[2]} px are too small for layer "
+            f"{layer!r}; it needs at least {model.min_input_size(layer)} px."
+        )
+    check_batch_size(batch_size)
+    ci, use_top1 = check_class_index(class_index, x.shape[0], model.num_outputs)
+    return model, layer, x, ci, use_top1
+
+
+# ------------------------------------------------------------------ core
+def select(logits, class_index, use_top1: bool):
+    """(n,) logits of the chosen classes and the class indices used."""
+    if use_top1:
+        class_index = jnp.argmax(jax.lax.stop_gradient(logits), axis=-1).astype(
+            jnp.int32)
+    picked = jnp.take_along_axis(logits, class_index[:, None], axis=-1)[:, 0]
+    return picked, class_index
+
+
+def layer_and_gradient(params, x_model, class_index, use_top1, *, model: ConvNet,
+                       layer: str):
+    """One forward pass -> (A, G, logits, classes), all float32.
+
+    ``A``: ``(n, h, w, c)`` activation of ``layer``; ``G``: the gradient of
+    each image's class logit with respect to its own ``A`` (the sum over the
+    batch separates: no layer mixes images at inference).
+    """
+    def run(delta):
+        out, cap = model.forward_with(params, x_model, capture=(layer,),
+                                      perturb={layer: delta}, logits=True)
+        return out, cap[layer]
+
+    shape = jax.eval_shape(lambda: run(jnp.zeros((), jnp.float32))[1])
+    zeros = jnp.zeros(shape.shape, jnp.float32)
+
+    def score(delta):
+        out, acts = run(delta)
+        logits = out.astype(jnp.float32)
+        picked, used = select(logits, class_index, use_top1)
+        return picked.sum(), (logits, used, acts)
+
+    grads, (logits, used, acts) = jax.grad(score, has_aux=True)(zeros)
+    return acts.astype(jnp.float32), grads.astype(jnp.float32), logits, used
+
+
+def principal_projection(m):
+    """``(n, h, w, c)`` -> ``(n, h, w)``: each image's locations (rows of the
+    ``hw x c`` matrix, centred over locations) projected on its first right
+    singular vector; sign chosen so the projection correlates positively with
+    the channel sum of ``m`` (pytorch-grad-cam's get_2d_projection leaves it
+    arbitrary)."""
+    n, h, w, c = m.shape
+    flat = m.reshape(n, h * w, c)
+    centred = flat - flat.mean(axis=1, keepdims=True)
+    _, _, vt = jnp.linalg.svd(centred, full_matrices=False)
+    proj = jnp.einsum("npc,nc->np", centred, vt[:, 0, :])
+    total = flat.sum(axis=-1)
+    s = jnp.sum(proj * (total - total.mean(axis=1, keepdims=True)), axis=1)
+    proj = proj * jnp.where(s < 0, -1.0, 1.0)[:, None]
+    return proj.reshape(n, h, w)
+
+
+def raw_cam(method: str, a, g):
+    """The un-normalised map (before ReLU) of a gradient method."""
+    if method == "gradcam":
+        return jnp.einsum("nhwc,nc->nhw", a, g.mean(axis=(1, 2)))
+    if method == "gradcam++":
+        g2 = g * g
+        g3 = g2 * g
+        sum_a = a.sum(axis=(1, 2), keepdims=True)
+        aij = g2 / (2.0 * g2 + sum_a * g3 + 1e-6)
+        aij = jnp.where(g != 0, aij, 0.0)
+        weights = (jax.nn.relu(g) * aij).sum(axis=(1, 2))
+        return jnp.einsum("nhwc,nc->nhw", a, weights)
+    if method == "xgradcam":
+        sum_a = a.sum(axis=(1, 2), keepdims=True)
+        weights = (g * a / (sum_a + 1e-7)).sum(axis=(1, 2))
+        return jnp.einsum("nhwc,nc->nhw", a, weights)
+    if method == "hirescam":
+        return (g * a).sum(axis=-1)
+    if method == "gradcam_elementwise":
+        return jax.nn.relu(g * a).sum(axis=-1)
+    if method == "layercam":
+        return (jax.nn.relu(g) * a).sum(axis=-1)
+    if method == "eigencam":
+        return principal_projection(a)
+    if method == "eigengradcam":
+        return principal_projection(g * a)
+    raise InputError(f"method {method!r} is not a gradient CAM")  # unreachable
+
+
+def normalise(cam):
+    """``relu(cam) / max`` per image, float32, zero-safe."""
+    cam = jax.nn.relu(cam.astype(jnp.float32))
+    peak = cam.max(axis=(1, 2), keepdims=True)
+    return cam / jnp.maximum(peak, _TINY)
+
+
+def resize_matrix(n_in: int, n_out: int, *, align_corners: bool) -> np.ndarray:
+    """``(n_out, n_in)`` bilinear interpolation matrix (rows sum to 1).
+
+    ``align_corners=True`` is torch's ``UpsamplingBilinear2d`` (Score-CAM in
+    pytorch-grad-cam); False is the half-pixel rule of OpenCV / Pillow /
+    ``jax.image.resize`` for upsampling.
+    """
+    out = np.arange(n_out, dtype=np.float64)
+    if align_corners:
+        src = out * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(1)
+    else:
+        src = np.clip((out + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
+    lo = np.clip(np.floor(src).astype(int), 0, n_in - 1)
+    hi = np.minimum(lo + 1, n_in - 1)
+    t = src - lo
+    m = np.zeros((n_out, n_in), np.float64)
+    m[np.arange(n_out), lo] += 1.0 - t
+    m[np.arange(n_out), hi] += t
+    return m.astype(np.float32)
+
+
+def resize_maps(maps, size, *, align_corners: bool = False):
+    """``(n, h, w)`` -> ``(n, H, W)`` bilinear (separable matrices)."""
+    rh = jnp.asarray(resize_matrix(maps.shape[1], size[0],
+                                   align_corners=align_corners))
+    rw = jnp.asarray(resize_matrix(maps.shape[2], size[1],
+                                   align_corners=align_corners))
+    return jnp.einsum("Hh,nhw,Ww->nHW", rh, maps, rw)
+
+
+def per_image_bytes(params, model: ConvNet, hw: tuple[int, int]) -> int:
+    """Bytes of every layer's output for one image (the forward pass's
+    working set; XLA keeps at most this much alive without gradients)."""
+    x = jax.ShapeDtypeStruct((1, *hw, model.input_shape[2]), jnp.float32)
+    _, cap = jax.eval_shape(lambda p, x: model.forward_with(
+        p, x, capture=model.layer_names), params, x)
+    item = jnp.dtype(model.dtype).itemsize
+    return int(sum(np.prod(s.shape) * item for s in cap.values()))
+
+
+def chunk_for(params, model, hw, memory_budget: int, total: int) -> int:
+    per = max(1, per_image_bytes(params, model, hw))
+    return int(max(1, min(total, memory_budget // per)))
+
+
+def _channel_scores(params, x_model, acts, classes, *, model, layer, method,
+                    chunk):
+    """(n, c) class logits of the ``n * c`` perturbed forward passes."""
+    n, h, w, c = acts.shape
+    total = n * c
+    steps = -(-total // chunk)
+    idx = jnp.minimum(jnp.arange(steps * chunk), total - 1).reshape(steps, chunk)
+    hh, ww = x_model.shape[1:3]
+    if method == "scorecam":
+        rh = jnp.asarray(resize_matrix(h, hh, align_corners=True))
+        rw = jnp.asarray(resize_matrix(w, ww, align_corners=True))
+        lo = acts.min(axis=(1, 2))  # bilinear keeps min and max (corners kept)
+        hi = acts.max(axis=(1, 2))
+
+    def one_chunk(ids):
+        i, k = ids // c, ids % c
+        if method == "scorecam":
+            m = acts[i, :, :, k]  # (chunk, h, w)
+            m = (m - lo[i, k][:, None, None]) / (
+                hi[i, k] - lo[i, k] + 1e-8)[:, None, None]
+            up = jnp.einsum("Hh,bhw,Ww->bHW", rh, m, rw)
+            out, _ = model.forward_with(params, x_model[i] * up[..., None],
+                                        logits=True)
+        else:
+            onehot = jax.nn.one_hot(k, c, dtype=jnp.float32)
+            delta = -acts[i] * onehot[:, None, None, :]
+            out, _ = model.forward_with(params, x_model[i], perturb={layer: delta},
+                                        logits=True)
+        out = out.astype(jnp.float32)
+        return jnp.take_along_axis(out, classes[i][:, None], axis=-1)[:, 0]
+
+    scores = jax.lax.map(one_chunk, idx).reshape(-1)[:total]
+    return scores.reshape(n, c)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "layer", "method", "use_top1",
+                                             "size", "chunk"))
+def cam_batch(params, images, class_index, *, model: ConvNet, layer: str,
+              method: str, use_top1: bool, size=None, chunk: int = 1):
+    """One compiled program per (method, model, layer, shapes):
+    images RGB [0, 255] -> (cams, logits, classes)."""
+    x = model.preprocess(images)
+    a, g, logits, used = layer_and_gradient(params, x, class_index, use_top1,
+                                            model=model, layer=layer)
+    if method in PERTURBATION_METHODS:
+        scores = _channel_scores(params, x, a, used, model=model, layer=layer,
+                                 method=method, chunk=chunk)
+        if method == "scorecam":
+            weights = jax.nn.softmax(scores, axis=-1)
+        else:
+            base = jnp.take_along_axis(logits, used[:, None], axis=-1)
+            weights = (base - scores) / base
+        raw = jnp.einsum("nhwc,nc->nhw", a, weights)
+    else:
+        raw = raw_cam(method, a, g)
+    cam = normalise(raw)
+    if size is not None:
+        cam = jnp.clip(resize_maps(cam, size), 0.0, 1.0)
+    return cam, logits, used
+
+
+def cam_with_scores(params: Params, images_rgb: ImagesRGB, *,
+                    method: str = "gradcam", layer: str | None = None,
+                    class_index: int | ClassIndex | None = None,
+                    model: ConvNet | None = None,
+                    size: tuple[int, int] | None = None,
+                    batch_size: int | None = None,
+                    memory_budget: int = DEFAULT_MEMORY_BUDGET) -> CamResult:
+    """:func:`cam` plus the logits and classes of the same forward pass.
+
+    Args: as :func:`cam`.
+
+    Returns:
+      A :class:`CamResult` (``cams, logits, classes``; unpacks as a tuple).
+    """
+    check_method(method)
+    size = check_size(size)
+    if (isinstance(memory_budget, bool)
+            or not isinstance(memory_budget, (int, np.integer))
+            or memory_budget < 1):
+        raise InputError(
+            f"memory_budget must be a positive int (bytes); got {memory_budget!r}.")
+    model, layer, x, ci, use_top1 = prepare(params, images_rgb, layer,
+                                            class_index, model, batch_size,
+                                            fn=f"cam(method={method!r})")
+    n = x.shape[0]
+    bs = n if batch_size is None else min(int(batch_size), n)
+    chunk = 1
+    if method in PERTURBATION_METHODS:
+        c = model.output_shape(layer, tuple(x.shape[1:3]))[-1]
+        chunk = chunk_for(params, model, tuple(x.shape[1:3]), int(memory_budget),
+                          bs * c)
+    cams, logits, used = map_in_chunks(
+        lambda xb, cb: cam_batch(params, xb, cb, model=model, layer=layer,
+                                 method=method, use_top1=use_top1, size=size,
+                                 chunk=chunk),
+        (x, jnp.asarray(ci, jnp.int32)), batch_size)
+    return CamResult(cams, logits, used)
+
+
+def cam(params: Params, images_rgb: ImagesRGB, *, method: str = "gradcam",
+        layer: str | None = None, class_index: int | ClassIndex | None = None,
+        model: ConvNet | None = None, size: tuple[int, int] | None = None,
+        batch_size: int | None = None,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Heatmaps:
+    """Class-activation maps of one CAM method, one per image.
+
+    Args:
+      params: weights **with** a classifier top.
+      images_rgb: RGB float in [0, 255] (or uint8), ``(n, h, w, 3)``;
+        ``model.preprocess`` maps them to the model's input domain (VGG16:
+        caffe BGR). Score-CAM multiplies the preprocessed input by each mask.
+      method: one of :data:`CAM_METHODS` (see the module docstring).
+      layer: a spatial layer (``model.spatial_layers``); None:
+        ``model.default_layer``, the last spatial non-pooling layer
+        (``block5_conv3`` for VGG16).
+      class_index: None (each image's top-1 class), an int, or an ``(n,)``
+        int array.
+      model: the network (VGG16 or an imported Keras CNN); None infers the
+        VGG16 preset from ``params``.
+      size: None (maps at the layer's resolution) or ``(H, W)``: bilinear
+        (half-pixel) resize inside the compiled program.
+      batch_size: images per compiled call (None: all at once).
+      memory_budget: bytes of activations one chunk of Score-/Ablation-CAM
+        forward passes may hold (default 1 GiB).
+
+    Returns:
+      ``(n, h, w)`` float32 in [0, 1]; each map's maximum is 1 or the map is
+      all zeros.
+
+    Raises:
+      ValueError: an unknown method (lists them), params without a top, a
+        non-spatial layer, bad images, class indices out of range, a bad
+        ``size``/``batch_size``/``memory_budget``; all before any compute.
+    """
+    return cam_with_scores(params, images_rgb, method=method, layer=layer,
+                           class_index=class_index, model=model, size=size,
+                           batch_size=batch_size, memory_budget=memory_budget).cams
+
+
+__all__ = [
+    "CAM_METHODS",
+    "CAM_LABELS",
+    "CamResult",
+    "cam",
+    "cam_with_scores",
+]
