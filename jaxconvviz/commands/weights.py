@@ -70,7 +70,7 @@ def _convert(args: argparse.Namespace) -> int:
     from jaxconvviz.models import weights as W
 
     out = W.convert(args.src, args.dst)
-    record = W._read_sidecar(out) or {}
+    record = W.read_sidecar(out) or {}
     layers = record.get("layers", [])
     say(f"wrote {out} ({_size(out.stat().st_size)}, {len(layers)} layers, "
         f"sha256 {record.get('sha256', '?')})")

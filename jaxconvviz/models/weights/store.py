@@ -1,0 +1,348 @@
+"""The converted-weights store: ``.npz`` files, their sidecars, loading into a model.
+
+Converted files are ``.npz`` archives (``"layer/param"`` float32 arrays plus
+a ``__jaxconvviz__`` JSON record) with a JSON sidecar ``<file>.json`` holding
+their SHA-256, size and the source file's hash. The store is
+``$JAXCONVVIZ_HOME``, else ``$XDG_CACHE_HOME/jaxconvviz``, else
+``~/.cache/jaxconvviz`` (:func:`store_dir`).
+
+:func:`load_params` loads any supported file (the Keras layouts of
+:mod:`~jaxconvviz.models.weights.keras_files` or a converted ``.npz``) into a
+given :class:`~jaxconvviz.models.convnet.ConvNet`, shape-checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxconvviz._atomic import atomic_write
+from jaxconvviz.errors import InputError, InputTypeError
+from jaxconvviz.models.weights.keras_files import (
+    ACCEPTED_FILES,
+    ZIP_SIGNATURE,
+    check_weights_path,
+    file_signature,
+    is_keras_zip,
+    natural_key,
+    read_keras_weights,
+    source_label,
+)
+
+#: Format tag stored in converted ``.npz`` files and their sidecars.
+CONVERTED_FORMAT = "jaxconvviz-params-v1"
+#: The entry of a converted ``.npz`` that holds its JSON record.
+META_KEY = "__jaxconvviz__"
+#: Environment variable that sets :func:`store_dir`.
+HOME_ENV = "JAXCONVVIZ_HOME"
+
+
+# ------------------------------------------------------------------ hashing
+_HASH_CACHE: dict[tuple, str] = {}
+
+
+def file_hash(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file (``"sha256"`` or ``"md5"``), cached per size+mtime."""
+    p = Path(path)
+    st = p.stat()
+    key = (os.fspath(p.resolve()), algorithm, st.st_size, st.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        h = hashlib.new(algorithm)
+        with open(p, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                h.update(chunk)
+        _HASH_CACHE[key] = h.hexdigest()
+    return _HASH_CACHE[key]
+
+
+def clear_hash_cache() -> None:
+    """Forget the digests :func:`file_hash` remembered (tests, or files
+    rewritten within one mtime tick)."""
+    _HASH_CACHE.clear()
+
+
+# -------------------------------------------------------------------- store
+def store_dir() -> Path:
+    """Directory of converted weights: ``$JAXCONVVIZ_HOME``, else
+    ``$XDG_CACHE_HOME/jaxconvviz``, else ``~/.cache/jaxconvviz`` (not created)."""
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "jaxconvviz"
+
+
+def sidecar_path(path: Path) -> Path:
+    """The JSON sidecar of a store file: ``<file>.json``."""
+    return path.with_name(path.name + ".json")
+
+
+def read_sidecar(path: Path) -> dict | None:
+    """The sidecar record of ``path`` as a dict; None if absent or unreadable."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        return None
+    try:
+        record = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def read_converted(path: Path, label: str) -> dict[str, dict[str, np.ndarray]]:
+    """Read a converted ``.npz`` (``"layer/param"`` keys), SHA-256-checked if a
+    sidecar records one."""
+    record = read_sidecar(path)
+    if record is not None and "sha256" in record:
+        got = file_hash(path, "sha256")
+        if got != record["sha256"]:
+            raise InputError(
+                f"{label}: SHA-256 {got} does not match {record['sha256']} recorded "
+                f"in {sidecar_path(path).name}; the file is damaged -- delete it and "
+                "convert or fetch it again."
+            )
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files if k != META_KEY}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise InputError(f"{label}: truncated or damaged .npz file ({e}).") from None
+    params: dict[str, dict[str, np.ndarray]] = {}
+    for k, a in arrays.items():
+        layer, sep, pname = k.rpartition("/")
+        if not sep or not layer:
+            raise InputError(
+                f"{label}: entry {k!r} is not named 'layer/param'; not a "
+                f"jaxconvviz converted weights file (expected {ACCEPTED_FILES})."
+            )
+        params.setdefault(layer, {})[pname] = a
+    if not params:
+        raise InputError(f"{label}: an .npz file with no weights in it.")
+    return params
+
+
+def read_any(source: Any) -> tuple[str, dict, str]:
+    """``("keras", {layer: [arrays]}, label)`` or ``("params", {layer: {name:
+    array}}, label)`` for any supported file."""
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        label = os.fspath(source)
+        check_weights_path(path, label)
+        if path.is_file() and file_signature(path).startswith(ZIP_SIGNATURE) and not (
+            is_keras_zip(path)
+        ):
+            return "params", read_converted(path, label), label
+        return "keras", read_keras_weights(path), label
+    return "keras", read_keras_weights(source), source_label(source)
+
+
+def guess_param_names(layer: str, arrays: list[np.ndarray], label: str) -> list[str]:
+    """Param names for a Keras layer's arrays without a model (conv/dense/BN)."""
+    nd = [a.ndim for a in arrays]
+    if len(arrays) == 1 and nd[0] >= 2:
+        return ["kernel"]
+    if len(arrays) == 2 and nd[0] >= 2 and nd[1] == 1:
+        return ["kernel", "bias"]
+    if len(arrays) == 4 and nd == [1, 1, 1, 1]:
+        return ["gamma", "beta", "moving_mean", "moving_variance"]
+    raise InputError(
+        f"{label}: cannot name the {len(arrays)} arrays of layer {layer!r} (shapes "
+        f"{[tuple(a.shape) for a in arrays]}) without a model; pass model= (e.g. "
+        "from jcv.load_keras_model) to load or convert this file."
+    )
+
+
+def as_float32(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype == np.float32:
+        return a
+    if a.dtype.kind not in "fV" and a.dtype.name != "bfloat16":
+        return a
+    return a.astype(np.float32)
+
+
+def file_params(kind: str, data: dict, label: str) -> dict[str, dict[str, np.ndarray]]:
+    if kind == "params":
+        return data
+    return {
+        layer: dict(zip(guess_param_names(layer, arrays, label), arrays, strict=True))
+        for layer, arrays in data.items()
+    }
+
+
+def assemble_params(kind: str, data: dict, label: str, model) -> dict:
+    """Params for ``model``'s parameterised layers from file data; shape-checked."""
+    import jax.numpy as jnp
+
+    params: dict[str, dict[str, Any]] = {}
+    for spec in model.layers:
+        if not spec.has_params:
+            continue
+        if spec.name not in data:
+            found = sorted(data, key=natural_key)
+            raise InputError(
+                f"{label}: layer {spec.name!r} is missing; the file has layers "
+                f"{found[:30]}{' ...' if len(found) > 30 else ''}."
+            )
+        if kind == "keras":
+            names = list(spec.param_names)
+            arrays = data[spec.name]
+            if len(arrays) != len(names):
+                raise InputError(
+                    f"{label}: layer {spec.name!r} has {len(arrays)} weight arrays "
+                    f"(shapes {[tuple(a.shape) for a in arrays]}); the model expects "
+                    f"{len(names)} ({', '.join(names)})."
+                )
+            entry = dict(zip(names, arrays, strict=True))
+        else:  # named params: keep the model's own names (check_params: missing)
+            wanted = list(spec.param_names)
+            entry = {k: v for k, v in data[spec.name].items() if k in wanted}
+        params[spec.name] = {k: as_float32(v) for k, v in entry.items()}
+    model.check_params(params, source=label)
+    return {
+        layer: {k: jnp.asarray(v) for k, v in entry.items()}
+        for layer, entry in params.items()
+    }
+
+
+def load_params(source: Any, model) -> dict:
+    """Load a weights file into the params of ``model``.
+
+    Every parameterised layer of ``model`` is looked up by its Keras name;
+    other layers in the file are ignored. Keras weight lists are named by
+    layer kind (``kernel``/``bias``; BatchNormalization ``gamma``, ``beta``,
+    ``moving_mean``, ``moving_variance``) and every array is shape-checked.
+
+    Args:
+      source: any Keras HDF5 layout (see :func:`read_keras_weights`), a
+        ``.keras`` archive, a file written by :func:`convert`, or an open
+        h5py File/Group or binary file object.
+      model: the :class:`~jaxconvviz.models.convnet.ConvNet` to load into.
+
+    Returns:
+      ``{layer: {param: jax.Array float32}}``.
+
+    Raises:
+      FileNotFoundError: the file does not exist.
+      ValueError: unreadable file, a missing layer, or a shape that does not
+        match ``model`` (the message names the file, layer and both shapes).
+    """
+    from jaxconvviz.models.convnet import ConvNet
+
+    if not isinstance(model, ConvNet):
+        raise InputTypeError(
+            f"model must be a jaxconvviz ConvNet (jcv.VGG16(), jcv.tiny_vgg16(), "
+            f"jcv.load_keras_model(...)); got {type(model).__name__}."
+        )
+    kind, data, label = read_any(source)
+    return assemble_params(kind, data, label, model)
+
+
+
+
+# -------------------------------------------------------------- conversion
+def write_converted(params: Mapping[str, Mapping[str, Any]], dst: Path, *,
+                     source: str, source_md5: str | None) -> Path:
+    from jaxconvviz import __version__
+
+    arrays: dict[str, np.ndarray] = {}
+    for layer, entry in params.items():
+        for pname, value in entry.items():
+            arrays[f"{layer}/{pname}"] = as_float32(np.asarray(value))
+    layers = [[layer, list(entry)] for layer, entry in params.items()]
+    meta = json.dumps({"format": CONVERTED_FORMAT, "layers": layers,
+                       "source": source}).encode()
+    arrays[META_KEY] = np.frombuffer(meta, dtype=np.uint8)
+    # Remove a stale sidecar first: a new file with an old hash must not verify.
+    sidecar_path(dst).unlink(missing_ok=True)
+    atomic_write(dst, lambda fh: np.savez(fh, **arrays))
+    record = {
+        "format": CONVERTED_FORMAT,
+        "file": dst.name,
+        "size": dst.stat().st_size,
+        "sha256": file_hash(dst, "sha256"),
+        "source": source,
+        "source_md5": source_md5,
+        "layers": [layer for layer, _ in layers],
+        "jaxconvviz": __version__,
+    }
+    text = json.dumps(record, indent=1).encode()
+    atomic_write(sidecar_path(dst), lambda fh: fh.write(text))
+    return dst
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, *, model=None) -> Path:
+    """Convert any supported weights file to the jaxconvviz ``.npz`` format.
+
+    Writes ``dst`` atomically (temp file + rename) and a sidecar
+    ``dst + ".json"`` with its SHA-256, size and the source file's MD5;
+    loaders verify the hash. All layers with weights are kept.
+
+    Args:
+      src: a Keras HDF5 file (any layout), a ``.keras`` archive or an ``.npz``.
+      dst: output path ending in ``.npz``.
+      model: optional ConvNet to name and shape-check the arrays with; without
+        it conv/dense (``kernel``, ``bias``) and BatchNormalization layers are
+        recognised by their array counts and ranks.
+
+    Returns:
+      ``dst`` as a Path.
+    """
+    src_p, dst_p = Path(src), Path(dst)
+    if dst_p.suffix != ".npz":
+        raise InputError(f"dst must end in .npz; got {os.fspath(dst)!r}.")
+    if src_p.exists() and dst_p.exists() and src_p.resolve() == dst_p.resolve():
+        raise InputError(f"dst must differ from src; got {os.fspath(dst)!r} twice.")
+    if model is not None:
+        params = load_params(src_p, model)
+    else:
+        kind, data, label = read_any(src_p)
+        params = file_params(kind, data, label)
+    return write_converted(params, dst_p, source=src_p.name,
+                            source_md5=file_hash(src_p, "md5"))
+
+
+def list_store() -> list[dict]:
+    """Files in :func:`store_dir`: ``name``, ``path``, ``size`` (bytes) and
+    ``sha256`` (from the sidecar; None when there is none). Not hashed."""
+    d = store_dir()
+    if not d.is_dir():
+        return []
+    out = []
+    for p in sorted(d.iterdir(), key=lambda q: natural_key(q.name)):
+        if not p.is_file() or p.name.startswith(".") or p.name.endswith(".json"):
+            continue
+        record = read_sidecar(p) or {}
+        out.append({"name": p.name, "path": p, "size": p.stat().st_size,
+                    "sha256": record.get("sha256")})
+    return out
+
+
+
+__all__ = [
+    "load_params",
+    "convert",
+    "list_store",
+    "store_dir",
+    "file_hash",
+    "clear_hash_cache",
+    "sidecar_path",
+    "read_sidecar",
+    "read_converted",
+    "read_any",
+    "file_params",
+    "assemble_params",
+    "write_converted",
+    "as_float32",
+    "guess_param_names",
+    "CONVERTED_FORMAT",
+    "META_KEY",
+    "HOME_ENV",
+]
