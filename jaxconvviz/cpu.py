@@ -1,16 +1,11 @@
 """One XLA:CPU device per core, so batched filter ascent runs a chunk per core.
 
 XLA:CPU parallelises a single convolution poorly across cores when its
-image is large and its channels few: on a 2-core Zen 3 one 3x3, 64->64
-convolution of a 64x64 image took 5.0 ms on both cores and 5.7 ms on one,
-so the one-filter-per-call ascent of the early VGG16 layers leaves a core
-mostly idle. Splitting the host into one JAX device per core and sharding
-the filter axis over them (every filter's ascent is independent: no
-communication) keeps every core busy. Measured there, 10 steps per filter,
-64 px, ms per filter and step, one device -> two: block1_conv2 12.5 -> 6.6,
-block2_conv2 28.3 -> 16.3, block3_conv3 49.4 -> 37.6, block4_conv3
-68.1 -> 58.9, block5_conv3 75.3 -> 64.9; the one-at-a-time loop on device 0
-is unchanged (13.5 ms at block1_conv2, 50.8 ms at block3_conv3).
+image is large and its channels few, so the one-filter-per-call ascent of
+the early VGG16 layers leaves a core mostly idle. Splitting the host into
+one JAX device per core and sharding the filter axis over them (every
+filter's ascent is independent: no communication) keeps every core busy
+(the measurements: ``docs/design-notes.md``).
 
 JAX fixes the CPU device count when its backends start, i.e. at the first
 computation, so this is a process-wide switch the caller makes once, right
@@ -61,10 +56,8 @@ def cpu_flags_have_bf16(cpuinfo: str) -> bool:
 def cpu_has_bf16() -> bool:
     """Whether this host's CPU computes bf16 dot products in hardware
     (AVX512-BF16 or AMX-BF16, from ``/proc/cpuinfo``; False where that file
-    is missing). Without them bf16 is emulated and slower than float32:
-    measured on a 2-core Zen 3 EPYC (AVX2 only), 10-step ascent per filter
-    at 64 px, bf16 as matrix products vs float32: block1_conv2 11.7 vs 13.6
-    ms per step, block3_conv3 48.8 vs 43.7."""
+    is missing). Without them bf16 is emulated and no faster than float32
+    (``docs/design-notes.md``)."""
     try:
         with open("/proc/cpuinfo") as fh:
             return cpu_flags_have_bf16(fh.read())

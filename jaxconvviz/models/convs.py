@@ -55,7 +55,7 @@ CONV_IMPLS = ("auto", "xla", "matmul")
 
 #: Smallest contraction ``kw * c_in`` worth a matrix product: below it (the
 #: RGB first layer, ``3 * 3 = 9``) the dots are too thin and the XLA
-#: convolution is faster (VGG16 block1_conv1 ascent, bf16: 61 ms vs 36 ms).
+#: convolution is faster (``docs/design-notes.md``).
 MIN_CONTRACTION = 32
 
 _NHWC = jax.lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
@@ -68,14 +68,11 @@ def resolve_conv_impl(conv_impl: str, dtype=jnp.float32, *,
 
     ``"auto"`` is ``"matmul"`` only for bfloat16 on XLA:CPU when the CPU
     has bf16 dot instructions (:func:`jaxconvviz.cpu.cpu_has_bf16`; without
-    them bf16 products are emulated and no faster than float32). Measured with
-    VGG16 ascent steps at 64 px on a 2-core AMD EPYC (Zen 4, AVX512-BF16),
-    per filter for 40 steps, XLA f32 / XLA bf16 / matmul bf16: block1_conv2
-    274 / 280 / 178 ms, block2_conv2 663 / 646 / 354, block3_conv1 727 /
-    755 / 356, block4_conv1 1238 / 1234 / 921, block5_conv3 1760 / 1876 /
-    1292. In float32 the matmul form was slower than XLA's convolution
-    (block3_conv1 1198 ms, block5_conv3 2158 ms), and on GPUs cuDNN's
-    convolutions are the fast path, so both stay on ``"xla"``.
+    them bf16 products are emulated and no faster than float32): there bf16
+    matrix products with float32 accumulation beat XLA's convolutions from
+    the second VGG16 layer on. In float32 the matmul form is slower than
+    XLA's convolution, and on GPUs cuDNN's convolutions are the fast path, so
+    both stay on ``"xla"`` (the measurements: ``docs/design-notes.md``).
     """
     if conv_impl not in CONV_IMPLS:
         raise InputError(
