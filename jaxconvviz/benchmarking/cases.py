@@ -1,0 +1,699 @@
+"""Benchmark cases: each times the library's batched path and, in the same
+process, the baseline it replaces, and returns JSON-ready records.
+
+Case texts are ``KIND:ARG:ARG...`` (:func:`parse_case`):
+
+* ``filters:LAYER:SIZE:N``  filter patterns of the first N filters of LAYER.
+  Baseline: the notes' loop, one filter at a time (JAX; PyTorch with peers).
+* ``atlas:SIZE``  :func:`jaxconvviz.filter_atlas` over every conv layer.
+* ``notes:SIZE[:NTIME]``  the one-at-a-time loops alone (JAX, PyTorch with
+  peers) on every conv layer, timed on NTIME filters per layer and scaled to
+  the full atlas (the baseline of the atlas targets, as its own case so a GPU
+  probe can run it separately).
+* ``gradcam:N:SIZE``  Grad-CAM of N images, batched vs a per-image loop
+  (and pytorch-grad-cam with peers).
+* ``activations:N:SIZE``, ``loops:LAYER:SIZE:N``, ``channel:LAYER:SIZE:N``,
+  ``probe:LAYER:SIZE:N``: see each function.
+* Peer speed cases (:mod:`jaxconvviz.benchmarking.peer_cases`): ``render``,
+  ``cam``, ``resnet50``.
+
+:func:`run_case` never drops a case: an exception becomes a record with the
+error; every record is stamped with the environment (device kind, jax and
+jaxlib versions, precision, git commit), dtype, chunk sizes, the device's
+peak memory for the case and, where a dense peak is known, MFU.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CASES", "Ctx", "case_activations", "case_atlas", "case_channel",
+           "classifier",
+           "case_filters", "case_gradcam", "case_loops", "case_notes", "engine",
+           "notes_loop_jax", "parse_case", "run_case", "time_notes_jax"]
+
+import statistics
+import time
+import traceback
+from collections.abc import Callable
+
+from jaxconvviz.benchmarking import flops as fl
+from jaxconvviz.benchmarking import torch_peers as tp
+from jaxconvviz.benchmarking.records import add_utilisation, stamp
+from jaxconvviz.benchmarking.timing import (
+    CaseMemory,
+    CompileCounter,
+    log,
+    sync,
+    timed,
+    timeit,
+)
+
+
+def engine(name: str):
+    """A public function of the filter engine by name, from
+    ``featureviz.filters`` or (after the engine's refactor)
+    ``featureviz.execution``: the benchmark reports the chunking and
+    devices the library itself picks."""
+    import importlib
+
+    for mod in ("jaxconvviz.featureviz.filters", "jaxconvviz.featureviz.execution"):
+        try:
+            m = importlib.import_module(mod)
+        except ImportError:
+            continue
+        if hasattr(m, name):
+            return getattr(m, name)
+    raise AttributeError(f"no public {name!r} in jaxconvviz.featureviz.filters or "
+                         f".execution")
+
+
+class Ctx:
+    """What every case shares: model, params, options (an argparse namespace
+    with the fields :func:`jaxconvviz.benchmarking.cli.build_parser` makes)."""
+
+    def __init__(self, args, env: dict):
+        import jax
+        import jax.numpy as jnp
+
+        import jaxconvviz as jcv
+
+        self.args, self.env = args, env
+        self.jax, self.jnp, self.jcv = jax, jnp, jcv
+        self.key = jax.random.key(0)
+        self.smoke = args.smoke
+        self.cpu = jax.default_backend() == "cpu"
+        if args.smoke:
+            self.model = jcv.tiny_vgg16(include_top=False)
+            self.params = self.model.init_params(jax.random.key(1))
+            self.weights = "random (tiny VGG16)"
+        else:
+            self.model = jcv.VGG16(include_top=False)
+            if args.weights == "random":
+                self.params = self.model.init_params(jax.random.key(1), hw=(32, 32))
+                self.weights = "random (Flax default init)"
+            else:
+                from jaxconvviz.models.weights import load_vgg16
+
+                self.params = load_vgg16(args.weights)
+                self.weights = args.weights
+        self.steps = args.steps
+        self.channel_only = {"auto": None, "on": True, "off": False}[
+            args.channel_only]
+        self.peers = bool(args.peers)
+
+    @property
+    def dtypes(self) -> tuple[str, ...]:
+        return ("float32", "bfloat16") if self.args.dtype == "both" else (
+            self.args.dtype,)
+
+    def n_time(self, n: int) -> int:
+        return max(1, min(n, self.args.baseline_filters))
+
+    def torch_ok(self) -> bool:
+        return self.peers and tp.available("torch")
+
+
+# ------------------------------------------------------- the notes' loop
+_NOTES_STEP = None
+
+
+def _notes_step():
+    """The notes' method as a jitted one-image step (filter index traced)."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+
+    global _NOTES_STEP
+    if _NOTES_STEP is None:
+        @functools.partial(jax.jit, static_argnames=("model", "layer"))
+        def step(params, x, k, *, model, layer):
+            def loss(x):
+                act = model.forward(params, x, stop=layer)
+                return jax.lax.dynamic_index_in_dim(act, k, axis=-1).astype(
+                    jnp.float32).mean()
+
+            g = jax.grad(loss)(x)
+            g = g / (jnp.sqrt(jnp.mean(jnp.square(g))) + 1e-5)
+            return x + g
+
+        _NOTES_STEP = step
+    return _NOTES_STEP
+
+
+def notes_loop_jax(params, model, layer, size, steps, filters, key):
+    """One filter at a time: ``steps`` calls of a jitted single-image step."""
+    import jax
+    import jax.numpy as jnp
+
+    step = _notes_step()
+    out = []
+    c = int(model.input_shape[2])
+    for k in filters:
+        u = jax.random.uniform(jax.random.fold_in(key, k), (1, size, size, c))
+        x = u * 20 + 128
+        kk = jnp.int32(k)
+        for _ in range(steps):
+            x = step(params, x, kk, model=model, layer=layer)
+        out.append(x)
+    return sync(out)
+
+
+def time_notes_jax(params, model, layer, size, steps, n_time, key) -> float:
+    """Seconds per filter of the notes' loop (compiled first, then timed)."""
+    notes_loop_jax(params, model, layer, size, 1, [0], key)  # compile
+    t0 = time.perf_counter()
+    notes_loop_jax(params, model, layer, size, steps, list(range(n_time)), key)
+    return (time.perf_counter() - t0) / n_time
+
+
+def _xla_ascent(ctx, layer, size, chunk, n_chunks, dt, only) -> dict:
+    """XLA's FLOPs of the library's ascent: one-step program x steps x chunks."""
+    if not ctx.args.xla_flops:
+        return {"xla_flops_note": "not counted (--no-xla-flops)"}
+    try:
+        per_step = fl.ascent_step_xla_flops(ctx.params, ctx.model, layer, size,
+                                            chunk, dtype=dt, channel_only=only)
+    except Exception as e:  # noqa: BLE001 - a missing count is a result too
+        return {"xla_flops_error": f"{type(e).__name__}: {e}"}
+    if per_step is None:
+        return {"xla_flops_error": "the backend's cost analysis has no 'flops'"}
+    return {"xla_gflop": per_step * ctx.steps * n_chunks / 1e9,
+            "xla_flops_per_step_chunk": per_step}
+
+
+# ----------------------------------------------------------------- cases
+def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
+    """Filter patterns of the first ``n`` filters, batched vs one at a time.
+
+    Every timed variant (the notes' JAX loop, PyTorch's loop with peers, the
+    batched path per dtype) runs once per round, interleaved over
+    ``--rounds`` rounds; the reported time is the minimum (the least
+    disturbed run on a shared machine) and every sample is kept.
+    """
+    import numpy as np
+
+    jcv, jnp = ctx.jcv, ctx.jnp
+    steps = ctx.steps
+    m = ctx.n_time(n)
+    log(f"filters {layer} {size}px n={n}: notes' loop on {m} filters, "
+        f"{ctx.args.rounds} round(s)")
+    timers: dict[str, Callable[[], float]] = {}
+    if ctx.args.baseline:
+        timers["jax_notes"] = lambda: time_notes_jax(
+            ctx.params, ctx.model, layer, size, steps, m, ctx.key)
+        if ctx.torch_ok():
+            timers["torch_notes"] = lambda: tp.time_notes_loop(
+                ctx.params, ctx.model, layer, size, steps, m)
+    runs, colds, compiles = {}, {}, {}
+    for dt in ctx.dtypes:
+        def run(dt=dt):
+            return jcv.filter_patterns(ctx.params, layer, range(n), key=ctx.key,
+                                       size=size, steps=steps, model=ctx.model,
+                                       dtype=getattr(jnp, dt),
+                                       channel_only=ctx.channel_only)
+
+        runs[dt] = run
+        log(f"  compile batched {dt}")
+        colds[dt] = timed(run)
+        compiles[dt] = CompileCounter()
+        timers[f"batched_{dt}"] = (lambda run=run, cc=compiles[dt]:
+                                   _timed_counted(run, cc))
+    samples: dict[str, list[float]] = {k: [] for k in timers}
+    for r in range(ctx.args.rounds):
+        for name, timer in timers.items():
+            log(f"  round {r + 1}: {name}")
+            samples[name].append(timer())
+    base = min(samples["jax_notes"]) if "jax_notes" in samples else None
+    torch_s = min(samples["torch_notes"]) if "torch_notes" in samples else None
+    only = engine("resolve_channel_only")(ctx.channel_only, ctx.model, layer)
+    devs = engine("auto_devices")(tuple(ctx.jax.local_devices()), ctx.model,
+                                  layer, size, channel_only=only)
+    n_dev = min(n, len(devs))
+    chunk = engine("chunk_size")(n, n_dev, None, ctx.model, layer, size)
+    n_chunks = -(-n // chunk)
+    base_flops = fl.ascent_flops(ctx.model, layer, size, steps, n)
+    out, acts = [], {}
+    for dt in ctx.dtypes:
+        warm = min(samples[f"batched_{dt}"])
+        acts[dt] = np.asarray(jcv.filter_activation(
+            ctx.params, runs[dt](), layer, range(n), model=ctx.model))
+        flops = fl.ascent_flops(ctx.model, layer, size, steps, n, only)
+        rec = {
+            "case": f"filters:{layer}:{size}:{n}", "kind": "filters", "layer": layer,
+            "size": size, "steps": steps, "n": n, "dtype": dt,
+            "batched_s": warm, "cold_s": colds[dt],
+            "compiles_during_timed_runs": compiles[dt].count,
+            "batched_ms_per_filter": warm / n * 1e3,
+            "gflop": flops / 1e9, "tflops": flops / warm / 1e12,
+            "channel_only": only, "devices": n_dev,
+            "chunks": {"chunk": chunk, "n_chunks": n_chunks,
+                       "chunk_per_device": chunk // n_dev,
+                       "padding": chunk * n_chunks - n},
+            # filter_patterns' loop="auto" rule (its docstring): a Python
+            # loop over one jitted step on XLA:CPU, lax.fori_loop elsewhere
+            "loop": "python" if ctx.cpu else "fori",
+            "conv_impl": jcv.models.convs.resolve_conv_impl("auto", getattr(jnp, dt)),
+            "rounds": ctx.args.rounds,
+            "mean_activation": float(acts[dt].mean()),
+            "samples_s": {"batched": samples[f"batched_{dt}"]},
+        }
+        rec.update(_xla_ascent(ctx, layer, size, chunk, n_chunks, dt, only))
+        if "xla_gflop" in rec:
+            rec["xla_tflops"] = rec["xla_gflop"] / warm / 1e3
+        if base is not None:
+            rec.update({
+                "baseline": "notes' loop, one filter at a time, jitted step "
+                            "(float32, whole layer)",
+                "baseline_filters_timed": m, "baseline_s": base * n,
+                "baseline_ms_per_filter": base * 1e3, "speedup": base * n / warm,
+                "baseline_gflop": base_flops / 1e9,
+                "baseline_tflops": base_flops / (base * n) / 1e12})
+            rec["samples_s"]["jax_notes_per_filter"] = samples["jax_notes"]
+        if torch_s is not None:
+            rec.update({"torch_baseline_s": torch_s * n,
+                        "torch_ms_per_filter": torch_s * 1e3,
+                        "speedup_vs_torch": torch_s * n / warm,
+                        "jax_notes_vs_torch_notes": (torch_s / base) if base
+                        else None})
+            rec["samples_s"]["torch_notes_per_filter"] = samples["torch_notes"]
+        elif ctx.peers:
+            rec["torch_baseline"] = "absent (torch not installed)"
+        out.append(rec)
+    if "bfloat16" in acts and "float32" in acts:
+        a32, a16 = acts["float32"], acts["bfloat16"]
+        rel = np.abs(a16 - a32) / np.maximum(np.abs(a32), 1e-6)
+        out[-1]["bf16_vs_f32_activation"] = {
+            "median_rel_diff": float(np.median(rel)), "max_rel_diff": float(rel.max()),
+            "mean_f32": float(a32.mean()), "mean_bf16": float(a16.mean())}
+    return out
+
+
+def _timed_counted(run, counter: CompileCounter) -> float:
+    with counter:
+        return timed(run)
+
+
+def _atlas_layers(ctx: Ctx):
+    model = ctx.model
+    layers = model.conv_layers
+    if ctx.args.atlas_layers:
+        layers = tuple(ctx.args.atlas_layers.split(","))
+    fpl = ctx.args.atlas_filters
+    counts = {layer: model.channels(layer) if fpl is None else min(
+        fpl, model.channels(layer)) for layer in layers}
+    return layers, fpl, counts
+
+
+def case_atlas(ctx: Ctx, size: int) -> list[dict]:
+    """:func:`jaxconvviz.filter_atlas` end to end (host copies included).
+
+    Warm-up: one full call with exactly the arguments (layers, filters per
+    layer, size, steps, dtype, budget) of the timed calls, so every program
+    the timed calls run is compiled; the record counts the compilations seen
+    during the timed calls (0 means the warm-up covered every shape).
+    Baseline (unless ``--no-baseline``): the notes' loop on 1-2 filters per
+    layer, scaled to each layer's filter count.
+    """
+    import numpy as np
+
+    jcv, jnp = ctx.jcv, ctx.jnp
+    model, steps = ctx.model, ctx.steps
+    layers, fpl, counts = _atlas_layers(ctx)
+    n_total = sum(counts.values())
+    log(f"atlas {size}px: {n_total} filters over {len(layers)} layers")
+    base_total, base_layers = None, {}
+    nb = 1 if ctx.cpu and not ctx.smoke else 2
+    if ctx.args.baseline:
+        base_total = 0.0
+        for layer in layers:
+            per = time_notes_jax(ctx.params, model, layer, size, steps, nb, ctx.key)
+            base_layers[layer] = per * 1e3
+            base_total += per * counts[layer]
+    only = {layer: engine("resolve_channel_only")(ctx.channel_only, model, layer)
+            for layer in layers}
+    flops = sum(fl.ascent_flops(model, layer, size, steps, counts[layer], only[layer])
+                for layer in layers)
+    plan = jcv.atlas_plan(ctx.params, model=model, layers=layers, size=size,
+                          filters_per_layer=fpl, memory_budget=ctx.args.memory_budget,
+                          channel_only=ctx.channel_only)
+    out = []
+    for dt in ctx.dtypes:
+        stamps: list[tuple[int, float]] = []
+
+        def run(dt=dt, stamps=stamps):
+            stamps.clear()
+            t0 = time.perf_counter()
+
+            def progress(done, total, t0=t0):
+                stamps.append((done, time.perf_counter() - t0))
+
+            return jcv.filter_atlas(
+                ctx.params, model=model, layers=layers, size=size, steps=steps,
+                key=ctx.key, dtype=getattr(jnp, dt), filters_per_layer=fpl,
+                memory_budget=ctx.args.memory_budget, progress=progress,
+                channel_only=ctx.channel_only)
+
+        log(f"  filter_atlas {dt}: warm-up call with the timed arguments")
+        with CompileCounter() as cc_cold:
+            cold = timed(run)
+        log(f"  cold {cold:.1f} s ({cc_cold.count} compilations); timed runs")
+        warm_times = []
+        with CompileCounter() as cc:
+            for _ in range(max(1, ctx.args.repeat - 1)):
+                t0 = time.perf_counter()
+                res = run()
+                warm_times.append(time.perf_counter() - t0)
+        warm = statistics.median(warm_times)
+        per_layer, prev_t, cum = {}, 0.0, 0
+        for p in plan:
+            cum += p.n_filters
+            t_end = next((t for d, t in stamps if d >= cum), prev_t)
+            per_layer[p.layer] = {"n": p.n_filters, "chunk": p.chunk,
+                                  "n_chunks": p.n_chunks, "devices": p.n_devices,
+                                  "s": t_end - prev_t}
+            prev_t = t_end
+        rec = {
+            "case": f"atlas:{size}", "kind": "atlas", "size": size, "steps": steps,
+            "n": n_total, "layers": len(layers), "dtype": dt,
+            "conv_impl": jcv.models.convs.resolve_conv_impl("auto", getattr(jnp, dt)),
+            "channel_only": only,
+            "batched_s": warm, "cold_s": cold, "samples_s": warm_times,
+            "warmup": "one full filter_atlas call with the timed arguments",
+            "compiles_in_warmup": cc_cold.count,
+            "compiles_during_timed_runs": cc.count,
+            "filters_per_s": n_total / warm,
+            "gflop": flops / 1e9, "tflops": flops / warm / 1e12,
+            "chunks": {p.layer: p.chunk for p in plan},
+            "per_layer": per_layer,
+            "all_finite": bool(all(np.isfinite(v).all() for v in res.values())),
+            "memory_budget": ctx.args.memory_budget,
+        }
+        if ctx.args.xla_flops:
+            xla, errs = 0.0, []
+            for p in plan:
+                r = _xla_ascent(ctx, p.layer, size, p.chunk, p.n_chunks, dt,
+                                p.channel_only)
+                if "xla_gflop" in r:
+                    xla += r["xla_gflop"]
+                    per_layer[p.layer]["xla_gflop"] = r["xla_gflop"]
+                else:
+                    errs.append(f"{p.layer}: {r}")
+            if errs:
+                rec["xla_flops_error"] = errs
+            else:
+                rec["xla_gflop"] = xla
+                rec["xla_tflops"] = xla / warm / 1e3
+        if base_total is not None:
+            rec.update({"baseline": "notes' loop per layer (float32), timed on "
+                                    f"{nb} filter(s) per layer, scaled",
+                        "baseline_s": base_total,
+                        "baseline_ms_per_filter_by_layer": base_layers,
+                        "speedup": base_total / warm})
+        out.append(rec)
+    return out
+
+
+def case_notes(ctx: Ctx, size: int, n_time: int = 2) -> list[dict]:
+    """The one-at-a-time loops on every conv layer (JAX; PyTorch with
+    ``--peers``), timed on ``n_time`` filters per layer, scaled to every
+    filter of each layer: the full-atlas baseline."""
+    model, steps = ctx.model, ctx.steps
+    layers, _, counts = _atlas_layers(ctx)
+    recs = {"jax": {}, "torch": {}}
+    for layer in layers:
+        recs["jax"][layer] = time_notes_jax(ctx.params, model, layer, size, steps,
+                                            n_time, ctx.key)
+        if ctx.torch_ok():
+            recs["torch"][layer] = tp.time_notes_loop(ctx.params, model, layer, size,
+                                                      steps, n_time)
+        log(f"  notes {layer}: jax {recs['jax'][layer] * 1e3:.0f} ms/filter")
+    n_total = sum(counts.values())
+    flops = sum(fl.ascent_flops(model, layer, size, steps, counts[layer])
+                for layer in layers)
+    out = []
+    for impl, per in recs.items():
+        if not per:
+            if ctx.peers:
+                out.append({"case": f"notes:{size}:{n_time}", "kind": "notes",
+                            "impl": impl, "absent": "torch not installed"})
+            continue
+        total = sum(per[layer] * counts[layer] for layer in layers)
+        out.append({
+            "case": f"notes:{size}:{n_time}", "kind": "notes", "impl": impl,
+            "size": size, "steps": steps, "n": n_total, "dtype": "float32",
+            "filters_timed_per_layer": n_time,
+            "method": f"the notes' loop in {impl}, one filter at a time, timed "
+                      f"on {n_time} filters per layer, scaled to every filter",
+            "scaled_total_s": total,
+            "ms_per_filter_by_layer": {k: v * 1e3 for k, v in per.items()},
+            "gflop": flops / 1e9, "tflops": flops / total / 1e12,
+            "chunks": {"chunk": 1},
+        })
+    return out
+
+
+def classifier(ctx: Ctx, size: int):
+    """``(model, params)``: VGG16 with a classifier top (random top, conv
+    layers from the benchmark weights; the tiny preset in --smoke)."""
+    jax, jcv = ctx.jax, ctx.jcv
+    if ctx.smoke:
+        model = jcv.tiny_vgg16(include_top=True)
+        return model, model.init_params(jax.random.key(2))
+    model = jcv.VGG16(include_top=True)
+    if size != 224:
+        raise ValueError(f"gradcam cases need size 224 for the VGG16 classifier top; "
+                         f"got {size}")
+    params = model.init_params(jax.random.key(2), hw=(224, 224))
+    # conv layers from the benchmark weights, random top (HED has none)
+    params = {**params, **{k: v for k, v in ctx.params.items() if k in params}}
+    return model, params
+
+
+def _images(ctx: Ctx, n: int, size: int):
+    return ctx.jax.random.uniform(ctx.jax.random.key(3), (n, size, size, 3)) * 255.0
+
+
+def case_gradcam(ctx: Ctx, n: int, size: int) -> list[dict]:
+    """Grad-CAM of ``n`` RGB [0, 255] images: batched vs a per-image loop of
+    the same function, and pytorch-grad-cam's GradCAM with ``--peers``."""
+    import numpy as np
+
+    jcv = ctx.jcv
+    model, params = classifier(ctx, size)
+    imgs = _images(ctx, n, size)
+    log(f"gradcam {n} images {size}px")
+    bs = ctx.args.gradcam_batch
+
+    def batched():
+        return jcv.grad_cam(params, imgs, model=model, batch_size=bs)
+
+    def loop():
+        return [jcv.grad_cam(params, imgs[i:i + 1], model=model) for i in range(n)]
+
+    cold, warm, samples = timeit(batched, repeat=ctx.args.repeat)
+    sync(loop())  # compile the one-image program before timing it
+    per_image = timed(loop)
+    a = np.asarray(batched())
+    b = np.concatenate([np.asarray(x) for x in loop()])
+    flops = fl.forward_flops(model, size, n, upto="block5_conv3")
+    rec = {
+        "case": f"gradcam:{n}:{size}", "kind": "gradcam", "n": n, "size": size,
+        "dtype": "float32", "chunks": {"batch_size": bs},
+        "baseline": "per-image loop of jcv.grad_cam (compiled once)",
+        "baseline_s": per_image, "batched_s": warm, "cold_s": cold,
+        "samples_s": samples,
+        "speedup": per_image / warm, "images_per_s": n / warm,
+        "baseline_images_per_s": n / per_image,
+        "batched_equals_loop_max_abs": float(np.abs(a - b).max()),
+        "gflop": flops / 1e9, "tflops": flops / warm / 1e12,
+    }
+    if ctx.peers and not ctx.smoke:
+        rec.update(_gradcam_peer(params, model, np.asarray(imgs), warm))
+    return [rec]
+
+
+def _gradcam_peer(params, model, imgs, warm) -> dict:
+    if not (tp.available("torch") and tp.available("pytorch-grad-cam")):
+        return {"pytorch_grad_cam": "absent (torch or grad-cam not installed)"}
+    import numpy as np
+
+    try:
+        net = tp.vgg_classifier(params, model)
+        x = np.asarray(model.preprocess(imgs)).transpose(0, 3, 1, 2)
+        dt, _ = tp.time_cam(net, net.features[-1], x, "gradcam")
+    except Exception as e:  # noqa: BLE001 - a peer failing is a result too
+        return {"pytorch_grad_cam_error": f"{type(e).__name__}: {e}"}
+    n = imgs.shape[0]
+    return {"pytorch_grad_cam_s": dt, "pytorch_grad_cam_images_per_s": n / dt,
+            "speedup_vs_pytorch_grad_cam": dt / warm,
+            "note_pytorch_grad_cam": "its output is resized to the input size on "
+                                     "the host (cv2) and min-max normalised; ours "
+                                     "is the 14x14 map"}
+
+
+def case_activations(ctx: Ctx, n: int, size: int) -> list[dict]:
+    """Every conv activation of ``n`` images, batched vs a per-image loop."""
+    import numpy as np
+
+    jcv = ctx.jcv
+    model, params = ctx.model, ctx.params
+    imgs = _images(ctx, n, size)
+    layers = model.conv_layers
+    log(f"activations {n} images {size}px, {len(layers)} layers")
+    bs = ctx.args.gradcam_batch or n
+
+    def batched():
+        return [jcv.activations(params, imgs[s:s + bs], layers=layers, model=model)
+                for s in range(0, n, bs)]
+
+    def loop():
+        return [jcv.activations(params, imgs[i:i + 1], layers=layers, model=model)
+                for i in range(n)]
+
+    cold, warm, samples = timeit(batched, repeat=ctx.args.repeat)
+    sync(loop())
+    per_image = timed(loop)
+    flops = fl.forward_flops(model, size, n)
+    return [{
+        "case": f"activations:{n}:{size}", "kind": "activations", "n": n,
+        "size": size, "dtype": "float32", "chunks": {"batch_size": bs},
+        "baseline": "per-image loop of jcv.activations (compiled once)",
+        "baseline_s": per_image, "batched_s": warm, "cold_s": cold,
+        "samples_s": samples,
+        "speedup": per_image / warm, "images_per_s": n / warm,
+        "baseline_images_per_s": n / per_image,
+        "gflop": flops / 1e9, "tflops": flops / warm / 1e12,
+        "all_finite": bool(all(np.isfinite(np.asarray(v)).all()
+                               for d in batched() for v in d.values())),
+    }]
+
+
+def case_loops(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
+    """The step-loop forms (fori, python) x chunk sizes of filter_patterns."""
+    jcv, jnp = ctx.jcv, ctx.jnp
+    out = []
+    sizes = sorted({1, 2, 4, 8, 16, n} & set(range(1, n + 1)))
+    if ctx.args.loop_chunks:
+        sizes = [int(v) for v in ctx.args.loop_chunks.split(",")]
+    elif ctx.smoke:
+        sizes = [n]
+    flops = fl.ascent_flops(ctx.model, layer, size, ctx.steps, n)
+    for dt in ctx.dtypes:
+        for loop in ("fori", "python"):
+            for bs in sizes:
+                def run(loop=loop, bs=bs, dt=dt):
+                    return jcv.filter_patterns(
+                        ctx.params, layer, range(n), key=ctx.key, size=size,
+                        steps=ctx.steps, model=ctx.model, dtype=getattr(jnp, dt),
+                        loop=loop, batch_size=bs)
+
+                cold, warm, samples = timeit(run, repeat=ctx.args.repeat)
+                log(f"  loops {layer} {dt} {loop} chunk {bs}: {warm * 1e3:.0f} ms")
+                out.append({
+                    "case": f"loops:{layer}:{size}:{n}", "kind": "loops",
+                    "layer": layer, "size": size, "steps": ctx.steps, "n": n,
+                    "dtype": dt, "loop": loop, "chunks": {"batch_size": bs},
+                    "batched_s": warm, "cold_s": cold, "samples_s": samples,
+                    "ms_per_filter": warm / n * 1e3, "gflop": flops / 1e9,
+                    "tflops": flops / warm / 1e12,
+                })
+    return out
+
+
+def case_channel(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
+    """``channel_only`` on vs off, interleaved over ``--rounds``, fastest
+    kept, per dtype; with the activation each reaches."""
+    import numpy as np
+
+    jcv, jnp = ctx.jcv, ctx.jnp
+    out = []
+    for dt in ctx.dtypes:
+        runs = {}
+        for only in (True, False):
+            def run(only=only, dt=dt):
+                return jcv.filter_patterns(
+                    ctx.params, layer, range(n), key=ctx.key, size=size,
+                    steps=ctx.steps, model=ctx.model, dtype=getattr(jnp, dt),
+                    channel_only=only)
+
+            sync(run())  # compile
+            runs[only] = run
+        samples = {True: [], False: []}
+        for _ in range(ctx.args.rounds):
+            for only, run in runs.items():
+                samples[only].append(timed(run))
+        for only, run in runs.items():
+            warm = min(samples[only])
+            act = np.asarray(jcv.filter_activation(ctx.params, run(), layer, range(n),
+                                                   model=ctx.model))
+            flops = fl.ascent_flops(ctx.model, layer, size, ctx.steps, n, only)
+            out.append({"case": f"channel:{layer}:{size}:{n}", "kind": "channel",
+                        "layer": layer, "size": size, "steps": ctx.steps, "n": n,
+                        "dtype": dt, "channel_only": only, "batched_s": warm,
+                        "ms_per_filter": warm / n * 1e3, "samples_s": samples[only],
+                        "gflop": flops / 1e9, "tflops": flops / warm / 1e12,
+                        "mean_activation": float(act.mean())})
+            log(f"  channel {layer} {dt} channel_only={only}: {warm * 1e3:.0f} ms")
+        out[-2]["speedup_vs_whole_layer"] = out[-1]["batched_s"] / out[-2]["batched_s"]
+    return out
+
+
+def _peer_cases():
+    from jaxconvviz.benchmarking import peer_cases
+
+    return peer_cases
+
+
+CASES: dict[str, Callable[..., list[dict]]] = {
+    "filters": case_filters, "atlas": case_atlas, "notes": case_notes,
+    "gradcam": case_gradcam, "activations": case_activations,
+    "loops": case_loops, "channel": case_channel,
+    "render": lambda ctx, *a: _peer_cases().case_render(ctx, *a),
+    "cam": lambda ctx, *a: _peer_cases().case_cam(ctx, *a),
+    "resnet50": lambda ctx, *a: _peer_cases().case_resnet50(ctx, *a),
+}
+
+
+def parse_case(text: str) -> tuple[str, list]:
+    """``"filters:block3_conv1:64:16"`` -> ``("filters", ["block3_conv1", 64, 16])``.
+
+    Raises:
+      ValueError: an unknown kind (names the accepted ones).
+    """
+    parts = text.split(":")
+    kind = parts[0]
+    if kind not in CASES:
+        raise ValueError(f"unknown case kind {kind!r} in case {text!r}; one of "
+                         f"{sorted(CASES)}")
+    return kind, [p if not p.isdigit() else int(p) for p in parts[1:]]
+
+
+def run_case(ctx: Ctx, text: str, *, own_process: bool = False) -> list[dict]:
+    """Run one case; never raises for the case's own failure.
+
+    Returns its records, each stamped (environment, dtype, chunks), with the
+    device's peak memory for the case and MFU where a peak is known; a
+    failure (a bad case text included) is one record with ``error`` and the
+    traceback's last lines.
+    """
+    t0 = time.perf_counter()
+    with CaseMemory(own_process) as mem:
+        try:
+            kind, cargs = parse_case(text)
+            recs = CASES[kind](ctx, *cargs)
+        except Exception as e:  # noqa: BLE001 - a failed case is a result
+            log(f"case {text} failed: {type(e).__name__}: {e}")
+            recs = [{"case": text, "kind": text.split(":")[0],
+                     "error": f"{type(e).__name__}: {e}",
+                     "traceback": traceback.format_exc().splitlines()[-6:]}]
+    memory = mem.record()
+    wall = time.perf_counter() - t0
+    out = []
+    for r in recs:
+        r = stamp(r, ctx.env)
+        r["memory"] = memory
+        r["case_wall_s"] = wall
+        if "tflops" in r and "error" not in r:
+            add_utilisation(r, ctx.env)
+        out.append(r)
+    return out

@@ -1,0 +1,89 @@
+"""Draw benchmark JSON files into one PNG (matplotlib, imported here only)."""
+
+from __future__ import annotations
+
+__all__ = ["plot"]
+
+import json
+import os
+
+
+def plot(paths: list[str], out: str) -> None:
+    """One figure from benchmark JSON files: per-filter time of every
+    ``filters`` case (JAX one-at-a-time, PyTorch one-at-a-time, batched per
+    dtype; log scale) per device, and the per-layer atlas times."""
+    from matplotlib.figure import Figure
+
+    docs = []
+    for p in paths:  # "file.json=label" names the device in the legend
+        path, _, label = p.partition("=") if not os.path.exists(p) else (p, "", "")
+        with open(path) as fh:
+            docs.append(json.load(fh))
+        docs[-1]["label"] = label
+
+    def name(d):
+        dev = d.get("environment") or d["device"]
+        if d["label"]:
+            return d["label"]
+        if dev["platform"] == "cpu":
+            return f"{dev['cpu']} CPU, {dev['cpu_count']} cores"
+        return dev["device_kind"]
+
+    filt = [(name(d), c) for d in docs for c in d["cases"]
+            if c.get("kind") == "filters" and "error" not in c]
+    atlas = [(name(d), c) for d in docs for c in d["cases"]
+             if c.get("kind") == "atlas" and "error" not in c]
+    devices = list(dict.fromkeys(dev for dev, _ in filt))
+    ncols = len(devices) + (1 if atlas else 0)
+    fig = Figure(figsize=(6.5 * ncols, 5.0), layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    for ax, dev in zip(axes, devices, strict=False):
+        cases = [c for d_, c in filt if d_ == dev]
+        many = len({c["layer"] for c in cases}) > 4
+
+        def label(c, many=many):
+            if many:  # short names; size and count go in the title
+                return c["layer"].replace("block", "b").replace("_conv", "c")
+            return f"{c['layer']}\n{c['size']}px x{c['n']}"
+
+        labels = list(dict.fromkeys(label(c) for c in cases))
+        series = {"JAX, one at a time": {}, "PyTorch, one at a time": {}}
+        for c in cases:
+            lab = label(c)
+            if "baseline_ms_per_filter" in c:
+                series["JAX, one at a time"][lab] = c["baseline_ms_per_filter"]
+            if "torch_ms_per_filter" in c:
+                series["PyTorch, one at a time"][lab] = c["torch_ms_per_filter"]
+            series.setdefault(f"jaxconvviz batched, {c['dtype']}", {})[lab] = \
+                c["batched_ms_per_filter"]
+        series = {k: v for k, v in series.items() if v}
+        width = 0.8 / len(series)
+        for i, (name, vals) in enumerate(series.items()):
+            xs = [j + (i - (len(series) - 1) / 2) * width for j, lab in
+                  enumerate(labels) if lab in vals]
+            ax.bar(xs, [vals[lab] for lab in labels if lab in vals], width,
+                   label=name)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax.set_ylabel("ms per filter (40 steps)")
+        extra = f", {cases[0]['size']} px, {cases[0]['n']} filters" if many else ""
+        ax.set_title(f"Filter patterns on {dev}{extra}", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    if atlas:
+        ax = axes[-1]
+        for dev, c in atlas:
+            layers = list(c["per_layer"])
+            ax.plot(range(len(layers)), [c["per_layer"][x]["s"] for x in layers],
+                    marker="o", label=f"{dev}, {c['dtype']}: {c['batched_s']:.1f} s "
+                    f"total")
+        ax.set_xticks(range(len(layers)), [x.replace("block", "b").replace(
+            "_conv", "c") for x in layers], fontsize=8)
+        ax.set_ylabel("seconds per layer (every filter)")
+        ax.set_title(f"Full VGG16 atlas, {atlas[0][1]['n']} filters, "
+                     f"{atlas[0][1]['size']} px", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    from jaxconvviz._atomic import atomic_write
+
+    atomic_write(out, lambda fh: fig.savefig(fh, dpi=110, format="png"))
