@@ -1,13 +1,19 @@
 """Layered convnets in Flax linen, named as Keras names them, with a split forward.
 
 One module class, :class:`ConvNet`, runs a static tuple of :class:`Layer`
-specs in order. VGG16 is a preset of it (:func:`VGG16`, :func:`tiny_vgg16`),
-and Keras models imported by :mod:`jaxconvviz.models.keras_import` are too, so every
-technique works on both through the same contract:
+specs in topological order: a chain, or a graph (ResNet, MobileNet, ...)
+when layers name their ``inputs``. Per-kind computations live in
+:mod:`jaxconvviz.models.layers` (a dispatch table), analytic shapes in
+:mod:`jaxconvviz.models.shapes`. VGG16 is a preset of it (:func:`VGG16`,
+:func:`tiny_vgg16`), and Keras models imported by
+:mod:`jaxconvviz.models.keras_import` are too, so every technique works on
+both through the same contract:
 
 ``model.forward(params, x, start=None, stop=None)`` runs the layers strictly
 after ``start`` up to and including ``stop`` -- the notes' two-model split
-(``last_conv_layer_model`` + ``classifier_model``) as a pure function, no hooks.
+(``last_conv_layer_model`` + ``classifier_model``) as a pure function, no hooks;
+in a graph ``start`` must be a cut node. ``model.forward_with(params, x,
+capture=, perturb=)`` reads and differentiates any node in one pass.
 
 Layouts match Keras so weight files load without transposes: NHWC images,
 HWIO conv kernels, ``(in, out)`` dense kernels, NHWC flatten order.
@@ -35,57 +41,45 @@ import jax.numpy as jnp
 from jaxconvviz._types import ImagesRGB, Params
 from jaxconvviz.errors import InputError, InputTypeError
 from jaxconvviz.models import convs
-from jaxconvviz.models.preprocess import preprocess_input
-
-#: Layer kinds a :class:`Layer` may have, and the Keras classes they come from.
-LAYER_KINDS = (
-    "conv",  # Conv2D
-    "dense",  # Dense
-    "maxpool",  # MaxPooling2D
-    "avgpool",  # AveragePooling2D
-    "gap",  # GlobalAveragePooling2D
-    "gmp",  # GlobalMaxPooling2D
-    "flatten",  # Flatten
-    "dropout",  # Dropout (identity at inference)
-    "batchnorm",  # BatchNormalization (inference)
-    "activation",  # Activation / ReLU
-    "rescaling",  # Rescaling
+from jaxconvviz.models.layers import (
+    ACTIVATIONS,
+    CONV_KINDS,
+    KINDS,
+    LAYER_KINDS,
+    MERGE_KINDS,
+    apply_layer,
+    max_pool_tiled,  # noqa: F401 -- re-exported (moved to layers.py)
 )
-
-ACTIVATIONS = {
-    "linear": lambda x: x,
-    "relu": jax.nn.relu,
-    "sigmoid": jax.nn.sigmoid,
-    "tanh": jnp.tanh,
-    "softmax": lambda x: jax.nn.softmax(x, axis=-1),
-    "elu": jax.nn.elu,
-    "selu": jax.nn.selu,
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "swish": jax.nn.silu,
-    "silu": jax.nn.silu,
-    "softplus": jax.nn.softplus,
-    "leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.2),
-    "relu6": jax.nn.relu6,
-}
+from jaxconvviz.models.layers import conv_geometry as _conv_geometry
+from jaxconvviz.models.preprocess import PREPROCESS_MODES, preprocess_mode
+from jaxconvviz.models.shapes import conv_out as _conv_out  # noqa: F401
+from jaxconvviz.models.shapes import node_shapes, spatial_nodes
 
 #: Pixel domains a model's input may expect (see :meth:`ConvNet.preprocess`).
-PREPROCESSING = ("caffe", "scale01", "none")
+PREPROCESSING = PREPROCESS_MODES
 
 
 @dataclasses.dataclass(frozen=True)
 class Layer:
-    """One layer: Keras name, kind (one of :data:`LAYER_KINDS`), static options.
+    """One layer: Keras name, kind (one of :data:`LAYER_KINDS`), static options,
+    and the layers it reads.
 
     ``options`` is a sorted tuple of ``(key, value)`` pairs so the spec is
-    hashable and a whole model can be a static ``jit`` argument.
+    hashable and a whole model can be a static ``jit`` argument. ``inputs``
+    names the layers whose outputs this one takes (in order; the model's
+    ``input_name`` is the image input); empty means the previous layer (or
+    the input, for the first layer), so a chain needs none. Merge kinds
+    (:data:`~jaxconvviz.models.layers.MERGE_KINDS`) take two or more.
     """
 
     name: str
     kind: str
     options: tuple[tuple[str, Any], ...] = ()
+    inputs: tuple[str, ...] = ()
 
     @classmethod
-    def make(cls, name: str, kind: str, **options: Any) -> Layer:
+    def make(cls, name: str, kind: str, *, inputs: tuple[str, ...] = (),
+             **options: Any) -> Layer:
         if kind not in LAYER_KINDS:
             raise InputError(f"kind must be one of {LAYER_KINDS}; got {kind!r}.")
         act = options.get("activation")
@@ -94,7 +88,11 @@ class Layer:
                 f"layer {name!r}: activation must be one of "
                 f"{sorted(ACTIVATIONS)}; got {act!r}."
             )
-        return cls(name, kind, tuple(sorted(options.items())))
+        if isinstance(inputs, str) or not all(isinstance(i, str) for i in inputs):
+            raise InputError(
+                f"layer {name!r}: inputs must be a tuple of layer names; got "
+                f"{inputs!r}.")
+        return cls(name, kind, tuple(sorted(options.items())), tuple(inputs))
 
     def opt(self, key: str, default: Any = None) -> Any:
         for k, v in self.options:
@@ -104,113 +102,99 @@ class Layer:
 
     @property
     def has_params(self) -> bool:
-        return self.kind in ("conv", "dense", "batchnorm")
+        return bool(self.param_names)
 
     @property
     def param_names(self) -> tuple[str, ...]:
         """Names of this layer's params in Keras weight order (file order)."""
-        if self.kind in ("conv", "dense"):
-            return ("kernel", "bias") if self.opt("use_bias", True) else ("kernel",)
-        if self.kind == "batchnorm":
-            return ((("gamma",) if self.opt("scale", True) else ())
-                    + (("beta",) if self.opt("center", True) else ())
-                    + ("moving_mean", "moving_variance"))
-        return ()
+        return KINDS[self.kind].params(self)
 
+
+#: Final activations that mark a classifier head (the logits are their input).
+_HEAD_ACTIVATIONS = ("softmax", "sigmoid", "linear")
 
 #: :meth:`ConvNet.channel_forward` convolves up to this many images one by
 #: one; larger batches as one grouped convolution.
 _CHANNEL_UNROLL = 16
 
 
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else tuple(int(a) for a in v)
+@functools.lru_cache(maxsize=256)
+def _graph(layers: tuple[Layer, ...], input_name: str) -> tuple[tuple[int, ...], ...]:
+    """Per layer, the indices of its inputs (-1: the model input); checks the
+    topology (known names in topological order, arity, no dead ends)."""
+    index: dict[str, int] = {}
+    sources: list[tuple[int, ...]] = []
+    for i, spec in enumerate(layers):
+        if spec.name in index or spec.name == input_name:
+            raise InputError(f"two layers (or a layer and the input) are named "
+                             f"{spec.name!r}.")
+        if spec.inputs:
+            try:
+                src = tuple(-1 if n == input_name else index[n] for n in spec.inputs)
+            except KeyError as e:
+                raise InputError(
+                    f"layer {spec.name!r} reads {e.args[0]!r}, which is not the "
+                    f"input {input_name!r} nor a layer before it (layers must be "
+                    "in topological order).") from None
+        else:
+            src = (i - 1,)
+        merge = KINDS[spec.kind].merge
+        if (len(src) < 2) if merge else (len(src) != 1):
+            raise InputError(
+                f"layer {spec.name!r} ({spec.kind}) takes "
+                f"{'two or more inputs' if merge else 'one input'}; got "
+                f"{len(src)} ({', '.join(spec.inputs) or 'the previous layer'}).")
+        index[spec.name] = i
+        sources.append(src)
+    if layers:
+        used = _ancestors(tuple(sources), len(layers) - 1)
+        dead = [s.name for i, s in enumerate(layers) if i not in used]
+        if dead:
+            raise InputError(
+                f"layers {dead} do not feed the output layer "
+                f"{layers[-1].name!r} (the last one); drop them or reorder.")
+    return tuple(sources)
 
 
-def _conv_geometry(spec: Layer) -> tuple[tuple[int, int], str, tuple[int, int]]:
-    """``(strides, padding, dilation)`` of a conv layer as ``lax`` takes them
-    (one reading for :meth:`ConvNet._apply_layer` and
-    :meth:`ConvNet.channel_forward`)."""
-    o = spec.opt
-    return (_pair(o("strides", 1)), o("padding", "same").upper(),
-            _pair(o("dilation", 1)))
+@functools.lru_cache(maxsize=4096)
+def _ancestors(sources: tuple[tuple[int, ...], ...], i: int) -> frozenset[int]:
+    """Layer ``i`` and every layer it depends on (not the input, -1)."""
+    seen, todo = {i}, [i]
+    while todo:
+        for j in sources[todo.pop()]:
+            if j >= 0 and j not in seen:
+                seen.add(j)
+                todo.append(j)
+    return frozenset(seen)
 
 
-def _tiles(x, k: tuple[int, int]):
-    *b, h, w, c = x.shape
-    x = x[..., : h // k[0] * k[0], : w // k[1] * k[1], :]
-    return x.reshape(*b, h // k[0], k[0], w // k[1], k[1], c)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def max_pool_tiled(x, k: tuple[int, int]):
-    """Max pooling with window == strides ``k``, 'valid' padding, NHWC.
-
-    The same values as ``flax.linen.max_pool`` (a reshape and a max) and the
-    same derivatives: each window's derivative flows through its first
-    maximum in row-major order, as XLA's select-and-scatter does, but as an
-    elementwise mask that fuses (select-and-scatter took ~17% of a VGG16
-    ascent step on an H100). ``x`` may have any leading batch dimensions.
-    """
-    return _tiles(x, k).max(axis=(-4, -2))
-
-
-@max_pool_tiled.defjvp
-def _max_pool_tiled_jvp(k, primals, tangents):
-    (x,), (t,) = primals, tangents
-    xt = _tiles(x, k)
-    y = xt.max(axis=(-4, -2))
-    eq = xt == y[..., :, None, :, None, :]
-    e = eq.astype(jnp.int32)
-    row = e.sum(axis=-2, keepdims=True)
-    before = jnp.cumsum(row, axis=-4) - row  # maxima in earlier window rows
-    first = eq & (before + jnp.cumsum(e, axis=-2) == 1)
-    dt = jnp.where(first, _tiles(t, k), jnp.zeros((), t.dtype)).sum(axis=(-4, -2))
-    return y, dt
-
-
-def _conv_out(n: int, k: int, s: int, d: int, padding: str) -> int:
-    if padding == "same":
-        return math.ceil(n / s)
-    return (n - (k - 1) * d - 1) // s + 1
-
-
-class _BatchNorm(nn.Module):
-    """Keras BatchNormalization at inference: ``(x - mean) / sqrt(var + eps)``."""
-
-    features: int
-    epsilon: float = 1e-3
-    center: bool = True
-    scale: bool = True
-
-    @nn.compact
-    def __call__(self, x):
-        f = (self.features,)
-        shape = (1,) * (x.ndim - 1) + f  # explicit rank (no rank promotion)
-
-        def p(name, init):
-            return self.param(name, init, f).astype(x.dtype).reshape(shape)
-
-        mean = p("moving_mean", nn.initializers.zeros)
-        var = p("moving_variance", nn.initializers.ones)
-        y = (x - mean) * jax.lax.rsqrt(var + jnp.asarray(self.epsilon, x.dtype))
-        if self.scale:
-            y = y * p("gamma", nn.initializers.ones)
-        if self.center:
-            y = y + p("beta", nn.initializers.zeros)
-        return y
+@functools.lru_cache(maxsize=1024)
+def _bypasses(sources: tuple[tuple[int, ...], ...], cut: int) -> frozenset[int]:
+    """Layers reachable from the input on a path that avoids layer ``cut``."""
+    reach: set[int] = set()
+    for i, src in enumerate(sources):
+        if i != cut and any(j == -1 or j in reach for j in src):
+            reach.add(i)
+    return frozenset(reach)
 
 
 class ConvNet(nn.Module):
-    """A chain of Keras-named layers with a split forward pass.
+    """A graph (or chain) of Keras-named layers with a split forward pass.
+
+    Nodes are evaluated in their (topological) order, and only the ancestors
+    of the requested ``stop`` layer are computed.
 
     Attributes:
-      layers: the layer specs, in order.
+      layers: the layer specs in topological order; the last is the output.
       input_shape: ``(h, w, c)`` the model was built for; ``h``/``w`` may be
         ``None`` for fully convolutional models.
-      preprocessing: pixel domain of the model's input -- ``"caffe"`` (VGG16:
-        :func:`~jaxconvviz.preprocess_input`), ``"scale01"`` (``x / 255``) or
-        ``"none"`` (RGB [0, 255] fed as is). :meth:`preprocess` applies it.
+      preprocessing: pixel domain of the model's input, one of
+        :data:`PREPROCESSING` -- ``"caffe"`` (VGG16, ResNet50:
+        :func:`~jaxconvviz.preprocess_input`), ``"tf"`` (``x / 127.5 - 1``),
+        ``"torch"`` (``x / 255``, ImageNet mean/std), ``"scale01"``
+        (``x / 255``) or ``"none"`` (RGB [0, 255] fed as is; models with
+        their own Rescaling/Normalization layers). :meth:`preprocess`
+        applies it.
       dtype: compute dtype of convs and dense layers (params stay float32);
         ``jnp.bfloat16`` halves memory traffic on accelerators.
       name_: display name.
@@ -220,6 +204,8 @@ class ConvNet(nn.Module):
         summation order, 1.2-1.7x faster bfloat16 ascent steps on XLA:CPU,
         reverse-mode derivatives only). Not ``"auto"``: a model is one
         program; the techniques resolve ``"auto"`` per backend.
+      input_name: the name layers use in ``Layer.inputs`` for the image input
+        (the Keras InputLayer's name for imported models).
     """
 
     layers: tuple[Layer, ...]
@@ -228,89 +214,34 @@ class ConvNet(nn.Module):
     dtype: Any = jnp.float32
     name_: str = "convnet"
     conv_impl: str = "xla"
+    input_name: str = "input"
 
     # ------------------------------------------------------------------ compute
     @nn.compact
     def __call__(self, x, start: str | None = None, stop: str | None = None,
                  perturb: Mapping[str, Any] | None = None,
                  capture: tuple[str, ...] | None = None):
-        i0 = 0 if start is None else self.layer_index(start) + 1
+        sources = self.sources
         i1 = len(self.layers) - 1 if stop is None else self.layer_index(stop)
+        need = _ancestors(sources, i1)
         x = x.astype(self.dtype)
+        if start is None:
+            values = {-1: x}
+        else:  # a cut node (checked by forward): the layers between it and stop
+            i0 = self.layer_index(start)
+            need = need - _ancestors(sources, i0)
+            values = {i0: x}
         captured = {}
-        for spec in self.layers[i0 : i1 + 1]:
-            x = self._apply_layer(spec, x)
+        for i in sorted(need):
+            spec = self.layers[i]
+            y = apply_layer(self, spec, tuple(values[j] for j in sources[i]))
             if perturb and spec.name in perturb:
-                x = x + jnp.asarray(perturb[spec.name]).astype(x.dtype)
+                y = y + jnp.asarray(perturb[spec.name]).astype(y.dtype)
             if capture and spec.name in capture:
-                captured[spec.name] = x
-        return x if capture is None else (x, captured)
-
-    def _apply_layer(self, spec: Layer, x):
-        kind, o = spec.kind, spec.opt
-        act = ACTIVATIONS[o("activation", "linear")]
-        if kind == "conv":
-            if self.conv_impl not in ("xla", "matmul"):
-                raise InputError(f"conv_impl must be 'xla' or 'matmul'; got "
-                                 f"{self.conv_impl!r} (use with_conv_impl).")
-            strides, padding, dilation = _conv_geometry(spec)
-            x = nn.Conv(
-                o("features"),
-                _pair(o("kernel_size", 3)),
-                strides=strides,
-                padding=padding,
-                kernel_dilation=dilation,
-                use_bias=o("use_bias", True),
-                dtype=self.dtype,
-                conv_general_dilated=(convs.conv_general_dilated
-                                      if self.conv_impl == "matmul" else None),
-                name=spec.name,
-            )(x)
-            return act(x)
-        if kind == "dense":
-            x = nn.Dense(
-                o("features"), use_bias=o("use_bias", True), dtype=self.dtype,
-                name=spec.name,
-            )(x)
-            return act(x)
-        if kind in ("maxpool", "avgpool"):
-            pool = nn.max_pool if kind == "maxpool" else nn.avg_pool
-            window = _pair(o("pool_size", 2))
-            if (kind == "maxpool" and _pair(o("strides", window)) == window
-                    and o("padding", "valid") == "valid"):
-                return max_pool_tiled(x, window)  # same values, faster gradient
-            kw = {}
-            if kind == "avgpool":
-                # Keras excludes the zero padding from the average.
-                kw["count_include_pad"] = False
-            return pool(
-                x, window, strides=_pair(o("strides", window)),
-                padding=o("padding", "valid").upper(), **kw,
-            )
-        if kind == "gap":
-            return x.mean(axis=(-3, -2))
-        if kind == "gmp":
-            return x.max(axis=(-3, -2))
-        if kind == "flatten":
-            # NHWC row-major flatten == Keras Flatten (channels_last).
-            return x.reshape(x.shape[0], -1)
-        if kind == "dropout":
-            return x
-        if kind == "batchnorm":
-            return _BatchNorm(
-                o("features"), epsilon=o("epsilon", 1e-3), center=o("center", True),
-                scale=o("scale", True), name=spec.name,
-            )(x)
-        if kind == "activation":
-            return act(x)
-        if kind == "rescaling":
-            # scale/offset: scalars or per-channel tuples (explicit broadcast)
-            def bc(v):
-                v = jnp.asarray(v, x.dtype)
-                return v.reshape((1,) * (x.ndim - v.ndim) + v.shape) if v.ndim else v
-
-            return x * bc(o("scale", 1.0)) + bc(o("offset", 0.0))
-        raise InputError(f"unknown layer kind {kind!r}")  # unreachable: checked
+                captured[spec.name] = y
+            values[i] = y
+        out = values[i1]
+        return out if capture is None else (out, captured)
 
     # ----------------------------------------------------------- pure helpers
     def forward(self, params: Params, x, *, start: str | None = None,
@@ -335,14 +266,30 @@ class ConvNet(nn.Module):
             self.check_layer(start, self.layer_names, name="start")
         if stop is not None:
             self.check_layer(stop, self.layer_names, name="stop")
-        if start is not None and stop is not None:
-            if self.layer_index(start) >= self.layer_index(stop):
-                raise InputError(
-                    f"start must come before stop; got start={start!r} "
-                    f"(layer {self.layer_index(start)}) and stop={stop!r} "
-                    f"(layer {self.layer_index(stop)})."
-                )
+        if start is not None:
+            self._check_cut(start, stop)
         return self.apply({"params": params}, x, start=start, stop=stop)
+
+    def _check_cut(self, start: str, stop: str | None) -> None:
+        """``forward(start=)`` needs every path from the input to ``stop`` to
+        pass through ``start`` (always true in a chain when start < stop)."""
+        sources = self.sources
+        i0 = self.layer_index(start)
+        i1 = len(self.layers) - 1 if stop is None else self.layer_index(stop)
+        stop_name = self.layers[i1].name
+        if i0 >= i1 or i0 not in _ancestors(sources, i1):
+            raise InputError(
+                f"start must come before stop; got start={start!r} "
+                f"(layer {i0}) and stop={stop_name!r} (layer {i1})"
+                + ("." if i0 >= i1 else f"; {stop_name!r} does not depend on "
+                   f"{start!r}."))
+        if i1 in _bypasses(sources, i0):
+            raise InputError(
+                f"start={start!r} is not a cut of the graph: {stop_name!r} also "
+                f"depends on the input through a path that avoids {start!r} (a "
+                "skip connection), so forward(start=...) cannot resume from "
+                "its activation; use forward_with(params, x, capture=..., "
+                "perturb=...) to read or differentiate at that layer.")
 
     def forward_with(self, params: Params, x, *, capture: tuple[str, ...] = (),
                      perturb: Mapping[str, Any] | None = None,
@@ -372,13 +319,28 @@ class ConvNet(nn.Module):
           ``{name: activation}`` for each name in ``capture``.
         """
         perturb = dict(perturb or {})
-        for name in tuple(capture) + tuple(perturb) + ((stop,) if stop else ()):
+        capture = tuple(capture)
+        for name in capture + tuple(perturb) + ((stop,) if stop else ()):
             self.check_layer(name, self.layer_names)
         model = self
         if logits:
-            model = self.without_activation(stop or self.layers[-1].name)
+            if stop is None:
+                stop, strip = self._logits_node
+            else:
+                strip = True
+            if strip:
+                model = self.without_activation(stop)
+        i1 = len(self.layers) - 1 if stop is None else self.layer_index(stop)
+        need = _ancestors(self.sources, i1)
+        late = [n_ for n_ in capture + tuple(perturb)
+                if self.layer_index(n_) not in need]
+        if late:
+            raise InputError(
+                f"capture/perturb layers {late} are not computed on the way to "
+                f"stop={self.layers[i1].name!r} (they are not among its "
+                "ancestors); pass a later stop, or stop=None.")
         return model.apply({"params": params}, x, stop=stop, perturb=perturb,
-                           capture=tuple(capture))
+                           capture=capture)
 
     @property
     def default_layer(self) -> str:
@@ -426,12 +388,20 @@ class ConvNet(nn.Module):
             raise InputError(
                 f"layer must be a conv layer ({', '.join(self.conv_layers)}); got "
                 f"{layer!r} ({spec.kind}).")
-        if i:
-            x = self.forward(params, x, stop=self.layers[i - 1].name)
+        (src,) = self.sources[i]
+        if src >= 0:
+            x = self.forward(params, x, stop=self.layers[src].name)
         o = spec.opt
         x = x.astype(self.dtype)
+        channels = jnp.asarray(channels)
         cols = jnp.take(params[spec.name]["kernel"], channels, axis=-1
-                        ).astype(self.dtype)  # (kh, kw, c_in, n)
+                        ).astype(self.dtype)  # (kh, kw, c_in / groups, n)
+        groups = int(o("groups", 1))
+        if groups > 1:  # each image sees the input channels of its group only
+            c_in = cols.shape[2]
+            first = channels // (int(o("features")) // groups) * c_in
+            x = jax.vmap(lambda xi, f: jax.lax.dynamic_slice_in_dim(
+                xi, f, c_in, axis=-1))(x, first)
         strides, padding, dilation = _conv_geometry(spec)
         conv = functools.partial(
             jax.lax.conv_general_dilated, window_strides=strides, padding=padding,
@@ -451,16 +421,33 @@ class ConvNet(nn.Module):
             y = y + bias[:, None, None]
         return ACTIVATIONS[o("activation", "linear")](y)
 
+    @property
+    def _logits_node(self) -> tuple[str, bool]:
+        """``(layer, strip)``: the layer whose output (its own activation
+        removed when ``strip``) is the class logits. A final Dense; or, for a
+        final ``Activation`` (softmax, sigmoid, linear) as Keras applications
+        end, the layer feeding it."""
+        last = self.layers[-1]
+        if (last.kind == "activation"
+                and last.opt("activation", "linear") in _HEAD_ACTIVATIONS):
+            (src,) = self.sources[-1]
+            if src >= 0:
+                return self.layers[src].name, False
+        return last.name, True
+
     def logits(self, params: Params, x, *, start: str | None = None):
         """Pre-activation scores of the last layer (the class logits).
 
         The final layer's own activation (softmax, sigmoid) is not applied:
         Grad-CAM and class objectives differentiate this, as the paper does.
+        A model ending in a Dense layer and a separate ``Activation``
+        (softmax/sigmoid/linear) gives the Dense layer's output.
         """
-        last = self.layers[-1]
-        if last.kind != "dense":
+        name, strip = self._logits_node
+        if not self.has_top:
             return self.forward(params, x, start=start)
-        return self.without_activation(last.name).forward(params, x, start=start)
+        model = self.without_activation(name) if strip else self
+        return model.forward(params, x, start=start, stop=name)
 
     def without_activation(self, layer: str) -> ConvNet:
         """This model with ``layer``'s own activation (ReLU, softmax...) removed.
@@ -491,41 +478,67 @@ class ConvNet(nn.Module):
                                                               parent=None)
 
     def preprocess(self, images_rgb: ImagesRGB):
-        """Map RGB [0, 255] images to this model's input domain."""
-        if self.preprocessing == "caffe":
-            return preprocess_input(images_rgb)
-        x = jnp.asarray(images_rgb, jnp.float32)
-        if self.preprocessing == "scale01":
-            return x / 255.0
-        return x
+        """Map RGB [0, 255] images to this model's input domain
+        (:func:`~jaxconvviz.models.preprocess.preprocess_mode`)."""
+        return preprocess_mode(images_rgb, self.preprocessing)
 
     # ------------------------------------------------------------- metadata
+    @property
+    def sources(self) -> tuple[tuple[int, ...], ...]:
+        """Per layer, the indices of the layers it reads (-1: the model input).
+
+        Raises ValueError for an invalid topology (unknown or later input
+        names, wrong arity, layers that do not feed the last one)."""
+        return _graph(self.layers, self.input_name)
+
+    @property
+    def is_chain(self) -> bool:
+        """Every layer reads only the layer before it."""
+        return all(src == (i - 1,) for i, src in enumerate(self.sources))
+
     @property
     def layer_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.layers)
 
     @property
     def conv_layers(self) -> tuple[str, ...]:
+        """The ``Conv2D`` layers (kind ``"conv"``; grouped ones included)."""
         return tuple(s.name for s in self.layers if s.kind == "conv")
 
     @property
+    def filter_layers(self) -> tuple[str, ...]:
+        """Every convolving layer: conv, depthwise and separable convs."""
+        return tuple(s.name for s in self.layers if s.kind in CONV_KINDS)
+
+    @property
     def spatial_layers(self) -> tuple[str, ...]:
-        """Layers whose output is a ``(h, w, c)`` feature map."""
-        out, spatial = [], True
-        for s in self.layers:
-            if s.kind in ("gap", "gmp", "flatten", "dense"):
-                spatial = False
-            if spatial:
-                out.append(s.name)
-        return tuple(out)
+        """Layers whose output is a ``(h, w, c)`` feature map over the input's
+        pixels (see :func:`jaxconvviz.models.shapes.spatial_nodes`)."""
+        flags = spatial_nodes(self.layers, self.sources)
+        return tuple(s.name for s, f in zip(self.layers, flags, strict=True) if f)
 
     @property
     def has_top(self) -> bool:
-        return bool(self.layers) and self.layers[-1].kind == "dense"
+        """The model ends in a classifier: a Dense layer (with or without its
+        own activation), or one followed by an ``Activation`` (softmax,
+        sigmoid, linear), whose output is a vector per image."""
+        if not self.layers:
+            return False
+        name, _ = self._logits_node
+        i = self.layer_index(name)
+        kind = self.layers[i].kind
+        if not (kind == "dense" or (self.layers[-1].kind == "activation"
+                                    and kind in ("flatten", "reshape"))):
+            return False
+        return name not in self.spatial_layers and len(
+            self.output_shape(name, self._probe_hw)) == 1
 
     @property
     def num_outputs(self) -> int:
-        return int(self.layers[-1].opt("features")) if self.has_top else 0
+        """Classes (units) of the classifier top; 0 without one."""
+        if not self.has_top:
+            return 0
+        return int(self.output_shape(self._logits_node[0], self._probe_hw)[-1])
 
     def layer_index(self, layer: str) -> int:
         return self.layer_names.index(self.check_layer(layer, self.layer_names))
@@ -547,55 +560,63 @@ class ConvNet(nn.Module):
         """Shape of one image's activation at ``layer`` for an ``(h, w)`` input.
 
         Spatial layers give ``(h', w', c)``; ``h'`` or ``w'`` below 1 means the
-        input is too small for that layer. Computed analytically (no tracing).
+        input is too small for that layer. Computed analytically (no tracing,
+        :mod:`jaxconvviz.models.shapes`), over ``layer``'s ancestors only.
         """
-        idx = self.layer_index(layer)
+        i = self.layer_index(layer)
         h, w = hw
-        c = self.input_shape[2]
-        flat: int | None = None
-        for s in self.layers[: idx + 1]:
-            o = s.opt
-            if s.kind == "conv":
-                k, st, d = _pair(o("kernel_size", 3)), _pair(o("strides", 1)), _pair(
-                    o("dilation", 1))
-                pad = o("padding", "same")
-                h = _conv_out(h, k[0], st[0], d[0], pad)
-                w = _conv_out(w, k[1], st[1], d[1], pad)
-                c = o("features")
-            elif s.kind in ("maxpool", "avgpool"):
-                p = _pair(o("pool_size", 2))
-                st = _pair(o("strides", p))
-                pad = o("padding", "valid")
-                h = _conv_out(h, p[0], st[0], 1, pad)
-                w = _conv_out(w, p[1], st[1], 1, pad)
-            elif s.kind in ("gap", "gmp"):
-                flat = c
-            elif s.kind == "flatten":
-                flat = h * w * c
-            elif s.kind == "dense":
-                flat = o("features")
-            elif s.kind == "batchnorm" and flat is None:
-                pass
-        return (flat,) if flat is not None else (h, w, c)
+        shapes = node_shapes(self.layers, self.sources,
+                             (h, w, self.input_shape[2]),
+                             _ancestors(self.sources, i))
+        return shapes[i]
+
+    @property
+    def _probe_hw(self) -> tuple[int, int]:
+        h, w, _ = self.input_shape
+        return (h or 1024, w or 1024)
 
     def channels(self, layer: str) -> int:
         """Number of channels (or units) of ``layer``'s output."""
-        return int(self.output_shape(layer, (10_000, 10_000))[-1])
+        return int(self.output_shape(layer, self._probe_hw)[-1])
+
+    def _fits(self, layer: str, n: int) -> bool:
+        i = self.layer_index(layer)
+        try:
+            shapes = node_shapes(self.layers, self.sources,
+                                 (n, n, self.input_shape[2]),
+                                 _ancestors(self.sources, i))
+        except ValueError:  # mismatched merges: some branch is already empty
+            return False
+        return all(len(s) != 3 or (s[0] >= 1 and s[1] >= 1)
+                   for j, s in shapes.items() if self._spatial_flags[j])
+
+    @property
+    def _spatial_flags(self) -> tuple[bool, ...]:
+        return spatial_nodes(self.layers, self.sources)
 
     def min_input_size(self, layer: str) -> int:
-        """Smallest square input side whose activation at ``layer`` is >= 1x1."""
-        for n in range(1, 4096):
-            shape = self.output_shape(layer, (n, n))
-            if len(shape) == 1 or (shape[0] >= 1 and shape[1] >= 1):
-                return n
-        raise InputError(f"layer {layer!r} needs an input larger than 4096 px.")
+        """Smallest square input side for which ``layer`` and every spatial
+        layer before it have outputs of at least 1x1."""
+        lo, hi = 1, 4096
+        if not self._fits(layer, hi):
+            raise InputError(f"layer {layer!r} needs an input larger than 4096 px.")
+        while lo < hi:  # spatial sizes grow with the input: bisect
+            mid = (lo + hi) // 2
+            if self._fits(layer, mid):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
 
     def init_params(self, key, *, hw: tuple[int, int] | None = None) -> Params:
         """Random params (Flax default initialisers) for tests and training."""
         h, w, c = self.input_shape
         if hw is not None:
             h, w = hw
-        x = jnp.zeros((1, h or 32, w or 32, c), jnp.float32)
+        if h is None or w is None:
+            side = max(32, self.min_input_size(self.layers[-1].name))
+            h, w = h or side, w or side
+        x = jnp.zeros((1, h, w, c), jnp.float32)
         # jitted: op-by-op init of even a tiny net costs seconds on a busy CPU
         return jax.jit(self.init)(key, x)["params"]
 
@@ -766,6 +787,9 @@ def forward(params: Params, x, *, start: str | None = None, stop: str | None = N
 __all__ = [
     "Layer",
     "ConvNet",
+    "LAYER_KINDS",
+    "MERGE_KINDS",
+    "PREPROCESSING",
     "VGG16",
     "tiny_vgg16",
     "LAYER_NAMES",

@@ -24,6 +24,7 @@ Imports h5py: exported lazily from :mod:`jaxconvviz`.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -38,7 +39,15 @@ import numpy as np
 
 from jaxconvviz._types import Params
 from jaxconvviz.errors import InputError, MissingFileError
-from jaxconvviz.models.convnet import ACTIVATIONS, PREPROCESSING, ConvNet, Layer
+from jaxconvviz.models.convnet import (
+    ACTIVATIONS,
+    MERGE_KINDS,
+    PREPROCESSING,
+    ConvNet,
+    Layer,
+)
+from jaxconvviz.models.layers import pads2
+from jaxconvviz.models.shapes import SHAPES
 
 #: Keras classes this importer translates, and the ConvNet kind each becomes.
 SUPPORTED_LAYERS: dict[str, str] = {
@@ -59,13 +68,35 @@ SUPPORTED_LAYERS: dict[str, str] = {
     "Activation": "activation",
     "ReLU": "activation",
     "Rescaling": "rescaling",
+    "DepthwiseConv2D": "depthwise_conv",
+    "SeparableConv2D": "separable_conv",
+    "SeparableConvolution2D": "separable_conv",
+    "LayerNormalization": "layernorm",
+    "Normalization": "normalization",
+    "LayerScale": "layerscale",  # keras.applications.convnext
+    "ZeroPadding2D": "zeropad",
+    "Cropping2D": "cropping",
+    "Reshape": "reshape",
+    "Add": "add",
+    "Subtract": "subtract",
+    "Multiply": "multiply",
+    "Average": "average",
+    "Maximum": "maximum",
+    "Concatenate": "concatenate",
+    "Identity": "identity",
     # Identity at inference (Keras' predict runs with training=False).
     "Dropout": "dropout",
     "SpatialDropout2D": "dropout",
     "GaussianDropout": "dropout",
     "GaussianNoise": "dropout",
     "AlphaDropout": "dropout",
+    "StochasticDepth": "dropout",  # keras.applications.convnext
 }
+
+#: Keras 3 ``keras.ops`` nodes of functional models (``x + 3.0``, ``x * y``):
+#: with two or more tensors a merge, with one tensor and a number an affine
+#: map (a ``rescaling`` layer).
+OPS_NODES = ("Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum")
 
 #: Random data-augmentation layers: identity at inference, allowed (only) in a
 #: nested ``Sequential`` such as DLwP 2nd ed.'s ``data_augmentation`` block,
@@ -209,74 +240,154 @@ def _endpoints(value) -> list[str]:
     return [str(v[0]) for v in value]
 
 
-def _functional_chain(config: Mapping, label: str) -> list[Mapping]:
-    """The layer entries of a functional model in input-to-output order."""
-    entries = list(config.get("layers") or [])
+def _call_args(entry: Mapping) -> list:
+    """The positional args of an op node's one call: layer names of tensors,
+    numbers as they are (``x + 3.0`` in Keras 3 -> ``["conv", 3.0]``)."""
+    nodes = entry.get("inbound_nodes") or []
+    if not nodes or not isinstance(nodes[0], Mapping):
+        return []
+    out = []
+    for a in nodes[0].get("args", []):
+        if isinstance(a, Mapping) and a.get("class_name") == "__keras_tensor__":
+            out.append(str(a["config"]["keras_history"][0]))
+        elif isinstance(a, list | tuple):
+            srcs: list[str] = []
+            _history(a, srcs)
+            out.extend(srcs)
+        else:
+            out.append(a)
+    return out
+
+
+@dataclasses.dataclass
+class _Node:
+    """One flattened graph node: its Keras entry and the node names it reads
+    (``None``: an alias node, an identity named after a nested model)."""
+
+    entry: Mapping | None
+    name: str
+    inputs: tuple[str, ...]
+    cls: str
+
+
+def _is_nested(entry: Mapping) -> bool:
+    return _cls(entry) in _MODEL_CLASSES
+
+
+def _augmentation_only(entry: Mapping) -> bool:
+    inner = (entry.get("config") or {}).get("layers") or []
+    return _cls(entry) == "Sequential" and all(
+        _cls(e) in AUGMENTATION_LAYERS | {"InputLayer", "Dropout"} for e in inner)
+
+
+def _inline_sequential(inner: Mapping, src: str, label: str,
+                       out: list[_Node]) -> str:
+    prev = src
+    for e in inner.get("layers") or []:
+        if _cls(e) == "InputLayer":
+            continue
+        prev = _add_node(e, (prev,), label, out)
+    return prev
+
+
+def _add_node(e: Mapping, srcs: tuple[str, ...], label: str,
+              out: list[_Node]) -> str:
+    """Append ``e`` (inlining nested models) fed by ``srcs``; its output name."""
+    name, cls = _lname(e), _cls(e)
+    if _is_nested(e) and not _augmentation_only(e):
+        inner = e.get("config") or {}
+        if len(srcs) != 1:
+            raise InputError(
+                f"{label}: nested model {name!r} ({cls}) takes {len(srcs)} inputs; "
+                "only single-input nested models are supported.")
+        if cls == "Sequential":
+            last = _inline_sequential(inner, srcs[0], label, out)
+        else:
+            last = _inline_functional(inner, srcs, label, out)
+        # an identity under the nested model's own name keeps it targetable
+        out.append(_Node(None, name, (last,), cls))
+        return name
+    out.append(_Node(e, name, srcs, cls))
+    return name
+
+
+def _inline_functional(inner: Mapping, srcs: tuple[str, ...] | None, label: str,
+                       out: list[_Node]) -> str:
+    """Flatten a functional model's layers into ``out`` (topological order);
+    ``srcs`` feed its inputs (None: top level, its InputLayer stays)."""
+    entries = list(inner.get("layers") or [])
     by_name = {_lname(e): e for e in entries}
-    inputs = _endpoints(config.get("input_layers"))
-    outputs = _endpoints(config.get("output_layers"))
+    inputs = _endpoints(inner.get("input_layers"))
+    outputs = _endpoints(inner.get("output_layers"))
     if len(inputs) != 1 or len(outputs) != 1:
         raise InputError(
-            f"{label}: model has {len(inputs)} input(s) {inputs} and "
-            f"{len(outputs)} output(s) {outputs}; only single-input, "
-            "single-output linear chains are supported."
+            f"{label}: model {inner.get('name')!r} has {len(inputs)} input(s) "
+            f"{inputs} and {len(outputs)} output(s) {outputs}; only "
+            "single-input, single-output models are supported."
         )
-    consumers: dict[str, list[str]] = {n: [] for n in by_name}
+    resolved: dict[str, str] = {}
+    if srcs is None:
+        resolved[inputs[0]] = inputs[0]
+    else:
+        resolved[inputs[0]] = srcs[0]
+    calls: dict[str, list[str]] = {}
     for name, e in by_name.items():
-        calls = _inbound(e)
-        if len(calls) > 1:
+        if _cls(e) == "InputLayer":
+            continue
+        c = _inbound(e)
+        if len(c) > 1:
             raise InputError(
-                f"{label}: layer {name!r} ({_cls(e)}) is called {len(calls)} "
-                "times (a shared layer); only linear chains are supported."
-            )
-        for srcs in calls:
-            if len(srcs) != 1:
-                raise InputError(
-                    f"{label}: layer {name!r} ({_cls(e)}) merges {len(srcs)} "
-                    f"tensors from {srcs}; only linear chains are supported "
-                    "(no residual/merge connections)."
-                )
-            if srcs[0] not in consumers:
+                f"{label}: layer {name!r} ({_cls(e)}) is called {len(c)} times "
+                "(a shared layer); shared layers are not supported -- give each "
+                "call its own layer.")
+        if not c:
+            continue  # not connected: Keras never runs it
+        for s in c[0]:
+            if s not in by_name:
                 raise InputError(
                     f"{label}: layer {name!r} ({_cls(e)}) reads from unknown "
-                    f"layer {srcs[0]!r}."
-                )
-            consumers[srcs[0]].append(name)
-    chain, cur = [by_name[inputs[0]]], inputs[0]
-    while cur != outputs[0]:
-        nxt = consumers[cur]
-        if len(nxt) != 1:
-            e = by_name[cur]
-            if not nxt:
-                raise InputError(
-                    f"{label}: the chain from input {inputs[0]!r} ends at layer "
-                    f"{cur!r} ({_cls(e)}) before reaching output {outputs[0]!r}."
-                )
-            raise InputError(
-                f"{label}: layer {cur!r} ({_cls(e)}) feeds {len(nxt)} layers "
-                f"{nxt} (a branch); only linear chains are supported."
-            )
-        cur = nxt[0]
-        chain.append(by_name[cur])
-    off = [n for n, e in by_name.items()
-           if e not in chain and _cls(e) != "InputLayer"]
-    if off:
-        raise InputError(
-            f"{label}: layers {off} are not on the path from {inputs[0]!r} to "
-            f"{outputs[0]!r}; only linear chains are supported."
-        )
-    return chain
+                    f"layer {s!r}.")
+        calls[name] = c[0]
+    # Kahn's order (stable: Keras' own layer order among ready nodes)
+    done = set(n for n, e in by_name.items() if _cls(e) == "InputLayer")
+    pending = [n for n in by_name if n in calls]
+    while pending:
+        ready = [n for n in pending if all(s in done for s in calls[n])]
+        if not ready:
+            raise InputError(f"{label}: the layer graph has a cycle among "
+                             f"{pending[:5]}.")
+        for n in ready:
+            srcs_n = tuple(resolved[s] for s in calls[n]) if calls[n] else ()
+            resolved[n] = _add_node(by_name[n], srcs_n, label, out)
+            done.add(n)
+        pending = [n for n in pending if n not in done]
+    if outputs[0] not in resolved:
+        raise InputError(f"{label}: output layer {outputs[0]!r} is not connected "
+                         "to the input.")
+    return resolved[outputs[0]]
 
 
-def _chain(config: Mapping, label: str) -> tuple[str, list[Mapping], Any]:
-    """(model name, layer entries in order, build input shape or None)."""
+def _graph_nodes(config: Mapping, label: str) -> tuple[str, list[_Node], str, Any,
+                                                        Mapping]:
+    """(model name, flattened nodes, input name, build shape, input entry)."""
     cls = _cls(config)
     inner = config.get("config") or {}
+    nodes: list[_Node] = []
     if cls == "Sequential":
         layers = list(inner.get("layers") or [])
+        if not layers:
+            raise InputError(f"{label}: the model has no layers.")
+        first = layers[0]
+        in_name = _lname(first) if _cls(first) == "InputLayer" else "input"
+        _inline_sequential(inner, in_name, label, nodes)
         build = inner.get("build_input_shape")
+        in_entry = first
     elif cls in ("Functional", "Model"):
-        layers = _functional_chain(inner, label)
+        by_name = {_lname(e): e for e in inner.get("layers") or []}
+        ins = _endpoints(inner.get("input_layers"))
+        _inline_functional(inner, None, label, nodes)
+        in_name = ins[0]
+        in_entry = by_name.get(in_name, {})
         build = None
     else:
         raise InputError(
@@ -284,9 +395,18 @@ def _chain(config: Mapping, label: str) -> tuple[str, list[Mapping], Any]:
             "Sequential or functional Model (subclassed models store no layer "
             "graph)."
         )
-    if not layers:
-        raise InputError(f"{label}: the model has no layers.")
-    return str(inner.get("name") or "keras_model"), layers, build
+    if not nodes:
+        raise InputError(f"{label}: the model has no layers besides its input.")
+    return str(inner.get("name") or "keras_model"), nodes, in_name, build, in_entry
+
+
+def _prune(nodes: list[_Node], out: str) -> list[_Node]:
+    """The ancestors of the output node ``out``, in order (``out`` last)."""
+    keep = {out}
+    for n in reversed(nodes):
+        if n.name in keep:
+            keep.update(n.inputs)
+    return [n for n in nodes if n.name in keep]
 
 
 # --------------------------------------------------------- layer translation
@@ -336,13 +456,17 @@ def _scalar_or_tuple(v):
     return float(v)
 
 
-def _translate(entry: Mapping, label: str, channels) -> Layer | None:
-    """One Keras layer entry -> Layer (None for InputLayer)."""
+def _translate(entry: Mapping, label: str, in_shapes: list[tuple]) -> Layer | None:
+    """One Keras layer entry -> Layer (None for InputLayer); ``in_shapes``
+    are its inputs' per-example shapes."""
     cls, name = _cls(entry), _lname(entry)
     cfg = entry.get("config") or {}
     where = f"{label}: layer {name!r} ({cls})"
+    channels = in_shapes[0] if in_shapes else ()
     if cls in _MODEL_CLASSES:
         return _nested(entry, label)
+    if ".ops." in str(entry.get("module") or ""):
+        return _op_node(entry, label, where)
     kind = SUPPORTED_LAYERS.get(cls)
     if kind is None:
         raise InputError(
@@ -353,11 +477,10 @@ def _translate(entry: Mapping, label: str, channels) -> Layer | None:
         return None
     _check_channels_last(cfg, where)
     if kind == "conv":
-        if int(cfg.get("groups", 1) or 1) != 1:
-            raise InputError(
-                f"{where} has groups={cfg['groups']}; only 1 is supported.")
+        groups = int(cfg.get("groups", 1) or 1)
+        extra = {"groups": groups} if groups != 1 else {}
         return Layer.make(
-            name, "conv", features=int(cfg["filters"]),
+            name, "conv", features=int(cfg["filters"]), **extra,
             kernel_size=_pair(cfg["kernel_size"], where, "kernel_size"),
             strides=_pair(cfg.get("strides", 1), where, "strides"),
             padding=_padding(cfg, where),
@@ -381,8 +504,65 @@ def _translate(entry: Mapping, label: str, channels) -> Layer | None:
         )
     if kind in ("gap", "gmp"):
         if cfg.get("keepdims"):
-            raise InputError(f"{where} has keepdims=True; only False is supported.")
+            return Layer.make(name, kind, keepdims=True)
         return Layer.make(name, kind)
+    if kind in ("depthwise_conv", "separable_conv"):
+        extra = {"features": int(cfg["filters"])} if kind == "separable_conv" else {}
+        return Layer.make(
+            name, kind, **extra,
+            kernel_size=_pair(cfg["kernel_size"], where, "kernel_size"),
+            strides=_pair(cfg.get("strides", 1), where, "strides"),
+            padding=_padding(cfg, where),
+            dilation=_pair(cfg.get("dilation_rate", 1), where, "dilation_rate"),
+            depth_multiplier=int(cfg.get("depth_multiplier", 1)),
+            use_bias=bool(cfg.get("use_bias", True)),
+            activation=_activation(cfg.get("activation"), where),
+        )
+    if kind == "layernorm":
+        _last_axis(cfg.get("axis", -1), len(channels), where)
+        if cfg.get("rms_scaling"):
+            raise InputError(f"{where} has rms_scaling=True; only False is "
+                             "supported.")
+        return Layer.make(name, "layernorm", epsilon=float(cfg.get("epsilon", 1e-3)),
+                          center=bool(cfg.get("center", True)),
+                          scale=bool(cfg.get("scale", True)))
+    if kind == "normalization":
+        _last_axis(cfg.get("axis", -1), len(channels), where)
+        if cfg.get("invert"):
+            raise InputError(f"{where} has invert=True; only False is supported.")
+        if cfg.get("mean") is None:
+            return Layer.make(name, "normalization")
+        c = int(channels[-1])
+
+        def per_channel(v):
+            v = [float(a) for a in np.ravel(v)]
+            return tuple(v * c if len(v) == 1 else v)
+
+        return Layer.make(name, "normalization", mean=per_channel(cfg["mean"]),
+                          variance=per_channel(cfg["variance"]))
+    if kind == "layerscale":
+        return Layer.make(name, "layerscale")
+    if kind in ("zeropad", "cropping"):
+        key = "padding" if kind == "zeropad" else "cropping"
+        v = cfg.get(key, 1 if kind == "zeropad" else 0)
+        (t, b), (lf, r) = pads2(v if isinstance(v, int) else
+                                tuple(a if isinstance(a, int) else tuple(a)
+                                      for a in v))
+        return Layer.make(name, kind, **{key: ((t, b), (lf, r))})
+    if kind == "reshape":
+        return Layer.make(name, "reshape",
+                          target_shape=tuple(int(a) for a in cfg["target_shape"]))
+    if kind in MERGE_KINDS:
+        if kind == "concatenate":
+            axis = int(cfg.get("axis", -1))
+            rank = len(channels) + 1
+            if axis not in (-1, rank - 1):
+                raise InputError(f"{where} concatenates axis {axis}; only the "
+                                 "channel axis (-1) is supported.")
+            return Layer.make(name, "concatenate", axis=-1)
+        return Layer.make(name, kind)
+    if kind == "identity":
+        return Layer.make(name, "identity")
     if kind == "flatten":
         return Layer.make(name, "flatten")
     if kind == "dropout":
@@ -430,20 +610,48 @@ def _relu(cfg: Mapping, where: str) -> str:
 
 
 def _nested(entry: Mapping, label: str) -> Layer:
-    """A nested Sequential of augmentation layers -> one identity layer."""
-    name, cls = _lname(entry), _cls(entry)
-    inner = (entry.get("config") or {}).get("layers") or []
-    bad = [f"{_lname(e)!r} ({_cls(e)})" for e in inner
-           if _cls(e) not in AUGMENTATION_LAYERS | {"InputLayer", "Dropout"}]
-    if cls != "Sequential" or bad:
+    """A nested Sequential of augmentation layers -> one identity layer (other
+    nested models are inlined by :func:`_add_node`)."""
+    return Layer.make(_lname(entry), "dropout")
+
+
+def _last_axis(axis, rank: int, where: str) -> None:
+    axis = axis[0] if isinstance(axis, list | tuple) and len(axis) == 1 else axis
+    if axis not in (-1, rank):  # the last axis (batch is axis 0)
         raise InputError(
-            f"{label}: layer {name!r} ({cls}) is a nested model"
-            + (f" containing {', '.join(bad[:3])}" if bad else "")
-            + "; nested models are supported only as a Sequential of random "
-            "data-augmentation layers (identity at inference). Flatten the "
-            "model into one Sequential or functional chain."
+            f"{where} normalises axis {axis!r}; only the channel axis (-1) is "
+            "supported."
         )
-    return Layer.make(name, "dropout")
+
+
+def _op_node(entry: Mapping, label: str, where: str) -> Layer:
+    """A ``keras.ops`` node (Keras 3 functional ``x + 3.0``, ``x * y``)."""
+    cls, name = _cls(entry), _lname(entry)
+    args = _call_args(entry)
+    tensors = [a for a in args if isinstance(a, str)]
+    consts = [a for a in args if isinstance(a, int | float) and not isinstance(a, bool)]
+    if cls in OPS_NODES and len(tensors) >= 2 and not consts:
+        kind = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply",
+                "Maximum": "maximum"}.get(cls)
+        if kind is not None:
+            return Layer.make(name, kind)
+    if cls in OPS_NODES and len(tensors) == 1 and len(consts) == 1 \
+            and len(args) == 2 and cls != "Maximum":
+        c, first = float(consts[0]), isinstance(args[0], str)
+        if cls == "Add":
+            return Layer.make(name, "rescaling", offset=c)
+        if cls == "Multiply":
+            return Layer.make(name, "rescaling", scale=c)
+        if cls == "Subtract":
+            return Layer.make(name, "rescaling", **(
+                {"offset": -c} if first else {"scale": -1.0, "offset": c}))
+        if first and c != 0.0:  # x / c
+            return Layer.make(name, "rescaling", scale=1.0 / c)
+    raise InputError(
+        f"{where} is a keras.ops node with args {args!r:.80}; supported ops "
+        f"nodes: {', '.join(OPS_NODES)} of two or more tensors, or of one "
+        "tensor and a number (x + c, x - c, c - x, x * c, x / c)."
+    )
 
 
 def _input_shape(layers: list[Mapping], build, label: str) -> tuple:
@@ -500,28 +708,49 @@ def convnet_from_keras_config(config: Mapping, *, preprocessing: str = "none",
         raise InputError(
             f"preprocessing must be one of {PREPROCESSING}; got {preprocessing!r}."
         )
-    model_name, entries, build = _chain(config, source)
-    input_shape = _input_shape(entries, build, source)
+    model_name, nodes, in_name, build, in_entry = _graph_nodes(config, source)
+    first = [in_entry] if in_entry else []
+    if nodes[0].entry is not None:
+        first.append(nodes[0].entry)
+    input_shape = _input_shape(first, build, source)
+    out_name = nodes[-1].name
+    if config.get("class_name") in ("Functional", "Model"):
+        outs = _endpoints((config.get("config") or {}).get("output_layers"))
+        out_name = next((n.name for n in nodes if n.name == outs[0]), out_name)
+    nodes = _prune(nodes, out_name)
+    probe_hw = (input_shape[0] or 512, input_shape[1] or 512)
+    shapes: dict[str, tuple] = {in_name: (*probe_hw, input_shape[2])}
     layers: list[Layer] = []
-    seen: set[str] = set()
-    for entry in entries:
-        if layers:
-            probe = ConvNet(layers=tuple(layers), input_shape=input_shape)
-            h, w = (input_shape[0] or 64, input_shape[1] or 64)
-            channels = probe.output_shape(layers[-1].name, (h, w))
+    seen: set[str] = {in_name}
+    prev = in_name
+    for node in nodes:
+        if node.entry is None:
+            spec = Layer.make(node.name, "identity")
         else:
-            channels = input_shape
-        spec = _translate(entry, source, channels)
+            spec = _translate(node.entry, source,
+                              [shapes[i] for i in node.inputs])
         if spec is None:
             continue
         if spec.name in seen:
             raise InputError(f"{source}: two layers are named {spec.name!r}.")
         seen.add(spec.name)
+        if node.inputs != (prev,):  # a chain needs no inputs
+            spec = dataclasses.replace(spec, inputs=tuple(node.inputs))
+        try:
+            shapes[spec.name] = SHAPES[spec.kind](
+                spec, tuple(shapes[i] for i in node.inputs))
+        except ValueError as e:
+            raise InputError(
+                f"{source}: layer {spec.name!r} ({node.cls}) cannot combine its "
+                f"inputs {list(node.inputs)} of shapes "
+                f"{[shapes[i] for i in node.inputs]} ({e}).") from None
         layers.append(spec)
+        prev = spec.name
     if not layers:
         raise InputError(f"{source}: the model has no layers besides its input.")
     return ConvNet(layers=tuple(layers), input_shape=input_shape,
-                   preprocessing=preprocessing, name_=model_name)
+                   preprocessing=preprocessing, name_=model_name,
+                   input_name=in_name)
 
 
 # ------------------------------------------------------------------- params
@@ -619,8 +848,9 @@ def load_keras_model(path, *, preprocessing: str = "none"
     config, weights = _read_archive(p, label)
     model = convnet_from_keras_config(config, preprocessing=preprocessing,
                                       source=label)
-    _, entries, _ = _chain(config, label)
-    entries = [e for e in entries if _cls(e) != "InputLayer"]
+    _, nodes, _, _, _ = _graph_nodes(config, label)
+    entries = [n.entry for n in nodes if n.entry is not None
+               and _cls(n.entry) != "InputLayer"]
     groups = dict(zip((_lname(e) for e in entries),
                       (f"layers/{g}" for g in keras3_group_names(
                           [_cls(e) for e in entries])), strict=True))

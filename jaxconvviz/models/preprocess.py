@@ -18,6 +18,13 @@ from jaxconvviz.errors import InputError
 
 #: ImageNet mean pixel in **BGR** order; Keras ``imagenet_utils``, caffe mode.
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+#: ImageNet mean and std in **RGB** order on [0, 1]; Keras ``imagenet_utils``,
+#: torch mode.
+TORCH_MEAN_RGB = (0.485, 0.456, 0.406)
+TORCH_STD_RGB = (0.229, 0.224, 0.225)
+#: Input pixel domains :func:`preprocess_mode` knows (a ConvNet's
+#: ``preprocessing``).
+PREPROCESS_MODES = ("caffe", "tf", "torch", "scale01", "none")
 
 
 def _check_channels_last(x, name: str) -> None:
@@ -51,6 +58,37 @@ def preprocess_input(images_rgb: ImagesRGB) -> ImagesCaffe:
     _check_channels_last(x, "images_rgb")
     x = x.astype(jnp.float32)
     return x[..., ::-1] - _mean(x.ndim)
+
+
+def preprocess_mode(images_rgb: ImagesRGB, mode: str):
+    """RGB [0, 255] images in the pixel domain ``mode`` (float32, new array).
+
+    The modes of Keras ``imagenet_utils.preprocess_input``: ``"caffe"``
+    (:func:`preprocess_input`: BGR, mean pixel subtracted), ``"tf"``
+    (``x / 127.5 - 1``, [-1, 1]), ``"torch"`` (``(x / 255 - mean) / std``,
+    ImageNet RGB statistics); plus ``"scale01"`` (``x / 255``) and
+    ``"none"`` (as is, float32).
+
+    Raises:
+      ValueError: an unknown ``mode`` (lists them), before any compute.
+    """
+    if mode not in PREPROCESS_MODES:
+        raise InputError(
+            f"preprocessing mode must be one of {PREPROCESS_MODES}; got {mode!r}.")
+    if mode == "caffe":
+        return preprocess_input(images_rgb)
+    x = jnp.asarray(images_rgb).astype(jnp.float32)
+    if mode == "tf":
+        return x / 127.5 - 1.0
+    if mode == "torch":
+        _check_channels_last(x, "images_rgb")
+        shape = (1,) * (x.ndim - 1) + (3,)
+        mean = jnp.asarray(TORCH_MEAN_RGB, jnp.float32).reshape(shape)
+        std = jnp.asarray(TORCH_STD_RGB, jnp.float32).reshape(shape)
+        return (x / 255.0 - mean) / std
+    if mode == "scale01":
+        return x / 255.0
+    return x
 
 
 def caffe_to_rgb(images_caffe: ImagesCaffe) -> ImagesRGB:
@@ -88,4 +126,6 @@ def deprocess_image(x, *, contrast: float = 0.1) -> np.ndarray:
     return a.astype(np.uint8)
 
 
-__all__ = ["CAFFE_MEAN_BGR", "preprocess_input", "caffe_to_rgb", "deprocess_image"]
+__all__ = ["CAFFE_MEAN_BGR", "TORCH_MEAN_RGB", "TORCH_STD_RGB",
+           "PREPROCESS_MODES", "preprocess_mode", "preprocess_input",
+           "caffe_to_rgb", "deprocess_image"]
