@@ -82,8 +82,17 @@ def __dir__():
 
 # -- eager exports; each area adds its names inside its own block --
 # -- featureviz (render engine) --
+from jaxconvviz.featureviz import objectives, transforms  # noqa: E402, F401
+from jaxconvviz.featureviz.execution import Progress, SlowOnCPUWarning  # noqa: E402
+from jaxconvviz.featureviz.render import STYLES, render  # noqa: E402
 # -- end featureviz --
 # -- attribution (CAM family, gradients, metrics) --
+from jaxconvviz.attribution.cams import (  # noqa: E402
+    CAM_METHODS,
+    CamResult,
+    cam,
+    cam_with_scores,
+)
 # -- end attribution --
 from jaxconvviz.attribution.gradcam import grad_cam, grad_cam_with_scores  # noqa: E402
 from jaxconvviz.cpu import available_cores, use_cpu_cores  # noqa: E402

@@ -1,0 +1,365 @@
+"""The CAM family: closed forms on hand-set GAP models, an independent NumPy
+reference of every method (pytorch-grad-cam's formulas, NCHW, float64) on a
+conv-conv-flatten-dense net whose gradient is known in closed form, batched ==
+one image at a time, chunking, errors, and localization on a trained net."""
+
+# ruff: noqa: F811 -- pytest fixtures imported from test_gradcam
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+import jaxconvviz as jcv
+from jaxconvviz.attribution.cams import CAM_METHODS, cam_batch, resize_matrix
+from jaxconvviz.models.convnet import ConvNet, Layer
+
+from .test_gradcam import (  # noqa: F401 -- fixtures and helpers
+    SIDE,
+    blob_images,
+    blob_model,
+    conv_valid_relu,
+    gap_model,
+    gap_params,
+    images8,
+    trained_blob_net,
+)
+
+
+@pytest.fixture(autouse=True)
+def _full_float32():
+    with jax.default_matmul_precision("float32"):
+        yield
+
+
+def _norm(cam):
+    cam = np.maximum(cam, 0.0)
+    peak = cam.max(axis=(1, 2), keepdims=True)
+    return np.where(peak > 0, cam / np.where(peak > 0, peak, 1.0), 0.0)
+
+
+# ------------------------------------------------- closed forms (GAP + dense)
+# For conv -> GAP -> dense, G_ijc = W[c, k] / (h w) =: g_c, constant over space.
+@pytest.fixture(scope="module")
+def gap_case(images8):
+    params = gap_params(np.random.default_rng(21))
+    a = conv_valid_relu(images8.astype(np.float64), params["c1"]["kernel"], 0.0)
+    return params, a
+
+
+def _gap_closed_form(method, a, wk):
+    hw = a.shape[1] * a.shape[2]
+    g = wk / hw  # (n, c)
+    s = a.sum(axis=(1, 2))  # (n, c)
+    if method in ("gradcam", "hirescam"):
+        w = g
+    elif method == "xgradcam":  # sum_ij g A / sum_ij A = g (where sum A > 0)
+        w = np.where(s > 0, g * s / (s + 1e-7), 0.0)
+    elif method == "gradcam++":  # hw g^2 / (2 g^2 + S g^3) * relu(g)
+        w = np.where(g > 0, hw * g ** 2 / (2 * g ** 2 + s * g ** 3 + 1e-6) * g, 0.0)
+    elif method in ("layercam", "gradcam_elementwise"):  # A >= 0 after ReLU
+        w = np.maximum(g, 0.0)
+    elif method == "ablationcam":  # zeroing channel c lowers y_k by W_ck mean(A_c)
+        return None
+    else:
+        raise AssertionError(method)
+    return _norm(np.einsum("nhwc,nc->nhw", a, w))
+
+
+@pytest.mark.parametrize("method", ["gradcam", "hirescam", "xgradcam", "gradcam++",
+                                    "layercam", "gradcam_elementwise"])
+def test_gap_closed_forms(gap_case, images8, method):
+    params, a = gap_case
+    k = np.array([0, 1, 2, 0, 1])
+    wk = params["d"]["kernel"][:, k].T
+    ours = np.asarray(jcv.cam(params, images8, method=method, layer="c1",
+                              class_index=k, model=gap_model()))
+    np.testing.assert_allclose(ours, _gap_closed_form(method, a, wk), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_gap_ablation_closed_form(gap_case, images8):
+    params, a = gap_case
+    k = np.array([2, 1, 0, 2, 1])
+    wk = params["d"]["kernel"][:, k].T
+    y = a.mean(axis=(1, 2)) @ params["d"]["kernel"] + params["d"]["bias"]
+    yk = y[np.arange(5), k]
+    w = wk * a.mean(axis=(1, 2)) / yk[:, None]
+    ref = _norm(np.einsum("nhwc,nc->nhw", a, w))
+    ours = np.asarray(jcv.cam(params, images8, method="ablationcam", layer="c1",
+                              class_index=k, model=gap_model()))
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_eigencam_of_rank_one_activation_is_its_spatial_factor():
+    """A = u(i, j) v(c) with u >= 0: the first principal component of the
+    centred rows is v, so the map is +-(u - mean u) |v|, the sign putting the
+    extreme location up; relu'd and / max."""
+    model = ConvNet(layers=(
+        Layer.make("c1", "conv", features=3, kernel_size=1, activation="relu"),
+        Layer.make("gap", "gap"),
+        Layer.make("d", "dense", features=2),
+    ), input_shape=(6, 6, 3), preprocessing="none")
+    v = np.array([1.0, 2.0, 0.5], np.float32)
+    params = {"c1": {"kernel": np.zeros((1, 1, 3, 3), np.float32),
+                     "bias": np.zeros(3, np.float32)},
+              "d": {"kernel": np.ones((3, 2), np.float32),
+                    "bias": np.zeros(2, np.float32)}}
+    params["c1"]["kernel"][0, 0, 0, :] = v  # A_ijc = x_ij0 * v_c
+    u = np.random.default_rng(0).uniform(0, 255, (2, 6, 6)).astype(np.float32)
+    x = np.zeros((2, 6, 6, 3), np.float32)
+    x[..., 0] = u
+    ours = np.asarray(jcv.cam(params, x, method="eigencam", layer="c1", model=model))
+    d = u - u.mean(axis=(1, 2), keepdims=True)
+    flat = d.reshape(2, -1)
+    d = d * np.sign(flat[np.arange(2), np.abs(flat).argmax(1)])[:, None, None]
+    ref = _norm(d)
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
+
+
+# -------------------------------------- independent reference (NCHW, float64)
+def flat_model() -> ConvNet:
+    """c1 conv(4, 3x3 valid, relu) -> c2 conv(5, 3x3 valid, relu) -> flatten ->
+    dense(3): the logit is linear in c2's activation, so G = W_d[:, k]
+    reshaped (h, w, c), varying over space."""
+    return ConvNet(layers=(
+        Layer.make("c1", "conv", features=4, kernel_size=3, padding="valid",
+                   activation="relu"),
+        Layer.make("c2", "conv", features=5, kernel_size=3, padding="valid",
+                   activation="relu"),
+        Layer.make("flatten", "flatten"),
+        Layer.make("d", "dense", features=3, activation="softmax"),
+    ), input_shape=(8, 8, 3), preprocessing="none")
+
+
+@pytest.fixture(scope="module")
+def flat_case():
+    rng = np.random.default_rng(5)
+    params = {
+        "c1": {"kernel": rng.normal(0, 0.02, (3, 3, 3, 4)),
+               "bias": rng.normal(0, 0.1, 4)},
+        "c2": {"kernel": rng.normal(0, 0.3, (3, 3, 4, 5)),
+               "bias": rng.normal(0, 0.1, 5)},
+        "d": {"kernel": rng.normal(0, 1.0, (80, 3)), "bias": rng.normal(0, 1, 3)},
+    }
+    params = {k: {n: np.asarray(a, np.float32) for n, a in v.items()}
+              for k, v in params.items()}
+    x = rng.uniform(0, 255, (4, 8, 8, 3)).astype(np.float32)
+    return params, x
+
+
+def np_forward(params, x, *, ablate=None):
+    """(logits, A at c2 NHWC); ``ablate=(channel,)`` zeroes it in A first."""
+    a1 = conv_valid_relu(x.astype(np.float64), params["c1"]["kernel"],
+                         params["c1"]["bias"])
+    a2 = conv_valid_relu(a1, params["c2"]["kernel"], params["c2"]["bias"])
+    a = a2.copy()
+    if ablate is not None:
+        a[..., ablate] = 0.0
+    logits = a.reshape(len(a), -1) @ params["d"]["kernel"] + params["d"]["bias"]
+    return logits, a2
+
+
+def up_align_corners(m, size):
+    """Loop bilinear upsampling, torch UpsamplingBilinear2d (align_corners)."""
+    h, w = m.shape
+    out = np.zeros(size)
+    for i in range(size[0]):
+        for j in range(size[1]):
+            y = i * (h - 1) / (size[0] - 1)
+            xx = j * (w - 1) / (size[1] - 1)
+            y0, x0 = int(np.floor(y)), int(np.floor(xx))
+            y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
+            ty, tx = y - y0, xx - x0
+            out[i, j] = ((1 - ty) * (1 - tx) * m[y0, x0] + (1 - ty) * tx * m[y0, x1]
+                         + ty * (1 - tx) * m[y1, x0] + ty * tx * m[y1, x1])
+    return out
+
+
+def projection_2d(m):
+    """pytorch-grad-cam's get_2d_projection for one (c, h, w) map, plus the
+    sign rule (the entry of largest magnitude is positive)."""
+    c = m.shape[0]
+    rows = m.reshape(c, -1).T
+    centred = rows - rows.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=True)
+    proj = centred @ vt[0, :]
+    if proj[np.abs(proj).argmax()] < 0:
+        proj = -proj
+    return proj.reshape(m.shape[1:])
+
+
+def reference_cam(method, params, x, k):
+    """pytorch-grad-cam's get_cam_weights / get_cam_image, one image at a time,
+    NCHW, float64; then relu and / max."""
+    logits, a_nhwc = np_forward(params, x)
+    n, h, w, c = a_nhwc.shape
+    out = []
+    for i in range(n):
+        a = a_nhwc[i].transpose(2, 0, 1)  # (c, h, w)
+        g = params["d"]["kernel"][:, k[i]].reshape(h, w, c).transpose(2, 0, 1)
+        if method == "gradcam":
+            cam = (g.mean(axis=(1, 2))[:, None, None] * a).sum(0)
+        elif method == "gradcam++":
+            g2, g3 = g ** 2, g ** 3
+            s = a.sum(axis=(1, 2))
+            aij = g2 / (2 * g2 + s[:, None, None] * g3 + 1e-6)
+            aij = np.where(g != 0, aij, 0)
+            wts = (np.maximum(g, 0) * aij).sum(axis=(1, 2))
+            cam = (wts[:, None, None] * a).sum(0)
+        elif method == "xgradcam":
+            s = a.sum(axis=(1, 2))
+            wts = (g * a / (s[:, None, None] + 1e-7)).sum(axis=(1, 2))
+            cam = (wts[:, None, None] * a).sum(0)
+        elif method == "hirescam":
+            cam = (g * a).sum(0)
+        elif method == "gradcam_elementwise":
+            cam = np.maximum(g * a, 0).sum(0)
+        elif method == "layercam":
+            cam = (np.maximum(g, 0) * a).sum(0)
+        elif method == "eigencam":
+            cam = projection_2d(a)
+        elif method == "eigengradcam":
+            cam = projection_2d(g * a)
+        elif method == "scorecam":
+            scores = []
+            for ch in range(c):
+                up = up_align_corners(a[ch], x.shape[1:3])
+                lo, hi = up.min(), up.max()
+                up = (up - lo) / (hi - lo + 1e-8)
+                lg, _ = np_forward(params, x[i:i + 1] * up[None, :, :, None])
+                scores.append(lg[0, k[i]])
+            scores = np.array(scores)
+            wts = np.exp(scores - scores.max())
+            wts = wts / wts.sum()
+            cam = (wts[:, None, None] * a).sum(0)
+        elif method == "ablationcam":
+            base = logits[i, k[i]]
+            abl = np.array([np_forward(params, x[i:i + 1], ablate=ch)[0][0, k[i]]
+                            for ch in range(c)])
+            wts = (base - abl) / base
+            cam = (wts[:, None, None] * a).sum(0)
+        else:
+            raise AssertionError(method)
+        out.append(cam)
+    return _norm(np.stack(out))
+
+
+@pytest.mark.parametrize("method", CAM_METHODS)
+def test_matches_independent_reference(flat_case, method):
+    params, x = flat_case
+    k = np.array([0, 2, 1, 2])
+    ours = np.asarray(jcv.cam(params, x, method=method, layer="c2", class_index=k,
+                              model=flat_model()))
+    ref = reference_cam(method, params, x, k)
+    assert ref.max() > 0  # a real map, not an all-zero agreement
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=2e-5)
+
+
+def test_hirescam_equals_gradcam_on_gap_models_but_not_in_general(
+        gap_case, images8, flat_case):
+    params, _ = gap_case
+    kw = dict(layer="c1", class_index=1, model=gap_model())
+    np.testing.assert_allclose(
+        np.asarray(jcv.cam(params, images8, method="hirescam", **kw)),
+        np.asarray(jcv.cam(params, images8, method="gradcam", **kw)), atol=1e-6)
+    fparams, x = flat_case
+    kw = dict(layer="c2", class_index=1, model=flat_model())
+    diff = np.abs(np.asarray(jcv.cam(fparams, x, method="hirescam", **kw))
+                  - np.asarray(jcv.cam(fparams, x, method="gradcam", **kw)))
+    assert diff.max() > 0.05
+
+
+def test_resize_matrix_align_corners_matches_loop():
+    m = np.random.default_rng(0).uniform(size=(3, 4))
+    up = resize_matrix(3, 7, align_corners=True) @ m @ resize_matrix(
+        4, 9, align_corners=True).T
+    np.testing.assert_allclose(up, up_align_corners(m, (7, 9)), atol=1e-6)
+
+
+# --------------------------------------------------------------- invariants
+@pytest.fixture(scope="module")
+def images32():
+    return np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("method", CAM_METHODS)
+def test_batched_equals_one_at_a_time(tiny_params, images32, method):
+    full = np.asarray(jcv.cam(tiny_params, images32, method=method))
+    assert full.shape == (3, 2, 2) and full.dtype == np.float32
+    assert (full >= 0).all() and (full <= 1).all()
+    for i in range(len(images32)):
+        one = np.asarray(jcv.cam(tiny_params, images32[i:i + 1], method=method))
+        np.testing.assert_allclose(one[0], full[i], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_memory_budget_chunks_give_the_same_maps(flat_case, method):
+    params, x = flat_case
+    kw = dict(method=method, layer="c2", class_index=1, model=flat_model())
+    big = np.asarray(jcv.cam(params, x, **kw))
+    # one image's forward is ~1.2 KB here: a 3 KB budget makes chunks of two
+    small = np.asarray(jcv.cam(params, x, memory_budget=3000, **kw))
+    np.testing.assert_allclose(small, big, rtol=1e-5, atol=1e-6)
+
+
+def test_size_resizes_inside_and_default_layer(tiny_params, images32):
+    maps = np.asarray(jcv.cam(tiny_params, images32, size=(32, 32)))
+    low = np.asarray(jcv.cam(tiny_params, images32))
+    assert maps.shape == (3, 32, 32)
+    rh = resize_matrix(2, 32, align_corners=False)
+    np.testing.assert_allclose(maps, np.einsum("Hh,nhw,Ww->nHW", rh, low, rh),
+                               atol=1e-5)
+    same = np.asarray(jcv.cam(tiny_params, images32, layer="block5_conv3"))
+    np.testing.assert_array_equal(low, same)  # None = block5_conv3 for VGG16
+
+
+def test_one_compilation_per_method_and_shape(tiny_params, images32):
+    jcv.cam(tiny_params, images32, method="layercam")
+    before = cam_batch._cache_size()
+    jcv.cam(tiny_params, images32 + 1.0, method="layercam")
+    jcv.cam(tiny_params, images32, method="layercam", class_index=3)
+    jcv.cam(tiny_params, images32, method="layercam", class_index=[1, 2, 3])
+    assert cam_batch._cache_size() == before + 1  # top-1 vs given classes
+
+
+def test_errors(tiny_params, tiny_params_notop, images32):
+    with pytest.raises(ValueError, match=r"method must be one of gradcam, "
+                                         r"gradcam\+\+.*ablationcam; got 'gradcam\+'"):
+        jcv.cam(tiny_params, images32, method="gradcam+")
+    with pytest.raises(ValueError, match=r"size must be None or \(H, W\)"):
+        jcv.cam(tiny_params, images32, size=(0, 3))
+    with pytest.raises(ValueError, match="memory_budget must be a positive int"):
+        jcv.cam(tiny_params, images32, method="scorecam", memory_budget=0)
+    with pytest.raises(ValueError, match="needs a classifier top"):
+        jcv.cam(tiny_params_notop, images32, method="eigencam")
+    with pytest.raises(ValueError, match="layer must be one of"):
+        jcv.cam(tiny_params, images32, layer="fc1")
+
+
+# --------------------------------------------------------------- localization
+def _in_box(maps, mask):
+    """Per image: argmax in the box, and the fraction of mass in the box."""
+    from jaxconvviz.views.heatmaps import resize_heatmaps
+
+    up = resize_heatmaps(np.asarray(maps), (SIDE, SIDE))
+    m = np.asarray(mask).reshape(len(up), -1)
+    flat = up.reshape(len(up), -1)
+    peak = m[np.arange(len(up)), flat.argmax(-1)]
+    mass = (flat * m).sum(-1) / np.maximum(flat.sum(-1), 1e-12)
+    return peak, mass
+
+
+@pytest.mark.slow
+def test_every_cam_localizes_the_object(trained_blob_net):
+    """On the blob net (object in a known 8x8 box), every method puts its peak
+    or 80% of its mass in the box on at least 90% of held-out images."""
+    model, params = trained_blob_net
+    x, _, mask = blob_images(jax.random.key(123), 100)
+    rates = {}
+    for method in CAM_METHODS:
+        maps = jcv.cam(params, x, method=method, layer="c2", model=model)
+        peak, mass = _in_box(maps, mask)
+        rates[method] = float(np.mean(peak | (mass >= 0.8)))
+    print(rates)
+    assert min(rates.values()) >= 0.9, rates
