@@ -13,14 +13,13 @@ from jaxconvviz.commands import (  # noqa: F401
     demo,
     gradcam,
     kernels,
-    render,
     report,
     weights,
 )
 
 # -- new command modules: import above, list below (order = order in --help) --
 #: The subcommand modules. Order = order in ``--help``.
-COMMANDS: list = [demo, atlas, render, activations, gradcam, kernels, weights, report]
+COMMANDS: list = [demo, atlas, activations, gradcam, kernels, weights, report]
 
 
 class _Parser(argparse.ArgumentParser):
