@@ -93,6 +93,12 @@ from jaxconvviz.attribution.cams import (  # noqa: E402
     cam,
     cam_with_scores,
 )
+# ``attribution`` the function shadows the ``jaxconvviz.attribution``
+# subpackage as an attribute (``from jaxconvviz.attribution.x import y`` works).
+from jaxconvviz.attribution.gradients import (  # noqa: E402
+    ATTRIBUTION_METHODS,
+    attribution,
+)
 # -- end attribution --
 from jaxconvviz.attribution.gradcam import grad_cam, grad_cam_with_scores  # noqa: E402
 from jaxconvviz.cpu import available_cores, use_cpu_cores  # noqa: E402
