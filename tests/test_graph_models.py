@@ -1,0 +1,377 @@
+"""Graph models: merge kinds, ancestors-only forward, cut nodes, Keras parity.
+
+Fast tests use hand-built graphs (ConvNet specs or a small Keras functional
+model holding every supported layer kind); the ``slow`` tests import the ten
+``keras.applications`` networks of issue 17 (``weights=None``, fixed seed,
+the smallest input each allows) and compare every node with Keras.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxconvviz as jcv
+from jaxconvviz.models.convnet import ConvNet, Layer
+from jaxconvviz.models.keras_import import load_keras_model
+
+RTOL = 1e-4  # node outputs: max |ours - keras| / max |keras|
+PRED_ATOL = 1e-5
+
+
+# ------------------------------------------------------------ hand-built
+def _tiny_resnet(classes=3) -> ConvNet:
+    """conv1 -> (conv2a -> conv2b) + conv1 -> add -> out (relu) -> side branch
+    joined by concat -> gap -> dense: a cut at ``out``, none at ``conv2a``."""
+    mk = Layer.make
+    layers = (
+        mk("conv1", "conv", features=4, kernel_size=3, padding="same",
+           activation="relu"),
+        mk("conv2a", "conv", features=4, kernel_size=3, padding="same",
+           activation="relu"),
+        mk("conv2b", "conv", features=4, kernel_size=3, padding="same"),
+        mk("add", "add", inputs=("conv1", "conv2b")),
+        mk("out", "activation", activation="relu"),
+        mk("side", "conv", features=2, kernel_size=1, padding="valid",
+           activation="relu"),
+        mk("cat", "concatenate", axis=-1, inputs=("out", "side")),
+        mk("last_conv", "conv", features=5, kernel_size=3, strides=2,
+           padding="same", activation="relu"),
+        mk("gap", "gap"),
+        mk("logits", "dense", features=classes, activation="softmax"),
+    )
+    return ConvNet(layers=layers, input_shape=(None, None, 3),
+                   preprocessing="none", input_name="img")
+
+
+@pytest.fixture(scope="module")
+def resnet_params():
+    m = _tiny_resnet()
+    return m.init_params(jax.random.key(1), hw=(8, 8))
+
+
+def _count(jaxpr, prim="conv_general_dilated") -> int:
+    n = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == prim:
+            n += 1
+        for sub in jax.core.subjaxprs(eqn) if hasattr(jax.core, "subjaxprs") else ():
+            n += _count(sub, prim)
+        for p in eqn.params.values():
+            inner = getattr(p, "jaxpr", None)
+            if inner is not None and hasattr(inner, "eqns"):
+                n += _count(inner, prim)
+    return n
+
+
+def test_graph_metadata():
+    m = _tiny_resnet()
+    assert m.sources[3] == (0, 2) and m.sources[6] == (4, 5)
+    assert not m.is_chain and jcv.tiny_vgg16().is_chain
+    assert m.spatial_layers == ("conv1", "conv2a", "conv2b", "add", "out", "side",
+                                "cat", "last_conv")
+    assert m.default_layer == "last_conv"
+    assert m.has_top and m.num_outputs == 3
+    assert m.output_shape("cat", (9, 7)) == (9, 7, 6)
+    assert m.output_shape("last_conv", (9, 7)) == (5, 4, 5)
+    assert m.output_shape("logits", (9, 7)) == (3,)
+    assert m.channels("cat") == 6
+
+
+def test_only_ancestors_are_computed(resnet_params):
+    """The compiled program of forward(stop=X) holds exactly X's conv
+    ancestors: 'side' and 'last_conv' never run for stop='out'."""
+    m, p = _tiny_resnet(), resnet_params
+    x = jnp.ones((1, 8, 8, 3))
+    for stop, convs in (("conv2a", 2), ("add", 3), ("out", 3), ("side", 4),
+                        ("cat", 4), ("logits", 5)):
+        jaxpr = jax.make_jaxpr(lambda p, x, s=stop: m.forward(p, x, stop=s))(p, x)
+        assert _count(jaxpr.jaxpr) == convs, stop
+    # a branch that does not feed stop is dropped too
+    only_side = jax.make_jaxpr(lambda p, x: m.forward(p, x, stop="side"))(p, x)
+    names = str(only_side)
+    assert _count(only_side.jaxpr) == 4 and "concatenate" not in names
+
+
+def test_forward_from_a_cut_node_and_not_from_others(resnet_params):
+    m, p = _tiny_resnet(), resnet_params
+    x = jax.random.uniform(jax.random.key(2), (2, 8, 8, 3))
+    full = m.forward(p, x)
+    out = m.forward(p, x, stop="out")
+    np.testing.assert_allclose(m.forward(p, out, start="out"), full, rtol=1e-6)
+    np.testing.assert_allclose(m.forward(p, out, start="out", stop="last_conv"),
+                               m.forward(p, x, stop="last_conv"), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"start='conv2a' is not a cut.*"
+                       r"forward_with"):
+        m.forward(p, out, start="conv2a", stop="add")
+    with pytest.raises(ValueError, match=r"start must come before stop"):
+        m.forward(p, out, start="side", stop="add")
+
+
+def test_forward_with_gradient_at_a_node_equals_split_gradient(resnet_params):
+    """The zero-perturbation gradient at a node equals the gradient of the
+    rest of the network with respect to that node (split at the cut)."""
+    m, p = _tiny_resnet(), resnet_params
+    x = jax.random.uniform(jax.random.key(3), (2, 8, 8, 3))
+
+    def score(z):
+        y, cap = m.forward_with(p, x, capture=("out",), perturb={"out": z},
+                                logits=True)
+        return y[:, 1].sum(), cap["out"]
+
+    z0 = jnp.zeros((2, 8, 8, 4))
+    g, act = jax.grad(score, has_aux=True)(z0)
+    np.testing.assert_allclose(act, m.forward(p, x, stop="out"), rtol=1e-6)
+    ref = jax.grad(lambda a: m.logits(p, a, start="out")[:, 1].sum())(act)
+    np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match=r"\['side'\] are not computed on the way "
+                       r"to stop='out'"):
+        m.forward_with(p, x, capture=("side",), stop="out")
+
+
+def test_graph_topology_errors():
+    mk = Layer.make
+    bad = (mk("a", "conv", features=2), mk("b", "add", inputs=("a", "zz")))
+    with pytest.raises(ValueError, match=r"'b' reads 'zz', which is not the input"):
+        _ = ConvNet(layers=bad).sources
+    with pytest.raises(ValueError, match=r"'m' \(add\) takes two or more inputs"):
+        _ = ConvNet(layers=(mk("a", "conv", features=2), mk("m", "add"))).sources
+    dead = (mk("a", "conv", features=2),
+            mk("b", "conv", features=2, inputs=("input",)))
+    with pytest.raises(ValueError, match=r"\['a'\] do not feed the output"):
+        _ = ConvNet(layers=dead).sources
+
+
+def test_every_merge_kind_closed_form():
+    mk = Layer.make
+    layers = (
+        mk("s", "rescaling", scale=2.0),  # 2x
+        mk("add", "add", inputs=("input", "s")),  # 3x
+        mk("sub", "subtract", inputs=("add", "s")),  # x
+        mk("mul", "multiply", inputs=("sub", "s", "input")),  # 2x^3
+        mk("avg", "average", inputs=("mul", "s")),  # x^3 + x
+        mk("max", "maximum", inputs=("avg", "add")),
+        mk("cat", "concatenate", axis=-1, inputs=("max", "input")),
+    )
+    m = ConvNet(layers=layers, input_shape=(2, 2, 1), preprocessing="none")
+    x = jnp.asarray([-2.0, -0.5, 0.5, 3.0]).reshape(1, 2, 2, 1)
+    y = np.asarray(m.forward({}, x))
+    xv = np.asarray(x)
+    np.testing.assert_allclose(y[..., 0:1], np.maximum(xv ** 3 + xv, 3 * xv),
+                               rtol=1e-6)
+    np.testing.assert_allclose(y[..., 1:2], xv)
+
+
+def test_filter_patterns_on_a_graph_batched_equals_one_at_a_time(resnet_params):
+    m, p = _tiny_resnet(), resnet_params
+    kw = dict(key=jax.random.key(0), steps=3, size=12, model=m)
+    both = np.asarray(jcv.filter_patterns(p, "add", [0, 3], **kw))
+    for i, f in enumerate((0, 3)):
+        one = np.asarray(jcv.filter_patterns(p, "add", [f], **kw))[0]
+        np.testing.assert_allclose(both[i], one, rtol=1e-5, atol=1e-4)
+    assert np.abs(both[0] - both[1]).max() > 1e-3  # different filters differ
+
+
+def test_preprocessing_modes_match_keras_imagenet_utils(keras):
+    from keras.src.applications import imagenet_utils
+
+    x = np.random.default_rng(0).uniform(0, 255, (2, 3, 4, 3)).astype(np.float32)
+    for mode in ("caffe", "tf", "torch"):
+        ref = imagenet_utils.preprocess_input(x.copy(), mode=mode)
+        m = ConvNet(layers=(Layer.make("a", "activation"),), preprocessing=mode)
+        np.testing.assert_allclose(np.asarray(m.preprocess(x)), ref, rtol=1e-6,
+                                   atol=1e-5)
+    # tf: x / 127.5 - 1 by hand; torch: ImageNet mean/std
+    np.testing.assert_allclose(
+        jcv.models.preprocess.preprocess_mode(np.full((1, 1, 1, 3), 255.0), "tf"),
+        np.ones((1, 1, 1, 3)))
+    np.testing.assert_allclose(
+        jcv.models.preprocess.preprocess_mode(np.zeros((1, 1, 1, 3)), "torch")[
+            0, 0, 0], [-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"mode must be one of .*'torch'.*got 'bgr'"):
+        jcv.models.preprocess.preprocess_mode(np.zeros((1, 1, 1, 3)), "bgr")
+
+
+# ------------------------------------------------------------ Keras parity
+def _randomize(km, seed, keras=None):
+    """Random weights (positive variances), so every node carries signal."""
+    rng = np.random.default_rng(seed)
+    for layer in km.layers:
+        ws = []
+        for v in layer.weights:
+            shape = tuple(v.shape)
+            name = v.path.split("/")[-1]
+            if "variance" in name:
+                ws.append(rng.uniform(0.5, 1.5, shape))
+            elif name == "count":
+                ws.append(np.asarray(v))
+            elif name in ("gamma",):
+                ws.append(rng.uniform(0.5, 1.5, shape))
+            else:
+                ws.append(rng.normal(0, 0.4, shape))
+        if ws:
+            layer.set_weights([w.astype(np.float32) for w in ws])
+            if hasattr(layer, "finalize_state"):  # Normalization: as on loading
+                layer.finalize_state()
+
+
+def _node_outputs(keras, km, x, names):
+    ops = {op.name: op for op in km.operations}
+    names = [n for n in names if n in ops]
+    outs = keras.Model(km.inputs, [ops[n].output for n in names])(x)
+    return dict(zip(names, (np.asarray(o) for o in outs), strict=True))
+
+
+def _assert_parity(keras, km, model, params, x, *, rtol=RTOL, pred_atol=PRED_ATOL,
+                   expect_all=True):
+    """Every node equal to Keras' within ``rtol`` of its scale; the
+    prediction within ``pred_atol``. Returns the worst relative error."""
+    ref = _node_outputs(keras, km, x, model.layer_names)
+    if expect_all:
+        inner = {n for n in model.layer_names if n not in ref}
+        assert not inner, f"nodes without a Keras counterpart: {sorted(inner)[:5]}"
+    with jax.default_matmul_precision("float32"):
+        _, ours = jax.jit(lambda p, x: model.forward_with(
+            p, x, capture=tuple(ref)))(params, x)
+        pred = np.asarray(model.forward(params, x))
+    worst, where = 0.0, None
+    for n, r in ref.items():
+        o = np.asarray(ours[n])
+        assert o.shape == r.shape, (n, o.shape, r.shape)
+        rel = float(np.abs(o - r).max() / max(np.abs(r).max(), 1e-30))
+        if rel > worst:
+            worst, where = rel, n
+    assert worst <= rtol, f"node {where!r}: relative error {worst:.2e}"
+    kpred = np.asarray(km.predict(x, verbose=0))
+    np.testing.assert_allclose(pred, kpred, rtol=0, atol=pred_atol)
+    return worst
+
+
+def _every_kind_keras(keras):
+    """A small functional model with every merge kind and most layer kinds."""
+    from keras.src.applications.convnext import LayerScale
+
+    L = keras.layers
+    inp = keras.Input((12, 12, 3), name="img")
+    x = L.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(inp)
+    x = L.Normalization(mean=[0.1, -0.2, 0.3], variance=[1.5, 2.0, 0.5],
+                        name="norm_fixed")(x)
+    x = L.Normalization(axis=-1, name="norm_adapted")(x)
+    a = L.Conv2D(8, 3, padding="same", activation="relu6", name="conv_a")(x)
+    a = L.AveragePooling2D(3, strides=1, padding="same", name="avg_same")(a)
+    b = L.Conv2D(8, 3, padding="same", groups=4, activation="gelu",
+                 name="conv_g")(a)
+    add = L.Add(name="merge_add")([a, b])
+    sub = L.Subtract(name="sub")([a, b])
+    mul = L.Multiply(name="mul")([add, sub])
+    avg = L.Average(name="avg")([a, b, mul])
+    mx = L.Maximum(name="max")([avg, a])
+    cat = L.Concatenate(name="cat")([mx, b])
+    ln = L.LayerNormalization(epsilon=1e-6, name="ln")(cat)
+    pw = L.Dense(16, activation="hard_sigmoid", name="pointwise")(ln)
+    ls = LayerScale(0.5, 16, name="layer_scale")(pw)
+    op = ls * 2.0 + 1.0  # keras.ops nodes
+    op = L.Activation("linear", name="lin")(op)
+    pad = L.ZeroPadding2D(((0, 1), (1, 0)), name="pad")(op)
+    dw = L.DepthwiseConv2D(3, strides=2, depth_multiplier=2, activation="swish",
+                           name="dw")(pad)
+    sep = L.SeparableConv2D(8, 3, padding="same", depth_multiplier=2,
+                            activation="hard_swish", name="sep")(dw)
+    crop = L.Cropping2D(((1, 0), (0, 1)), name="crop")(sep)
+    bn = L.BatchNormalization(name="bn")(crop)
+    relu = L.ReLU(6.0, name="relu6")(bn)
+    se = L.GlobalAveragePooling2D(keepdims=True, name="se_pool")(relu)
+    se = L.Conv2D(8, 1, activation="sigmoid", name="se_conv")(se)
+    gate = L.Multiply(name="gate")([relu, se])
+    mp = L.MaxPooling2D(2, strides=1, padding="valid", name="mp")(gate)
+    gm = L.GlobalMaxPooling2D(name="gmp")(mp)
+    r = L.Reshape((1, 1, 8), name="reshape")(gm)
+    f = L.Flatten(name="flat")(r)
+    gap = L.GlobalAveragePooling2D(name="gap")(mp)
+    top = L.Add(name="top_add")([gap, f])
+    top = L.Dropout(0.3, name="drop")(top)
+    logits = L.Dense(5, name="logits")(top)
+    probs = L.Activation("softmax", name="probs")(logits)
+    km = keras.Model(inp, probs)
+    _randomize(km, 0)
+    return km
+
+
+@pytest.fixture(scope="module")
+def every_kind(tmp_path_factory):
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "jax":
+        pytest.skip("the Keras oracle must run with KERAS_BACKEND=jax")
+    keras.utils.set_random_seed(0)
+    km = _every_kind_keras(keras)
+    path = tmp_path_factory.mktemp("graph") / "every_kind.keras"
+    km.save(path)
+    return km, path
+
+
+@pytest.mark.keras
+def test_every_layer_kind_matches_keras_node_by_node(keras, every_kind):
+    km, path = every_kind
+    model, params = load_keras_model(path)
+    kinds = {s.kind for s in model.layers}
+    assert kinds >= {"add", "subtract", "multiply", "average", "maximum",
+                     "concatenate", "depthwise_conv", "separable_conv",
+                     "layernorm", "normalization", "layerscale", "zeropad",
+                     "cropping", "reshape", "rescaling", "gap", "gmp"}
+    assert model.layer("conv_g").opt("groups") == 4
+    assert model.layer("se_pool").opt("keepdims") is True
+    x = np.random.default_rng(1).uniform(0, 255, (2, 12, 12, 3)).astype(np.float32)
+    _assert_parity(keras, km, model, params, x, rtol=1e-5)
+    # the classifier top: Dense + a separate softmax Activation
+    assert model.has_top and model.num_outputs == 5
+    klogits = keras.Model(km.inputs, km.get_layer("logits").output)(x)
+    np.testing.assert_allclose(np.asarray(model.logits(params, x)),
+                               np.asarray(klogits), rtol=1e-5, atol=1e-5)
+    out, _ = model.forward_with(params, x, logits=True)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(klogits), rtol=1e-5,
+                               atol=1e-5)
+    # the squeeze-excite branch is not spatial; the gated map is
+    assert "se_conv" not in model.spatial_layers
+    assert model.default_layer == "gate"  # 'mp' is a pooling layer
+
+
+@pytest.mark.keras
+def test_dense_without_activation_is_a_logits_top(keras, tmp_path):
+    L = keras.layers
+    inp = keras.Input((6, 6, 3))
+    x = L.Conv2D(4, 3, name="c")(inp)
+    x = L.GlobalAveragePooling2D(name="g")(x)
+    km = keras.Model(inp, L.Dense(3, name="scores")(x))
+    _randomize(km, 2)
+    km.save(tmp_path / "m.keras")
+    model, params = load_keras_model(tmp_path / "m.keras")
+    assert model.has_top and model.num_outputs == 3
+    x = np.random.default_rng(0).uniform(0, 1, (2, 6, 6, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(model.logits(params, x)),
+                               km.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    # no classifier: a model ending in a pooled vector without Dense
+    km2 = keras.Model(inp, x_ := L.GlobalMaxPooling2D(name="p")(
+        L.Conv2D(4, 3, name="c2")(inp)))
+    del x_
+    km2.save(tmp_path / "m2.keras")
+    model2, _ = load_keras_model(tmp_path / "m2.keras")
+    assert not model2.has_top and model2.num_outputs == 0
+
+
+@pytest.mark.keras
+def test_shared_and_unsupported_layers_are_rejected(keras, tmp_path):
+    L = keras.layers
+    inp = keras.Input((6, 6, 3))
+    conv = L.Conv2D(3, 1, name="shared_conv")
+    out = conv(conv(inp))
+    keras.Model(inp, out).save(tmp_path / "shared.keras")
+    with pytest.raises(ValueError, match=r"'shared_conv' \(Conv2D\) is called 2 "
+                       r"times \(a shared layer\)"):
+        load_keras_model(tmp_path / "shared.keras")
+    up = L.UpSampling2D(name="up")(inp)
+    keras.Model(inp, up).save(tmp_path / "up.keras")
+    with pytest.raises(ValueError, match=r"'up' \(UpSampling2D\) is not supported; "
+                       r"supported layers: .*DepthwiseConv2D.*SeparableConv2D"):
+        load_keras_model(tmp_path / "up.keras")
