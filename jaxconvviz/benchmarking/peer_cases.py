@@ -101,8 +101,9 @@ def case_render(ctx, layer: str = "block4_conv1", size: int = 224,
     lucent: torchvision's VGG16 with the same conv weights, one
     ``render_vis`` call per filter, its defaults (FFT-decorrelated image,
     standard transforms, Adam lr 0.05, torchvision normalisation), objective
-    ``features_<relu>:k``. Ours: one ``jcv.render`` call for all ``n``
-    filters with its defaults. Target: ours >= 1.5x faster per filter.
+    ``features_<conv>:k`` (before the ReLU, as ``jcv.render``'s default
+    ``pre_activation=True``). Ours: one ``jcv.render`` call for all ``n``
+    filters with its defaults (lucid style). Target: ours >= 1.5x faster per filter.
     """
     case = f"render:{layer}:{size}:{steps}:{n}"
     render = getattr(ctx.jcv, "render", None)
@@ -133,7 +134,9 @@ def case_render(ctx, layer: str = "block4_conv1", size: int = 224,
     net, source = torchvision_vgg16(ctx.params, ctx.model)
     for p in net.parameters():  # as lucent's README runs it: params untouched
         p.requires_grad_(True)
-    obj = f"features_{_features_index(ctx.model, layer)}:"
+    # the conv module itself (before its ReLU), as jcv.render's default
+    # pre_activation=True optimises
+    obj = f"features_{_features_index(ctx.model, layer) - 1}:"
     n_peer = max(1, min(n, ctx.args.peer_filters))
 
     def peer(k, steps=steps):
