@@ -99,6 +99,18 @@ from jaxconvviz.attribution.gradients import (  # noqa: E402
     ATTRIBUTION_METHODS,
     attribution,
 )
+from jaxconvviz.attribution.metrics import (  # noqa: E402
+    confidence_change,
+    deletion,
+    insertion,
+    mass_in_mask,
+    pointing_game,
+    road,
+)
+from jaxconvviz.attribution.sanity import (  # noqa: E402
+    cascading_randomization,
+    label_randomization,
+)
 # -- end attribution --
 from jaxconvviz.attribution.gradcam import grad_cam, grad_cam_with_scores  # noqa: E402
 from jaxconvviz.cpu import available_cores, use_cpu_cores  # noqa: E402
