@@ -655,3 +655,60 @@ def test_cli_list_empty_store(capsys):
     assert out[0] == f"store: {W.store_dir()} (0 files)"
     assert out[1] == ("imagenet notop: not downloaded (jaxconvviz weights fetch "
                       "imagenet)")
+
+
+# ------------------------------------------- issue 14: errors say the fix
+def test_misspelt_sources_directories_and_npz_say_what_is_expected(tmp_path,
+                                                                   monkeypatch):
+    with pytest.raises(FileNotFoundError, match=r"got 'imagnet', which is neither "
+                       r"a source name nor an existing file; did you mean "
+                       r"'imagenet'\?"):
+        jcv.load_vgg16("imagnet")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"'\.' is a directory, not a weights "
+                       r"file; expected a Keras weights file"):
+        jcv.load_vgg16(".")
+    p = tmp_path / "fake.npz"
+    p.write_bytes(b"\x93NUMPY not really an npz")
+    with pytest.raises(ValueError, match=r"fake\.npz: not an \.npz archive \(no "
+                       r"zip signature\) and not an HDF5 file either .*expected a "
+                       r"Keras weights file \(\.h5 / \.weights\.h5 / \.keras\) or a "
+                       r"converted store \.npz with 'layer/param' entries"):
+        jcv.load_vgg16(p)
+    np.savez(tmp_path / "plain.npz", a=np.ones(3))
+    with pytest.raises(ValueError, match=r"not named 'layer/param'.*expected a "
+                       r"Keras weights file"):
+        jcv.load_vgg16(tmp_path / "plain.npz")
+
+
+def test_imagenet_not_downloaded_says_the_one_command(monkeypatch):
+    for top, cmd in ((False, "jaxconvviz weights fetch imagenet`"),
+                     (True, "jaxconvviz weights fetch imagenet --top`")):
+        with pytest.raises(FileNotFoundError) as e:
+            jcv.load_vgg16("imagenet", include_top=top, download=False)
+        assert f"Fetch them once with `{cmd}" in str(e.value)
+        assert not W.store_dir().exists()
+    # Offline with download=True: the network error says the same command.
+    with pytest.raises(OSError, match=r"cannot download http://127\.0\.0\.1:9/vgg16"
+                       r".*Fetch it when online with `jaxconvviz weights fetch "
+                       r"imagenet --top`"):
+        jcv.load_vgg16("imagenet", include_top=True, progress=False)
+
+
+def test_truncated_keras_cache_file_is_rejected_by_size_first(full_notop, tmp_path,
+                                                              monkeypatch):
+    path, _ = full_notop
+    spec = W.KerasFile(W.IMAGENET_FILES[False].fname, _md5(path),
+                       path.stat().st_size)
+    monkeypatch.setitem(W.IMAGENET_FILES, False, spec)
+    cut = tmp_path / "keras" / "models" / spec.fname
+    cut.write_bytes(path.read_bytes()[:1000])
+    calls = []
+    real = W.store.file_hash
+    monkeypatch.setattr(W.download, "file_hash",
+                        lambda *a: calls.append(a) or real(*a))
+    assert jcv.imagenet_available() is None
+    assert calls == []  # the size settled it; nothing was hashed
+    with pytest.raises(ValueError, match=rf"1,000 bytes, but the official "
+                       rf"{spec.fname} has {spec.size:,} bytes"):
+        W.check_file(cut, spec)

@@ -381,7 +381,7 @@ def test_loopback_download_then_offline_and_keras_cache(patched, server, tmp_pat
     assert main(["weights", "list"]) == 0
     out = capsys.readouterr().out
     assert f"  {name} notop: {stored}\n" in out
-    assert f"  resnet50 top: not downloaded (jaxconvviz weights fetch resnet50; " \
+    assert "  resnet50 top: not downloaded (jaxconvviz weights fetch resnet50; " \
         "102,967,424 bytes (98.2 MiB))" in out
     assert len(server.hits) == 1
     # A file in the Keras cache wins and is used in place (no copy).
