@@ -375,3 +375,156 @@ def test_shared_and_unsupported_layers_are_rejected(keras, tmp_path):
     with pytest.raises(ValueError, match=r"'up' \(UpSampling2D\) is not supported; "
                        r"supported layers: .*DepthwiseConv2D.*SeparableConv2D"):
         load_keras_model(tmp_path / "up.keras")
+
+
+# ------------------------------------------- keras.applications (slow)
+#: Application -> (input side, preprocessing as Keras' preprocess_input does
+#: it for that family). 32 px is the smallest most accept; Xception needs 71,
+#: InceptionV3 75; ResNet50 and MobileNetV2 run at 64 so that their Grad-CAM
+#: maps are 2x2, not 1x1.
+APPS = {
+    "ResNet50": (64, "caffe"),
+    "ResNet50V2": (32, "tf"),
+    "MobileNetV2": (64, "tf"),
+    "MobileNetV3Small": (32, "none"),  # Rescaling inside the model
+    "EfficientNetB0": (32, "none"),  # Rescaling + Normalization inside
+    "DenseNet121": (32, "torch"),
+    "Xception": (71, "tf"),
+    "InceptionV3": (75, "tf"),
+    "VGG19": (32, "caffe"),
+    "ConvNeXtTiny": (32, "none"),  # Normalization inside
+}
+#: Worst relative node error per application, filled by the parity test and
+#: printed at the end of the module (pytest -s) for the record.
+WORST: dict[str, float] = {}
+
+
+def _calibrate_batchnorm(keras, km, x):
+    """BatchNormalization moving statistics := the batch statistics of ``x``
+    at every layer (one training-mode call with momentum 0), so activations
+    stay O(1) to the last layer (with the init statistics MobileNetV2's
+    output is ~1e-10) and the comparison tests every node with signal."""
+    bns = [layer for layer in km.layers
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in bns:
+        layer.momentum = 0.0
+    km(x, training=True)
+    for layer in bns:
+        layer.momentum = 0.99
+
+
+@pytest.fixture(scope="module")
+def saved_apps(tmp_path_factory):
+    """Build + save each application once (lazily) for this module."""
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "jax":
+        pytest.skip("the Keras oracle must run with KERAS_BACKEND=jax")
+    cache: dict = {}
+
+    def get(name):
+        if name not in cache:
+            size, _ = APPS[name]
+            keras.utils.set_random_seed(0)
+            km = getattr(keras.applications, name)(weights=None,
+                                                   input_shape=(size, size, 3))
+            x = np.random.default_rng(7).uniform(
+                0, 255, (4, size, size, 3)).astype(np.float32)
+            _calibrate_batchnorm(keras, km, _keras_preprocess(keras, name, x))
+            path = tmp_path_factory.mktemp(name) / f"{name}.keras"
+            km.save(path)
+            cache[name] = (km, path)
+        return cache[name]
+
+    return get
+
+
+def _keras_preprocess(keras, name, x):
+    mode = APPS[name][1]
+    if mode == "none":
+        return x.copy()
+    from keras.src.applications import imagenet_utils
+
+    return imagenet_utils.preprocess_input(x.copy(), mode=mode)
+
+
+@pytest.mark.slow
+@pytest.mark.keras
+@pytest.mark.parametrize("name", list(APPS))
+def test_application_matches_keras_node_by_node(keras, saved_apps, name):
+    km, path = saved_apps(name)
+    size, mode = APPS[name]
+    model, params = load_keras_model(path, preprocessing=mode)
+    x_rgb = np.random.default_rng(3).uniform(0, 255, (2, size, size, 3)
+                                              ).astype(np.float32)
+    x = np.asarray(model.preprocess(x_rgb))
+    np.testing.assert_allclose(x, _keras_preprocess(keras, name, x_rgb),
+                               rtol=1e-6, atol=1e-5)
+    WORST[name] = _assert_parity(keras, km, model, params, x)
+    assert model.has_top and model.num_outputs == 1000
+    default = {"ResNet50": "conv5_block3_out", "MobileNetV2": "out_relu",
+               "VGG19": "block5_conv4"}.get(name)
+    if default:
+        assert model.default_layer == default
+    print(f"\n{name}: {len(model.layers)} nodes, worst relative error "
+          f"{WORST[name]:.2e}")
+
+
+@pytest.mark.slow
+@pytest.mark.keras
+@pytest.mark.parametrize("name,layer,head", [
+    ("ResNet50", "conv5_block3_out", "avg_pool"),
+    ("MobileNetV2", "out_relu", "global_average_pooling2d"),
+])
+def test_grad_cam_on_application_equals_keras_reference(keras, saved_apps, name,
+                                                        layer, head):
+    """Reference with Keras' own model: the activation at ``layer`` from a
+    keras.Model output, and the gradient of the class logit with respect to
+    it through Keras' own pooling and Dense layers (jax.grad of the Keras
+    layer calls, the JAX backend)."""
+    km, path = saved_apps(name)
+    size, mode = APPS[name]
+    model, params = load_keras_model(path, preprocessing=mode)
+    x_rgb = np.random.default_rng(5).uniform(0, 255, (2, size, size, 3)
+                                              ).astype(np.float32)
+    x = _keras_preprocess(keras, name, x_rgb)
+    acts = jnp.asarray(keras.Model(km.inputs, km.get_layer(layer).output)(x))
+    pool, dense = km.get_layer(head), km.get_layer("predictions")
+
+    def logits(a):
+        return keras.ops.matmul(pool(a), dense.kernel) + dense.bias
+
+    classes = np.asarray(jnp.argmax(logits(acts), axis=-1))
+    grads = jax.vmap(jax.grad(lambda a, c: logits(a[None])[0, c]))(acts, classes)
+    cam = jax.nn.relu(jnp.einsum("nhwc,nc->nhw", acts, grads.mean(axis=(1, 2))))
+    ref = cam / jnp.maximum(cam.max(axis=(1, 2), keepdims=True), 1e-30)
+    with jax.default_matmul_precision("float32"):
+        ours = jcv.grad_cam(params, x_rgb, model=model, layer=layer,
+                            class_index=classes)
+    assert ours.shape == ref.shape == (2, size // 32, size // 32)
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-4,
+                               atol=1e-5)
+    assert float(np.asarray(ref).max()) == pytest.approx(1.0)
+    # the default layer is this one
+    np.testing.assert_allclose(np.asarray(jcv.grad_cam(
+        params, x_rgb, model=model, class_index=classes)), np.asarray(ours),
+        rtol=1e-6)
+
+
+def test_without_activation_keeps_the_graph(resnet_params):
+    m, p = _tiny_resnet(), resnet_params
+    lin = m.without_activation("out")
+    assert lin.layer("cat").inputs == ("out", "side")
+    x = jax.random.uniform(jax.random.key(4), (1, 8, 8, 3))
+    np.testing.assert_allclose(lin.forward(p, x, stop="out"),
+                               m.forward(p, x, stop="add"), rtol=1e-6)
+    np.testing.assert_allclose(jax.nn.relu(lin.forward(p, x, stop="out")),
+                               m.forward(p, x, stop="out"), rtol=1e-6)
+
+
+def test_saving_a_graph_as_keras_is_a_clear_error(resnet_params, tmp_path):
+    from jaxconvviz.models.keras_export import save_keras_model
+
+    with pytest.raises(ValueError, match=r"is a graph \(layers \['add', 'cat'\].*"
+                       "Sequential chains only"):
+        save_keras_model(_tiny_resnet(), resnet_params, tmp_path / "g.keras")
+    assert not (tmp_path / "g.keras").exists()

@@ -459,7 +459,7 @@ class ConvNet(nn.Module):
         spec = self.layers[i]
         if spec.opt("activation") is None:
             return self
-        linear = Layer.make(spec.name, spec.kind,
+        linear = Layer.make(spec.name, spec.kind, inputs=spec.inputs,
                             **{**dict(spec.options), "activation": "linear"})
         return self.with_layers(self.layers[:i] + (linear,) + self.layers[i + 1:])
 

@@ -177,6 +177,17 @@ def _check(model: ConvNet, params: Params, path) -> tuple[Path, str]:
         raise InputError(f"model layer names must be non-empty without '/'; got {bad}.")
     if model.input_shape[2] is None:
         raise InputError("model.input_shape must give the number of channels.")
+    if not model.is_chain:
+        merges = [s.name for s in model.layers if s.inputs][:3]
+        raise InputError(
+            f"model {model.name_!r} is a graph (layers {merges} read other layers "
+            "than the previous one); save_keras_model writes Sequential chains "
+            "only.")
+    other = [f"{s.name!r} ({s.kind})" for s in model.layers if s.kind not in _CLASS]
+    if other:
+        raise InputError(
+            f"layers {', '.join(other[:3])} have kinds save_keras_model does not "
+            f"write; supported kinds: {', '.join(_CLASS)}.")
     model.check_params(params, source="params")
     return p, suffix
 
