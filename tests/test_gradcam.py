@@ -589,3 +589,70 @@ def test_cli_gradcam_without_imagenet_weights_says_how_to_fetch(monkeypatch,
     assert main(["gradcam", str(CAT), "--out", str(tmp_path), "--weights",
                  "hed"]) == 2
     assert "jaxconvviz weights fetch imagenet --top" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------- --method, explain
+ALL_METHODS = jcv.CAM_METHODS + jcv.ATTRIBUTION_METHODS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_cli_gradcam_every_method(tiny_cli, tiny_params, tmp_path, capsys, method):
+    from PIL import Image
+
+    from jaxconvviz.cli import main
+    from jaxconvviz.commands.explain import heatmaps
+
+    assert main(["gradcam", str(CAT), "--out", str(tmp_path), "--method",
+                 method]) == 0
+    assert "of " in capsys.readouterr().out
+    prefix = "gradcam" if method == "gradcam" else method.replace("+", "p")
+    ov_name = "overlay_chelsea.png" if method == "gradcam" else (
+        f"overlay_{prefix}_chelsea.png")
+    ov = np.asarray(Image.open(tmp_path / ov_name))
+    x = jcv.load_img(CAT, target_size=(32, 32))
+    k = np.asarray(jcv.predict(tiny_params, x[None])).argmax(-1).astype(np.int32)
+    cam = heatmaps(tiny_params, x[None], method, k, model=jcv.tiny_vgg16(),
+                   layer="block5_conv3", key=jax.random.key(0))
+    photo = jcv.load_img(CAT)
+    np.testing.assert_array_equal(ov, overlay(photo[None], cam)[0])
+    assert (tmp_path / f"{prefix}_chelsea.png").is_file()
+
+
+def test_cli_gradcam_unknown_method(tiny_cli, tmp_path, capsys):
+    from jaxconvviz.cli import main
+
+    assert main(["gradcam", str(CAT), "--out", str(tmp_path), "--method",
+                 "gradcam+"]) == 2
+    assert "--method must be one of gradcam, gradcam++" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_explain_writes_figures_and_metrics(tiny_cli, tiny_params, tmp_path,
+                                                capsys):
+    import csv
+
+    from jaxconvviz.cli import main
+
+    from .conftest import ELEPHANT, decode_png
+
+    assert main(["explain", str(CAT), str(ELEPHANT), "--methods",
+                 "gradcam,scorecam,saliency", "--steps", "4", "--out",
+                 str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "metrics.csv" in out
+    for name in ("explain_chelsea.png", "explain_african_elephants.png",
+                 "metrics.png"):
+        decode_png(tmp_path / name)
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [(r["image"], r["method"]) for r in rows] == [
+        (img, m) for img in ("chelsea.png", "african_elephants.jpg")
+        for m in ("gradcam", "scorecam", "saliency")]
+    x = np.stack([jcv.load_img(p, target_size=(32, 32)) for p in (CAT, ELEPHANT)])
+    maps = np.asarray(jcv.cam(tiny_params, x, method="scorecam"))
+    want = jcv.deletion(tiny_params, x, maps, steps=4).auc
+    got = [float(r["deletion_auc"]) for r in rows if r["method"] == "scorecam"]
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+    assert main(["explain", str(CAT), "--methods", "gradcam,nope", "--out",
+                 str(tmp_path)]) == 2
+    assert "--methods must be a comma list" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from jaxconvviz.commands import (  # noqa: F401
     atlas,
     common,
     demo,
+    explain,
     gradcam,
     kernels,
     report,
@@ -19,7 +20,8 @@ from jaxconvviz.commands import (  # noqa: F401
 
 # -- new command modules: import above, list below (order = order in --help) --
 #: The subcommand modules. Order = order in ``--help``.
-COMMANDS: list = [demo, atlas, activations, gradcam, kernels, weights, report]
+COMMANDS: list = [demo, atlas, activations, gradcam, explain, kernels, weights,
+                  report]
 
 
 class _Parser(argparse.ArgumentParser):

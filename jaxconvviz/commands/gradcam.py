@@ -1,8 +1,12 @@
-"""``jaxconvviz gradcam IMAGE``: Grad-CAM heatmap of a class on a photo.
+"""``jaxconvviz gradcam IMAGE [--method M]``: a class heatmap on a photo.
 
 Prints the top-3 predictions, then writes ``gradcam_<stem>.png`` (image,
 heatmap, overlay) and ``overlay_<stem>.png`` (the heatmap blended onto the
-photo at its full resolution, DLwP listing 5.44) into ``--out``.
+photo at its full resolution, DLwP listing 5.44) into ``--out``. With
+``--method`` any CAM (``gradcam++``, ``scorecam``, ...) or input-gradient
+method (``integrated_gradients``, ``smoothgrad``, ...; shown as ``sum |a|``
+over colour, / max); files are then named ``<method>_<stem>.png`` and
+``overlay_<method>_<stem>.png`` (``+`` written ``p``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ IMAGENET_CLASSES = 1000
 
 
 def register(subparsers) -> None:
+    from jaxconvviz.attribution.cams import CAM_METHODS
+    from jaxconvviz.attribution.gradients import ATTRIBUTION_METHODS
+
     p = subparsers.add_parser(
         "gradcam",
         help="Grad-CAM class-activation heatmap of an image",
@@ -31,9 +38,15 @@ def register(subparsers) -> None:
     p.add_argument("--class", dest="class_index", type=int, default=None,
                    metavar="N", help="class index to explain (default: the "
                    "top-1 prediction; 386 = African_elephant)")
-    p.add_argument("--layer", default="block5_conv3",
-                   help="spatial layer whose feature map is weighted (default: "
-                   "block5_conv3)")
+    p.add_argument("--method", default="gradcam",
+                   help="attribution method: a CAM (" + ", ".join(CAM_METHODS)
+                   + ") or an input-gradient method (" + ", ".join(
+                       ATTRIBUTION_METHODS) + "); default: gradcam")
+    p.add_argument("--layer", default=None,
+                   help="spatial layer of the CAM (default: the model's last "
+                   "spatial non-pooling layer, block5_conv3 for VGG16)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of SmoothGrad's noise (default: 0)")
     p.add_argument("--out", default=".", metavar="DIR",
                    help="output directory (default: .)")
     p.add_argument("--alpha", type=float, default=0.4,
@@ -71,18 +84,26 @@ def _load(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxconvviz.attribution.gradcam import grad_cam_with_scores
+    import jax
+
+    from jaxconvviz.attribution.cams import CAM_METHODS
+    from jaxconvviz.commands.explain import heatmaps, label
     from jaxconvviz.images import load_img, to_uint8
     from jaxconvviz.models.labels import decode_predictions, load_class_index
     from jaxconvviz.plotting import plot_gradcam
     from jaxconvviz.views.heatmaps import colorize, overlay
 
+    method = args.method
+    if method not in parse_valid():
+        raise CLIError(f"--method must be one of {', '.join(parse_valid())}; got "
+                       f"{method!r}.")
     if not 0.0 <= args.alpha <= 1.0:
         raise CLIError(f"--alpha must be in [0, 1]; got {args.alpha}.")
     colorize(np.zeros((1, 1, 1)), colormap=args.colormap)  # validate it early
     path = Path(args.image)
     if not path.is_file():
         raise CLIError(f"image file not found: {args.image!r}.")
+    d = common.out_dir(args.out)
     model, params, desc = _load(args)
     if not model.has_top:
         raise CLIError(
@@ -90,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
             "--weights imagenet (fetch: `jaxconvviz weights fetch imagenet "
             "--top`) or a Keras classifier via --model."
         )
-    model.check_layer(args.layer, model.spatial_layers, name="--layer")
+    layer = model.default_layer if args.layer is None else args.layer
+    model.check_layer(layer, model.spatial_layers, name="--layer")
     n_out = model.num_outputs
     if args.class_index is not None and not 0 <= args.class_index < n_out:
         valid = ("0 (the single logit of a binary sigmoid head)" if n_out == 1
@@ -100,41 +122,50 @@ def run(args: argparse.Namespace) -> int:
 
     original = load_img(path)  # full resolution RGB: the overlay is drawn on it
     x = common.load_image_for(path, model)
-    cams, logits, used = grad_cam_with_scores(
-        params, x[None], layer=args.layer, class_index=args.class_index,
-        model=model)
-    cam = np.asarray(cams[0])
-    logits = np.asarray(logits, dtype=np.float64)
-    k = int(used[0])
+    out, _ = model.forward_with(params, model.preprocess(x[None]), logits=True)
+    logits = np.asarray(out, dtype=np.float64)
+    k = int(np.argmax(logits[0])) if args.class_index is None else args.class_index
+    cam = heatmaps(params, x[None], method, np.array([k], np.int32), model=model,
+                   layer=layer, key=jax.random.key(args.seed))[0]
     scores, kind = _probabilities(model, logits)
 
-    common.say(f"{desc}; layer {args.layer}; heatmap {cam.shape[0]}x{cam.shape[1]}")
+    where = f"layer {layer}; " if method in CAM_METHODS or method == \
+        "guided_gradcam" else ""
+    common.say(f"{desc}; {where}heatmap {cam.shape[0]}x{cam.shape[1]}")
     imagenet = n_out == IMAGENET_CLASSES
     if imagenet:
         top = decode_predictions(scores, top=3)[0]
         rows = [(name, float(s)) for _, name, s in top]
-        label = load_class_index()[k][1]
+        name = load_class_index()[k][1]
     else:
         order = np.argsort(-scores[0], kind="stable")[:3]
         rows = [(f"class {i}", float(scores[0, i])) for i in order]
-        label = f"class {k}"
+        name = f"class {k}"
     common.say(f"top predictions ({kind}):")
-    for rank, (name, s) in enumerate(rows, 1):
-        common.say(f"  {rank}. {name}: {s:.4f}")
-    common.say(f"Grad-CAM of {label} (index {k}), logit {logits[0, k]:.4g}"
+    for rank, (row_name, s) in enumerate(rows, 1):
+        common.say(f"  {rank}. {row_name}: {s:.4f}")
+    common.say(f"{label(method)} of {name} (index {k}), logit {logits[0, k]:.4g}"
                + (", the top-1 class" if args.class_index is None else ""))
 
     over = overlay(original[None], cam[None], alpha=args.alpha,
                    colormap=args.colormap)[0]
+    at = f" at {layer}" if where else ""
     fig = plot_gradcam(
         to_uint8(original), cam, over,
-        title=f"Grad-CAM at {args.layer}: {label} (index {k}), "
-        f"{kind} {scores[0, k]:.3g}",
+        title=f"{label(method)}{at}: {name} (index {k}), {kind} {scores[0, k]:.3g}",
         predictions=rows, colormap=args.colormap)
-    d = common.out_dir(args.out)
     stem = path.stem
-    fig_path = common.save_figure(fig, d / f"gradcam_{stem}.png")
-    ov_path = common.save_png(over, d / f"overlay_{stem}.png")
+    prefix = "gradcam" if method == "gradcam" else method.replace("+", "p")
+    fig_path = common.save_figure(fig, d / f"{prefix}_{stem}.png")
+    ov_path = common.save_png(over, d / f"overlay_{prefix}_{stem}.png"
+                              if method != "gradcam" else d / f"overlay_{stem}.png")
     common.say(f"wrote {fig_path}")
     common.say(f"wrote {ov_path}")
     return 0
+
+
+def parse_valid() -> tuple[str, ...]:
+    from jaxconvviz.attribution.cams import CAM_METHODS
+    from jaxconvviz.attribution.gradients import ATTRIBUTION_METHODS
+
+    return CAM_METHODS + ATTRIBUTION_METHODS
