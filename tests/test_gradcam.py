@@ -656,3 +656,17 @@ def test_cli_explain_writes_figures_and_metrics(tiny_cli, tiny_params, tmp_path,
     assert main(["explain", str(CAT), "--methods", "gradcam,nope", "--out",
                  str(tmp_path)]) == 2
     assert "--methods must be a comma list" in capsys.readouterr().err
+
+
+def test_overlay_accepts_grey_images():
+    rng = np.random.default_rng(3)
+    grey = rng.integers(0, 256, (2, 5, 6), dtype=np.uint8)
+    heat = rng.uniform(0, 1, (2, 3, 3)).astype(np.float32)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    want = overlay(rgb, heat, alpha=0.3)
+    np.testing.assert_array_equal(overlay(grey, heat, alpha=0.3), want)
+    np.testing.assert_array_equal(overlay(grey[..., None], heat, alpha=0.3), want)
+    # alpha 0 gives the grey image back, as RGB
+    np.testing.assert_array_equal(overlay(grey, heat, alpha=0.0), rgb)
+    with pytest.raises(ValueError, match="add a batch axis"):
+        overlay(rgb[0], heat[:1])

@@ -118,8 +118,10 @@ def overlay(images, heatmaps, *, alpha: float = 0.4, colormap: str = "jet",
     the book's ``heatmap * 0.4 + img`` the result never exceeds 255.
 
     Args:
-      images: RGB ``(n, H, W, 3)``, uint8 or float in [0, 255] (values
-        outside are clipped), e.g. the original photo at full resolution.
+      images: RGB ``(n, H, W, 3)``, or grey ``(n, H, W)`` / ``(n, H, W, 1)``
+        (drawn as grey RGB), uint8 or float in [0, 255] (values outside are
+        clipped), e.g. the original photo at full resolution. A 3-D array
+        whose last axis is 3 is an RGB image missing its batch axis (error).
       heatmaps: float ``(n, h, w)`` in [0, 1], e.g. from
         :func:`jaxconvviz.grad_cam`; any ``h, w``.
       alpha: heatmap weight in [0, 1]; 0 returns the image, 1 the colour map.
@@ -141,9 +143,14 @@ def overlay(images, heatmaps, *, alpha: float = 0.4, colormap: str = "jet",
             0.0 <= float(alpha) <= 1.0):
         raise InputError(f"alpha must be a number in [0, 1]; got {alpha!r}.")
     img = np.array(images, dtype=np.float32)
+    if img.ndim == 3 and img.shape[-1] != 3:  # grey (n, H, W)
+        img = img[..., None]
+    if img.ndim == 4 and img.shape[-1] == 1:  # grey (n, H, W, 1)
+        img = np.repeat(img, 3, axis=-1)
     if img.ndim != 4 or img.shape[-1] != 3:
         raise InputError(
-            f"images must have shape (n, H, W, 3); got {img.shape}"
+            f"images must have shape (n, H, W, 3), or (n, H, W) / (n, H, W, 1) "
+            f"for grey images; got {img.shape}"
             + (" (add a batch axis: x[None])" if img.ndim == 3 else "") + "."
         )
     if not np.isfinite(img).all():
