@@ -37,6 +37,7 @@ from jaxconvviz._atomic import atomic_write
 from jaxconvviz.errors import InputError, JaxConvVizError, MissingFileError
 from jaxconvviz.models.weights.keras_files import read_keras_weights
 from jaxconvviz.models.weights.store import (
+    CONVERTED_FORMAT,
     file_hash,
     file_params,
     read_sidecar,
@@ -412,7 +413,7 @@ def _converted_ok(path: Path, spec: KerasFile, verify: bool) -> bool:
     record = read_sidecar(path)
     if not path.is_file() or record is None:
         return False
-    if record.get("format") != "jaxconvviz-params-v1" or record.get(
+    if record.get("format") != CONVERTED_FORMAT or record.get(
             "source_md5") != spec.md5:
         return False
     if record.get("size") != path.stat().st_size:

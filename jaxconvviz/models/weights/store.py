@@ -130,7 +130,8 @@ def read_converted(path: Path, label: str) -> dict[str, dict[str, np.ndarray]]:
 
 def read_any(source: Any) -> tuple[str, dict, str]:
     """``("keras", {layer: [arrays]}, label)`` or ``("params", {layer: {name:
-    array}}, label)`` for any supported file."""
+    array}}, label)`` for any supported file (a missing path or a directory
+    raise first, naming what is accepted)."""
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         label = os.fspath(source)
@@ -160,6 +161,7 @@ def guess_param_names(layer: str, arrays: list[np.ndarray], label: str) -> list[
 
 
 def as_float32(a: np.ndarray) -> np.ndarray:
+    """Floating (and bfloat16) arrays as float32; others unchanged."""
     a = np.asarray(a)
     if a.dtype == np.float32:
         return a
@@ -169,6 +171,8 @@ def as_float32(a: np.ndarray) -> np.ndarray:
 
 
 def file_params(kind: str, data: dict, label: str) -> dict[str, dict[str, np.ndarray]]:
+    """``{layer: {param: array}}`` from :func:`read_any` data without a model
+    (Keras lists named by :func:`guess_param_names`)."""
     if kind == "params":
         return data
     return {
@@ -250,6 +254,9 @@ def load_params(source: Any, model) -> dict:
 # -------------------------------------------------------------- conversion
 def write_converted(params: Mapping[str, Mapping[str, Any]], dst: Path, *,
                      source: str, source_md5: str | None) -> Path:
+    """Write ``{layer: {param: array}}`` as a converted ``.npz`` (float32,
+    ``"layer/param"`` keys) atomically, then its sidecar (SHA-256, size,
+    source name and MD5); a stale sidecar is removed first."""
     from jaxconvviz import __version__
 
     arrays: dict[str, np.ndarray] = {}
