@@ -7,6 +7,7 @@ one image at a time, chunking, errors, and localization on a trained net."""
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -363,3 +364,81 @@ def test_every_cam_localizes_the_object(trained_blob_net):
         rates[method] = float(np.mean(peak | (mass >= 0.8)))
     print(rates)
     assert min(rates.values()) >= 0.9, rates
+
+
+# --------------------------------------------------------- imported Keras graph
+@pytest.mark.slow
+@pytest.mark.keras
+def test_every_method_on_an_imported_keras_graph(keras, tmp_path):
+    """A residual Keras classifier (conv -> conv -> Add -> ReLU -> GAP -> dense),
+    saved and imported as a graph: every CAM at the ReLU node equals its closed
+    form on Keras' own activation (GAP + dense: G = W[:, k] / hw), and the
+    saliency equals jax.grad of the Keras model's logit."""
+    import warnings
+
+    from jaxconvviz.attribution.cams import normalise, resize_matrix
+
+    L = keras.layers
+    inp = keras.Input((8, 8, 3))
+    y = L.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
+    z = L.Conv2D(4, 3, padding="same", name="c2")(y)
+    a = L.Activation("relu", name="act")(L.Add(name="add")([y, z]))
+    g = L.GlobalAveragePooling2D(name="gap")(a)
+    out = L.Dense(3, activation="softmax", name="d")(g)
+    km = keras.Model(inp, out)
+    rng = np.random.default_rng(8)
+    for lay in km.layers:
+        ws = lay.get_weights()
+        if ws:
+            lay.set_weights([rng.normal(0, 0.3 if w.ndim > 1 else 0.1, w.shape)
+                             .astype(np.float32) for w in ws])
+    km.save(tmp_path / "res.keras")
+    model, params = jcv.load_keras_model(tmp_path / "res.keras")
+    assert model.layer("add").inputs == ("c1", "c2")
+    assert model.default_layer == "act"
+    x = rng.uniform(0, 1, (3, 8, 8, 3)).astype(np.float32)
+    k = np.array([0, 2, 1])
+    with warnings.catch_warnings(), jax.numpy_rank_promotion("allow"):
+        warnings.simplefilter("ignore")
+        acts = np.asarray(keras.Model(inp, a)(x), np.float64)
+        wd = np.asarray(km.get_layer("d").get_weights()[0], np.float64)
+        km.get_layer("d").activation = keras.activations.linear
+        logit = jax.jit(jax.grad(lambda xi, kk: km(xi[None])[0, kk]),
+                        static_argnums=1)
+        sal_ref = np.stack([np.asarray(logit(jnp.asarray(x[i]), int(k[i])))
+                            for i in range(3)])
+        masked_logits = {}
+        up = resize_matrix(8, 8, align_corners=True)
+        for i in range(3):
+            for ch in range(4):
+                m = up @ acts[i, :, :, ch] @ up.T
+                m = (m - m.min()) / (m.max() - m.min() + 1e-8)
+                masked_logits[i, ch] = float(km(x[i:i + 1] * m[None, :, :, None]
+                                                .astype(np.float32))[0, k[i]])
+    wk = wd[:, k].T
+    for method in CAM_METHODS:
+        ours = np.asarray(jcv.cam(params, x, method=method, class_index=k,
+                                  model=model))
+        if method in ("eigencam", "eigengradcam"):
+            gmap = np.broadcast_to((wk / 64.0)[:, None, None, :], acts.shape)
+            src = acts if method == "eigencam" else acts * gmap
+            ref = _norm(np.stack([projection_2d(s.transpose(2, 0, 1)) for s in src]))
+        elif method == "ablationcam":
+            y_ = acts.mean(axis=(1, 2)) @ wd + km.get_layer("d").get_weights()[1]
+            yk = y_[np.arange(3), k]
+            ref = _norm(np.einsum("nhwc,nc->nhw", acts,
+                                  wk * acts.mean(axis=(1, 2)) / yk[:, None]))
+        elif method == "scorecam":
+            s = np.array([[masked_logits[i, ch] for ch in range(4)]
+                          for i in range(3)])
+            wts = np.exp(s - s.max(-1, keepdims=True))
+            wts /= wts.sum(-1, keepdims=True)
+            ref = _norm(np.einsum("nhwc,nc->nhw", acts, wts))
+        else:
+            ref = _gap_closed_form(method, acts, wk)
+        assert ref.max() > 0
+        np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=2e-5, err_msg=method)
+    sal = np.asarray(jcv.attribution(params, x, method="saliency", class_index=k,
+                                     model=model))
+    np.testing.assert_allclose(sal, sal_ref, rtol=1e-4, atol=1e-6)
+    assert np.asarray(normalise(jnp.ones((1, 2, 2)))).max() == 1.0
