@@ -442,3 +442,34 @@ def test_every_method_on_an_imported_keras_graph(keras, tmp_path):
                                      model=model))
     np.testing.assert_allclose(sal, sal_ref, rtol=1e-4, atol=1e-6)
     assert np.asarray(normalise(jnp.ones((1, 2, 2)))).max() == 1.0
+
+
+def test_ablationcam_at_a_non_cut_node_of_a_graph():
+    """c1 -> c2 -> add(c1, c2) -> GAP -> dense, 1x1 convs: c2 is not a cut node
+    (add also reads c1), so the whole net runs with the channel zeroed;
+    ablating channel ch of c2 lowers y_k by W[ch, k] mean(c2_ch)."""
+    model = ConvNet(layers=(
+        Layer.make("c1", "conv", features=3, kernel_size=1, activation="relu"),
+        Layer.make("c2", "conv", features=3, kernel_size=1),
+        Layer.make("add", "add", inputs=("c1", "c2")),
+        Layer.make("gap", "gap"),
+        Layer.make("d", "dense", features=2),
+    ), input_shape=(5, 5, 3), preprocessing="none")
+    rng = np.random.default_rng(2)
+    params = {n: {"kernel": rng.normal(0, 0.5, s).astype(np.float32),
+                  "bias": rng.normal(0, 0.1, s[-1]).astype(np.float32)}
+              for n, s in (("c1", (1, 1, 3, 3)), ("c2", (1, 1, 3, 3)),
+                           ("d", (3, 2)))}
+    x = rng.uniform(0, 1, (2, 5, 5, 3)).astype(np.float32)
+    a1 = np.maximum(x.astype(np.float64) @ params["c1"]["kernel"][0, 0]
+                    + params["c1"]["bias"], 0)
+    a2 = a1 @ params["c2"]["kernel"][0, 0] + params["c2"]["bias"]
+    y = (a1 + a2).mean(axis=(1, 2)) @ params["d"]["kernel"] + params["d"]["bias"]
+    k = np.array([1, 0])
+    yk = y[np.arange(2), k]
+    w = params["d"]["kernel"][:, k].T * a2.mean(axis=(1, 2)) / yk[:, None]
+    ref = _norm(np.einsum("nhwc,nc->nhw", a2, w))
+    ours = np.asarray(jcv.cam(params, x, method="ablationcam", layer="c2",
+                              class_index=k, model=model))
+    assert ref.max() > 0
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
