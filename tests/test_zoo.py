@@ -427,6 +427,21 @@ def test_damaged_downloads_are_rejected_and_leave_nothing(patched, server, damag
                              download=False)
 
 
+def test_notop_model_uses_a_local_file_with_the_classifier(official, monkeypatch,
+                                                           tmp_path):
+    """Without a notop file, a local top file serves include_top=False (it
+    holds every convolutional layer); nothing is downloaded."""
+    name, size, path, lists = official
+    top = W.KERAS_FILES[name][True]
+    monkeypatch.setitem(W.KERAS_FILES[name], True, W.KerasFile(
+        top.fname, _md5(path), path.stat().st_size, top.url))
+    (tmp_path / "keras" / "models" / top.fname).symlink_to(path)
+    assert W.application_available(name, False) is None
+    model, params = jcv.load_application(name, include_top=False, input_size=size,
+                                         download=False)
+    _check_params(params, lists)
+
+
 def test_official_files_with_other_layer_names_load_in_keras_order(official,
                                                                    tmp_path):
     """Keras loads .h5 weight files by order; so does the zoo when the names
