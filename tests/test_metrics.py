@@ -207,3 +207,25 @@ def test_cascading_randomization_on_trained_net(trained_blob_net):
                                key=jax.random.key(0), model=model, layer="c2")
     for m in ("gradcam", "saliency"):
         np.testing.assert_allclose(same.correlations[m], 1.0, atol=1e-6)
+
+
+def test_comparison_and_metric_figures_show_the_data():
+    from jaxconvviz.plotting import plot_methods, plot_metrics
+
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (2, 6, 6, 3), dtype=np.uint8)
+    ovs = rng.integers(0, 256, (2, 3, 6, 6, 3), dtype=np.uint8)
+    fig = plot_methods(imgs, ovs, ["a", "b", "c"], row_titles=["x", "y"], title="t")
+    axes = fig.axes
+    assert len(axes) == 8
+    np.testing.assert_array_equal(axes[0].images[0].get_array(), imgs[0])
+    np.testing.assert_array_equal(axes[6].images[0].get_array(), ovs[1, 1])
+    assert axes[6].get_title() == "b" and axes[4].get_title() == "y"
+    table = {"m1": {"auc": 0.25, "drop": 3.0}, "m2": {"auc": 0.5, "drop": 1.0},
+             "m3": {"auc": 0.1, "drop": 2.0}}
+    fig = plot_metrics(table, better={"auc": "lower"})
+    heights = [[p.get_height() for p in ax.patches] for ax in fig.axes]
+    assert heights == [[0.25, 0.5, 0.1], [3.0, 1.0, 2.0]]
+    assert fig.axes[0].get_title() == "auc (lower is better)"
+    with pytest.raises(ValueError, match="every method must have the metrics"):
+        plot_metrics({"m1": {"auc": 1.0}, "m2": {"drop": 1.0}})

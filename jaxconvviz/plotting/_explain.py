@@ -84,11 +84,15 @@ def plot_metrics(table: Mapping[str, Mapping[str, float]], *,
             raise InputError(
                 f"every method must have the metrics {metrics}; {mth!r} has "
                 f"{list(table[mth])}.")
-    fig = Figure(figsize=(max(3.0, 0.45 * len(methods) + 1.2) * len(metrics), 3.6),
-                 dpi=100, layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(metrics)))
+    ncols = 2 if len(metrics) > 2 else len(metrics)
+    nrows = -(-len(metrics) // ncols)
+    fig = Figure(figsize=(max(3.0, 0.4 * len(methods) + 1.2) * ncols,
+                          3.6 * nrows), dpi=100, layout="constrained")
+    axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
     x = np.arange(len(methods))
-    for ax, met in zip(axes, metrics, strict=True):
+    for ax, met in zip(axes, metrics, strict=False):
         vals = [float(table[mth][met]) for mth in methods]
         ax.bar(x, vals, color="C0")
         ax.set_xticks(x, methods, rotation=60, ha="right", fontsize=8)
