@@ -129,12 +129,12 @@ def test_report_files_links_and_values(report, tiny_model, tiny_params):
             md = tuple(max(1, math.ceil(s / j / 2)) for s, j in zip(
                 rf.size, rf.jump, strict=True))  # at most one per half field
             best = [u for u in top_units(a[..., k], 3, min_distance=md) if u[3] > 0]
-            caps = re.findall(r"<figcaption>([-0-9.e+]+) &middot; ([^<]+)<br>unit "
-                              r"\((\d+), (\d+)\), px y (-?\d+)\.\.(-?\d+), x "
-                              r"(-?\d+)\.\.(-?\d+)", unit)
+            caps = re.findall(r'<figcaption title="([^:"]+): unit \((\d+), (\d+)\), '
+                              r"input px y (-?\d+)\.\.(-?\d+), x (-?\d+)\.\.(-?\d+)"
+                              r'"><b>([-0-9.e+]+)</b>', unit)
             assert len(caps) == len(best)
             names = ("chelsea.png", "african_elephants.jpg")
-            for (v, name, i, j, y0, y1, x0, x1), (n, bi, bj, bv) in zip(
+            for (name, i, j, y0, y1, x0, x1, v), (n, bi, bj, bv) in zip(
                     caps, best, strict=True):
                 assert float(v) == pytest.approx(bv, rel=2e-3)
                 assert (name, int(i), int(j)) == (names[n], bi, bj)

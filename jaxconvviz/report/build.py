@@ -39,10 +39,13 @@ PATCH_PX = 96
 GRID_MAX_WIDTH = 1280
 #: Filters in each layer's strip on the index page.
 STRIP = 8
-#: Multiply-adds per second one ascent step achieves on a CPU, used only for
-#: the estimate printed before a run (a 2-core shared CPU measured ~1.4e9 for
-#: VGG16 at 64 px, the forward and backward pass counted as 3 forwards).
-CPU_MACS_PER_S = 1.4e9
+#: Multiply-adds per second of the ascent on a CPU, used only for the estimate
+#: printed before a run (forward + backward counted as 3 forwards, see
+#: :func:`ascent_macs`). Measured with the HED VGG16, 8 filters per layer at
+#: 64 px: 8.86e12 multiply-adds in 538 s of layer time on a 2-core CPU shared
+#: with other jobs (load ~11), i.e. 1.6e10/s; its 210 s of CPU time suggest
+#: ~4e10/s on two free cores.
+CPU_MACS_PER_S = 2.0e10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,6 +298,9 @@ def build_report(
 
     # ---- one layer at a time
     layer_rows = []
+    per_layer = {layer: ascent_macs(model, (layer,), {layer: len(sel[layer])}, size,
+                                    steps) for layer in layers}
+    done_macs, total_macs = 0, sum(per_layer.values())
     for li, layer in enumerate(layers):
         tl = time.perf_counter()
         idx = sel[layer]
@@ -330,10 +336,13 @@ def build_report(
                        model.channels(layer))
         dead = int((~ever_on).sum())
         layer_rows.append((layer, idx, tiles, dead, rf))
-        dt = time.perf_counter() - tl
+        dt, total_t = time.perf_counter() - tl, time.perf_counter() - t0
+        done_macs += per_layer[layer]
+        eta = (f", ~{(total_macs - done_macs) * total_t / done_macs:.0f} s left"
+               if li + 1 < len(layers) and done_macs > 0.05 * total_macs else "")
         say(f"[{li + 1}/{len(layers)}] {layer}: {len(idx)} filter(s), {dead} of "
             f"{model.channels(layer)} dead on the images, {dt:.1f} s "
-            f"(total {time.perf_counter() - t0:.0f} s, {out.stats.bytes / 1e6:.1f} MB)")
+            f"(total {total_t:.0f} s{eta}, {out.stats.bytes / 1e6:.1f} MB)")
     out.stats.filters = sum(len(v) for v in sel.values())
     _index_page(out, params, model, hw, layer_rows, source, source_hash, size, steps,
                 pre_activation, use_lucid, len(images), jax.default_backend())
@@ -459,13 +468,14 @@ def _unit_page(out: _Writer, layer, k, idx, j, tile, lucid_tile, a, x, names, rf
             if j else "")
     nxt = (f'<a rel="next" href="{idx[j + 1]}.html">filter {idx[j + 1]} &rarr;</a>'
            if j + 1 < len(idx) else "")
-    pats = [f'<figure>{H.img(root + tile, "book pattern", cls="big", lazy=False)}'
+    pats = [f'<figure class="pattern">'
+            f'{H.img(root + tile, "book pattern", cls="big", lazy=False)}'
             f"<figcaption>book style (gradient ascent); mean "
             f"{'pre' if pre_activation else 'post'}-ReLU objective, reached "
             f"post-ReLU mean {reached:.3g}</figcaption></figure>"]
     if lucid_tile:
         lt = H.img(root + lucid_tile, "lucid pattern", cls="big", lazy=False)
-        pats.append(f"<figure>{lt}"
+        pats.append(f'<figure class="pattern">{lt}'
                     "<figcaption>lucid style (jaxconvviz.render)</figcaption>"
                     "</figure>")
     # top-k patches: one strip file, shown per patch with object-position
@@ -483,10 +493,12 @@ def _unit_page(out: _Writer, layer, k, idx, j, tile, lucid_tile, a, x, names, rf
             y0, y1, x0, x1 = rf.box(i, jj)
             figs.append(
                 f'<figure><img src="{root}{sp}" alt="patch {r + 1}" width="{PATCH_PX}" '
-                f'height="{PATCH_PX}" style="object-fit:none;object-position:'
+                f'height="{PATCH_PX}" style="width:{PATCH_PX}px;height:{PATCH_PX}px;'
+                f'object-fit:none;object-position:'
                 f'-{r * PATCH_PX}px 0" loading="lazy">'
-                f"<figcaption>{v:.3g} &middot; {H.esc(names[n])}<br>unit ({i}, {jj}), "
-                f"px y {y0}..{y1 - 1}, x {x0}..{x1 - 1}</figcaption></figure>")
+                f'<figcaption title="{H.esc(names[n])}: unit ({i}, {jj}), input px '
+                f'y {y0}..{y1 - 1}, x {x0}..{x1 - 1}"><b>{v:.3g}</b><br>'
+                f"{H.esc(names[n])}<br>unit ({i}, {jj})</figcaption></figure>")
         patches = f'<div class="patches">{"".join(figs)}</div>'
     else:
         patches = ('<p class="note">This filter is never positive on the given '

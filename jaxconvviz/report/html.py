@@ -56,9 +56,13 @@ figure { margin: 0; background: var(--card); border: 1px solid var(--line);
 figcaption { font-size: 13px; color: var(--muted); margin-top: 4px; }
 img.big { width: 256px; height: 256px; image-rendering: pixelated; display: block; }
 img.wide { max-width: 100%; display: block; }
-img.photo { max-width: 360px; display: block; }
+img.photo { width: 224px; height: auto; display: block; }
 .patches { display: flex; gap: 8px; flex-wrap: wrap; }
-.patches img { width: 112px; height: 112px; display: block; }
+.patches img { display: block; }
+.patches figure { width: 110px; }
+.patches figcaption { white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; }
+figure.pattern { width: 270px; }
 .pager { display: flex; gap: 16px; margin: 6px 0 10px; }
 .bar { fill: #4a7fb8; }
 .axis { font-size: 11px; fill: var(--muted); }
