@@ -260,3 +260,20 @@ def test_gpu_probe_smoke_writes_each_case_and_a_summary(tmp_path):
     assert s["records"][0]["memory"]["source"] == "not available"
     assert s["environment"]["platform"] == "cpu"
     assert "atlas_bf16_s" in s["not_measured"]
+
+
+def test_plot_peers_draws_measured_records_and_refuses_none(tmp_path):
+    from jaxconvviz.benchmarking.plot import plot_peers
+
+    rec = {"case": "cam:gradcam:4:224", "kind": "cam", "method": "gradcam",
+           "ours_s_per_image": 1.0, "peer_s_per_image": 4.5,
+           "speedup_vs_peer": 4.5, "target_speedup_vs_peer": 4.0, "met": True}
+    doc = {"environment": {"platform": "cpu", "cpu": "AMD EPYC", "cpu_count": 2},
+           "cases": [rec, {"case": "render:x", "kind": "render", "absent": "no"}]}
+    src = tmp_path / "peers.json"
+    src.write_text(json.dumps(doc))
+    plot_peers([str(src)], str(tmp_path / "p.png"))
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    src.write_text(json.dumps({**doc, "cases": doc["cases"][1:]}))
+    with pytest.raises(ValueError, match="no measured peer records"):
+        plot_peers([str(src)], str(tmp_path / "q.png"))

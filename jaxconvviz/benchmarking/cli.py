@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "peak memory is that case's own")
     p.add_argument("--out", default=None, help="also write the JSON here (updated "
                    "after every case)")
+    p.add_argument("--plot-peers", nargs="+", default=None, metavar="JSON",
+                   help="draw the peer records (cam, resnet50, render) of benchmark "
+                   "JSON files into the PNG given by --out instead of running")
     p.add_argument("--plot", nargs="+", default=None, metavar="JSON",
                    help="draw benchmark JSON files (JSON=LABEL names the device) "
                    "into the PNG given by --out instead of running")
@@ -152,6 +155,11 @@ def run(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.plot_peers:
+        from jaxconvviz.benchmarking.plot import plot_peers
+
+        plot_peers(args.plot_peers, args.out or "peers.png")
+        return 0
     if args.plot:
         from jaxconvviz.benchmarking.plot import plot
 

@@ -68,7 +68,7 @@ def torchvision_vgg16(params, model, *, with_top: bool = False):
         k = np.asarray(params[name]["kernel"], np.float32)
         conv.weight.data = torch.from_numpy(
             np.ascontiguousarray(k.transpose(3, 2, 0, 1)))
-        conv.bias.data = torch.from_numpy(np.asarray(params[name]["bias"], np.float32))
+        conv.bias.data = torch.from_numpy(np.array(params[name]["bias"], np.float32))
     if with_top:
         k = np.asarray(params["fc1"]["kernel"], np.float32)  # rows in (7, 7, 512)
         k = k.reshape(7, 7, 512, -1).transpose(2, 0, 1, 3).reshape(25088, -1)
@@ -78,7 +78,7 @@ def torchvision_vgg16(params, model, *, with_top: bool = False):
                                  net.classifier[6]), dense,
                                 ("fc1", "fc2", "predictions"), strict=True):
             lin.weight.data = torch.from_numpy(np.ascontiguousarray(w.T))
-            lin.bias.data = torch.from_numpy(np.asarray(params[name]["bias"],
+            lin.bias.data = torch.from_numpy(np.array(params[name]["bias"],
                                                         np.float32))
     return net.to(tp.device()).eval(), source
 

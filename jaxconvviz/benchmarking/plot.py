@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["plot"]
+__all__ = ["plot", "plot_peers"]
 
 import json
 import os
@@ -84,6 +84,56 @@ def plot(paths: list[str], out: str) -> None:
                      f"{atlas[0][1]['size']} px", fontsize=10)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
+    from jaxconvviz._atomic import atomic_write
+
+    atomic_write(out, lambda fh: fig.savefig(fh, dpi=110, format="png"))
+
+
+def plot_peers(paths: list[str], out: str) -> None:
+    """Ours vs the peer per image (CAM, ResNet50) or per filter (render),
+    seconds on a log scale, from the peer records of benchmark JSON files;
+    each bar pair labelled with the ratio and the target."""
+    from matplotlib.figure import Figure
+
+    recs, names = [], []
+    for p in paths:
+        with open(p) as fh:
+            d = json.load(fh)
+        e = d.get("environment", {})
+        names.append(f"{e.get('cpu')}, {e.get('cpu_count')} cores"
+                     if e.get("platform") == "cpu" else e.get("device_kind"))
+        for c in d["cases"]:
+            if c.get("kind") in ("cam", "resnet50", "render") and \
+                    c.get("speedup_vs_peer") is not None:
+                recs.append(c)
+    if not recs:
+        raise ValueError(f"no measured peer records (cam, resnet50, render) in "
+                         f"{paths}")
+    fig = Figure(figsize=(max(6.0, 1.1 * len(recs) + 2), 4.8), layout="constrained")
+    ax = fig.subplots()
+    xs = range(len(recs))
+    unit = {"render": "filter"}
+    ours = [c[f"ours_s_per_{unit.get(c['kind'], 'image')}"] for c in recs]
+    peer = [c[f"peer_s_per_{unit.get(c['kind'], 'image')}"] for c in recs]
+    ax.bar([x - 0.2 for x in xs], peer, 0.4, label="peer (pytorch-grad-cam / lucent)",
+           color="tab:orange")
+    ax.bar([x + 0.2 for x in xs], ours, 0.4, label="jaxconvviz", color="tab:green")
+    for x, c, top in zip(xs, recs, peer, strict=True):
+        ok = "met" if c["met"] else "not met"
+        tgt = c["target_speedup_vs_peer"]
+        ax.annotate(f"{c['speedup_vs_peer']:.1f}x\n(>= {tgt:g}: {ok})", (x, top),
+                    textcoords="offset points", xytext=(0, 3), ha="center",
+                    fontsize=7)
+    labels = [c.get("method", c["kind"]) if c["kind"] == "cam" else
+              f"{c['kind']}\n{c.get('method', '')}" for c in recs]
+    ax.set_xticks(list(xs), labels, fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds per image (render: per filter)")
+    ax.set_title(f"jaxconvviz vs peers on {' / '.join(dict.fromkeys(names))}, "
+                 f"224 px", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    ax.margins(y=0.25)
     from jaxconvviz._atomic import atomic_write
 
     atomic_write(out, lambda fh: fig.savefig(fh, dpi=110, format="png"))
