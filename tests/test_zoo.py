@@ -490,7 +490,7 @@ def _model_args(argv):
     return p.parse_args(argv)
 
 
-def test_cli_model_flag_takes_application_names(patched, server, capsys):
+def test_cli_model_flag_takes_application_names(patched, server, capsys, tmp_path):
     name, size, path, lists = patched
     spec = W.KERAS_FILES[name][False]
     server.serve(path.read_bytes(), spec.fname)
@@ -512,6 +512,13 @@ def test_cli_model_flag_takes_application_names(patched, server, capsys):
     assert desc == f"{name} with ImageNet weights (without classifier)"
     assert model.preprocessing == zoo.APPLICATIONS[name].preprocessing
     _check_params(params, lists)
+    # A real subcommand with --model NAME (the weights are local now).
+    out = tmp_path / "k"
+    assert main(["kernels", "--model", name, "--out", str(out)]) == 0
+    capsys.readouterr()
+    first = model.conv_layers[0]
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert any(first in p for p in pngs), pngs
     assert main(["weights", "fetch", "resnet5"]) == 2
     assert "did you mean 'resnet50'?" in capsys.readouterr().err
     assert main(["weights", "fetch", "imagnet"]) == 2
