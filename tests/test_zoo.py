@@ -182,6 +182,10 @@ def test_shipped_configs_are_the_keras_architectures():
 def test_configs_regenerate_unchanged_from_keras(keras):
     """scripts/gen_zoo_configs.py rebuilds the shipped configs byte for byte
     (VGG16 here; ``python scripts/gen_zoo_configs.py --check`` does all 22)."""
+    shipped_version = zoo.application_config("vgg16")["keras_version"]
+    if keras.__version__ != shipped_version:
+        pytest.skip(f"the configs come from Keras {shipped_version}, this is "
+                    f"{keras.__version__}: rerun scripts/gen_zoo_configs.py")
     gen = _load_script("gen_zoo_configs")
     for top in (True, False):
         fresh = gzip.decompress(gen.encode(gen.config_for("vgg16", top)))
