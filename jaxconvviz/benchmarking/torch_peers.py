@@ -156,10 +156,14 @@ CAM_CLASSES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus",
 
 
 def time_cam(net, target_layer, images_nchw, method: str, *, batch_size=None,
-             warm: int = 1) -> tuple[float, object]:
+             warm: bool = True) -> tuple[float, object]:
     """Seconds for pytorch-grad-cam's ``method`` on ``images_nchw`` (float32
-    numpy, the model's input domain), top-1 class targets, after ``warm``
-    warm-up images; and its output."""
+    numpy, the model's input domain), top-1 class targets, and its output.
+
+    ``warm``: one untimed call on the same images first (the same shapes as
+    the timed call: PyTorch's CPU backend may set up its kernels per input
+    shape, so a warm-up on fewer images could leave the timed call paying
+    for that)."""
     import numpy as np
     import pytorch_grad_cam
     import torch
@@ -174,7 +178,7 @@ def time_cam(net, target_layer, images_nchw, method: str, *, batch_size=None,
         if key in ("scorecam", "ablationcam") and batch_size:
             cam.batch_size = batch_size
         if warm:
-            cam(input_tensor=xt[:warm], targets=None)
+            cam(input_tensor=xt, targets=None)
             sync()
         t0 = time.perf_counter()
         res = cam(input_tensor=xt, targets=None)
