@@ -473,3 +473,16 @@ def test_ablationcam_at_a_non_cut_node_of_a_graph():
                               class_index=k, model=model))
     assert ref.max() > 0
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 3, 12), (2, 5, 4, 3)])
+def test_principal_projection_both_eigen_routes_match_svd(shape):
+    """h*w <= c goes through the Gram matrix, h*w > c through the covariance;
+    both equal pytorch-grad-cam's SVD projection (with the sign rule)."""
+    from jaxconvviz.attribution.cams import principal_projection
+
+    m = np.random.default_rng(4).normal(size=shape).astype(np.float32)
+    ours = np.asarray(principal_projection(jnp.asarray(m)))
+    ref = np.stack([projection_2d(a.transpose(2, 0, 1).astype(np.float64))
+                    for a in m])
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)

@@ -270,8 +270,18 @@ def principal_projection(m):
     n, h, w, c = m.shape
     flat = m.reshape(n, h * w, c)
     centred = flat - flat.mean(axis=1, keepdims=True)
-    _, _, vt = jnp.linalg.svd(centred, full_matrices=False)
-    proj = jnp.einsum("npc,nc->np", centred, vt[:, 0, :])
+    hi = jax.lax.Precision.HIGHEST
+    # The first right singular vector v through the smaller symmetric
+    # eigenproblem (XLA:CPU's SVD took ~3 s per 196 x 512 VGG16 map):
+    # M M^T u = s^2 u gives M v = s u; M^T M v = s^2 v gives M v directly.
+    if h * w <= c:
+        gram = jnp.einsum("npc,nqc->npq", centred, centred, precision=hi)
+        evals, evecs = jnp.linalg.eigh(gram)
+        proj = evecs[..., -1] * jnp.sqrt(jnp.maximum(evals[..., -1:], 0.0))
+    else:
+        cov = jnp.einsum("npc,npd->ncd", centred, centred, precision=hi)
+        _, evecs = jnp.linalg.eigh(cov)
+        proj = jnp.einsum("npc,nc->np", centred, evecs[..., -1], precision=hi)
     extreme = jnp.take_along_axis(proj, jnp.abs(proj).argmax(axis=1)[:, None],
                                   axis=1)
     proj = proj * jnp.where(extreme < 0, -1.0, 1.0)
