@@ -156,8 +156,8 @@ def test_memory_estimate_bounds_xla(compute):
         x = jax.ShapeDtypeStruct((bs, size, size, 3), jnp.float32)
         i = jax.ShapeDtypeStruct((bs,), jnp.int32)
         s = jax.ShapeDtypeStruct((), jnp.float32)
-        c = F._step_jit.lower(params, x, i, s, model=model, layer=layer,
-                              preprocess=False).compile()
+        c = F.book_step_jit.lower(params, x, i, s, model=model, layer=layer,
+                                  preprocess=False).compile()
         return c.memory_analysis().temp_size_in_bytes
 
     slope = (temp(6) - temp(2)) / 4

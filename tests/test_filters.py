@@ -78,7 +78,8 @@ def test_one_step_matches_hand_gradient_on_one_conv():
     filters = [0, 1]
     with jax.default_matmul_precision("float32"):
         x1 = F.filter_patterns(params, "conv", filters, init=x0, steps=1,
-                               step_size=0.5, size=5, model=model)
+                               step_size=0.5, size=5, model=model,
+                               pre_activation=False)  # the book's objective
         act = F.filter_activation(params, x0, "conv", filters, model=model)
     for i, f in enumerate(filters):
         z = conv_same_np(x0[i], k, b)[..., f]
@@ -103,7 +104,8 @@ def test_step_is_rms_normalised_with_book_epsilon(scale):
                   for i in range(2)])
     with jax.default_matmul_precision("float32"):
         x1 = jcv.filter_patterns(params, "conv", [0, 1], init=x0, steps=1,
-                                 step_size=3.0, size=6, model=model)
+                                 step_size=3.0, size=6, model=model,
+                                 pre_activation=False)
     delta = (np.asarray(x1, np.float64) - x0) / 3.0
     np.testing.assert_allclose(rms(delta), r * scale / (r * scale + 1e-5),
                                rtol=2e-5)
@@ -114,7 +116,7 @@ def test_dead_filter_does_not_move_and_is_finite():
     params = one_conv_params(bias=[-1e4, -1e4])  # ReLU kills every position
     x0 = np.full((2, 6, 6, 3), 128.0, np.float32)
     x = jcv.filter_patterns(params, "conv", [0, 1], init=x0, steps=3, size=6,
-                            model=model)
+                            model=model, pre_activation=False)
     np.testing.assert_array_equal(x, x0)  # g = 0: 0 / (0 + 1e-5) = 0, no NaN
     np.testing.assert_array_equal(
         jcv.filter_activation(params, x, "conv", [0, 1], model=model), [0.0, 0.0])
@@ -185,14 +187,32 @@ def test_other_filters_same_count_do_not_recompile(tiny_notop, loop):
     model, params = tiny_notop
     kw = dict(key=jax.random.key(0), size=S, steps=5, model=model, loop=loop,
               batch_size=4)
-    jitted = F._ascend_fori if loop == "fori" else F._step_jit
+    from jaxconvviz.featureviz import render as R
+
     jcv.filter_patterns(params, L, [0, 1, 2, 3], **kw)
-    n_step, n_start = jitted._cache_size(), F._start_images._cache_size()
-    jcv.filter_patterns(params, L, [5, 3, 7, 1], **kw)
-    # 7 filters in chunks of 4 (the last one padded): still the same program
-    jcv.filter_patterns(params, L, [4, 6, 1, 0, 2, 3, 5], **kw)
+    misses = R.program.cache_info().misses
+    progs = []
+    real = R.program
+
+    def spy(*a):
+        progs.append(real(*a))
+        return progs[-1]
+
+    R.program = spy
+    try:
+        jcv.filter_patterns(params, L, [0, 1, 2, 3], **kw)
+        p = progs[-1]
+        jitted = p.ascend if loop == "fori" else p.step
+        n_step, n_start = jitted._cache_size(), p.init._cache_size()
+        jcv.filter_patterns(params, L, [5, 3, 7, 1], **kw)
+        # 7 filters in chunks of 4 (the last one padded): still the same program
+        jcv.filter_patterns(params, L, [4, 6, 1, 0, 2, 3, 5], **kw)
+    finally:
+        R.program = real
+    assert all(q is p for q in progs)
+    assert R.program.cache_info().misses == misses
     assert jitted._cache_size() == n_step
-    assert F._start_images._cache_size() == n_start
+    assert p.init._cache_size() == n_start
 
 
 def test_chunked_equals_unchunked(tiny_notop):
@@ -242,7 +262,8 @@ def test_preprocess_true_differentiates_through_caffe(tiny_notop):
     filters, layer = [1, 5], L
     with jax.default_matmul_precision("float32"):
         got = jcv.filter_patterns(params, layer, filters, init=x_rgb, steps=1,
-                                  preprocess=True, model=model, size=S)
+                                  preprocess=True, model=model, size=S,
+                                  pre_activation=False)
         # hand composition: RGB -> caffe BGR -> forward -> mean of channel f
         @jax.jit
         @jax.grad
@@ -263,7 +284,7 @@ def test_preprocess_true_differentiates_through_caffe(tiny_notop):
     with jax.default_matmul_precision("float32"):
         caffe = jcv.filter_patterns(params, layer, filters,
                                     init=jcv.preprocess_input(x_rgb), steps=1,
-                                    model=model, size=S)
+                                    model=model, size=S, pre_activation=False)
     np.testing.assert_allclose(np.flip(np.asarray(caffe - jcv.preprocess_input(
         x_rgb)), -1), got - x_rgb, rtol=1e-4, atol=1e-4)
 
@@ -309,9 +330,9 @@ def test_bad_input_raises_before_compute(tiny_notop, bad, msg, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("computed before validating")
 
-    monkeypatch.setattr(F, "_step_jit", boom)
-    monkeypatch.setattr(F, "_ascend_fori", boom)
-    monkeypatch.setattr(F, "_start_images", boom)
+    from jaxconvviz.featureviz import render as R
+
+    monkeypatch.setattr(R, "program", boom)
     kw = dict(key=jax.random.key(0), size=32, steps=2, model=model)
     layer = bad.pop("layer", "block3_conv1")
     filters = bad.pop("filters", [0, 1])
@@ -391,10 +412,18 @@ def test_plot_atlas_title_names_layer_and_weights():
     from jaxconvviz.plotting import plot_atlas
 
     grid = jcv.atlas_grid(np.random.default_rng(0).normal(size=(3, 8, 8, 3)))
-    fig = plot_atlas(grid, layer="block3_conv1", n_filters=3, source="HED weights")
-    title = fig.axes[0].get_title()
+    fig = plot_atlas(grid, layer="block3_conv1", n_filters=3, source="HED weights",
+                     filter_indices=[7, 2, 9], n_cols=8, margin=5)
+    title = " ".join(t.get_text() for t in fig.texts)
     assert "block3_conv1" in title and "3 filters" in title and "HED" in title
     np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), grid)
+    # the grid fills the canvas below the title; tiles are numbered in order
+    x0, y0, w, h = fig.axes[0].get_position().bounds
+    np.testing.assert_allclose((x0, y0, w), (0, 0, 1), atol=1e-6)
+    assert h > 0.75
+    nums = [(t.get_text(), t.get_position()) for t in fig.axes[0].texts]
+    assert [n for n, _ in nums] == ["7", "2", "9"]
+    assert [round(p[0] - 1.5) for _, p in nums] == [0, 13, 26]  # 8 px + 5 margin
     with pytest.raises(ValueError, match="grid_u8 must be a uint8"):
         plot_atlas(grid.astype(np.float32), layer="x", n_filters=1)
 
@@ -453,7 +482,8 @@ def test_one_ascent_step_matches_keras_book_code(keras, hed_params, channel_only
         grads /= np.sqrt(np.mean(np.square(grads))) + 1e-5  # listing 5.34
         want = x0 + grads * 1.0  # listing 5.36, step = 1
         got = jcv.filter_patterns(hed_params, layer_name, [filter_index], init=x0,
-                                  steps=1, size=40, channel_only=channel_only)
+                                  steps=1, size=40, channel_only=channel_only,
+                                  pre_activation=False)  # the book's objective
         act = jcv.filter_activation(hed_params, x0, layer_name, [filter_index])
     np.testing.assert_allclose(act[0], float(loss), rtol=1e-5)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=2e-4)
@@ -471,7 +501,7 @@ def test_pre_activation_revives_a_dead_filter(key):
     params = one_conv_params(features=1, bias=[-1e4])
     init = jnp.full((1, 6, 6, 3), 128.0)
     dead = jcv.filter_patterns(params, "conv", [0], init=init, steps=1,
-                               size=6, model=model)
+                               size=6, model=model, pre_activation=False)
     np.testing.assert_array_equal(dead, init)
     moved = jcv.filter_patterns(params, "conv", [0], init=init, steps=1, size=6,
                                 model=model, pre_activation=True)
@@ -491,7 +521,7 @@ def test_pre_activation_equals_book_where_the_relu_is_open(key):
     model = one_conv_model(features=1)
     params = one_conv_params(features=1, bias=[1e4])  # always positive
     a = jcv.filter_patterns(params, "conv", [0], key=key, steps=3, size=6,
-                            model=model)
+                            model=model, pre_activation=False)
     b = jcv.filter_patterns(params, "conv", [0], key=key, steps=3, size=6,
                             model=model, pre_activation=True)
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
@@ -516,4 +546,8 @@ def test_atlas_pre_activation_equals_filter_patterns(key):
                            model=model, pre_activation=True)["conv"]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
     assert not np.allclose(got[0], jcv.filter_atlas(
-        params, layers=["conv"], size=6, steps=2, key=key, model=model)["conv"][0])
+        params, layers=["conv"], size=6, steps=2, key=key, model=model,
+        pre_activation=False)["conv"][0])
+    # the default is the pre-ReLU objective (the book's is pre_activation=False)
+    np.testing.assert_array_equal(got, jcv.filter_atlas(
+        params, layers=["conv"], size=6, steps=2, key=key, model=model)["conv"])

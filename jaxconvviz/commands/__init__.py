@@ -14,14 +14,15 @@ from jaxconvviz.commands import (  # noqa: F401
     explain,
     gradcam,
     kernels,
+    render,
     report,
     weights,
 )
 
 # -- new command modules: import above, list below (order = order in --help) --
 #: The subcommand modules. Order = order in ``--help``.
-COMMANDS: list = [demo, atlas, activations, gradcam, explain, kernels, weights,
-                  report]
+COMMANDS: list = [demo, atlas, render, activations, gradcam, explain, kernels,
+                  weights, report]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -14,7 +14,6 @@ Writes ``atlas_<layer>.png`` (the raw grid, one pixel per pattern pixel) and
 from __future__ import annotations
 
 import argparse
-import sys
 
 from jaxconvviz.commands.common import (
     CLIError,
@@ -78,10 +77,15 @@ def register(subparsers) -> None:
                    "JAX_NUM_PROCESSES, JAX_PROCESS_ID); every process computes "
                    "its share, process 0 writes (see docs/scaling.md)")
     p.add_argument("--pre-activation", action="store_true",
-                   help="maximise the filter's response before its ReLU instead "
-                   "of after it (the book): filters that are silent on the grey "
-                   "start image then still find a pattern instead of staying "
-                   "noise")
+                   help="maximise the filter's response before its ReLU (the "
+                   "default since the engine refactor; kept for old scripts)")
+    p.add_argument("--book-objective", action="store_true",
+                   help="maximise the response after the ReLU, as the book does: "
+                   "filters silent on the grey start image then stay noise")
+    p.add_argument("--style", default="book", choices=("book", "lucid"),
+                   help="book (default): normalised pixel ascent from grey; "
+                   "lucid: decorrelated Fourier image, random transforms, Adam "
+                   "0.05 (use --steps 512 for lucid's quality)")
     p.add_argument("--domain", default="auto", choices=("auto", "input", "rgb"),
                    help="what is optimised: 'input' = the network's input tensor "
                    "as the book does (VGG16: caffe BGR), 'rgb' = an RGB image "
@@ -110,6 +114,11 @@ def _layers(args, model) -> list[str]:
 
 
 def _check_args(args) -> None:
+    if args.pre_activation and args.book_objective:
+        raise CLIError("use --pre-activation or --book-objective, not both.")
+    args.pre_activation = not args.book_objective
+    if args.style == "lucid" and (args.step_size != 1.0 or args.domain == "rgb"):
+        raise CLIError("--step-size and --domain apply to --style book.")
     if args.steps < 1:
         raise CLIError(f"--steps must be >= 1; got {args.steps}.")
     if args.cols < 1:
@@ -142,8 +151,9 @@ def run(args: argparse.Namespace) -> int:
         _init_distributed()
     model, params, desc = load_model_and_params(args, include_top=False)
     layers = _layers(args, model)
+    margin = 24 if args.style == "lucid" else 0  # lucid pads 12 px per side
     for layer in layers:  # validate every layer before computing any
-        need = model.min_input_size(layer)
+        need = max(1, model.min_input_size(layer) - margin)
         if args.size < need:
             raise CLIError(
                 f"--size must be at least {need} px for layer {layer!r}; got "
@@ -174,23 +184,22 @@ def _atlas_many(args, model, params, desc, layers, d) -> None:
     """Every layer in one filter_atlas run (chunked, sharded); process 0 writes."""
     import jax
     import jax.numpy as jnp
-    from tqdm import tqdm
 
     from jaxconvviz.featureviz.atlas import filter_atlas
 
     sel = {layer: _filters(args, model.channels(layer)) for layer in layers}
     rgb = args.domain == "rgb" or (args.domain == "auto" and bool(args.model))
     main = jax.process_index() == 0
-    with tqdm(total=sum(map(len, sel.values())), unit="filter", desc="atlas",
-              file=sys.stderr, disable=None if main else True, leave=False) as bar:
-        res = filter_atlas(
-            params, layers=layers, filters_per_layer=sel, size=args.size,
-            steps=args.steps, key=jax.random.key(args.seed),
-            dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32,
-            memory_budget=args.memory_budget, step_size=args.step_size,
-            preprocess=rgb, batch_size=args.batch_size, model=model,
-            progress=lambda done, total: bar.update(done - bar.n),
-            pre_activation=args.pre_activation, conv_impl=args.conv_impl)
+    book = args.style == "book"
+    res = filter_atlas(
+        params, layers=layers, filters_per_layer=sel, size=args.size,
+        steps=args.steps, key=jax.random.key(args.seed),
+        dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32,
+        memory_budget=args.memory_budget,
+        step_size=args.step_size if book else None,
+        preprocess=rgb if book else None, batch_size=args.batch_size, model=model,
+        progress=main, pre_activation=args.pre_activation,
+        conv_impl=args.conv_impl, style=args.style)
     if not main:
         return
     for layer in layers:
@@ -200,39 +209,53 @@ def _atlas_many(args, model, params, desc, layers, d) -> None:
 def _atlas_one(args, model, params, desc, layer, d, pats=None) -> None:
     import jax
     import jax.numpy as jnp
-    from tqdm import tqdm
+    import numpy as np
 
     from jaxconvviz.featureviz.filters import filter_activation, filter_patterns
+    from jaxconvviz.featureviz.render import render
     from jaxconvviz.plotting import plot_atlas
-    from jaxconvviz.views.grids import atlas_grid
+    from jaxconvviz.views.grids import atlas_grid, tile_grid
 
     idx = _filters(args, model.channels(layer))
     rgb = args.domain == "rgb" or (args.domain == "auto" and bool(args.model))
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
-    with tqdm(total=len(idx), unit="filter", desc=layer, file=sys.stderr,
-              disable=None if pats is None else True, leave=False) as bar:
-        def progress(done, total):
-            bar.update(done - bar.n)
-
-        if pats is None:  # (--all-layers passes the filter_atlas result)
-            pats = filter_patterns(
-                params, layer, idx, key=jax.random.key(args.seed),
-                steps=args.steps, step_size=args.step_size, size=args.size,
-                preprocess=rgb, model=model, batch_size=args.batch_size,
-                dtype=dtype, progress=progress,
-                pre_activation=args.pre_activation, conv_impl=args.conv_impl,
-            )
-    act = filter_activation(params, pats, layer, idx, preprocess=rgb, model=model)
-    dead = int((act <= 0).sum())
-    grid = atlas_grid(pats, n_cols=args.cols, margin=args.margin)
+    lucid = args.style == "lucid"
+    if pats is None and lucid:  # (--all-layers passes the filter_atlas result)
+        pats = render(params, layer, idx, key=jax.random.key(args.seed),
+                      style="lucid", size=args.size, steps=args.steps, model=model,
+                      pre_activation=args.pre_activation,
+                      batch_size=args.batch_size, dtype=dtype, progress=True,
+                      conv_impl=args.conv_impl)
+    elif pats is None:
+        pats = filter_patterns(
+            params, layer, idx, key=jax.random.key(args.seed),
+            steps=args.steps, step_size=args.step_size, size=args.size,
+            preprocess=rgb, model=model, batch_size=args.batch_size,
+            dtype=dtype, progress=True,
+            pre_activation=args.pre_activation, conv_impl=args.conv_impl,
+        )
+    if lucid:
+        u8 = np.clip(np.rint(np.asarray(pats, np.float32)), 0, 255).astype(np.uint8)
+        grid = tile_grid(u8, n_cols=args.cols, margin=args.margin)
+        dead = 0
+    else:
+        act = filter_activation(params, pats, layer, idx, preprocess=rgb,
+                                model=model)
+        dead = int((act <= 0).sum())
+        grid = atlas_grid(pats, n_cols=args.cols, margin=args.margin)
     if grid.shape[-1] == 1:
         grid = grid[..., 0]
     raw = save_png(grid, d / f"atlas_{layer}.png")
-    domain = "RGB through preprocessing" if rgb else "network input"
+    if lucid:
+        how = "lucid style (Fourier image, random transforms, Adam)"
+    else:
+        domain = "RGB through preprocessing" if rgb else "network input"
+        how = f"book style, optimised in the {domain}"
     objective = "pre-ReLU" if args.pre_activation else "post-ReLU"
     fig = plot_atlas(grid, layer=layer, n_filters=len(idx),
-                     source=f"{desc}; mean {objective} activation, {args.steps} "
-                     f"steps, {args.size} px, optimised in the {domain}")
+                     source=f"{desc}; mean {objective} response, {args.steps} "
+                     f"steps, {args.size} px, {how}", filter_indices=idx,
+                     n_cols=args.cols, margin=args.margin)
     figpath = save_figure(fig, d / f"atlas_{layer}_figure.png")
     say(f"wrote {raw} and {figpath} ({len(idx)} filters of {layer}, {desc})")
     if dead and args.pre_activation:
@@ -241,4 +264,4 @@ def _atlas_one(args, model, params, desc, layer, d, pats=None) -> None:
     elif dead:
         say(f"{dead} of {len(idx)} filters stayed at zero activation (dead on the "
             "grey start: zero gradient, so their tiles show the start noise; "
-            "--pre-activation revives them)")
+            "drop --book-objective to revive them)")

@@ -9,7 +9,7 @@ from jaxconvviz.plotting._activations import plot_activation_grid, plot_feature_
 from jaxconvviz.plotting._common import new_figure
 
 # -- each technique's submodule adds its re-export line below --
-from jaxconvviz.plotting._filters import plot_atlas  # noqa: E402, F401
+from jaxconvviz.plotting._filters import plot_atlas, plot_side_by_side  # noqa: E402, F401
 from jaxconvviz.plotting._explain import plot_methods, plot_metrics  # noqa: E402, F401
 from jaxconvviz.plotting._gradcam import plot_gradcam  # noqa: E402
 from jaxconvviz.plotting._kernels import plot_kernels, plot_weight_histograms  # noqa: E402, F401

@@ -1,0 +1,790 @@
+"""How feature visualizations run: validation, chunks, devices, memory, progress.
+
+What is optimised (objective, parameterization, transforms, optimizer,
+steps) is a hashable spec (:mod:`jaxconvviz.featureviz.render`); this
+module is the *how*, shared by :func:`~jaxconvviz.filter_patterns`,
+:func:`~jaxconvviz.filter_atlas` and :func:`~jaxconvviz.render`:
+
+* argument checks that raise before any compute (:func:`check_layer`,
+  :func:`check_size`, :func:`check_fits`, ...);
+* chunk planning: filters per compiled call from a per-filter memory
+  estimate and a per-device budget (:func:`plan_chunks`,
+  :func:`filter_memory_bytes`), capped on XLA:CPU at the measured speed
+  optimum (:func:`default_batch_size`);
+* devices: the filter axis of each chunk split over a 1-D mesh
+  (:func:`filter_mesh`, :func:`per_device`: ``shard_map``, no communication);
+* the one chunk runner, :func:`run_layer`: it dispatches every chunk of a
+  layer and fetches the previous chunk while the next one runs;
+* progress: :class:`Progress` (a tqdm bar on a TTY, a plain line per chunk
+  otherwise) and an up-front time estimate on CPU (:func:`estimate_seconds`).
+
+Imports jax and numpy only (tqdm lazily, for the bar).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxconvviz.errors import InputError
+from jaxconvviz.models.convnet import ConvNet
+
+try:  # jax >= 0.6.1
+    from jax import shard_map as _shard_map
+except ImportError:  # pragma: no cover - older jax
+    from jax.experimental.shard_map import shard_map as _shard_map
+
+#: Step-loop forms: ``"fori"`` (steps inside the program), ``"python"`` (a
+#: Python loop over one jitted step) or ``"auto"``.
+LOOPS = ("auto", "fori", "python")
+#: Compute dtypes accepted.
+DTYPES = ("float32", "bfloat16", "float16")
+
+#: Largest chunk on XLA:CPU (see :func:`default_batch_size`). Measured with
+#: the HED VGG16, 64 px, Python loop, on a shared 2-core CPU: block3_conv1
+#: 0.82-1.04 s per filter (40 steps) for chunks of 1-16 (flat within noise);
+#: per filter for 10 steps, block5_conv3 0.84 s (chunk 1), 0.45 (4), 0.39
+#: (8), 0.36 (16); block2_conv1 0.10 s (1, 4) but 0.12 s (8, 16);
+#: block3_conv3 0.23 s (1), 0.21 (2), 0.24 (4). Accelerators run every
+#: requested filter at once.
+CPU_BATCH_SIZE = 16
+#: On XLA:CPU a chunk holds about ``CPU_ROWS / (h' * w')`` filters, ``h' * w'``
+#: the target layer's feature-map size: batching pays where the maps are
+#: small (deep layers) and costs cache where they are large.
+CPU_ROWS = 512
+#: On XLA:CPU split across several devices (:func:`~jaxconvviz.use_cpu_cores`)
+#: only layers whose forward pass costs at least this many multiply-adds per
+#: image (:func:`conv_macs`); lighter ones run on one device, where a call's
+#: fixed cost dominates. Measured on 2 cores, ms per filter and step, one
+#: device vs two: block1_conv1 at 64 px (7.1 M) 0.91 vs 1.22, at 150 px
+#: (39 M) 7.4 vs 4.6, at 224 px (87 M) 12.3 vs 9.4; block1_conv2 at 64 px
+#: (158 M) 13.6 vs 8.9.
+CPU_SHARD_MIN_MACS = 20_000_000
+#: Name of the mesh axis the filters are split over.
+MESH_AXIS = "filters"
+
+#: Fraction of a GPU/TPU's free memory a derived budget uses.
+ACCELERATOR_MEMORY_FRACTION = 0.8
+#: Fraction of the host's available memory a derived budget uses on XLA:CPU.
+CPU_MEMORY_FRACTION = 0.5
+#: Per-filter multiplier on the summed activation sizes (float32 bytes) in
+#: :func:`filter_memory_bytes`. XLA's own accounting (``memory_analysis()``)
+#: of one ascent step measured 2.0x (block1_conv2) to 3.9x (block3_conv1)
+#: the summed activations on XLA:CPU at 64 px; 5 leaves headroom.
+ACTIVATION_FACTOR = 5.0
+#: Fixed per-device overhead as a multiple of the float32 parameter bytes.
+PARAM_FACTOR = 3.0
+#: XLA:CPU throughput used for the up-front time estimate, in multiply-adds
+#: per second for one ascent step (forward + input gradient = 3x the forward
+#: multiply-adds). Measured on the shared 2-core Zen 3 host with the HED VGG16
+#: (block3_conv1, 64 px, 40 steps: 0.9 s per filter for 2 x 36 M x 40 forward
+#: multiply-adds counted once each: ~9e9 per second).
+CPU_MACS_PER_SECOND = 9e9
+#: :func:`warn_if_slow` warns when the estimate exceeds this many seconds.
+CPU_WARN_SECONDS = 60.0
+
+
+class SlowOnCPUWarning(UserWarning):
+    """A feature-visualization run on XLA:CPU is estimated to take long."""
+
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6,
+          "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12, "kib": 2**10,
+          "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+# ------------------------------------------------------------------ validation
+def short(v) -> str:
+    """A value as an error message shows it (arrays by shape and dtype)."""
+    shape = getattr(v, "shape", None)
+    if shape is not None:
+        return f"{type(v).__name__} of shape {tuple(shape)} and dtype {v.dtype}"
+    r = repr(v)
+    return r if len(r) < 60 else r[:57] + "..."
+
+
+def check_layer(model: ConvNet, layer) -> str:
+    """``layer`` if it is a spatial layer of ``model`` (else lists them)."""
+    return model.check_layer(layer, model.spatial_layers, name="layer")
+
+
+def check_filters(model: ConvNet, layer: str, filter_indices) -> np.ndarray:
+    """int32 ``(f,)`` channel indices of ``layer`` from a 1-D integer sequence."""
+    if isinstance(filter_indices, jax.core.Tracer):
+        raise InputError(
+            "filter_indices must be concrete (a list, range or array), not a "
+            "traced value: call it outside jit."
+        )
+    a = np.asarray(filter_indices)
+    n = model.channels(layer)
+    if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
+        raise InputError(
+            f"filter_indices must be a non-empty 1-D sequence of integers "
+            f"(e.g. range(16) or [3]); got {short(filter_indices)}."
+        )
+    bad = a[(a < 0) | (a >= n)]
+    if bad.size:
+        raise InputError(
+            f"filter_indices must be in 0..{n - 1}: layer {layer!r} has {n} "
+            f"channels; got out-of-range {bad[:5].tolist()}."
+        )
+    return a.astype(np.int32)
+
+
+def check_size(model: ConvNet, layer: str, size, *, margin: int = 0) -> int:
+    """``size`` if it is an int of at least the layer's minimum input size
+    (``margin``: pixels the transforms add before the network)."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise InputError(f"size must be an integer number of pixels; got {size!r}.")
+    need = model.min_input_size(layer) - margin
+    if size < max(need, 1):
+        raise InputError(
+            f"size must be at least {max(need, 1)} px for layer {layer!r} (its "
+            f"feature map would be empty); got {size}."
+        )
+    return int(size)
+
+
+def check_step_size(step_size, name: str = "step_size") -> float:
+    try:
+        value = float(step_size)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number; got {step_size!r}.")
+    return value
+
+
+def check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be an integer >= 1; got {value!r}.")
+    return int(value)
+
+
+def check_bool(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{name} must be True or False; got {value!r}.")
+    return value
+
+
+def check_key(key):
+    """``key`` if it is one typed or legacy PRNG key."""
+    if key is None:
+        raise InputError(
+            "key is required (e.g. key=jax.random.key(0)): it draws the start "
+            "images; or pass init= start images."
+        )
+    typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype,
+                                                          jax.dtypes.prng_key)
+    legacy = (isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32
+              and key.shape == (2,))
+    if not (typed and key.shape == () or legacy):
+        raise InputError(
+            f"key must be one PRNG key from jax.random.key(seed) (or the legacy "
+            f"jax.random.PRNGKey); got {short(key)}."
+        )
+    return key
+
+
+def key_parts(key) -> tuple[np.ndarray, str | None]:
+    """``(key data, impl name or None for a legacy uint32 key)``."""
+    key = check_key(key)
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return np.asarray(jax.random.key_data(key)), str(jax.random.key_impl(key))
+    return np.asarray(key), None
+
+
+def key_of(kd, key_impl: str | None):
+    """Inverse of :func:`key_parts` (inside or outside jit)."""
+    return kd if key_impl is None else jax.random.wrap_key_data(kd, impl=key_impl)
+
+
+def check_dtype(dtype):
+    try:
+        name = jnp.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in DTYPES:
+        raise InputError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}.")
+    return jnp.dtype(name)
+
+
+def check_init(init, f: int, size: int, channels: int):
+    shape = getattr(init, "shape", None)
+    want = (f, size, size, channels)
+    if shape is None or tuple(shape) != want:
+        raise InputError(
+            f"init must have shape (len(filter_indices), size, size, channels) = "
+            f"{want}; got {short(init)}."
+        )
+    x = jnp.asarray(init, jnp.float32)
+    if not bool(jnp.isfinite(x).all()):
+        raise InputError("init contains NaN or inf values; start images must be "
+                         "finite.")
+    return x
+
+
+def check_devices(devices, default: Callable[[], list], default_name: str) -> tuple:
+    """``devices`` as a tuple of distinct jax devices of one platform."""
+    if devices is None:
+        return tuple(default())
+    try:
+        devs = tuple(devices)
+    except TypeError:
+        devs = ()
+    if not devs or not all(isinstance(d, jax.Device) for d in devs):
+        raise InputError(
+            f"devices must be None ({default_name}) or a non-empty sequence "
+            f"of jax devices; got {devices!r:.80}."
+        )
+    if len({d.platform for d in devs}) != 1 or len(set(devs)) != len(devs):
+        raise InputError(
+            f"devices must be distinct devices of one platform; got {devs!r:.120}."
+        )
+    return devs
+
+
+def check_local_devices(devices) -> tuple:
+    devs = check_devices(devices, jax.local_devices, "all of jax.local_devices()")
+    pid = jax.process_index()
+    remote = [d for d in devs if d.process_index != pid]
+    if remote:
+        raise InputError(
+            f"devices must belong to this process (filter_patterns does not span "
+            f"hosts; filter_atlas does); got {remote[0]!r} of process "
+            f"{remote[0].process_index}.")
+    return devs
+
+
+def resolve_loop(loop: str) -> str:
+    if loop not in LOOPS:
+        raise InputError(f"loop must be one of {', '.join(LOOPS)}; got {loop!r}.")
+    if loop == "auto":
+        return "python" if jax.default_backend() == "cpu" else "fori"
+    return loop
+
+
+def with_compute(model: ConvNet, dt, conv_impl) -> ConvNet:
+    """``model`` computing in ``dt`` with convs by ``conv_impl`` (``"auto"``
+    resolved for ``dt``; a bad value is a ValueError)."""
+    if dt != jnp.float32:
+        model = model.with_dtype(dt)
+    return model.with_conv_impl(conv_impl)
+
+
+# ------------------------------------------------------------------ planning
+def conv_macs(model: ConvNet, layer: str, size: int, *,
+              channel_only: bool = False) -> int:
+    """Multiply-adds of the convolutions from the input up to ``layer``.
+
+    One ``size`` x ``size`` image, forward pass only (``h' * w' * k_h * k_w
+    * c_in * c_out`` per conv layer, 'same' padding counted as full windows);
+    ``channel_only``: ``layer`` itself with one output channel, as
+    :meth:`~jaxconvviz.ConvNet.channel_forward` computes it.
+    """
+    total, c_in = 0, int(model.input_shape[2])
+    last = model.layer_index(layer)
+    for i, spec in enumerate(model.layers[: last + 1]):
+        h, w, c = model.output_shape(spec.name, (size, size))
+        if spec.kind == "conv":
+            k = spec.opt("kernel_size", 3)
+            kh, kw = (k, k) if isinstance(k, int) else k
+            total += h * w * kh * kw * c_in * (1 if channel_only and i == last
+                                               else c)
+        c_in = c
+    return total
+
+
+def auto_devices(devs: tuple, model: ConvNet, layer: str, size: int, *,
+                 channel_only: bool = False) -> tuple:
+    """The devices a default (``devices=None``) call shards ``layer`` over:
+    all of ``devs``, except on CPU for layers under :data:`CPU_SHARD_MIN_MACS`
+    (the first device only)."""
+    if (len(devs) > 1 and devs[0].platform == "cpu"
+            and conv_macs(model, layer, size, channel_only=channel_only)
+            < CPU_SHARD_MIN_MACS):
+        return devs[:1]
+    return devs
+
+
+def resolve_channel_only(channel_only: bool | None, model: ConvNet,
+                         layer: str) -> bool:
+    """Whether the ascent on ``layer`` computes only each filter's channel of
+    it (:meth:`~jaxconvviz.ConvNet.channel_forward`).
+
+    None (the default): on XLA:CPU for conv layers, where it was measured
+    (2-core Zen 3, ms per ascent step, whole layer -> one channel:
+    block1_conv2 1 filter 10.0 -> 1.6, block2_conv2 26 -> 18, block3_conv1
+    2 filters 56 -> 48, block3_conv3 83 -> 69, block4_conv3 8 filters 520
+    -> 490); the whole layer elsewhere until measured on an accelerator.
+    Pool and other non-conv layers always run whole.
+    """
+    kind = model.layer(layer).kind
+    if channel_only is None:
+        return jax.default_backend() == "cpu" and kind == "conv"
+    if not isinstance(channel_only, bool):
+        raise InputError(
+            f"channel_only must be None, True or False; got {channel_only!r}.")
+    if channel_only and kind != "conv":
+        raise InputError(
+            f"channel_only=True needs a conv layer; {layer!r} is a {kind} layer "
+            f"(use None or False).")
+    return channel_only
+
+
+def default_batch_size(n_filters: int, model: ConvNet | None = None,
+                       layer: str | None = None, size: int | None = None) -> int:
+    """Chunk size used when ``batch_size=None``.
+
+    GPU/TPU: all ``n_filters``. XLA:CPU: ``ceil(CPU_ROWS / (h' * w'))``
+    filters with ``h' x w'`` the feature map of ``layer`` at ``size`` px, at
+    most :data:`CPU_BATCH_SIZE` (VGG16 at 64 px: 1 filter per chunk up to
+    block2, 2 at block3, 8 at block4, 16 at block5); without a layer,
+    :data:`CPU_BATCH_SIZE`.
+    """
+    if jax.default_backend() != "cpu":
+        return n_filters
+    if model is None or layer is None or size is None:
+        return min(n_filters, CPU_BATCH_SIZE)
+    h, w = model.output_shape(layer, (size, size))[:2]
+    return max(1, min(n_filters, CPU_BATCH_SIZE, -(-CPU_ROWS // max(1, h * w))))
+
+
+def chunk_size(f: int, n_dev: int, batch_size: int | None, model: ConvNet,
+               layer: str, size: int) -> int:
+    """Filters per compiled call when ``f`` filters are split over ``n_dev``
+    devices (``1 <= n_dev <= f``): a multiple of ``n_dev``; per device
+    :func:`default_batch_size`, or ``batch_size`` split over the devices."""
+    per_dev = -(-f // n_dev)
+    if batch_size is None:
+        return default_batch_size(per_dev, model, layer, size) * n_dev
+    return min(-(-batch_size // n_dev), per_dev) * n_dev
+
+
+def filter_mesh(devs) -> Mesh:
+    """A 1-D mesh of ``devs`` along :data:`MESH_AXIS`."""
+    return Mesh(np.asarray(devs, dtype=object), (MESH_AXIS,))
+
+
+def filter_shardings(mesh: Mesh) -> tuple[NamedSharding, NamedSharding]:
+    """``(rows, replicated)``: the filter axis split over ``mesh``, and a copy
+    on every device (params, keys, scalars)."""
+    return NamedSharding(mesh, P(MESH_AXIS)), NamedSharding(mesh, P())
+
+
+def per_device(fn, mesh: Mesh | None, *, n_rows: int = 2, n_repl_after: int = 1):
+    """``fn(params, *rows, *replicated)`` run by every device of ``mesh`` on
+    its own rows (``shard_map``; params and the trailing ``n_repl_after``
+    arguments replicated; every leaf of the ``n_rows`` row arguments split
+    along its first axis); ``fn`` itself when ``mesh`` is None.
+
+    Each filter's optimisation is independent, so the program has no
+    communication, and per-device code sees its local chunk.
+    """
+    if mesh is None:
+        return fn
+    rows, repl = P(MESH_AXIS), P()
+    return _shard_map(fn, mesh=mesh,
+                      in_specs=(repl,) + (rows,) * n_rows + (repl,) * n_repl_after,
+                      out_specs=rows)
+
+
+# ------------------------------------------------------------------ memory
+def parse_memory_budget(budget) -> int | None:
+    """Bytes from ``None``, an int, or a string such as ``"16GB"``/``"12GiB"``.
+
+    Args:
+      budget: None (derive it), a positive number of bytes, or a string: a
+        number and an optional unit (B, KB, MB, GB, TB: powers of 1000;
+        KiB, MiB, GiB, TiB: powers of 1024), case-insensitive.
+
+    Returns:
+      The budget in bytes, or None.
+
+    Raises:
+      ValueError: anything else, or a budget below 1 byte.
+    """
+    if budget is None:
+        return None
+    value = None
+    if isinstance(budget, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", budget)
+        if m and m.group(2).lower() in _UNITS:
+            value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    elif isinstance(budget, (int, float, np.integer, np.floating)) and not isinstance(
+            budget, bool):
+        value = float(budget)
+    if value is None or not math.isfinite(value) or value < 1:
+        raise InputError(
+            f"memory_budget must be None, a positive number of bytes or a string "
+            f"like '16GB' or '12GiB'; got {budget!r}."
+        )
+    return int(value)
+
+
+def host_available_bytes() -> int:
+    """The host's available memory (``MemAvailable``), or 8 GB if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 8 * 10**9
+
+
+def device_memory_budget(device=None) -> int:
+    """Bytes a chunk may use on ``device`` (default: the first local device).
+
+    Accelerators: :data:`ACCELERATOR_MEMORY_FRACTION` of
+    ``bytes_limit - bytes_in_use`` from ``device.memory_stats()``. XLA:CPU
+    (no memory stats): :data:`CPU_MEMORY_FRACTION` of the host's available
+    memory, divided among the local CPU devices.
+    """
+    device = jax.local_devices()[0] if device is None else device
+    stats = None
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - backends without stats raise various errors
+        stats = None
+    if stats and "bytes_limit" in stats:
+        free = int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+        return int(max(free, 0) * ACCELERATOR_MEMORY_FRACTION)
+    n_local = max(1, sum(d.platform == device.platform for d in jax.local_devices()))
+    return int(host_available_bytes() * CPU_MEMORY_FRACTION / n_local)
+
+
+def param_bytes(params) -> int:
+    """float32 bytes of ``params``."""
+    return int(sum(np.prod(np.shape(leaf)) * 4 for leaf in jax.tree.leaves(params)))
+
+
+def filter_memory_bytes(model: ConvNet, layer: str, size: int) -> int:
+    """Estimated device bytes one filter adds to an ascent step at ``layer``.
+
+    ``ACTIVATION_FACTOR`` x the float32 bytes of every activation up to and
+    including ``layer`` for one ``size`` x ``size`` image (stored forward
+    values, backward buffers and work space), plus four float32 copies of the
+    image. Analytic: nothing is compiled.
+    """
+    elems = 0
+    for spec in model.layers[: model.layer_index(layer) + 1]:
+        shape = model.output_shape(spec.name, (size, size))
+        elems += int(np.prod(shape))
+    image = size * size * int(model.input_shape[2])
+    return int(ACTIVATION_FACTOR * 4 * elems + 4 * 4 * image)
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.3g} GB"
+
+
+def check_fits(model: ConvNet, layer: str, size: int, *, budget_bytes: int,
+               fixed_bytes: int, n_filters: int = 1, host_bytes: int | None = None,
+               flag: str = "size") -> int:
+    """Raise before any compute when one filter of ``layer`` at ``size`` px
+    cannot fit the per-device budget, or the ``n_filters`` results cannot fit
+    host memory. Returns the per-filter estimate (bytes).
+
+    The message gives the estimate and the limit.
+    """
+    per = filter_memory_bytes(model, layer, size)
+    if per + fixed_bytes > budget_bytes:
+        raise InputError(
+            f"{flag}={size} px needs an estimated {_gb(per)} per filter at layer "
+            f"{layer!r} (plus {_gb(fixed_bytes)} of weights), more than the "
+            f"{_gb(budget_bytes)} per device allowed (memory_budget, default "
+            f"{CPU_MEMORY_FRACTION:.0%} of the free host memory on CPU, "
+            f"{ACCELERATOR_MEMORY_FRACTION:.0%} of the free device memory "
+            f"otherwise); use a smaller {flag}.")
+    result = n_filters * size * size * int(model.input_shape[2]) * 4
+    limit = host_available_bytes() if host_bytes is None else host_bytes
+    if result > limit:
+        raise InputError(
+            f"{flag}={size} px: the {n_filters} result images need {_gb(result)} "
+            f"of host memory, more than the {_gb(limit)} available; use a "
+            f"smaller {flag} or fewer filters.")
+    return per
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """How one layer's filters run.
+
+    Attributes:
+      layer: layer name.
+      n_filters: filters requested.
+      chunk: filters per compiled call (a multiple of ``n_devices``).
+      n_chunks: calls; ``chunk * n_chunks - n_filters`` are padding.
+      n_devices: devices the filter axis is split over.
+      per_filter_bytes: :func:`filter_memory_bytes` estimate.
+      budget_bytes: per-device budget the chunk was cut from.
+      channel_only: whether the ascent computes only each filter's channel
+        of the layer (:func:`resolve_channel_only`).
+    """
+
+    layer: str
+    n_filters: int
+    chunk: int
+    n_chunks: int
+    n_devices: int
+    per_filter_bytes: int
+    budget_bytes: int
+    channel_only: bool = False
+
+
+def plan_chunks(n_filters: int, *, per_filter_bytes: int, budget_bytes: int,
+                n_devices: int = 1, fixed_bytes: int = 0,
+                cap_per_device: int | None = None) -> tuple[int, int]:
+    """Equal chunks of ``n_filters`` that fit a per-device memory budget.
+
+    Each device holds ``chunk / n_devices`` filters, so at most
+    ``(budget_bytes - fixed_bytes) // per_filter_bytes`` (at least 1) per
+    device, further capped by ``cap_per_device``. The number of chunks is the
+    fewest that respect that; the chunk is then the smallest multiple of
+    ``n_devices`` that covers ``n_filters`` in that many chunks.
+
+    Returns:
+      ``(chunk, n_chunks)`` with ``chunk * n_chunks >= n_filters`` and
+      ``chunk % n_devices == 0``.
+    """
+    per_dev = max(1, (int(budget_bytes) - int(fixed_bytes)) // max(1, per_filter_bytes))
+    if cap_per_device is not None:
+        per_dev = max(1, min(per_dev, int(cap_per_device)))
+    max_chunk = per_dev * n_devices
+    n_chunks = -(-n_filters // max_chunk)
+    chunk = -(-n_filters // n_chunks)
+    chunk = -(-chunk // n_devices) * n_devices
+    return chunk, n_chunks
+
+
+# ------------------------------------------------------------------ progress
+def estimate_seconds(model: ConvNet, plans: Sequence[LayerPlan], size: int,
+                     steps: int, *, step_factor: float = 3.0) -> float:
+    """Seconds a CPU run of ``plans`` is estimated to take: forward
+    multiply-adds (:func:`conv_macs`, padded chunks included) x
+    ``step_factor`` (forward + input gradient) x ``steps`` at
+    :data:`CPU_MACS_PER_SECOND` per device."""
+    total = 0.0
+    for p in plans:
+        macs = conv_macs(model, p.layer, size, channel_only=p.channel_only)
+        total += macs * step_factor * steps * p.chunk * p.n_chunks / p.n_devices
+    return total / CPU_MACS_PER_SECOND
+
+
+def format_seconds(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def warn_if_slow(model: ConvNet, plans: Sequence[LayerPlan], size: int, steps: int,
+                 *, what: str, step_factor: float = 3.0,
+                 threshold: float = CPU_WARN_SECONDS) -> float | None:
+    """On XLA:CPU, warn (:class:`SlowOnCPUWarning`) before computing when the
+    estimate (:func:`estimate_seconds`) exceeds ``threshold`` seconds.
+    Returns the estimate on CPU, None elsewhere."""
+    if jax.default_backend() != "cpu":
+        return None
+    est = estimate_seconds(model, plans, size, steps, step_factor=step_factor)
+    if est > threshold:
+        n = sum(p.n_filters for p in plans)
+        warnings.warn(
+            f"{what} on CPU: {n} filters of {len(plans)} layer(s), {steps} steps "
+            f"at {size} px, estimated {format_seconds(est)} (from "
+            f"{CPU_MACS_PER_SECOND:.2g} multiply-adds/s measured per CPU device); "
+            f"a GPU runs this in seconds to minutes.",
+            SlowOnCPUWarning, stacklevel=3)
+    return est
+
+
+class Progress:
+    """Progress of a chunked run, on ``stream`` (default ``sys.stderr``).
+
+    On a TTY a tqdm bar; otherwise (CI logs, ``| tee``) one plain line per
+    chunk: ``"<desc>: <layer> chunk c/n: done/total filters, 12 s elapsed,
+    ~40 s left"``. Pass it as ``progress=`` to the feature-visualization
+    functions (``progress=True`` makes one); a plain callable
+    ``progress(done, total)`` is also accepted there.
+    """
+
+    def __init__(self, total: int | None = None, *, desc: str = "render",
+                 stream=None, tty: bool | None = None, estimate: float | None = None):
+        self.stream = sys.stderr if stream is None else stream
+        isatty = getattr(self.stream, "isatty", lambda: False)
+        self.tty = bool(isatty()) if tty is None else tty
+        self.desc, self.total, self.estimate = desc, total, estimate
+        self.t0 = time.perf_counter()
+        self._bar = None
+        self.lines: list[str] = []
+
+    def start(self, total: int, estimate: float | None = None) -> None:
+        """Called by the runner before the first chunk."""
+        self.total = total
+        if estimate is not None:
+            self.estimate = estimate
+        self.t0 = time.perf_counter()
+        if self.estimate is not None and not self.tty:
+            self._say(f"{self.desc}: {total} filters, estimated "
+                      f"{format_seconds(self.estimate)}")
+        if self.tty:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="filter", desc=self.desc,
+                             file=self.stream, leave=False)
+
+    def update(self, done: int, total: int, *, layer: str = "", chunk: int = 0,
+               n_chunks: int = 0) -> None:
+        """Called by the runner after each chunk's results are on the host."""
+        if self.total is None:
+            self.start(total)
+        if self._bar is not None:
+            self._bar.set_postfix_str(layer, refresh=False)
+            self._bar.update(done - self._bar.n)
+            return
+        el = time.perf_counter() - self.t0
+        left = el / done * (total - done) if done else math.nan
+        where = f"{layer} chunk {chunk}/{n_chunks}: " if layer else ""
+        self._say(f"{self.desc}: {where}{done}/{total} filters, "
+                  f"{format_seconds(el)} elapsed, ~{format_seconds(left)} left")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def _say(self, line: str) -> None:
+        self.lines.append(line)
+        print(line, file=self.stream, flush=True)
+
+    def __call__(self, done: int, total: int) -> None:
+        self.update(done, total)
+
+
+def as_progress(progress, desc: str):
+    """``progress=`` as accepted by the public functions: None, True (a
+    :class:`Progress` on stderr), a :class:`Progress` or a callable
+    ``progress(done, total)``."""
+    if progress is None or progress is False:
+        return None
+    if progress is True:
+        return Progress(desc=desc)
+    if isinstance(progress, Progress) or callable(progress):
+        return progress
+    raise InputError(
+        f"progress must be None, True, a jaxconvviz Progress or a callable "
+        f"progress(done, total); got {progress!r:.80}.")
+
+
+# ------------------------------------------------------------------ runner
+def all_addressable(devs) -> bool:
+    pid = jax.process_index()
+    return all(d.process_index == pid for d in devs)
+
+
+def first_local(devs):
+    pid = jax.process_index()
+    for d in devs:
+        if d.process_index == pid:
+            return d
+    return jax.local_devices()[0]
+
+
+def to_global(value, sharding: NamedSharding) -> jax.Array:
+    """A host array placed with ``sharding`` (multi-process: each process
+    supplies its addressable shards)."""
+    value = np.asarray(value)
+    if all_addressable(tuple(sharding.mesh.devices.flat)):
+        return jax.device_put(value, sharding)
+    return jax.make_array_from_callback(value.shape, sharding, lambda i: value[i])
+
+
+def fetch(x: jax.Array) -> np.ndarray:
+    """``x`` on the host (multi-process: gathered from every process)."""
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+@dataclass
+class Counter:
+    """Filters done over a whole run (several layers), for progress."""
+
+    total: int
+    done: int = 0
+
+
+def run_layer(run_chunk: Callable[[np.ndarray], object],
+              finish: Callable[[object], object],
+              plan: LayerPlan, fidx: np.ndarray, *, progress=None,
+              counter: Counter | None = None) -> list:
+    """The chunk runner: ``run_chunk(indices)`` for every chunk of ``plan``
+    (the last one padded with its last index), each result passed through
+    ``finish`` (e.g. a copy to the host) once the next chunk has been
+    dispatched, so the host fetch of chunk ``c`` overlaps the compute of
+    chunk ``c + 1``.
+
+    Returns:
+      ``[finish(result of chunk c) for c in range(plan.n_chunks)]``; rows past
+      ``plan.n_filters`` in the last one are padding.
+    """
+    pad = plan.chunk * plan.n_chunks - fidx.shape[0]
+    fidx_p = np.concatenate([fidx, np.repeat(fidx[-1:], pad)])
+    counter = Counter(plan.n_filters) if counter is None else counter
+    outs: list = []
+    pending = None
+
+    def land(c, x):
+        outs.append(finish(x))
+        counter.done += min(plan.chunk, plan.n_filters - c * plan.chunk)
+        if isinstance(progress, Progress):
+            progress.update(counter.done, counter.total, layer=plan.layer,
+                            chunk=c + 1, n_chunks=plan.n_chunks)
+        elif progress is not None:
+            progress(counter.done, counter.total)
+
+    for c in range(plan.n_chunks):
+        x = run_chunk(fidx_p[c * plan.chunk:(c + 1) * plan.chunk])
+        if pending is not None:
+            land(*pending)
+        pending = (c, x)
+    land(*pending)
+    return outs
+
+
+__all__ = [
+    "LOOPS", "DTYPES", "CPU_BATCH_SIZE", "CPU_ROWS", "CPU_SHARD_MIN_MACS",
+    "MESH_AXIS", "ACCELERATOR_MEMORY_FRACTION", "CPU_MEMORY_FRACTION",
+    "ACTIVATION_FACTOR", "PARAM_FACTOR", "CPU_MACS_PER_SECOND", "CPU_WARN_SECONDS",
+    "SlowOnCPUWarning", "short", "check_layer", "check_filters", "check_size",
+    "check_step_size", "check_positive_int", "check_bool", "check_key",
+    "key_parts", "key_of", "check_dtype", "check_init", "check_devices",
+    "check_local_devices", "resolve_loop", "with_compute", "conv_macs",
+    "auto_devices", "resolve_channel_only", "default_batch_size", "chunk_size",
+    "filter_mesh", "filter_shardings", "per_device", "parse_memory_budget",
+    "host_available_bytes", "device_memory_budget", "param_bytes",
+    "filter_memory_bytes", "check_fits", "LayerPlan", "plan_chunks",
+    "estimate_seconds", "format_seconds", "warn_if_slow", "Progress",
+    "as_progress", "all_addressable", "first_local", "to_global", "fetch",
+    "Counter", "run_layer",
+]
