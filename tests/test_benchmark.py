@@ -247,7 +247,7 @@ def test_smoke_run_json_schema(tmp_path):
 def test_gpu_probe_smoke_writes_each_case_and_a_summary(tmp_path):
     out = tmp_path / "probe"
     p = _run([str(SCRIPTS / "gpu_probe.py"), "--smoke", "--out", str(out),
-              "--only", "gradcam"], tmp_path)
+              "--only", "gradcam", "--budget", "600"], tmp_path, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     lines = [x for x in p.stdout.splitlines() if x.startswith("[probe] ") and "/" in
              x.split()[1]]
