@@ -218,10 +218,26 @@ def _randomize(km, seed, keras=None):
 
 
 def _node_outputs(keras, km, x, names):
+    """Keras' own output of every node named ``names``: top-level operations
+    through one ``keras.Model``, layers inside nested models through a
+    ``keras.Model`` of the nested block fed Keras' own input to it."""
     ops = {op.name: op for op in km.operations}
-    names = [n for n in names if n in ops]
-    outs = keras.Model(km.inputs, [ops[n].output for n in names])(x)
-    return dict(zip(names, (np.asarray(o) for o in outs), strict=True))
+    top = [n for n in names if n in ops]
+    outs = keras.Model(km.inputs, [ops[n].output for n in top])(x)
+    res = dict(zip(top, (np.asarray(o) for o in outs), strict=True))
+    for block in km.layers:
+        if not isinstance(block, keras.Model):
+            continue
+        inner = [n for n in names if n not in res
+                 and n in {op.name for op in block.layers}]
+        if not inner:
+            continue
+        t_in = block._inbound_nodes[0].input_tensors[0]
+        a_in = keras.Model(km.inputs, t_in)(x)
+        sub = keras.Model(block.inputs,
+                          [block.get_layer(n).output for n in inner])(a_in)
+        res.update(zip(inner, (np.asarray(o) for o in sub), strict=True))
+    return res
 
 
 def _assert_parity(keras, km, model, params, x, *, rtol=RTOL, pred_atol=PRED_ATOL,
@@ -528,3 +544,58 @@ def test_saving_a_graph_as_keras_is_a_clear_error(resnet_params, tmp_path):
                        "Sequential chains only"):
         save_keras_model(_tiny_resnet(), resnet_params, tmp_path / "g.keras")
     assert not (tmp_path / "g.keras").exists()
+
+
+@pytest.mark.parametrize("make", [_tiny_resnet, lambda: jcv.tiny_vgg16(),
+                                  lambda: jcv.VGG16(include_top=False)])
+def test_analytic_param_shapes_equal_init(make):
+    m = make()
+    traced = jax.eval_shape(lambda: m.init_params(jax.random.key(0)))
+    assert m.param_shapes() == {
+        k: {n: tuple(v.shape) for n, v in d.items()} for k, d in traced.items()}
+
+
+def test_receptive_fields_and_macs_by_hand():
+    from jaxconvviz.models.shapes import conv_macs, receptive_fields
+
+    vgg = jcv.VGG16(include_top=False)
+    i = vgg.layer_index("block5_conv3")
+    rf = receptive_fields(vgg.layers, vgg.sources, range(i + 1))
+    assert rf[i] == ((196, 16), (196, 16))  # the textbook VGG16 conv5_3 field
+    assert rf[vgg.layer_index("block1_pool")] == ((6, 2), (6, 2))
+    m = _tiny_resnet()
+    # only the ancestors count: 'side' (1x1, 4->2) is not under 'add'
+    hw = 8 * 8
+    c1, c2 = hw * 9 * 3 * 4, hw * 9 * 4 * 4
+    assert conv_macs(m, "add", 8) == c1 + 2 * c2
+    assert conv_macs(m, "cat", 8) == c1 + 2 * c2 + hw * 4 * 2
+    assert conv_macs(m, "conv2b", 8, channel_only=True) == c1 + c2 + hw * 9 * 4
+    mk = Layer.make
+    sep = ConvNet(layers=(
+        mk("dw", "depthwise_conv", kernel_size=3, depth_multiplier=2, padding="same"),
+        mk("sep", "separable_conv", features=6, kernel_size=3, padding="same"),
+        mk("g", "conv", features=4, kernel_size=1, groups=2, padding="same"),
+    ), input_shape=(None, None, 3))
+    assert conv_macs(sep, "dw", 4) == 16 * 9 * 6
+    assert conv_macs(sep, "sep", 4) == 16 * 9 * 6 + 16 * (9 * 6 + 6 * 6)
+    assert conv_macs(sep, "g", 4) == 16 * 9 * 6 + 16 * (9 * 6 + 6 * 6) + 16 * 3 * 4
+
+
+@pytest.mark.slow
+@pytest.mark.keras
+def test_filter_patterns_on_resnet50_block_output(keras, saved_apps):
+    """Issue 17's example: filter patterns at ``conv2_block1_out`` (the ReLU
+    after a residual Add) of an imported ResNet50 -- batched equals one at a
+    time, and the program never runs the layers after it."""
+    _, path = saved_apps("ResNet50")
+    model, params = load_keras_model(path, preprocessing="caffe")
+    kw = dict(key=jax.random.key(0), steps=2, size=32, model=model,
+              preprocess=True)
+    both = np.asarray(jcv.filter_patterns(params, "conv2_block1_out", [0, 5], **kw))
+    one = np.asarray(jcv.filter_patterns(params, "conv2_block1_out", [5], **kw))
+    assert both.shape == (2, 32, 32, 3) and np.isfinite(both).all()
+    np.testing.assert_allclose(both[1], one[0], rtol=1e-5, atol=1e-3)
+    jaxpr = jax.make_jaxpr(lambda p, x: model.forward(
+        p, x, stop="conv2_block1_out"))(params, jnp.zeros((1, 32, 32, 3)))
+    # conv1 + conv2_block1's 1/2/3 convs and its shortcut conv
+    assert _count(jaxpr.jaxpr) == 5

@@ -54,6 +54,7 @@ from jaxconvviz.models.layers import conv_geometry as _conv_geometry
 from jaxconvviz.models.preprocess import PREPROCESS_MODES, preprocess_mode
 from jaxconvviz.models.shapes import conv_out as _conv_out  # noqa: F401
 from jaxconvviz.models.shapes import node_shapes, spatial_nodes
+from jaxconvviz.models.shapes import param_shapes as _param_shapes
 
 #: Pixel domains a model's input may expect (see :meth:`ConvNet.preprocess`).
 PREPROCESSING = PREPROCESS_MODES
@@ -620,9 +621,27 @@ class ConvNet(nn.Module):
         # jitted: op-by-op init of even a tiny net costs seconds on a busy CPU
         return jax.jit(self.init)(key, x)["params"]
 
+    def param_shapes(self) -> dict[str, dict[str, tuple[int, ...]]]:
+        """``{layer: {param: shape}}`` as :meth:`init_params` creates them,
+        computed analytically (no tracing; Keras layouts)."""
+        h, w, c = self.input_shape
+        if h is None or w is None:
+            side = max(32, self.min_input_size(self.layers[-1].name))
+            h, w = h or side, w or side
+        sources = self.sources
+        shapes = node_shapes(self.layers, sources, (h, w, c),
+                             range(len(self.layers)))
+        shapes[-1] = (h, w, c)
+        out = {}
+        for i, spec in enumerate(self.layers):
+            ps = _param_shapes(spec, shapes[sources[i][0]])
+            if ps:
+                out[spec.name] = ps
+        return out
+
     def check_params(self, params: Params, *, source: str = "params") -> None:
         """Raise ValueError unless every parameterised layer has matching shapes."""
-        expected = jax.eval_shape(lambda: self.init_params(jax.random.key(0)))
+        expected = self.param_shapes()
         for lname, leaves in expected.items():
             if lname not in params:
                 raise InputError(
@@ -638,10 +657,10 @@ class ConvNet(nn.Module):
                         f"{source}: layer {lname!r} has no {pname!r}; found "
                         f"{sorted(params[lname])}."
                     )
-                if tuple(found.shape) != tuple(spec.shape):
+                if tuple(found.shape) != tuple(spec):
                     raise InputError(
                         f"{source}: layer {lname!r} {pname} has shape "
-                        f"{tuple(found.shape)}; expected {tuple(spec.shape)}."
+                        f"{tuple(found.shape)}; expected {tuple(spec)}."
                     )
 
 

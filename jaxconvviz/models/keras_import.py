@@ -13,11 +13,18 @@ imported):
 * Legacy full-model ``.h5``: root attr ``model_config`` (JSON) + group
   ``model_weights`` (``model.save("m.h5")`` in Keras 3, or tf.keras 2).
 
-The model must be a ``Sequential`` or a functional ``Model`` whose layers form
-one linear chain (one input, one output, every layer called once on one
-tensor), channels-last, built from the layers in :data:`SUPPORTED_LAYERS`.
-Anything else raises ``ValueError`` naming the file, the layer and its class.
-Weights are read by :func:`jaxconvviz.models.weights.read_keras_weights`.
+The model must be a ``Sequential`` or a functional ``Model`` with one image
+input and one output -- any DAG between them (residual ``Add``, ``Concatenate``,
+squeeze-excite ``Multiply``, Keras 3 ``keras.ops`` nodes such as ``x + 3.0``),
+channels-last, built from the layers in :data:`SUPPORTED_LAYERS` (everything
+``keras.applications`` ResNet/MobileNet/EfficientNet/DenseNet/Xception/
+Inception/VGG/ConvNeXt use). Nested ``Sequential``/functional blocks are
+inlined under their layers' own names, plus an identity node named after the
+block (its output); a nested ``Sequential`` of random augmentation layers is
+one identity layer. Shared layers (one layer called twice), several inputs or
+outputs, or an unsupported class raise ``ValueError`` naming the file, the
+layer and its class (and the supported list) before any compute. Weights are
+read by :func:`jaxconvviz.models.weights.read_keras_weights`.
 
 Imports h5py: exported lazily from :mod:`jaxconvviz`.
 """
@@ -34,7 +41,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 
 from jaxconvviz._types import Params
@@ -690,19 +697,21 @@ def convnet_from_keras_config(config: Mapping, *, preprocessing: str = "none",
       config: ``{"class_name": "Sequential" | "Functional", "config": {...}}``
         as stored in ``config.json`` (``.keras``) or the ``model_config`` attr
         (``.h5``).
-      preprocessing: the model's input pixel domain, one of ``"none"`` (RGB
+      preprocessing: the model's input pixel domain, one of
+        :data:`~jaxconvviz.models.convnet.PREPROCESSING`: ``"none"`` (RGB
         [0, 255] fed as is; right for models that start with ``Rescaling``),
-        ``"scale01"`` (``x / 255``, models trained on scaled images) or
-        ``"caffe"``.
+        ``"caffe"``, ``"tf"``, ``"torch"`` or ``"scale01"`` (``x / 255``).
       source: file name used in error messages.
 
     Returns:
-      The ConvNet, with the Keras layer names (InputLayer dropped).
+      The ConvNet, with the Keras layer names (InputLayer dropped; its name
+      is the model's ``input_name``), layers in topological order, each
+      naming its ``inputs`` unless it reads the layer before it.
 
     Raises:
-      ValueError: an unsupported layer or option, a non-linear topology, a
-        channels-first layer or no image input shape; the message names
-        ``source``, the layer and its Keras class.
+      ValueError: an unsupported layer or option, a shared layer, several
+        inputs or outputs, a channels-first layer or no image input shape;
+        the message names ``source``, the layer and its Keras class.
     """
     if preprocessing not in PREPROCESSING:
         raise InputError(
@@ -803,7 +812,7 @@ def params_from_keras_weights(model: ConvNet, weights: Mapping[str, list], *,
                 f"expected {len(names)} ({', '.join(names)})."
             )
         params[spec.name] = {
-            n: jnp.asarray(np.asarray(a, dtype=np.float32))
+            n: jax.device_put(np.asarray(a, dtype=np.float32))  # no compile
             for n, a in zip(names, arrays, strict=True)
         }
     model.check_params(params, source=source)
@@ -817,12 +826,16 @@ def load_keras_model(path, *, preprocessing: str = "none"
     Args:
       path: a Keras 3 ``.keras`` archive (``model.save("m.keras")``) or a
         legacy full-model ``.h5`` (``model.save("m.h5")``, Keras 3 or tf.keras
-        2) of a ``Sequential`` or linear functional model; layers in
-        :data:`SUPPORTED_LAYERS`, channels-last.
+        2) of a ``Sequential`` or functional model (any single-input,
+        single-output graph); layers in :data:`SUPPORTED_LAYERS`,
+        channels-last.
       preprocessing: the input pixel domain the model was trained on:
         ``"none"`` (default; RGB [0, 255] as is -- right when the model starts
-        with ``Rescaling``), ``"scale01"`` (``x / 255``) or ``"caffe"``. The
-        techniques feed ``model.preprocess(images_rgb)`` to the network.
+        with ``Rescaling``/``Normalization``, as MobileNetV3, EfficientNet and
+        ConvNeXt do), ``"caffe"`` (VGG, ResNet), ``"tf"`` (``x / 127.5 - 1``:
+        MobileNetV2, ResNetV2, Xception, Inception), ``"torch"`` (DenseNet)
+        or ``"scale01"`` (``x / 255``). The techniques feed
+        ``model.preprocess(images_rgb)`` to the network.
 
     Returns:
       ``(model, params)``: a :class:`~jaxconvviz.models.convnet.ConvNet` with the Keras

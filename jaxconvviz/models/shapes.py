@@ -138,6 +138,44 @@ def node_shapes(layers: Sequence, sources: Sequence[tuple[int, ...]],
     return shapes
 
 
+def param_shapes(spec, in_shape: Shape) -> dict[str, Shape]:
+    """Shapes of one layer's params (Keras layouts) given its input shape
+    (the first input's, batch axis omitted); ``{}`` for kinds without."""
+    o = spec.opt
+    c = int(in_shape[-1])
+    k = spec.kind
+    bias = o("use_bias", True)
+    if k in ("conv", "dense", "depthwise_conv", "separable_conv"):
+        f = int(o("features")) if k != "depthwise_conv" else c * int(
+            o("depth_multiplier", 1))
+        if k == "dense":
+            out = {"kernel": (c, f)}
+        elif k == "conv":
+            out = {"kernel": (*pair(o("kernel_size", 3)), c // int(o("groups", 1)),
+                              f)}
+        elif k == "depthwise_conv":
+            out = {"kernel": (*pair(o("kernel_size", 3)), c,
+                              int(o("depth_multiplier", 1)))}
+        else:
+            m = int(o("depth_multiplier", 1))
+            out = {"depthwise_kernel": (*pair(o("kernel_size", 3)), c, m),
+                   "pointwise_kernel": (1, 1, c * m, f)}
+        if bias:
+            out["bias"] = (f,)
+        return out
+    if k in ("batchnorm", "layernorm"):
+        names = (("gamma",) if o("scale", True) else ()) + (
+            ("beta",) if o("center", True) else ())
+        if k == "batchnorm":
+            names += ("moving_mean", "moving_variance")
+        return {n: (c,) for n in names}
+    if k == "normalization" and o("mean") is None:
+        return {"mean": (c,), "variance": (c,), "count": ()}
+    if k == "layerscale":
+        return {"gamma": (c,)}
+    return {}
+
+
 def spatial_nodes(layers: Sequence, sources: Sequence[tuple[int, ...]]
                   ) -> tuple[bool, ...]:
     """Per layer: whether its output is a ``(h, w, c)`` map over the input's
@@ -249,4 +287,4 @@ def check_kind(kind: str) -> None:
 
 
 __all__ = ["SHAPES", "conv_out", "node_shapes", "spatial_nodes", "layer_macs",
-           "conv_macs", "receptive_fields"]
+           "conv_macs", "receptive_fields", "param_shapes"]
