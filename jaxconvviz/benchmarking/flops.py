@@ -4,8 +4,8 @@ and XLA's cost analysis of the compiled programs the library runs.
 XLA's ``cost_analysis()`` of a program with a ``while`` loop (``lax.fori_loop``)
 counts the loop body once, whatever the trip count (measured: the same count
 for 1 and 4 steps). The ascent's count is therefore taken from the one-step
-program (:func:`ascent_step_xla_flops`) times the steps, never from the
-fori-loop program.
+program (:func:`ascent_step_xla_flops`: the engine's jitted step, lowered
+for the chunk's shape) times the steps, never from the fori-loop program.
 """
 
 from __future__ import annotations
@@ -52,39 +52,39 @@ def compiled_flops(compiled) -> float | None:
 
 def ascent_step_xla_flops(params, model, layer: str, size: int, chunk: int, *,
                           dtype: str = "float32", channel_only: bool = False,
-                          conv_impl: str = "auto") -> float | None:
-    """XLA's FLOPs of ONE ascent step of a chunk of ``chunk`` filters, as the
-    library compiles it.
+                          conv_impl: str = "auto",
+                          pre_activation: bool | None = None) -> float | None:
+    """XLA's FLOPs of ONE ascent step of a chunk of ``chunk`` filters, from
+    the step program the library compiles for :func:`jaxconvviz.filter_patterns`
+    and :func:`jaxconvviz.filter_atlas` (the render engine's book-style
+    ``Program.step`` on one device: its spec, compute model and
+    ``channel_only`` built as those functions build them).
 
-    :func:`jaxconvviz.filter_patterns` (``loop="python"``, one chunk, the
-    first local device) is jitted whole for 2 steps and for 1 step; the
-    difference of the two compiled programs' counts is one step (the start
-    images' random numbers cancel). Only public API is used, so the count
-    follows the library's program as it changes. Multiply by steps and
-    chunks for a whole request.
+    ``pre_activation`` None: ``filter_patterns``' default. Multiply by steps
+    and chunks for a whole request. Raises whatever the engine raises if its
+    public pieces change (the caller records it).
     """
+    import inspect
+
     import jax
     import jax.numpy as jnp
 
     import jaxconvviz as jcv
+    from jaxconvviz.featureviz import execution as ex
+    from jaxconvviz.featureviz import render as rd
 
-    dev = jax.local_devices()[0]
-    key = jax.random.key(0)
-
-    def count(steps: int) -> float | None:
-        def fn(p):
-            return jcv.filter_patterns(
-                p, layer, range(chunk), key=key, steps=steps, size=size,
-                loop="python", batch_size=chunk, model=model,
-                dtype=getattr(jnp, dtype), channel_only=channel_only,
-                conv_impl=conv_impl, devices=[dev])
-
-        return jit_xla_flops(fn, params)
-
-    one, two = count(1), count(2)
-    if one is None or two is None:
-        return None
-    return two - one
+    if pre_activation is None:
+        pre_activation = inspect.signature(jcv.filter_patterns).parameters[
+            "pre_activation"].default
+    spec = rd.RenderSpec(layer=layer, style=rd.Book(step_size=1.0, preprocess=False),
+                         steps=1, pre_activation=pre_activation)
+    m = spec.model_for(ex.with_compute(model, getattr(jnp, dtype), conv_impl))
+    c = int(model.input_shape[2])
+    prog = rd.program(spec, m, size, c, channel_only, None, None)
+    x = jax.ShapeDtypeStruct((chunk, size, size, c), jnp.float32)
+    ids = jax.ShapeDtypeStruct((chunk,), jnp.int32)
+    return compiled_flops(prog.step.lower(params, x, ids, jnp.float32(prog.hyper()),
+                                          jnp.int32(0)).compile())
 
 
 def jit_xla_flops(fn, *args) -> float | None:
