@@ -5,6 +5,7 @@ by file, value by value, and in headless Chromium; interruption and
 from __future__ import annotations
 
 import html.parser
+import io
 import math
 import os
 import re
@@ -277,3 +278,34 @@ def test_estimate_printed_before_work(report, capsys, tiny_keras, tmp_path):
     assert lines[-1].startswith(f"wrote {out / 'index.html'}")
     assert any(line.startswith("[1/1] block1_conv1: 3 filter(s)") for line in lines)
 
+
+
+def test_svg_histogram_bar_heights():
+    from jaxconvviz.report.html import svg_histogram
+
+    svg = svg_histogram(np.array([0, 3, 10, 5]), np.linspace(-1.0, 3.0, 5),
+                        width=416, height=146, label="w")
+    # plot area: x from 8, width 400 (4 bars of 100), y from 16, height 100
+    bars = re.findall(r"M([\d.]+) 116v(-[\d.]+)h([\d.]+)v([\d.]+)z", svg)
+    assert [(float(x), -float(up), float(w)) for x, up, w, _ in bars] == [
+        (108.0, 30.0, 99.0), (208.0, 100.0, 99.0), (308.0, 50.0, 99.0)]
+    assert ">-1</text>" in svg and ">3</text>" in svg and "max count 10" in svg
+
+
+def test_tile_encoding_picks_the_smaller_lossless_or_webp():
+    from jaxconvviz.report import encode
+
+    checker = ((np.indices((64, 64)).sum(0) % 2) * 255).astype(np.uint8)
+    checker = np.repeat(checker[..., None], 3, -1)  # sharp, two colours: PNG wins
+    data, ext = encode.tile(checker)
+    assert ext == "png" and data[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        np.testing.assert_array_equal(np.asarray(im.convert("RGB")), checker)
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    data, ext = encode.tile(noise)
+    assert ext == "webp" and data[8:12] == b"WEBP"
+    assert len(data) < len(encode.png(noise))
+    with pytest.raises(ValueError, match="image must be uint8"):
+        encode.jpeg(np.zeros((4, 4, 3), np.float32))
