@@ -214,3 +214,55 @@ def test_top_units_greedy_with_distance():
     assert len(top_units(a[:1, :1, :1], 5)) == 1
     with pytest.raises(ValueError, match="k must be an integer >= 1; got 0"):
         top_units(a, 0)
+
+
+def test_graph_model_union_of_branches_and_padding():
+    """A residual block: the add sees the union of a 5x5 path and a strided
+    1x1 path; zero padding and cropping shift the field. Checked against the
+    gradient support and the models' own (size, jump) table."""
+    from jaxconvviz.models.shapes import receptive_fields
+
+    L = Layer.make
+    lin = {"activation": "linear"}
+    layers = (
+        L("pad", "zeropad", inputs=("image",), padding=((2, 1), (0, 3))),
+        L("a1", "conv", inputs=("pad",), features=2, kernel_size=3, **lin),
+        L("a2", "conv", inputs=("a1",), features=2, kernel_size=3, strides=2,
+          **lin),
+        L("b1", "conv", inputs=("pad",), features=2, kernel_size=1, strides=2,
+          **lin),
+        L("sum", "add", inputs=("a2", "b1")),
+        L("crop", "cropping", inputs=("sum",), cropping=((1, 0), (0, 1))),
+        L("c", "conv", inputs=("crop",), features=2, kernel_size=3,
+          padding="valid", **lin),
+    )
+    model = ConvNet(layers=layers, input_shape=(None, None, 2),
+                    preprocessing="none", input_name="image")
+    hw = (30, 27)
+    params = model.init_params(jax.random.key(0), hw=hw)
+    params = jax.tree.map(lambda a: jnp.abs(a) + 0.1, params)
+    table = receptive_fields(model.layers, model.sources, range(len(layers)))
+    for layer in ("a2", "sum", "crop", "c"):
+        rf = receptive_field(model, layer, hw)
+        i = model.layer_index(layer)
+        assert (rf.size[0], rf.jump[0]) == table[i][0]
+        assert (rf.size[1], rf.jump[1]) == table[i][1]
+        assert rf.output_hw == model.output_shape(layer, hw)[:2]
+    # by hand for 'sum' (input 30x27, padded to 33x30): path a is 3x3 'same'
+    # (pads 1 before) then 3x3/2 'same' (33 rows: 17 out, 2 padding rows, 1
+    # before; 30 columns: 15 out, 1 padding column, 0 before): 5 px, jump 2,
+    # from -1 - 1 = -2 (rows) and -1 - 0 = -1 (columns) of the padded image;
+    # path b (1x1/2, no padding) sees 1 px from 0, inside path a's. Zero
+    # padding puts 2 rows and 0 columns before the image: rows start at -4.
+    rf = receptive_field(model, "sum", hw)
+    assert rf.size == (5, 5) and rf.jump == (2, 2) and rf.start == (-4, -1)
+    rf = receptive_field(model, "c", hw)
+    oh, ow = rf.output_hw
+    units = [(i, j) for i in range(oh) for j in range(ow)
+             if rf.box(i, j)[0] >= 0 and rf.box(i, j)[2] >= 0
+             and rf.box(i, j)[1] <= hw[0] and rf.box(i, j)[3] <= hw[1]]
+    assert len(units) >= 4
+    units = units[:: max(1, len(units) // 6)]
+    for (i, j), got in zip(units, _supports(model, params, "c", hw, units),
+                           strict=True):
+        assert got == rf.box(i, j), (i, j)

@@ -17,8 +17,10 @@ n, 0)`` pixels in total, the smaller half before, so the offsets depend on
 the input size ``n`` (the sizes and jumps do not).
 
 Layers without a spatial footprint (activation, batchnorm, dropout,
-rescaling) leave the field unchanged. Layers after the spatial part (dense,
-flatten, global pooling) have no receptive field of this kind.
+rescaling) leave the field unchanged; zero padding and cropping shift it.
+In graph models only the layer's ancestors count, and a merge (add,
+concatenate) sees the union of its inputs' fields. Layers after the spatial
+part (dense, flatten, global pooling) have no receptive field of this kind.
 
 Pure Python/NumPy: no jax, Pillow or matplotlib.
 """
@@ -32,6 +34,7 @@ import numpy as np
 
 from jaxconvviz.errors import InputError
 from jaxconvviz.models.convnet import ConvNet
+from jaxconvviz.models.layers import pads2
 
 
 class ReceptiveField(NamedTuple):
@@ -59,6 +62,13 @@ class ReceptiveField(NamedTuple):
         y0 = self.start[0] + int(i) * self.jump[0]
         x0 = self.start[1] + int(j) * self.jump[1]
         return y0, y0 + self.size[0], x0, x0 + self.size[1]
+
+
+#: Layer kinds that keep the spatial grid (each output position reads the
+#: same position of its inputs).
+_SAME_GRID = ("dropout", "identity", "batchnorm", "layernorm", "normalization",
+              "layerscale", "gamma", "activation", "rescaling", "add", "subtract",
+              "multiply", "maximum", "average", "concatenate")
 
 
 def _pair(v) -> tuple[int, int]:
@@ -101,32 +111,58 @@ def receptive_field(model: ConvNet, layer: str, input_hw: tuple[int, int]
     if not ok:
         raise InputError(f"input_hw must be (h, w) with positive integers; got "
                          f"{input_hw!r}.")
-    n = [int(v) for v in input_hw]
-    size, jump, start = [1, 1], [1, 1], [0, 0]
-    for spec in model.layers[: model.layer_index(layer) + 1]:
-        o = spec.opt
-        if spec.kind == "conv":
-            k, s, d = (_pair(o("kernel_size", 3)), _pair(o("strides", 1)),
-                       _pair(o("dilation", 1)))
-            padding = o("padding", "same")
-        elif spec.kind in ("maxpool", "avgpool"):
-            k = _pair(o("pool_size", 2))
-            s, d = _pair(o("strides", k)), (1, 1)
-            padding = o("padding", "valid")
-        else:
-            continue
+    target = model.layer_index(layer)
+    sources = model.sources
+    need, todo = {target}, [target]  # the layer's ancestors (graph models)
+    while todo:
+        for j in sources[todo.pop()]:
+            if j >= 0 and j not in need:
+                need.add(j)
+                todo.append(j)
+    # per node and axis: [size, jump, start, n]
+    fields: dict[int, list[list[int]]] = {
+        -1: [[1, 1, 0, int(input_hw[0])], [1, 1, 0, int(input_hw[1])]]}
+    for i in sorted(need):
+        spec = model.layers[i]
+        ins = [fields[j] for j in sources[i]]
+        # a merge (add, concatenate, ...) sees the union of its inputs' fields
+        f = []
         for a in (0, 1):
-            out, before = _axis(n[a], k[a], s[a], d[a], padding)
-            size[a] += d[a] * (k[a] - 1) * jump[a]
-            start[a] -= before * jump[a]
-            jump[a] *= s[a]
-            n[a] = out
-        if min(n) < 1:
+            start = min(x[a][2] for x in ins)
+            end = max(x[a][2] + x[a][0] for x in ins)
+            f.append([end - start, max(x[a][1] for x in ins), start, ins[0][a][3]])
+        kind, o = spec.kind, spec.opt
+        if kind in ("conv", "depthwise_conv", "separable_conv", "maxpool",
+                    "avgpool"):
+            pool = kind.endswith("pool")
+            k = _pair(o("pool_size", 2)) if pool else _pair(o("kernel_size", 3))
+            s_ = _pair(o("strides", k)) if pool else _pair(o("strides", 1))
+            d = (1, 1) if pool else _pair(o("dilation", 1))
+            padding = o("padding", "valid" if pool else "same")
+            for a in (0, 1):
+                out, before = _axis(f[a][3], k[a], s_[a], d[a], padding)
+                f[a][0] += d[a] * (k[a] - 1) * f[a][1]
+                f[a][2] -= before * f[a][1]
+                f[a][1] *= s_[a]
+                f[a][3] = out
+        elif kind in ("zeropad", "cropping"):
+            sign = 1 if kind == "zeropad" else -1
+            pads = pads2(o("padding" if kind == "zeropad" else "cropping", 0))
+            for a in (0, 1):
+                f[a][2] -= sign * pads[a][0] * f[a][1]
+                f[a][3] += sign * (pads[a][0] + pads[a][1])
+        elif kind not in _SAME_GRID:
+            raise InputError(f"receptive_field: layer {spec.name!r} of kind "
+                             f"{kind!r} is not supported on the way to {layer!r}.")
+        if min(f[0][3], f[1][3]) < 1:
             raise InputError(
                 f"input_hw {tuple(input_hw)} is too small for layer {layer!r}: "
                 f"it needs at least {model.min_input_size(layer)} px.")
-    return ReceptiveField(tuple(size), tuple(jump), tuple(start),
-                          tuple(int(v) for v in input_hw), tuple(n))
+        fields[i] = f
+    f = fields[target]
+    return ReceptiveField((f[0][0], f[1][0]), (f[0][1], f[1][1]),
+                          (f[0][2], f[1][2]), tuple(int(v) for v in input_hw),
+                          (f[0][3], f[1][3]))
 
 
 def crop_patch(image, box: tuple[int, int, int, int], *, fill: float = 0.0
