@@ -100,8 +100,10 @@ def plot_peers(paths: list[str], out: str) -> None:
         with open(p) as fh:
             d = json.load(fh)
         e = d.get("environment", {})
-        names.append(f"{e.get('cpu')}, {e.get('cpu_count')} cores"
-                     if e.get("platform") == "cpu" else e.get("device_kind"))
+        th = (d.get("peers") or {}).get("torch_threads")
+        names.append((f"{e.get('cpu')}, {e.get('cpu_count')} cores"
+                      if e.get("platform") == "cpu" else e.get("device_kind"))
+                     + (f", torch {th} thread(s)" if th else ""))
         for c in d["cases"]:
             if c.get("kind") in ("cam", "resnet50", "render") and \
                     c.get("speedup_vs_peer") is not None:
@@ -124,8 +126,10 @@ def plot_peers(paths: list[str], out: str) -> None:
         ax.annotate(f"{c['speedup_vs_peer']:.1f}x\n(>= {tgt:g}: {ok})", (x, top),
                     textcoords="offset points", xytext=(0, 3), ha="center",
                     fontsize=7)
-    labels = [c.get("method", c["kind"]) if c["kind"] == "cam" else
-              f"{c['kind']}\n{c.get('method', '')}" for c in recs]
+    names_of = {"cam": "VGG16 {method}", "resnet50": "ResNet50 {method}",
+                "render": "render vs lucent\n{layer}, {steps} steps"}
+    labels = [names_of[c["kind"]].format(**{"method": "", "layer": "",
+                                            "steps": "", **c}) for c in recs]
     ax.set_xticks(list(xs), labels, fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("seconds per image (render: per filter)")
