@@ -129,6 +129,19 @@ def test_rotation_90_is_rot90_and_scale_two_zooms_about_the_centre():
     np.testing.assert_allclose(z[3, 3], np.asarray(x)[3, 3], atol=1e-6)
 
 
+def test_composed_transforms_equal_sequential_for_shifts_and_pad_first():
+    """apply_transforms resamples a run of geometric transforms once: for
+    integer shifts that is exactly the sequential result; Pad runs first."""
+    x = _img(12, 12)
+    key = jax.random.key(5)
+    tf = (T.Pad(2, 0.5), T.Jitter(4), T.Jitter(3))
+    seq = x
+    for i, t in enumerate(tf):
+        seq = t(jax.random.fold_in(key, i), seq)
+    np.testing.assert_array_equal(np.asarray(T.apply_transforms(tf, key, x)),
+                                  np.asarray(seq))
+
+
 def test_standard_transforms_are_lucids():
     pad, j8, sc, rot, j4 = T.STANDARD_TRANSFORMS
     assert (pad.width, pad.value, j8.d, j4.d) == (12, 0.5, 8, 4)
@@ -276,10 +289,11 @@ def test_render_book_style_is_the_books_patterns_for_display(tiny_notop):
     (dict(style="deepdream"), "style must be one of"),
     (dict(thresholds=(5, 2)), "thresholds"),
     (dict(steps=0), "steps"),
-    (dict(size=2), "size must be at least"),
+    (dict(size=0), "size must be at least 1 px"),
+    (dict(style="book", size=2), "size must be at least 4 px"),
     (dict(filter_indices=[99]), "filter_indices"),
     (dict(key=None), "key is required"),
-    (dict(step_size=0.5), "book only"),
+    (dict(step_size=0.5), "book' only"),
     (dict(style="book", learning_rate=0.1), "lucid' only"),
     (dict(progress="yes"), "progress"),
 ])
@@ -364,8 +378,8 @@ def test_cli_render_writes_grid_figure_and_one_png_per_filter(tmp_path, capsys,
         np.testing.assert_array_equal(one, grid[:, k * 21:k * 21 + 16])
     decode_png(tmp_path / f"render_{L}_lucid_figure.png")
     capsys.readouterr()
-    rc = main(["render", "--layer", L, "--size", "100000", "--steps", "1",
-               "--out", str(tmp_path)])
+    rc = main(["render", "--layer", L, "--filters", "0:3", "--size", "100000",
+               "--steps", "1", "--out", str(tmp_path)])
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "GB" in err[-1] and "Traceback" not in "\n".join(err)

@@ -88,10 +88,10 @@ ACTIVATION_FACTOR = 5.0
 PARAM_FACTOR = 3.0
 #: XLA:CPU throughput used for the up-front time estimate, in multiply-adds
 #: per second for one ascent step (forward + input gradient = 3x the forward
-#: multiply-adds). Measured on the shared 2-core Zen 3 host with the HED VGG16
-#: (block3_conv1, 64 px, 40 steps: 0.9 s per filter for 2 x 36 M x 40 forward
-#: multiply-adds counted once each: ~9e9 per second).
-CPU_MACS_PER_SECOND = 9e9
+#: multiply-adds). From the measurement behind :data:`CPU_BATCH_SIZE` (HED
+#: VGG16, block3_conv1, 64 px, 40 steps, 2-core host: 0.82-1.04 s per filter;
+#: 385 M forward multiply-adds channel-only): 385e6 x 3 x 40 / 0.9 s ~ 5e10.
+CPU_MACS_PER_SECOND = 5e10
 #: :func:`warn_if_slow` warns when the estimate exceeds this many seconds.
 CPU_WARN_SECONDS = 60.0
 
