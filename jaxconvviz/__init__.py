@@ -85,7 +85,11 @@ def __dir__():
 # -- eager exports; each area adds its names inside its own block --
 # -- featureviz (render engine) --
 from jaxconvviz.featureviz import objectives, transforms  # noqa: E402, F401
-from jaxconvviz.featureviz.execution import Progress, SlowOnCPUWarning  # noqa: E402
+from jaxconvviz.featureviz.execution import (  # noqa: E402
+    DeadFilterWarning,
+    Progress,
+    SlowOnCPUWarning,
+)
 from jaxconvviz.featureviz.render import STYLES, render  # noqa: E402
 # -- end featureviz --
 # -- attribution (CAM family, gradients, metrics) --

@@ -59,6 +59,7 @@ from jaxconvviz.featureviz.execution import (  # noqa: F401 - public re-exports
 from jaxconvviz.featureviz.render import (
     STYLES,
     RenderSpec,
+    book_start_images_jit,
     check_style,
     make_style,
     run_spec,
@@ -329,6 +330,13 @@ def filter_atlas(
                               loop=loop, progress=prog, counter=counter,
                               finish=ex.fetch)
             out[plan.layer] = np.concatenate(chunks, axis=0)[: plan.n_filters]
+            if style == "book":
+                start = book_start_images_jit(
+                    key, jnp.asarray(fsel[plan.layer]), size=size,
+                    channels=int(model.input_shape[2]))
+                moved = np.any(out[plan.layer] != np.asarray(start), axis=(1, 2, 3))
+                ex.warn_dead(plan.layer, fsel[plan.layer], moved,
+                             hint="pre_activation=True (the default) revives them.")
     finally:
         if isinstance(prog, ex.Progress):
             prog.close()

@@ -100,6 +100,26 @@ class SlowOnCPUWarning(UserWarning):
     """A feature-visualization run on XLA:CPU is estimated to take long."""
 
 
+class DeadFilterWarning(UserWarning):
+    """Filters whose gradient was exactly zero at every step (their images
+    never moved from the start): the result shows the start noise."""
+
+
+def warn_dead(layer: str, fidx, moved, *, hint: str) -> list[int]:
+    """Warn (:class:`DeadFilterWarning`) naming the filters of ``layer`` whose
+    images never moved (``moved[i]`` False). Returns their indices."""
+    dead = [int(k) for k, m in zip(np.asarray(fidx).tolist(),
+                                   np.asarray(moved).tolist(), strict=True)
+            if not m]
+    if dead:
+        warnings.warn(
+            f"{len(dead)} of {len(moved)} filters of {layer} had an exactly zero "
+            f"gradient at every step, so their images are the start noise: "
+            f"{dead[:16]}{' ...' if len(dead) > 16 else ''}; {hint}",
+            DeadFilterWarning, stacklevel=3)
+    return dead
+
+
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6,
           "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12, "kib": 2**10,
           "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -776,7 +796,8 @@ __all__ = [
     "LOOPS", "DTYPES", "CPU_BATCH_SIZE", "CPU_ROWS", "CPU_SHARD_MIN_MACS",
     "MESH_AXIS", "ACCELERATOR_MEMORY_FRACTION", "CPU_MEMORY_FRACTION",
     "ACTIVATION_FACTOR", "PARAM_FACTOR", "CPU_MACS_PER_SECOND", "CPU_WARN_SECONDS",
-    "SlowOnCPUWarning", "short", "check_layer", "check_filters", "check_size",
+    "SlowOnCPUWarning", "DeadFilterWarning", "warn_dead", "short", "check_layer",
+    "check_filters", "check_size",
     "check_step_size", "check_positive_int", "check_bool", "check_key",
     "key_parts", "key_of", "check_dtype", "check_init", "check_devices",
     "check_local_devices", "resolve_loop", "with_compute", "conv_macs",

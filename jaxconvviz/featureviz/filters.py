@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxconvviz._types import Params, PRNGKey
 from jaxconvviz.errors import InputError
@@ -272,7 +273,17 @@ def filter_patterns(
                           channel_only=channel_only, memory_budget=None,
                           progress=progress, output="raw",
                           desc=f"filter_patterns {layer}", init=x_all)
-    return concat_chunks(outs, n, ())
+    out = concat_chunks(outs, n, ())
+    start = x_all if x_all is not None else _start_images(
+        key, jnp.asarray(fidx), size=size, channels=channels)
+    moved = np.any(np.asarray(out) != np.asarray(start), axis=(1, 2, 3))
+    ex.warn_dead(layer, fidx, moved, hint=DEAD_HINT)
+    return out
+
+
+#: What the dead-filter warning suggests.
+DEAD_HINT = ("they are silent on the start image under the post-ReLU objective; "
+             "pre_activation=True (the default) revives them.")
 
 
 def filter_activation(
