@@ -12,7 +12,7 @@ Writes ``elephant_heatmap.png`` (the 14x14 map, listing 5.43),
 ``gradcam_elephant.png`` (the three panels), and prints the top-3 predictions
 (the book: African_elephant 0.925, tusker 0.070, Indian_elephant 0.004).
 
-The ImageNet weights with the classifier (553 MB) are never downloaded here:
+The ImageNet weights with the classifier (553,467,096 bytes, 527.8 MiB) are never downloaded here:
 without them the script says how to fetch them and exits 2.
 
 ``--synthetic`` needs no weights: it trains a small CNN (conv-pool-conv-GAP-
@@ -42,7 +42,7 @@ def elephant(args) -> int:
 
     if args.weights == "imagenet" and imagenet_available(True, verify=False) is None:
         print("The ImageNet VGG16 weights with the classifier are not available "
-              "locally. Fetch them (553 MB) with\n"
+              "locally. Fetch them (527.8 MiB) with\n"
               "    jaxconvviz weights fetch imagenet --top\n"
               "or pass --weights PATH to a Keras VGG16 .h5 with its top "
               "(vgg16_weights_tf_dim_ordering_tf_kernels.h5), or run --synthetic.",

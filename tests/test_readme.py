@@ -2,7 +2,8 @@
 
 Each fenced ``python``/``bash``/``sh`` block of README.md is one test: Python
 blocks run in a fresh interpreter, shell blocks line by line in ``bash``,
-both in an empty folder (a user's working directory). A block preceded by
+both in an empty folder (a user's working directory) that sees the clone's
+``scripts/`` (the README runs them as ``python scripts/...``). A block preceded by
 ``<!-- readme-test: skip REASON -->`` is not run (the install commands, which
 CI runs itself, and examples that need a download or a cluster); the reason
 is required and the skipped blocks are few. ``<!-- readme-test: timeout S
@@ -54,6 +55,7 @@ def test_readme_example_runs(line, lang, code, directives, tmp_path):
     if "skip" in directives:
         pytest.skip(f"README.md:{line}: {directives['skip']}")
     timeout = float(directives.get("timeout", 300))
+    (tmp_path / "scripts").symlink_to(ROOT / "scripts")
     bindir = str(Path(sys.executable).parent)
     env = {**os.environ, "MPLBACKEND": "Agg",
            "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}

@@ -11,6 +11,10 @@
 3. Grad-CAM of the elephant photo -- only when the ImageNet weights with the
    classifier top are already on this machine (the demo never downloads);
    otherwise one line says how to get them.
+4. The first 16 filters of ``block4_conv1`` in the book's style and in
+   lucid's, side by side (``book_vs_lucid_block4_conv1.png``).
+5. Every CAM method on a small CNN trained on the fly, each panel with its
+   deletion AUC (``cam_methods_blob.png``).
 
 Each step runs the same code as its own subcommand (``atlas``,
 ``activations``, ``gradcam``), so the demo's PNGs are exactly what those
@@ -88,7 +92,7 @@ def _book_vs_lucid(weights: str, dest, *, seed: int, size: int, steps: int) -> N
     ns = type("Args", (), {"weights": weights, "model": None, "preprocess": None})
     model, params, desc = load_model_and_params(ns, include_top=False)
     n = min(n, model.channels(layer))
-    say(f"[+] book vs lucid: {n} filters of {layer} at {size} px, book {steps} "
+    say(f"[4/5] book vs lucid: {n} filters of {layer} at {size} px, book {steps} "
         f"steps, lucid {lucid_steps} steps")
     atlas = dest / f"atlas_{layer}.png"
     grid = np.asarray(load_img(atlas), np.uint8) if atlas.is_file() else None
@@ -124,7 +128,7 @@ def _cam_methods(dest, *, seed: int) -> None:
     from jaxconvviz.commands.common import save_figure
     from jaxconvviz.commands.explain import comparison_figure, evaluate
 
-    say("[+] CAM methods on a small CNN trained on the fly (coloured squares)")
+    say("[5/5] CAM methods on a small CNN trained on the fly (coloured squares)")
     model, params = train_blob_net(key=jax.random.key(seed))
     x, _, _ = blob_images(jax.random.key(seed + 1), 4)
     x = np.asarray(x)
@@ -158,7 +162,7 @@ def run(args) -> int:
         ns.func(ns)
 
     t0 = time.perf_counter()
-    say(f"[1/3] filter patterns: first {args.filters} filters of "
+    say(f"[1/5] filter patterns: first {args.filters} filters of "
         f"{', '.join(DEMO_LAYERS)} at {size} px, {args.steps} steps, "
         f"{'post' if args.book_objective else 'pre'}-ReLU objective")
     objective = ("--book-objective",) if args.book_objective else ()
@@ -167,13 +171,14 @@ def run(args) -> int:
             "--size", str(size), "--steps", str(args.steps), "--seed",
             str(args.seed), "--weights", args.weights, "--out", str(dest),
             *objective)
-    say("[2/3] activation grids of the first 8 layers for the cat photo")
+    say("[2/5] activation grids of the first 8 layers for the cat photo")
     sub("activations", str(CAT_PHOTO), "--weights", args.weights, "--out",
         str(dest))
-    say("[3/3] Grad-CAM of the elephant photo")
+    say("[3/5] Grad-CAM of the elephant photo")
     if imagenet_available(include_top=True) is None:
         say("skipped: Grad-CAM needs the ImageNet classifier top; get it once "
-            "with `jaxconvviz weights fetch imagenet --top` (528 MB), then rerun.")
+            "with `jaxconvviz weights fetch imagenet --top` (553,467,096 bytes, "
+            "527.8 MiB), then rerun.")
     else:
         sub("gradcam", str(ELEPHANT_PHOTO), "--weights", "imagenet", "--out",
             str(dest))

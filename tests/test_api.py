@@ -1,0 +1,73 @@
+"""One consistent public API: the same name and position for the same thing
+in every function, and a README table that lists every signature."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import jaxconvviz as jcv
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Names whose meaning is fixed across the package; where a function takes
+#: one, it is keyword-only (``layer`` may instead be the second positional
+#: argument, right after ``params``).
+KEYWORD_ONLY = ("model", "key", "size", "class_index", "dtype", "devices",
+                "batch_size", "progress")
+
+
+def _functions():
+    for name in jcv.__all__:
+        obj = getattr(jcv, name)
+        if inspect.isfunction(obj):
+            yield name, inspect.signature(obj)
+
+
+def test_params_come_first_then_images_or_layer():
+    bad = []
+    for name, sig in _functions():
+        names = list(sig.parameters)
+        if "params" in names and names[0] != "params":
+            bad.append(f"{name}: params is argument {names.index('params')}")
+        if "params" in names and len(names) > 1:
+            second = sig.parameters[names[1]]
+            if second.kind is second.POSITIONAL_OR_KEYWORD and not (
+                    names[1] in ("images_rgb", "image_rgb", "images", "layer", "x")
+                    or names[1].startswith("params_")):
+                bad.append(f"{name}: second argument is {names[1]!r}")
+        if "images" in names and "images_rgb" in names:
+            bad.append(f"{name}: both images and images_rgb")
+    assert bad == []
+
+
+def test_shared_options_are_keyword_only():
+    bad = []
+    for name, sig in _functions():
+        for opt in KEYWORD_ONLY:
+            p = sig.parameters.get(opt)
+            if p is not None and p.kind is not p.KEYWORD_ONLY:
+                bad.append(f"{name}({opt})")
+        p = sig.parameters.get("layer")
+        if p is not None and p.kind is not p.KEYWORD_ONLY:
+            names = list(sig.parameters)
+            at = names.index("layer")  # right after params, or params, images
+            if not (at == 1 or (at == 2 and names[1] in ("images", "images_rgb"))):
+                bad.append(f"{name}(layer) is positional argument {at}")
+    assert bad == []
+
+
+def test_target_layer_defaults_to_the_models_choice():
+    """Functions that take a target layer for attribution default to None =
+    ``model.default_layer`` (block5_conv3 for VGG16), never a VGG16 name."""
+    for fn in (jcv.grad_cam, jcv.cam, jcv.grad_cam_with_scores):
+        assert inspect.signature(fn).parameters["layer"].default is None
+    assert jcv.VGG16().default_layer == "block5_conv3"
+
+
+def test_readme_api_table_is_current():
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "api_table.py"),
+                        "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
