@@ -84,13 +84,6 @@ def __dir__():
 
 # -- eager exports; each area adds its names inside its own block --
 # -- featureviz (render engine) --
-from jaxconvviz.featureviz import objectives, transforms  # noqa: E402, F401
-from jaxconvviz.featureviz.execution import (  # noqa: E402
-    DeadFilterWarning,
-    Progress,
-    SlowOnCPUWarning,
-)
-from jaxconvviz.featureviz.render import STYLES, render  # noqa: E402
 # -- end featureviz --
 # -- attribution (CAM family, gradients, metrics) --
 from jaxconvviz.attribution.cams import (  # noqa: E402
@@ -99,6 +92,10 @@ from jaxconvviz.attribution.cams import (  # noqa: E402
     cam,
     cam_with_scores,
 )
+
+# -- end attribution --
+from jaxconvviz.attribution.gradcam import grad_cam, grad_cam_with_scores  # noqa: E402
+
 # ``attribution`` the function shadows the ``jaxconvviz.attribution``
 # subpackage as an attribute (``from jaxconvviz.attribution.x import y`` works).
 from jaxconvviz.attribution.gradients import (  # noqa: E402
@@ -117,11 +114,16 @@ from jaxconvviz.attribution.sanity import (  # noqa: E402
     cascading_randomization,
     label_randomization,
 )
-# -- end attribution --
-from jaxconvviz.attribution.gradcam import grad_cam, grad_cam_with_scores  # noqa: E402
 from jaxconvviz.cpu import available_cores, use_cpu_cores  # noqa: E402
+from jaxconvviz.featureviz import objectives, transforms  # noqa: E402, F401
 from jaxconvviz.featureviz.atlas import LayerPlan, atlas_plan, filter_atlas  # noqa: E402
+from jaxconvviz.featureviz.execution import (  # noqa: E402
+    DeadFilterWarning,
+    Progress,
+    SlowOnCPUWarning,
+)
 from jaxconvviz.featureviz.filters import filter_activation, filter_patterns  # noqa: E402
+from jaxconvviz.featureviz.render import STYLES, render  # noqa: E402
 from jaxconvviz.views.activation_grids import (  # noqa: E402
     activation_grid,
     activation_grids,

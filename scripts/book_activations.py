@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     params = load_vgg16(args.weights)
-    model = jcv.resolve_model(params, None)
+    model = jcv.resolve_model(params)
     image = load_img(CAT_PHOTO, target_size=(args.size, args.size))
     save_image(to_uint8(image), out / f"cat_{args.size}.png")
     layers = model.spatial_layers[:8]

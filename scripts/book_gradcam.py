@@ -12,8 +12,9 @@ Writes ``elephant_heatmap.png`` (the 14x14 map, listing 5.43),
 ``gradcam_elephant.png`` (the three panels), and prints the top-3 predictions
 (the book: African_elephant 0.925, tusker 0.070, Indian_elephant 0.004).
 
-The ImageNet weights with the classifier (553,467,096 bytes, 527.8 MiB) are never downloaded here:
-without them the script says how to fetch them and exits 2.
+The ImageNet weights with the classifier (553,467,096 bytes, 527.8 MiB) are
+never downloaded here: without them the script says how to fetch them and
+exits 2.
 
 ``--synthetic`` needs no weights: it trains a small CNN (conv-pool-conv-GAP-
 dense) to tell a red, green or blue square on noise apart, then draws

@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {fmt: save_keras_model(model, trained, out / f"fashion_cnn.{fmt}")
+    paths = {fmt: save_keras_model(trained, out / f"fashion_cnn.{fmt}", model=model)
              for fmt in ("keras", "h5")}
     npz = convert(paths["keras"], out / "fashion_cnn.npz", model=model)
     # the export must round-trip: same predictions from the re-imported model

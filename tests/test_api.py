@@ -35,7 +35,8 @@ def test_params_come_first_then_images_or_layer():
         if "params" in names and len(names) > 1:
             second = sig.parameters[names[1]]
             if second.kind is second.POSITIONAL_OR_KEYWORD and not (
-                    names[1] in ("images_rgb", "image_rgb", "images", "layer", "x")
+                    names[1] in ("images_rgb", "image_rgb", "images", "layer", "x",
+                                 "path")
                     or names[1].startswith("params_")):
                 bad.append(f"{name}: second argument is {names[1]!r}")
         if "images" in names and "images_rgb" in names:

@@ -550,7 +550,7 @@ def test_saving_a_graph_as_keras_is_a_clear_error(resnet_params, tmp_path):
 
     with pytest.raises(ValueError, match=r"is a graph \(layers \['add', 'cat'\].*"
                        "Sequential chains only"):
-        save_keras_model(_tiny_resnet(), resnet_params, tmp_path / "g.keras")
+        save_keras_model(resnet_params, tmp_path / "g.keras", model=_tiny_resnet())
     assert not (tmp_path / "g.keras").exists()
 
 

@@ -610,7 +610,7 @@ def test_export_round_trip(tmp_path, fmt):
     imported model is a fixed point of a second export."""
     model, params = _exported_model()
     x = np.random.default_rng(1).uniform(0, 255, (2, 16, 12, 2)).astype(np.float32)
-    path = save_keras_model(model, params, tmp_path / f"e.{fmt}")
+    path = save_keras_model(params, tmp_path / f"e.{fmt}", model=model)
     m2, p2 = load_keras_model(path)
     assert m2.layer_names == model.layer_names and m2.name_ == "exported"
     assert [s.kind for s in m2.layers] == [s.kind for s in model.layers]
@@ -621,7 +621,7 @@ def test_export_round_trip(tmp_path, fmt):
     for lname, leaves in params.items():
         for pname, value in leaves.items():
             np.testing.assert_array_equal(p2[lname][pname], value)
-    save_keras_model(m2, p2, tmp_path / f"f.{fmt}")
+    save_keras_model(p2, tmp_path / f"f.{fmt}", model=m2)
     m3, _ = load_keras_model(tmp_path / f"f.{fmt}")
     assert m3 == m2
 
@@ -634,7 +634,7 @@ def test_exported_file_loads_in_keras(keras, tmp_path, fmt, monkeypatch):
     monkeypatch.setattr(keras.initializers.GlorotUniform, "__call__",
                         lambda self, shape, dtype=None: keras.ops.zeros(shape, dtype))
     model, params = _exported_model()
-    path = save_keras_model(model, params, tmp_path / f"e.{fmt}")
+    path = save_keras_model(params, tmp_path / f"e.{fmt}", model=model)
     km = keras.models.load_model(path)
     assert [lay.name for lay in km.layers] == list(model.layer_names)
     x = np.random.default_rng(2).uniform(0, 255, (3, 16, 12, 2)).astype(np.float32)
@@ -661,13 +661,13 @@ def test_export_config_is_keras_shaped():
 def test_export_errors(tmp_path):
     model, params = _exported_model()
     with pytest.raises(ValueError, match=r"path must end in \.keras .* got "):
-        save_keras_model(model, params, tmp_path / "m.npz")
+        save_keras_model(params, tmp_path / "m.npz", model=model)
     bad = dict(params)
     bad.pop("dense")
     with pytest.raises(ValueError, match="layer 'dense' is missing"):
-        save_keras_model(model, bad, tmp_path / "m.keras")
+        save_keras_model(bad, tmp_path / "m.keras", model=model)
     with pytest.raises(TypeError, match="model must be a jaxconvviz ConvNet"):
-        save_keras_model(object(), params, tmp_path / "m.keras")
+        save_keras_model(params, tmp_path / "m.keras", model=object())
     assert not list(tmp_path.iterdir())  # nothing written on error
 
 
@@ -936,7 +936,7 @@ def test_train_script_exports_keras_loadable_model(keras, trainer, tmp_path,
     km = keras.models.load_model(out / "fashion_cnn.h5")
     np.testing.assert_allclose(km.predict(x / 255.0, verbose=0), probs, rtol=1e-5,
                                atol=1e-6)
-    npz_params = jcv.load_params(out / "fashion_cnn.npz", model)
+    npz_params = jcv.load_params(out / "fashion_cnn.npz", model=model)
     np.testing.assert_array_equal(npz_params["dense_1"]["kernel"],
                                   params["dense_1"]["kernel"])
 

@@ -6,7 +6,7 @@ both in an empty folder (a user's working directory) that sees the clone's
 ``scripts/`` (the README runs them as ``python scripts/...``). A block preceded by
 ``<!-- readme-test: skip REASON -->`` is not run (the install commands, which
 CI runs itself, and examples that need a download or a cluster); the reason
-is required and the skipped blocks are few. ``<!-- readme-test: timeout S
+is required and the skipped blocks are few (at most 10). ``<!-- readme-test: timeout S
 -->`` sets the block's time limit (default 300 s on a 2-core CPU).
 """
 
@@ -44,7 +44,7 @@ def test_readme_blocks_are_found_and_few_are_skipped():
     assert len(BLOCKS) >= 5
     skipped = [(ln, d["skip"]) for ln, _, _, d in BLOCKS if "skip" in d]
     assert all(reason for _, reason in skipped), skipped
-    assert len(skipped) <= 6, skipped
+    assert len(skipped) <= 10, skipped
     assert "../shared" not in README.read_text()
 
 

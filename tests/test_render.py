@@ -402,7 +402,7 @@ def robustness(params, images_rgb, layer, fidx, *, seed):
     value as optimised: centred in lucid's padding, no jitter, scale or
     rotation (pre-ReLU channel mean)."""
     model = jcv.tiny_vgg16(include_top=False) if "fc1" in params else None
-    model = jcv.resolve_model(params, model)
+    model = jcv.resolve_model(params, model=model)
     spec = RenderSpec(layer=layer, style=Lucid(), steps=1, pre_activation=True)
     m = spec.model_for(model)
     f = jnp.asarray(fidx)
@@ -424,7 +424,7 @@ def test_lucid_quality_vs_book_on_block4_conv1(hed_params, record_property):
     kw = dict(key=jax.random.key(0), size=size, steps=steps)
     lucid = np.asarray(render(hed_params, layer, fidx, style="lucid", **kw))
     raw = jcv.filter_patterns(hed_params, layer, fidx, **kw)
-    book = np.asarray(book_display(raw, jcv.resolve_model(hed_params, None), False))
+    book = np.asarray(book_display(raw, jcv.resolve_model(hed_params), False))
     hf_l, hf_b = hf_fraction(lucid).mean(), hf_fraction(book).mean()
     record_property("hf_lucid", float(hf_l))
     record_property("hf_book", float(hf_b))

@@ -40,7 +40,7 @@ def tiny_keras(tmp_path_factory, tiny_model, tiny_params):
     """The tiny VGG16 preset with its classifier top, seeded random weights, as
     a .keras file (the report's --model input)."""
     path = tmp_path_factory.mktemp("model") / "tiny_vgg16.keras"
-    jcv.save_keras_model(tiny_model, tiny_params, path)
+    jcv.save_keras_model(tiny_params, path, model=tiny_model)
     return path
 
 

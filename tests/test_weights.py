@@ -155,7 +155,7 @@ def test_released_layouts_load_exact(tmp_path, tiny_model, tiny_params, tiny_lis
         assert len(got[layer]) == 2
         for a, b in zip(got[layer], arrays, strict=True):
             np.testing.assert_array_equal(a, b)
-    _tree_equal(W.load_params(p, tiny_model), tiny_params)
+    _tree_equal(W.load_params(p, model=tiny_model), tiny_params)
 
 
 def test_released_file_exact_hdf5_structure(tmp_path, tiny_model, tiny_lists):
@@ -179,7 +179,7 @@ def test_legacy_full_model_and_keras3_layouts_load_exact(
     for p in (legacy, k3):
         got = W.read_keras_weights(p)
         assert sorted(got) == sorted(tiny_lists)  # no input/pool/optimizer entries
-        _tree_equal(W.load_params(p, tiny_model), tiny_params)
+        _tree_equal(W.load_params(p, model=tiny_model), tiny_params)
     # Keras 3 groups are class-named; order comes from natural sort of paths.
     assert list(W.read_keras_weights(k3)) == [
         f"block{b}_conv{i}" for b, d in enumerate((2, 2, 3, 3, 3), 1)
@@ -194,15 +194,15 @@ def test_keras3_nested_groups_open_handles_and_keras_zip(
         write_keras3(f, tiny_lists, tiny_model.layer_names, prefix="inner/")
     data = buf.getvalue()
     # 1) a binary file object, 2) an open h5py.File, 3) a .keras zip.
-    _tree_equal(W.load_params(io.BytesIO(data), tiny_model), tiny_params)
+    _tree_equal(W.load_params(io.BytesIO(data), model=tiny_model), tiny_params)
     with h5py.File(io.BytesIO(data), "r") as f:
-        _tree_equal(W.load_params(f, tiny_model), tiny_params)
+        _tree_equal(W.load_params(f, model=tiny_model), tiny_params)
         assert f.id.valid  # a caller's handle is left open
     z = tmp_path / "m.keras"
     with zipfile.ZipFile(z, "w") as zf:
         zf.writestr("config.json", "{}")
         zf.writestr("model.weights.h5", data)
-    _tree_equal(W.load_params(z, tiny_model), tiny_params)
+    _tree_equal(W.load_params(z, model=tiny_model), tiny_params)
 
 
 def test_keras3_dataset_order_is_numeric_and_bf16_is_decoded(tmp_path):
@@ -269,7 +269,7 @@ def test_keras_oracle_files_load_to_keras_variables(tmp_path, keras, tiny_model)
     for name in ("k.weights.h5", "k.h5", "k.keras", "r.h5", "t.h5"):
         raw = W.read_keras_weights(tmp_path / name)
         assert sorted(raw) == sorted(lists), name
-        params = W.load_params(tmp_path / name, tiny_model)
+        params = W.load_params(tmp_path / name, model=tiny_model)
         _tree_equal(params, expected)
         loaded.append(params)
     x = np.random.default_rng(0).normal(0, 50, (2, 32, 32, 3)).astype(np.float32)
@@ -319,13 +319,13 @@ def test_shape_mismatch_names_file_layer_and_shapes(tmp_path, tiny_model, tiny_l
     bad = dict(tiny_lists, block2_conv1=tiny_lists["block2_conv1"][:1])
     write_released(p, bad, tiny_model.layer_names)
     with pytest.raises(ValueError, match=r"layer 'block2_conv1' has 1 weight arrays"):
-        W.load_params(p, tiny_model)
+        W.load_params(p, model=tiny_model)
     del bad["block2_conv1"]
     write_released(p, bad, [n for n in tiny_model.layer_names if n != "block2_conv1"])
     with pytest.raises(ValueError, match=r"layer 'block2_conv1' is missing"):
-        W.load_params(p, tiny_model)
+        W.load_params(p, model=tiny_model)
     with pytest.raises(TypeError, match="model must be a jaxconvviz ConvNet"):
-        W.load_params(p, "vgg16")
+        W.load_params(p, model="vgg16")
 
 
 @pytest.mark.hed
@@ -344,7 +344,7 @@ def test_hed_weights_are_the_h5_datasets(hed_path):
                 np.testing.assert_array_equal(params[name]["kernel"], grp["0"][()])
                 np.testing.assert_array_equal(params[name]["bias"], grp["1"][()])
     assert float(np.abs(np.asarray(params["block1_conv1"]["kernel"])).max()) > 0.1
-    _tree_equal(W.load_params(hed_path, jcv.VGG16(False)), params)
+    _tree_equal(W.load_params(hed_path, model=jcv.VGG16(False)), params)
     with pytest.raises(ValueError, match=r"'hed' weights have none.*weights fetch "
                        r"imagenet --top"):
         jcv.load_vgg16("hed", include_top=True)
@@ -432,22 +432,22 @@ def test_convert_roundtrip_sidecar_and_corruption(tmp_path, tiny_model, tiny_par
     assert side["size"] == dst.stat().st_size
     assert side["source_md5"] == _md5(src)
     assert side["layers"] == list(tiny_lists)
-    _tree_equal(W.load_params(dst, tiny_model), tiny_params)
+    _tree_equal(W.load_params(dst, model=tiny_model), tiny_params)
     # a converted file re-converts to the same arrays
     W.convert(dst, tmp_path / "again.npz", model=tiny_model)
-    _tree_equal(W.load_params(tmp_path / "again.npz", tiny_model), tiny_params)
+    _tree_equal(W.load_params(tmp_path / "again.npz", model=tiny_model), tiny_params)
     # one flipped byte -> SHA-256 mismatch naming the file
     data = bytearray(dst.read_bytes())
     data[len(data) // 2] ^= 0xFF
     dst.write_bytes(bytes(data))
     W.clear_hash_cache()
     with pytest.raises(ValueError, match=r"w\.npz: SHA-256 .* does not match"):
-        W.load_params(dst, tiny_model)
+        W.load_params(dst, model=tiny_model)
     # a truncated .npz without sidecar
     W.sidecar_path(dst).unlink()
     dst.write_bytes(bytes(data[: len(data) // 3]))
     with pytest.raises(ValueError, match=r"w\.npz: truncated or damaged"):
-        W.load_params(dst, tiny_model)
+        W.load_params(dst, model=tiny_model)
     with pytest.raises(ValueError, match=r"dst must end in \.npz"):
         W.convert(src, tmp_path / "w.bin")
 
@@ -574,7 +574,7 @@ def test_fetch_tiny_file_via_cli_and_list(tiny_imagenet, server, capsys, tiny_mo
     out = capsys.readouterr().out
     conv = W.store_dir() / "vgg16_imagenet_notop.npz"
     assert f"ImageNet VGG16 weights (without classifier): {conv}" in out
-    _tree_equal(W.load_params(conv, tiny_model), tiny_params)
+    _tree_equal(W.load_params(conv, model=tiny_model), tiny_params)
     assert main(["weights", "list"]) == 0
     out = capsys.readouterr().out.splitlines()
     sha = hashlib.sha256(conv.read_bytes()).hexdigest()
@@ -622,7 +622,7 @@ def test_raw_download_left_in_store_is_converted_without_network(
     conv = jcv.fetch_imagenet(progress=False)
     assert conv == store / "vgg16_imagenet_notop.npz"
     assert not (store / tiny_imagenet.name).exists()
-    _tree_equal(W.load_params(conv, tiny_model), tiny_params)
+    _tree_equal(W.load_params(conv, model=tiny_model), tiny_params)
 
 
 # -------------------------------------------------------------------- CLI
@@ -634,7 +634,7 @@ def test_cli_convert_and_errors(tmp_path, tiny_model, tiny_params, tiny_lists, c
     sha = hashlib.sha256(dst.read_bytes()).hexdigest()
     assert out.strip() == f"wrote {dst} ({dst.stat().st_size / 1024:.1f} KiB, " \
         f"{len(tiny_lists)} layers, sha256 {sha})"
-    _tree_equal(W.load_params(dst, tiny_model), tiny_params)
+    _tree_equal(W.load_params(dst, model=tiny_model), tiny_params)
     for argv, pattern in [
         (["weights", "convert", str(tmp_path / "none.h5"), str(dst)], "not found"),
         (["weights", "convert", str(src), str(tmp_path / "x.bin")], "must end in .npz"),

@@ -191,7 +191,7 @@ def check_classifier(params: Params, model: ConvNet | None, *, fn: str
                      ) -> ConvNet:
     """The resolved model, which must end in a Dense classifier whose params
     are all present."""
-    model = resolve_model(params, model)
+    model = resolve_model(params, model=model)
     if not model.has_top:
         raise InputError(NO_TOP_MSG.format(
             fn=fn,

@@ -101,7 +101,7 @@ def load_model_and_params(args: argparse.Namespace, *, include_top: bool):
         "edge detection)",
         "imagenet": "VGG16 with ImageNet weights",
     }.get(args.weights, f"VGG16 with weights from {args.weights}")
-    return resolve_model(params, None), params, desc
+    return resolve_model(params), params, desc
 
 
 def load_image_for(path, model, *, size: tuple[int, int] | None = None):

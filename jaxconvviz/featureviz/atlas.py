@@ -137,7 +137,7 @@ def atlas_plan(
     Arguments as :func:`filter_atlas`. Returns one :class:`LayerPlan` per
     layer, in order.
     """
-    model = resolve_model(params, model)
+    model = resolve_model(params, model=model)
     layers = _check_layers(model, layers)
     devs = _check_devices(devices)
     return _plan(model, params, layers, _filters_for(model, layers, filters_per_layer),
@@ -292,7 +292,7 @@ def filter_atlas(
         before any compute.
     """
     style = check_style(style)
-    model = resolve_model(params, model)
+    model = resolve_model(params, model=model)
     layers = _check_layers(model, layers)
     fsel = _filters_for(model, layers, filters_per_layer)
     steps = ex.check_positive_int(steps, "steps")

@@ -251,7 +251,7 @@ def filter_patterns(
         ``batch_size``/``dtype``/``loop``/``step_size``/``conv_impl``/``devices``/
         ``channel_only``. All before any compute.
     """
-    model = resolve_model(params, model)
+    model = resolve_model(params, model=model)
     layer = ex.check_layer(model, layer)
     fidx = ex.check_filters(model, layer, filter_indices)
     size = ex.check_size(model, layer, size)
@@ -313,7 +313,7 @@ def filter_activation(
     """
     from jaxconvviz.models.predict import check_images
 
-    model = resolve_model(params, model)
+    model = resolve_model(params, model=model)
     layer = ex.check_layer(model, layer)
     fidx = ex.check_filters(model, layer, filter_indices)
     x = check_images(images, name="images", channels=int(model.input_shape[2]))

@@ -614,7 +614,7 @@ def render(
         memory estimate exceeds the budget. All before any compute.
     """
     style = check_style(style)
-    model = resolve_model(params, model)
+    model = resolve_model(params, model=model)
     if layer is None:
         raise InputError(f"layer is required for render; one of "
                          f"{', '.join(model.spatial_layers)}.")

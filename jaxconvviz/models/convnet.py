@@ -772,7 +772,7 @@ def vgg_from_params(params: Params, *, dtype: Any = jnp.float32) -> ConvNet:
                  input_size=input_size, dtype=dtype)
 
 
-def resolve_model(params: Params, model: ConvNet | None) -> ConvNet:
+def resolve_model(params: Params, *, model: ConvNet | None = None) -> ConvNet:
     """``model`` if given, else the VGG16 preset the params belong to."""
     if model is None:
         return vgg_from_params(params)
@@ -800,7 +800,7 @@ def forward(params: Params, x, *, start: str | None = None, stop: str | None = N
       The activation of ``stop``: ``(n, h', w', c)`` for spatial layers,
       ``(n, units)`` after ``flatten``; ``predictions`` gives probabilities.
     """
-    return resolve_model(params, model).forward(params, x, start=start, stop=stop)
+    return resolve_model(params, model=model).forward(params, x, start=start, stop=stop)
 
 
 __all__ = [

@@ -32,7 +32,7 @@ import numpy as np
 from jaxconvviz import __version__
 from jaxconvviz._types import Params
 from jaxconvviz.errors import InputError, InputTypeError
-from jaxconvviz.models.convnet import ConvNet, Layer
+from jaxconvviz.models.convnet import ConvNet, Layer, resolve_model
 from jaxconvviz.models.keras_import import keras3_group_names
 
 #: ``keras_version`` written into the files: the Keras 3 layout they follow.
@@ -249,7 +249,7 @@ def _write_h5(model: ConvNet, params: Params, fh) -> None:
             np.zeros((0,), np.float64))
 
 
-def save_keras_model(model: ConvNet, params: Params, path) -> Path:
+def save_keras_model(params: Params, path, *, model: ConvNet | None = None) -> Path:
     """Save ``model`` + ``params`` as a Keras 3 ``.keras`` or legacy ``.h5`` file.
 
     The file is a Keras ``Sequential`` (an ``InputLayer`` of
@@ -258,10 +258,11 @@ def save_keras_model(model: ConvNet, params: Params, path) -> Path:
     :func:`~jaxconvviz.models.keras_import.load_keras_model` both load.
 
     Args:
-      model: the network (:class:`~jaxconvviz.models.convnet.ConvNet`).
-      params: its float32 params (shapes checked against ``model``).
+      params: the float32 params (shapes checked against ``model``).
       path: destination ending in ``.keras`` or ``.h5``/``.hdf5``; replaced
         atomically if it exists.
+      model: the network (:class:`~jaxconvviz.models.convnet.ConvNet`); None
+        infers the VGG16 preset from ``params``.
 
     Returns:
       The written path.
@@ -269,6 +270,8 @@ def save_keras_model(model: ConvNet, params: Params, path) -> Path:
     Raises:
       ValueError: bad suffix, params that do not fit ``model``.
     """
+    if model is None:
+        model = resolve_model(params)
     p, suffix = _check(model, params, path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")

@@ -110,7 +110,7 @@ def predict(params: Params, images_rgb: ImagesRGB, *, model: ConvNet | None = No
       images_rgb: RGB float in [0, 255], ``(n, 224, 224, 3)`` for VGG16.
       model: the network; None infers the VGG16 preset from ``params``.
     """
-    model = resolve_model(params, model)
+    model = resolve_model(params, model=model)
     if not model.has_top:
         raise InputError(
             "predict needs weights with a classifier top; got params without "
@@ -148,7 +148,7 @@ def activations(params: Params, images_rgb: ImagesRGB, *, layers,
       ``{layer: (n, h', w', c') float32}`` (``(n, units)`` for dense layers),
       ReLU already applied where the layer has it, as Keras reports them.
     """
-    model = resolve_model(params, model)
+    model = resolve_model(params, model=model)
     layers = check_layers(model, layers, model.layer_names)
     x = check_images(images_rgb, channels=model.input_shape[2])
     for name in layers:

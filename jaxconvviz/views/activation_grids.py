@@ -270,7 +270,7 @@ def layer_activation_grids(params: Params, image_rgb: Float[Array, "h w c"], *,
       ValueError: bad image shape, unknown or non-spatial layer (the message
         lists the valid ones), image too small for a layer.
     """
-    model = resolve_model(params, model)
+    model = resolve_model(params, model=model)
     _check_per_row(images_per_row)
     _check_rank(image_rgb, 3, "image_rgb", "(h, w, c)")
     layers = check_layers(model, default_layers(model) if layers is None else layers,

@@ -79,7 +79,7 @@ def layer_kernel(params: Params, layer: str, *, model: ConvNet | None = None,
       The kernel as float32 (conv: HWIO ``(kh, kw, in, out)``; dense
       ``(in, out)``).
     """
-    model = resolve_model(params, model)
+    model = resolve_model(params, model=model)
     allowed = tuple(s.name for s in model.layers if s.kind in kinds)
     model.check_layer(layer, allowed, name="layer")
     try:
@@ -136,7 +136,7 @@ def kernel_grid(params: Params, layer: str, *, model: ConvNet | None = None,
       ValueError: not a conv layer, bad ``channel``/``filters``/``limit``,
         ``rgb=True`` on a layer without 3 input channels or with ``channel``.
     """
-    model = resolve_model(params, model)
+    model = resolve_model(params, model=model)
     kernel = layer_kernel(params, layer, model=model)
     if kernel.ndim != 4:
         raise InputError(
@@ -223,7 +223,7 @@ def weight_histogram(params: Params, layer: str, *, model: ConvNet | None = None
                 f"value_range must be (lo, hi) with finite lo < hi; got "
                 f"{value_range!r}."
             )
-    model = resolve_model(params, model)
+    model = resolve_model(params, model=model)
     w = np.asarray(layer_kernel(params, layer, model=model, kinds=("conv", "dense")),
                    np.float64).ravel()
     counts, edges = np.histogram(w, bins=int(bins), range=value_range)

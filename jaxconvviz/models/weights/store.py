@@ -216,7 +216,7 @@ def assemble_params(kind: str, data: dict, label: str, model) -> dict:
     }
 
 
-def load_params(source: Any, model) -> dict:
+def load_params(source: Any, *, model) -> dict:
     """Load a weights file into the params of ``model``.
 
     Every parameterised layer of ``model`` is looked up by its Keras name;
@@ -308,7 +308,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, model=None) -> Pa
     if src_p.exists() and dst_p.exists() and src_p.resolve() == dst_p.resolve():
         raise InputError(f"dst must differ from src; got {os.fspath(dst)!r} twice.")
     if model is not None:
-        params = load_params(src_p, model)
+        params = load_params(src_p, model=model)
     else:
         kind, data, label = read_any(src_p)
         params = file_params(kind, data, label)

@@ -124,7 +124,7 @@ def load_vgg16(source: str | os.PathLike, *, include_top: bool = False,
         raise InputError(
             f"{label}: no VGG16 layers in this file (expected block1_conv1 ... "
             "block5_conv3, fc1, fc2, predictions). For other networks use "
-            "jcv.load_params(path, model) with a model from jcv.load_keras_model."
+            "jcv.load_params(path, model=model) with a model from jcv.load_keras_model."
         )
     top = [k for k in VGG16_TOP if k in data]
     if include_top and len(top) < len(VGG16_TOP):
