@@ -110,3 +110,14 @@ def test_atomic_write_failure_names_the_destination(tmp_path):
         atomic_write(dst, lambda fh: fh.write(b"data"))
     assert str(dst) in str(e.value) and ".tmp" not in str(e.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.txt"]
+
+
+def test_dead_filter_line_names_the_layer(tmp_path, capsys, hed_env):
+    """Book objective on block5_conv1 of the HED weights: filters silent on
+    the grey start stay dead, and the line that says so names the layer."""
+    assert main(["atlas", "--layer", "block5_conv1", "--filters", "0:8",
+                 "--size", "32", "--steps", "2", "--book-objective",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if "zero activation" in ln)
+    assert line.startswith("block5_conv1: ") and " of 8 filters" in line

@@ -259,9 +259,9 @@ def _atlas_one(args, model, params, desc, layer, d, pats=None) -> None:
     figpath = save_figure(fig, d / f"atlas_{layer}_figure.png")
     say(f"wrote {raw} and {figpath} ({len(idx)} filters of {layer}, {desc})")
     if dead and args.pre_activation:
-        say(f"{dead} of {len(idx)} filters end with zero activation after the "
-            "ReLU (their pre-ReLU response rose but stayed negative)")
+        say(f"{layer}: {dead} of {len(idx)} filters end with zero activation "
+            "after the ReLU (their pre-ReLU response rose but stayed negative)")
     elif dead:
-        say(f"{dead} of {len(idx)} filters stayed at zero activation (dead on the "
-            "grey start: zero gradient, so their tiles show the start noise; "
-            "drop --book-objective to revive them)")
+        say(f"{layer}: {dead} of {len(idx)} filters stayed at zero activation "
+            "(dead on the grey start: zero gradient, so their tiles show the "
+            "start noise; drop --book-objective to revive them)")
