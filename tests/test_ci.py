@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _readme_command(n: int) -> str:
     text = (ROOT / "README.md").read_text()
-    pattern = r"\*\*" + str(n) + r"\..*?\*\*\s*```bash\n(.*?)```"
+    pattern = (r"\*\*" + str(n) + r"\..*?\*\*\s*(?:<!--.*?-->\s*)*```bash\n(.*?)```")
     blocks = re.findall(pattern, text, re.S)
     assert blocks, f"README command {n} not found"
     return blocks[0].strip()

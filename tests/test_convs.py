@@ -160,7 +160,7 @@ def test_filter_patterns_conv_impl_single_step_and_activation():
     model = _wide_net()
     params = model.init_params(jax.random.key(9), hw=(16, 16))
     key = jax.random.key(0)
-    kw = dict(key=key, size=16, model=model, steps=1)
+    kw = dict(key=key, size=16, model=model, steps=1, pre_activation=False)
     x0 = jcv.filter_patterns(params, "c4", range(6), conv_impl="xla", **kw)
     x1 = jcv.filter_patterns(params, "c4", range(6), conv_impl="matmul", **kw)
     # one normalised step of size 1 from the same start: pixels agree closely
