@@ -62,8 +62,7 @@ def register(subparsers) -> None:
                    "CPU 1 to 16 by the layer's feature-map size)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                    help="network compute dtype (default: float32; bfloat16 is "
-                   "1.2-1.7x faster on CPUs with AVX512-BF16 and 1.5-1.7x on "
-                   "GPUs)")
+                   "faster on GPUs and on CPUs with AVX512-BF16 or AMX-BF16)")
     p.add_argument("--conv-impl", default="auto", choices=("auto", "xla", "matmul"),
                    help="how convolutions are computed: xla, matmul (matrix "
                    "products), auto = matmul for bfloat16 on CPU, else xla "

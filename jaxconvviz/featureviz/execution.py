@@ -81,16 +81,15 @@ ACCELERATOR_MEMORY_FRACTION = 0.8
 CPU_MEMORY_FRACTION = 0.5
 #: Per-filter multiplier on the summed activation sizes (float32 bytes) in
 #: :func:`filter_memory_bytes`. XLA's own accounting (``memory_analysis()``)
-#: of one ascent step measured 2.0x (block1_conv2) to 3.9x (block3_conv1)
-#: the summed activations on XLA:CPU at 64 px; 5 leaves headroom.
+#: of one ascent step is 2x-4x the summed activations on XLA:CPU
+#: (docs/design-notes.md); 5 leaves headroom.
 ACTIVATION_FACTOR = 5.0
 #: Fixed per-device overhead as a multiple of the float32 parameter bytes.
 PARAM_FACTOR = 3.0
 #: XLA:CPU throughput used for the up-front time estimate, in multiply-adds
 #: per second for one ascent step (forward + input gradient = 3x the forward
-#: multiply-adds). From the measurement behind :data:`CPU_BATCH_SIZE` (HED
-#: VGG16, block3_conv1, 64 px, 40 steps, 2-core host: 0.82-1.04 s per filter;
-#: 385 M forward multiply-adds channel-only): 385e6 x 3 x 40 / 0.9 s ~ 5e10.
+#: multiply-adds), from the block3_conv1 measurement behind
+#: :data:`CPU_BATCH_SIZE` (docs/design-notes.md).
 CPU_MACS_PER_SECOND = 5e10
 #: :func:`warn_if_slow` warns when the estimate exceeds this many seconds.
 CPU_WARN_SECONDS = 60.0
@@ -344,11 +343,9 @@ def resolve_channel_only(channel_only: bool | None, model: ConvNet,
     """Whether the ascent on ``layer`` computes only each filter's channel of
     it (:meth:`~jaxconvviz.ConvNet.channel_forward`).
 
-    None (the default): on XLA:CPU for conv layers, where it was measured
-    (2-core Zen 3, ms per ascent step, whole layer -> one channel:
-    block1_conv2 1 filter 10.0 -> 1.6, block2_conv2 26 -> 18, block3_conv1
-    2 filters 56 -> 48, block3_conv3 83 -> 69, block4_conv3 8 filters 520
-    -> 490); the whole layer elsewhere until measured on an accelerator.
+    None (the default): on XLA:CPU for conv layers, where every step is
+    faster (docs/design-notes.md); the whole layer elsewhere until it is
+    measured on an accelerator.
     Pool and other non-conv layers always run whole.
     """
     kind = model.layer(layer).kind

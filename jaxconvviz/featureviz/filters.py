@@ -204,7 +204,7 @@ def filter_patterns(
         normalisation stay float32.
       loop: ``"fori"`` (steps inside the compiled program), ``"python"`` (a
         Python loop over one jitted batched step) or ``"auto"`` (python on
-        XLA:CPU, where it measured faster; fori on GPU/TPU).
+        XLA:CPU, where it is faster; fori on GPU/TPU).
       progress: None, True (a bar on a TTY, a plain line per chunk otherwise;
         :class:`~jaxconvviz.featureviz.execution.Progress`), or a callback
         ``progress(done, total)`` called after each chunk completes.
@@ -217,13 +217,13 @@ def filter_patterns(
         ``model.conv_impl``): ``"xla"``, ``"matmul"`` (as matrix products,
         :mod:`jaxconvviz.models.convs`) or ``"auto"``: matmul for bfloat16 on
         XLA:CPU, where XLA's dot has bf16 kernels its convolutions lack
-        (1.2-1.7x faster than float32 from block1_conv2 on), xla otherwise
+        (faster than float32 from the second VGG16 layer on), xla otherwise
         (:func:`~jaxconvviz.models.convs.resolve_conv_impl`).
       devices: devices of this process to split the filters of each chunk
         over (a 1-D mesh; params replicated, no communication); None: all of
         ``jax.local_devices()``, i.e. one device unless there are several
         GPUs/TPUs or the host was split with :func:`~jaxconvviz.use_cpu_cores`
-        (on a 2-core CPU 1.1-1.9x faster per layer than one device; layers
+        (faster per layer than one device on a multi-core CPU; layers
         lighter than :data:`CPU_SHARD_MIN_MACS` stay on the first device). With
         ``d`` devices a chunk holds ``d`` times the per-device
         ``batch_size`` (``batch_size`` given: split over the devices); fewer
@@ -234,8 +234,8 @@ def filter_patterns(
         channel: the same objective and gradient up to float summation
         order, with the target layer costing ``1 / c_out`` (VGG16 at 64 px:
         17x fewer multiply-adds at block1_conv2, 1.2x at block3_conv1).
-        None: on XLA:CPU for conv layers, where it measured 1.07-6x faster
-        per step; the whole layer on GPU/TPU until measured there
+        None: on XLA:CPU for conv layers, where it is faster per step; the
+        whole layer on GPU/TPU, where it has not been measured yet
         (:func:`resolve_channel_only`). True needs a conv ``layer``.
 
     Returns:

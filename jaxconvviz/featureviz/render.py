@@ -158,7 +158,7 @@ def objective_values(params, inp, fidx, images, *, spec: RenderSpec, model: Conv
     ``spec.layer`` for image ``i``; ``channel_only`` computes only that
     channel (:meth:`~jaxconvviz.ConvNet.channel_forward`), otherwise the
     whole layer runs and the channel is picked with a one-hot mask (an
-    elementwise backward pass; 2.7x faster than a gather on XLA:CPU).
+    elementwise backward pass, faster than a gather on XLA:CPU).
     """
     if spec.objective is None:
         if channel_only:

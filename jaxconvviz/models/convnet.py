@@ -202,7 +202,8 @@ class ConvNet(nn.Module):
       conv_impl: how conv layers are computed: ``"xla"``
         (``lax.conv_general_dilated``, the default) or ``"matmul"``
         (:func:`jaxconvviz.models.convs.conv_general_dilated`: the same values up to
-        summation order, 1.2-1.7x faster bfloat16 ascent steps on XLA:CPU,
+        summation order, faster bfloat16 ascent steps on XLA:CPUs with bf16
+        instructions,
         reverse-mode derivatives only). Not ``"auto"``: a model is one
         program; the techniques resolve ``"auto"`` per backend.
       input_name: the name layers use in ``Layer.inputs`` for the image input
@@ -409,8 +410,8 @@ class ConvNet(nn.Module):
             rhs_dilation=dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"))
         n = x.shape[0]
         if n <= _CHANNEL_UNROLL:
-            # one call per image: XLA:CPU runs these 4-16x faster than the
-            # grouped form below (2 images at 64x64x64: 1.9 vs 10.6 ms fwd+grad)
+            # one call per image: XLA:CPU runs these several times faster
+            # than the grouped form below (docs/design-notes.md)
             y = jnp.concatenate([conv(x[j:j + 1], cols[..., j:j + 1])
                                  for j in range(n)], axis=0)[..., 0]
         else:  # image j is feature group j

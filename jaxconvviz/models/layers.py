@@ -195,8 +195,9 @@ def max_pool_tiled(x, k: tuple[int, int]):
     The same values as ``flax.linen.max_pool`` (a reshape and a max) and the
     same derivatives: each window's derivative flows through its first
     maximum in row-major order, as XLA's select-and-scatter does, but as an
-    elementwise mask that fuses (select-and-scatter took ~17% of a VGG16
-    ascent step on an H100). ``x`` may have any leading batch dimensions.
+    elementwise mask that fuses (select-and-scatter is a large share of a
+    VGG16 ascent step on GPU: docs/design-notes.md). ``x`` may have any
+    leading batch dimensions.
     """
     return _tiles(x, k).max(axis=(-4, -2))
 
