@@ -251,3 +251,13 @@ def test_load_img_errors(tmp_path):
         jcv.load_img(CAT, interpolation="cubic-ish")
     with pytest.raises(ValueError, match="color_mode must be one of"):
         jcv.load_img(CAT, color_mode="cmyk")
+
+
+def test_misspelt_layer_suggests_the_nearest(tiny_model):
+    with pytest.raises(ValueError, match=r"got 'block3_conv9'; did you mean "
+                       r"'block3_conv\d'\?"):
+        tiny_model.check_layer("block3_conv9", tiny_model.conv_layers)
+    many = tuple(f"layer_{i}" for i in range(100))
+    with pytest.raises(ValueError, match=r"layer_59, \.\.\. \(100 in all\); got "
+                       r"'layer_7x'; did you mean 'layer_7'\?"):
+        tiny_model.check_layer("layer_7x", many)

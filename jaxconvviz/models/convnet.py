@@ -551,11 +551,18 @@ class ConvNet(nn.Module):
     @staticmethod
     def check_layer(layer: str, allowed: tuple[str, ...], *, name: str = "layer"
                     ) -> str:
-        """Return ``layer`` if it is in ``allowed``, else a ValueError listing them."""
+        """Return ``layer`` if it is in ``allowed``, else a ValueError listing
+        them (the first 60 of a long list) and suggesting the nearest name."""
         if not isinstance(layer, str) or layer not in allowed:
-            raise InputError(
-                f"{name} must be one of {', '.join(allowed)}; got {layer!r}."
-            )
+            import difflib
+
+            shown = ", ".join(allowed[:60])
+            if len(allowed) > 60:
+                shown += f", ... ({len(allowed)} in all)"
+            near = (difflib.get_close_matches(layer, allowed, n=1)
+                    if isinstance(layer, str) else [])
+            hint = f"; did you mean {near[0]!r}?" if near else "."
+            raise InputError(f"{name} must be one of {shown}; got {layer!r}{hint}")
         return layer
 
     def output_shape(self, layer: str, hw: tuple[int, int]) -> tuple[int, ...]:
