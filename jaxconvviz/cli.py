@@ -23,6 +23,8 @@ traceback of user errors too.
 
 from __future__ import annotations
 
+import argparse
+import re
 import sys
 
 from jaxconvviz.commands import build_parser
@@ -47,11 +49,58 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, KeyError):  # str(KeyError) quotes its message
             text = text.strip("'\"")
         msg = text.splitlines()[0] if text else type(e).__name__
+        msg = flagify(msg, _subparser(parser, args.command))
         print(f"jaxconvviz {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"jaxconvviz {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+#: Library argument names whose command-line flag has another name.
+PYTHON_TO_DEST = {"filter_indices": "filters", "learning_rate": "lr",
+                  "source": "weights", "include_top": "top",
+                  "images_rgb": "images", "filters_per_layer": "filters_per_layer"}
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str):
+    for action in parser._actions:  # argparse has no public accessor
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(command)
+    return None
+
+
+def flagify(message: str, subparser: argparse.ArgumentParser | None) -> str:
+    """Say the library's argument names as the command's flags.
+
+    ``size=100000 px needs ...`` -> ``--size 100000 px needs ...``;
+    ``learning_rate must be > 0`` -> ``--lr must be > 0``;
+    ``include_top=True needs ...`` -> ``--top needs ...``. Only names that the
+    command has a flag for, and only where a name is used as one (followed by
+    ``=`` or `` must``), so prose is left alone.
+    """
+    if subparser is None:
+        return message
+    flags = {a.dest: a for a in subparser._actions if a.option_strings}
+
+    def repl(m: re.Match) -> str:
+        action = flags.get(PYTHON_TO_DEST.get(m["name"], m["name"]))
+        if action is None:
+            return m[0]
+        flag = max(action.option_strings, key=len)
+        if m["must"]:
+            return f"{flag} must"
+        if action.nargs == 0:  # a switch: include_top=True -> --top
+            return flag if m["value"] == "True" else f"no {flag}"
+        return f"{flag} {m['value'].strip(QUOTES)}"
+
+    return _NAMED_ARG.sub(repl, message)
+
+
+QUOTES = "'\""
+_NAMED_ARG = re.compile(
+    r"(?<![\w.'`-])(?P<name>[a-z_][a-z0-9_]*)"
+    r"(?:(?P<must> must\b)|=(?P<value>'[^']*'|\"[^\"]*\"|[^\s,;)]+))")
 
 
 def _cpu_devices(value: str) -> None:

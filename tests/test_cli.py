@@ -121,3 +121,28 @@ def test_dead_filter_line_names_the_layer(tmp_path, capsys, hed_env):
     out = capsys.readouterr().out
     line = next(ln for ln in out.splitlines() if "zero activation" in ln)
     assert line.startswith("block5_conv1: ") and " of 8 filters" in line
+
+
+@pytest.mark.parametrize("command, message, want", [
+    ("atlas", "size=100000 px needs 13 TB per filter",
+     "--size 100000 px needs 13 TB per filter"),
+    ("render", "learning_rate must be > 0; got -1.0.", "--lr must be > 0; got -1.0."),
+    ("atlas", "filter_indices must select filters in 0..63",
+     "--filters must select filters in 0..63"),
+    ("explain", "Use source='imagenet' (get it first)",
+     "Use --weights imagenet (get it first)"),
+    # prose and names without a flag are left alone
+    ("atlas", "the size of the image must fit", "the size of the image must fit"),
+    ("kernels", "alpha=3 is not a kernels option", "alpha=3 is not a kernels option"),
+])
+def test_errors_name_the_flags_not_the_python_arguments(command, message, want):
+    from jaxconvviz.cli import _subparser, flagify
+    from jaxconvviz.commands import build_parser
+
+    assert flagify(message, _subparser(build_parser(), command)) == want
+
+
+def test_cli_error_says_the_flag(tmp_path, capsys, hed_env):
+    assert main(["render", "--layer", "block1_conv1", "--lr", "-1", "--out",
+                 str(tmp_path)]) == 2
+    _one_line_error(capsys, "--lr must be > 0")
