@@ -39,6 +39,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxconvviz.errors import InputError
+from jaxconvviz.models import shapes
 from jaxconvviz.models.convnet import ConvNet
 
 try:  # jax >= 0.6.1
@@ -306,24 +307,10 @@ def with_compute(model: ConvNet, dt, conv_impl) -> ConvNet:
 # ------------------------------------------------------------------ planning
 def conv_macs(model: ConvNet, layer: str, size: int, *,
               channel_only: bool = False) -> int:
-    """Multiply-adds of the convolutions from the input up to ``layer``.
-
-    One ``size`` x ``size`` image, forward pass only (``h' * w' * k_h * k_w
-    * c_in * c_out`` per conv layer, 'same' padding counted as full windows);
-    ``channel_only``: ``layer`` itself with one output channel, as
-    :meth:`~jaxconvviz.ConvNet.channel_forward` computes it.
-    """
-    total, c_in = 0, int(model.input_shape[2])
-    last = model.layer_index(layer)
-    for i, spec in enumerate(model.layers[: last + 1]):
-        h, w, c = model.output_shape(spec.name, (size, size))
-        if spec.kind == "conv":
-            k = spec.opt("kernel_size", 3)
-            kh, kw = (k, k) if isinstance(k, int) else k
-            total += h * w * kh * kw * c_in * (1 if channel_only and i == last
-                                               else c)
-        c_in = c
-    return total
+    """Multiply-adds of one ``size`` x ``size`` image's forward pass up to
+    ``layer``, over its ancestors only (graphs included): see
+    :func:`jaxconvviz.models.shapes.conv_macs`."""
+    return shapes.conv_macs(model, layer, size, channel_only=channel_only)
 
 
 def auto_devices(devs: tuple, model: ConvNet, layer: str, size: int, *,
