@@ -190,6 +190,13 @@ def _plan(model, params, layers, fsel, size, budget, devs, batch_size, auto,
 
 
 # --------------------------------------------------------------- public API
+def _copy_to_host_async(x):
+    """Start copying a chunk's result to the host; the array stays usable."""
+    if x.is_fully_addressable:
+        x.copy_to_host_async()
+    return x
+
+
 def filter_atlas(
     params: Params,
     *,
@@ -324,11 +331,25 @@ def filter_atlas(
     output = "raw" if style == "book" else "rgb"
     out: dict[str, np.ndarray] = {}
     try:
-        for plan in plans:
-            chunks = run_spec(params, specs[plan.layer], model, plan, fsel[plan.layer],
-                              key=key, devs=devs, size=size, output=output,
-                              loop=loop, progress=prog, counter=counter,
-                              finish=ex.fetch)
+        # Every layer's chunks are dispatched before any result is fetched,
+        # so the device queue never drains between layers; each chunk's copy
+        # to the host starts as soon as it is dispatched and overlaps the
+        # compute of the rest. Fetching (and progress) then follow in order.
+        dispatched = [(plan, run_spec(
+            params, specs[plan.layer], model, plan, fsel[plan.layer], key=key,
+            devs=devs, size=size, output=output, loop=loop, progress=None,
+            counter=ex.Counter(plan.n_filters), finish=_copy_to_host_async))
+            for plan in plans]
+        for plan, device_chunks in dispatched:
+            chunks = []
+            for c, x in enumerate(device_chunks):
+                chunks.append(ex.fetch(x))
+                counter.done += min(plan.chunk, plan.n_filters - c * plan.chunk)
+                if isinstance(prog, ex.Progress):
+                    prog.update(counter.done, total, layer=plan.layer, chunk=c + 1,
+                                n_chunks=plan.n_chunks)
+                elif prog is not None:
+                    prog(counter.done, total)
             out[plan.layer] = np.concatenate(chunks, axis=0)[: plan.n_filters]
             if style == "book":
                 start = book_start_images_jit(
