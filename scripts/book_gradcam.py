@@ -81,25 +81,7 @@ def elephant(args) -> int:
 
 
 # ------------------------------------------------------------ synthetic check
-SIDE, BLOB = 32, 8
-COLOURS = np.array([[230.0, 40, 40], [40, 200, 40], [40, 60, 230]], np.float32)
 NAMES = ("red", "green", "blue")
-
-
-def _blob_images(key, n):
-    import jax
-    import jax.numpy as jnp
-
-    k1, k2, k3 = jax.random.split(key, 3)
-    noise = jnp.clip(110 + 35 * jax.random.normal(k1, (n, SIDE, SIDE, 3)), 0, 255)
-    y = jax.random.randint(k2, (n,), 0, 3)
-    pos = jax.random.randint(k3, (n, 2), 0, SIDE - BLOB + 1)
-    ii = jnp.arange(SIDE)
-    rows = (ii[None] >= pos[:, :1]) & (ii[None] < pos[:, :1] + BLOB)
-    cols = (ii[None] >= pos[:, 1:]) & (ii[None] < pos[:, 1:] + BLOB)
-    mask = rows[:, :, None] & cols[:, None, :]
-    x = jnp.where(mask[..., None], jnp.asarray(COLOURS)[y][:, None, None, :], noise)
-    return x, y, mask
 
 
 def synthetic(args) -> int:
@@ -107,16 +89,11 @@ def synthetic(args) -> int:
     import jax.numpy as jnp
     import optax
 
-    from jaxconvviz.models.convnet import ConvNet, Layer
+    from jaxconvviz.attribution.toy import COLOURS, SIDE, blob_model
+    from jaxconvviz.attribution.toy import blob_images as _blob_images
     from jaxconvviz.views.heatmaps import resize_heatmaps
 
-    model = ConvNet(layers=(
-        Layer.make("c1", "conv", features=8, kernel_size=3, activation="relu"),
-        Layer.make("p1", "maxpool", pool_size=2),
-        Layer.make("c2", "conv", features=16, kernel_size=3, activation="relu"),
-        Layer.make("gap", "gap"),
-        Layer.make("d", "dense", features=3, activation="softmax"),
-    ), input_shape=(SIDE, SIDE, 3), preprocessing="scale01", name_="blobnet")
+    model = blob_model()
     key = jax.random.key(args.seed)
     k_init, k_train, k_a, k_b, k_c = jax.random.split(key, 5)
     params = model.init_params(k_init)

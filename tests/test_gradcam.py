@@ -336,33 +336,13 @@ def test_matches_keras_oracle_tiny_vgg(keras, tiny_model, tiny_params, images32,
 
 
 # --------------------------------------------------------------- truth test
-SIDE, BLOB = 32, 8
-COLOURS = np.array([[230.0, 40, 40], [40, 200, 40], [40, 60, 230]], np.float32)
-
-
-def blob_images(key, n):
-    """Noise with one 8x8 square of a class colour (red/green/blue) at a random
-    place. Returns (images (n, 32, 32, 3) RGB [0, 255], labels, masks)."""
-    k1, k2, k3 = jax.random.split(key, 3)
-    noise = jnp.clip(110 + 35 * jax.random.normal(k1, (n, SIDE, SIDE, 3)), 0, 255)
-    y = jax.random.randint(k2, (n,), 0, 3)
-    pos = jax.random.randint(k3, (n, 2), 0, SIDE - BLOB + 1)
-    ii = jnp.arange(SIDE)
-    rows = (ii[None] >= pos[:, :1]) & (ii[None] < pos[:, :1] + BLOB)
-    cols = (ii[None] >= pos[:, 1:]) & (ii[None] < pos[:, 1:] + BLOB)
-    mask = rows[:, :, None] & cols[:, None, :]
-    x = jnp.where(mask[..., None], jnp.asarray(COLOURS)[y][:, None, None, :], noise)
-    return x, y, mask
-
-
-def blob_model() -> ConvNet:
-    return ConvNet(layers=(
-        Layer.make("c1", "conv", features=8, kernel_size=3, activation="relu"),
-        Layer.make("p1", "maxpool", pool_size=2),
-        Layer.make("c2", "conv", features=16, kernel_size=3, activation="relu"),
-        Layer.make("gap", "gap"),
-        Layer.make("d", "dense", features=3, activation="softmax"),
-    ), input_shape=(SIDE, SIDE, 3), preprocessing="scale01")
+# the toy task of jaxconvviz.attribution.toy: coloured squares on noise
+from jaxconvviz.attribution.toy import (  # noqa: E402
+    COLOURS,
+    SIDE,
+    blob_images,
+    blob_model,
+)
 
 
 @pytest.fixture(scope="module")
