@@ -88,7 +88,7 @@ def test_every_activation_and_logits_match_keras(keras, top_file, photos):
     from keras.src.applications import imagenet_utils
 
     imagenet_utils.CLASS_INDEX = json.loads(
-        jcv.labels.CLASS_INDEX_PATH.read_text())  # no download
+        jcv.models.labels.CLASS_INDEX_PATH.read_text())  # no download
     kdec = keras.applications.vgg16.decode_predictions(kprobs, top=5)
     ours_dec = jcv.decode_predictions(kprobs, top=5)
     assert [[t[:2] for t in row] for row in ours_dec] == [
