@@ -8,7 +8,6 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import jaxconvviz as jcv
@@ -341,41 +340,14 @@ from jaxconvviz.attribution.toy import (  # noqa: E402
     COLOURS,
     SIDE,
     blob_images,
-    blob_model,
+    train_blob_net,
 )
 
 
 @pytest.fixture(scope="module")
 def trained_blob_net():
     """The blob net trained with Adam for 200 steps of 64 fresh images (~10 s)."""
-    model = blob_model()
-    # He-normal kernels, zero biases (cheaper than tracing flax's init)
-    keys = jax.random.split(jax.random.key(0), 3)
-    shapes = {"c1": (3, 3, 3, 8), "c2": (3, 3, 8, 16), "d": (16, 3)}
-    params = {
-        name: {"kernel": jax.random.normal(k, shape) * np.sqrt(2.0 / np.prod(
-            shape[:-1])), "bias": jnp.zeros(shape[-1])}
-        for k, (name, shape) in zip(keys, shapes.items(), strict=True)
-    }
-    model.check_params(params)
-    opt = optax.adam(1e-2)
-    state = opt.init(params)
-
-    @jax.jit
-    def step(params, state, key):
-        x, y, _ = blob_images(key, 64)
-
-        def loss(p):
-            logits = model.logits(p, model.preprocess(x))
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-        grads = jax.grad(loss)(params)
-        updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
-
-    for k in jax.random.split(jax.random.key(1), 200):
-        params, state = step(params, state, k)
-    return model, params
+    return train_blob_net(key=jax.random.key(0))
 
 
 def _hit_rate(cam, mask):
