@@ -13,17 +13,14 @@ import pytest
 
 import jaxconvviz as jcv
 from jaxconvviz.attribution.cams import CAM_METHODS, cam_batch, resize_matrix
+from jaxconvviz.attribution.toy import SIDE, blob_images
 from jaxconvviz.models.convnet import ConvNet, Layer
 
 from .test_gradcam import (  # noqa: F401 -- fixtures and helpers
-    SIDE,
-    blob_images,
-    blob_model,
     conv_valid_relu,
     gap_model,
     gap_params,
     images8,
-    trained_blob_net,
 )
 
 

@@ -336,18 +336,12 @@ def test_matches_keras_oracle_tiny_vgg(keras, tiny_model, tiny_params, images32,
 
 # --------------------------------------------------------------- truth test
 # the toy task of jaxconvviz.attribution.toy: coloured squares on noise
+# (the trained net is the session fixture ``trained_blob_net`` in conftest)
 from jaxconvviz.attribution.toy import (  # noqa: E402
     COLOURS,
     SIDE,
     blob_images,
-    train_blob_net,
 )
-
-
-@pytest.fixture(scope="module")
-def trained_blob_net():
-    """The blob net trained with Adam for 200 steps of 64 fresh images (~10 s)."""
-    return train_blob_net(key=jax.random.key(0))
 
 
 def _hit_rate(cam, mask):

@@ -17,9 +17,8 @@ from jaxconvviz.attribution.sanity import (
     label_randomization,
     spearman,
 )
+from jaxconvviz.attribution.toy import blob_images
 from jaxconvviz.models.convnet import ConvNet, Layer
-
-from .test_gradcam import blob_images, trained_blob_net  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
