@@ -557,3 +557,90 @@ def test_atlas_pre_activation_equals_filter_patterns(key):
     # the default is the pre-ReLU objective (the book's is pre_activation=False)
     np.testing.assert_array_equal(got, jcv.filter_atlas(
         params, layers=["conv"], size=6, steps=2, key=key, model=model)["conv"])
+
+
+# ----------------------------------------------------- dead filters stop early
+def _kill(params, layer, filters):
+    """``params`` with ``filters`` of ``layer`` silent everywhere (kernel
+    column 0, bias -1: the pre-activation is -1 at every position)."""
+    p = dict(params)
+    f = jnp.asarray(filters)
+    p[layer] = {"kernel": p[layer]["kernel"].at[..., f].set(0.0),
+                "bias": p[layer]["bias"].at[f].set(-1.0)}
+    return p
+
+
+def _record_plans(monkeypatch):
+    from jaxconvviz.featureviz import execution as ex
+
+    seen = []
+    real = ex.run_layer
+
+    def spy(run_chunk, finish, plan, fidx, **kw):
+        seen.append((plan.layer, plan.n_filters))
+        return real(run_chunk, finish, plan, fidx, **kw)
+
+    monkeypatch.setattr(ex, "run_layer", spy)
+    return seen
+
+
+@pytest.mark.parametrize("loop", ["python", "fori"])
+def test_dead_filters_stop_after_one_step_same_result(monkeypatch, tiny_model,
+                                                      tiny_params, loop):
+    """Book style, post-ReLU: the dead filters run one step, the others all
+    of them, re-packed; the result equals the run without stopping (float32
+    summation order aside) and the dead rows are their start images."""
+    params = _kill(tiny_params, "block3_conv1", [1, 4, 6])
+    kw = dict(key=jax.random.key(3), steps=4, size=32, model=tiny_model,
+              pre_activation=False, batch_size=4, loop=loop)
+    filters = list(range(8))
+    # filter 7 is silent on the start images with these random weights too
+    with pytest.warns(jcv.DeadFilterWarning, match=r"4 of 8 .*\[1, 4, 6, 7\]"):
+        full = jcv.filter_patterns(params, "block3_conv1", filters, stop_dead=False,
+                                   **kw)
+    seen = _record_plans(monkeypatch)
+    with pytest.warns(jcv.DeadFilterWarning, match=r"\[1, 4, 6, 7\]"):
+        fast = jcv.filter_patterns(params, "block3_conv1", filters, **kw)
+    assert seen == [("block3_conv1", 8), ("block3_conv1", 4)]  # 8 x 1 + 4 x 3 steps
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(full), rtol=1e-6,
+                               atol=1e-4)
+    # dead rows: bit for bit the book's start images of their own filters
+    from jaxconvviz.featureviz.render import book_start_images_jit
+
+    x0 = book_start_images_jit(kw["key"], jnp.asarray([1, 4, 6, 7]), size=32,
+                               channels=3)
+    np.testing.assert_array_equal(np.asarray(fast)[[1, 4, 6, 7]], np.asarray(x0))
+
+
+def test_atlas_stops_dead_filters_with_the_same_atlas(monkeypatch, tiny_model,
+                                                      tiny_params):
+    params = _kill(_kill(tiny_params, "block3_conv2", [0, 2]), "block4_conv1",
+                   list(range(8)))  # a whole chunk dead in block4_conv1
+    kw = dict(layers=["block3_conv2", "block4_conv1"], filters_per_layer=8,
+              size=32, steps=3, key=jax.random.key(1), model=tiny_model,
+              pre_activation=False, batch_size=4)
+    with pytest.warns(jcv.DeadFilterWarning):
+        full = jcv.filter_atlas(params, stop_dead=False, **kw)
+    seen = _record_plans(monkeypatch)
+    with pytest.warns(jcv.DeadFilterWarning):
+        fast = jcv.filter_atlas(params, **kw)
+    from jaxconvviz.featureviz.render import book_start_images_jit
+
+    x0 = np.asarray(book_start_images_jit(kw["key"], jnp.arange(8), size=32,
+                                          channels=3))
+    alive = int(np.any(full["block3_conv2"] != x0, axis=(1, 2, 3)).sum())
+    assert 0 < alive <= 6 and not np.any(full["block4_conv1"] != x0)
+    # block4_conv1 is all dead: its rest is never dispatched
+    assert seen == [("block3_conv2", 8), ("block3_conv2", alive), ("block4_conv1", 8)]
+    for layer in kw["layers"]:
+        np.testing.assert_allclose(fast[layer], full[layer], rtol=1e-6, atol=1e-4)
+    # pre_activation=True (the default): no stop, one pass per layer
+    seen.clear()
+    jcv.filter_atlas(params, **{**kw, "pre_activation": True})
+    assert seen == [("block3_conv2", 8), ("block4_conv1", 8)]
+
+
+def test_stop_dead_must_be_a_bool(tiny_model, tiny_params):
+    with pytest.raises(ValueError, match=r"stop_dead must be True or False; got 'yes'"):
+        jcv.filter_patterns(tiny_params, "block1_conv1", [0], key=jax.random.key(0),
+                            size=32, model=tiny_model, stop_dead="yes")

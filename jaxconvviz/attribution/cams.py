@@ -96,6 +96,9 @@ CAM_LABELS = {
 #: Methods that run one forward pass per channel (chunked by memory_budget).
 PERTURBATION_METHODS = ("scorecam", "ablationcam")
 
+#: Methods that never read the gradient: one forward pass, no backward.
+GRADIENT_FREE_METHODS = ("eigencam", *PERTURBATION_METHODS)
+
 #: Default bytes of activations one chunk of Score-/Ablation-CAM may hold.
 DEFAULT_MEMORY_BUDGET = 1 << 30
 
@@ -258,6 +261,16 @@ def layer_and_gradient(params, x_model, class_index, use_top1, *, model: ConvNet
 
     grads, (logits, used, acts) = jax.grad(score, has_aux=True)(zeros)
     return acts.astype(jnp.float32), grads.astype(jnp.float32), logits, used
+
+
+def layer_and_logits(params, x_model, class_index, use_top1, *, model: ConvNet,
+                     layer: str):
+    """The forward half of :func:`layer_and_gradient` -> (A, logits, classes),
+    for the methods that do not need ``G`` (no backward pass)."""
+    out, cap = model.forward_with(params, x_model, capture=(layer,), logits=True)
+    logits = out.astype(jnp.float32)
+    _, used = select(logits, class_index, use_top1)
+    return cap[layer].astype(jnp.float32), logits, used
 
 
 def _top_eigenvector(sym, squarings: int = 12):
@@ -445,8 +458,13 @@ def cam_batch(params, images, class_index, *, model: ConvNet, layer: str,
     """One compiled program per (method, model, layer, shapes):
     images RGB [0, 255] -> (cams, logits, classes)."""
     x = model.preprocess(images)
-    a, g, logits, used = layer_and_gradient(params, x, class_index, use_top1,
-                                            model=model, layer=layer)
+    if method in GRADIENT_FREE_METHODS:
+        a, logits, used = layer_and_logits(params, x, class_index, use_top1,
+                                           model=model, layer=layer)
+        g = None
+    else:
+        a, g, logits, used = layer_and_gradient(params, x, class_index, use_top1,
+                                                model=model, layer=layer)
     if method in PERTURBATION_METHODS:
         scores = _channel_scores(params, x, a, used, model=model, layer=layer,
                                  method=method, chunk=chunk)

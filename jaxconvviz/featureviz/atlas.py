@@ -219,6 +219,7 @@ def filter_atlas(
     channel_only: bool | None = None,
     style: str = "book",
     learning_rate: float | None = None,
+    stop_dead: bool | None = None,
 ) -> dict[str, np.ndarray]:
     """Filter patterns of every filter of every requested layer.
 
@@ -283,6 +284,11 @@ def filter_atlas(
         :func:`~jaxconvviz.filter_patterns` (None: each conv layer computes
         only each filter's own channel on XLA:CPU, the whole layer
         elsewhere; True needs every layer to be a conv).
+      stop_dead: book style: stop the filters whose gradient is exactly zero
+        after one step and run the other steps for the rest only, as
+        :func:`~jaxconvviz.filter_patterns` (None: on with
+        ``pre_activation=False``). Each layer then waits for its first step
+        before dispatching the rest (one host sync of ``(f,)`` booleans).
 
     Returns:
       ``{layer: float32 numpy (n_filters, size, size, c)}`` in layer order:
@@ -306,6 +312,7 @@ def filter_atlas(
     st = make_style(style, learning_rate=learning_rate, step_size=step_size,
                     preprocess=preprocess)
     pre_activation = ex.check_bool(pre_activation, "pre_activation")
+    stop_dead = ex.resolve_stop_dead(stop_dead, pre_activation=pre_activation)
     specs = {layer: RenderSpec(layer=layer, style=st, steps=steps,
                                pre_activation=pre_activation) for layer in layers}
     margin = specs[layers[0]].margin()
@@ -338,7 +345,8 @@ def filter_atlas(
         dispatched = [(plan, run_spec(
             params, specs[plan.layer], model, plan, fsel[plan.layer], key=key,
             devs=devs, size=size, output=output, loop=loop, progress=None,
-            counter=ex.Counter(plan.n_filters), finish=_copy_to_host_async))
+            counter=ex.Counter(plan.n_filters), finish=_copy_to_host_async,
+            stop_dead=stop_dead))
             for plan in plans]
         for plan, device_chunks in dispatched:
             chunks = []

@@ -226,6 +226,16 @@ def key_parts(key) -> tuple[np.ndarray, str | None]:
     return np.asarray(key), None
 
 
+def resolve_stop_dead(stop_dead, *, pre_activation: bool) -> bool:
+    """``stop_dead=None`` -> on for the post-ReLU objective
+    (``pre_activation=False``), where silent filters occur; off otherwise
+    (the pre-ReLU gradient is not zero, so the check would only cost its
+    host sync)."""
+    if stop_dead is None:
+        return not pre_activation
+    return check_bool(stop_dead, "stop_dead")
+
+
 def key_of(kd, key_impl: str | None):
     """Inverse of :func:`key_parts` (inside or outside jit)."""
     return kd if key_impl is None else jax.random.wrap_key_data(kd, impl=key_impl)
@@ -780,7 +790,8 @@ __all__ = [
     "LOOPS", "DTYPES", "CPU_BATCH_SIZE", "CPU_ROWS", "CPU_SHARD_MIN_MACS",
     "MESH_AXIS", "ACCELERATOR_MEMORY_FRACTION", "CPU_MEMORY_FRACTION",
     "ACTIVATION_FACTOR", "PARAM_FACTOR", "CPU_MACS_PER_SECOND", "CPU_WARN_SECONDS",
-    "SlowOnCPUWarning", "DeadFilterWarning", "warn_dead", "short", "check_layer",
+    "SlowOnCPUWarning", "DeadFilterWarning", "warn_dead", "resolve_stop_dead",
+    "short", "check_layer",
     "check_filters", "check_size",
     "check_step_size", "check_positive_int", "check_bool", "check_key",
     "key_parts", "key_of", "check_dtype", "check_init", "check_devices",

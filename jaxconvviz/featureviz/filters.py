@@ -155,6 +155,7 @@ def filter_patterns(
     conv_impl: str = "auto",
     devices: Sequence[jax.Device] | None = None,
     channel_only: bool | None = None,
+    stop_dead: bool | None = None,
 ) -> jax.Array:
     """Input patterns that maximise filters of ``layer`` (the book's method).
 
@@ -237,6 +238,13 @@ def filter_patterns(
         None: on XLA:CPU for conv layers, where it is faster per step; the
         whole layer on GPU/TPU, where it has not been measured yet
         (:func:`resolve_channel_only`). True needs a conv ``layer``.
+      stop_dead: stop the filters whose gradient is exactly zero after their
+        first step (their image never changes: a book step has no
+        randomness) and run the other steps only for the rest; the result is
+        the same (up to float summation order), the dead filters are still
+        reported (:class:`~jaxconvviz.featureviz.execution.DeadFilterWarning`).
+        None (default): on with ``pre_activation=False``, off otherwise.
+        Costs one host sync per call; ignored in multi-process runs.
 
     Returns:
       float32 ``(f, size, size, c)``: the optimised tensors, raw (not
@@ -272,7 +280,9 @@ def filter_patterns(
                           devices=devices, conv_impl=conv_impl,
                           channel_only=channel_only, memory_budget=None,
                           progress=progress, output="raw",
-                          desc=f"filter_patterns {layer}", init=x_all)
+                          desc=f"filter_patterns {layer}", init=x_all,
+                          stop_dead=ex.resolve_stop_dead(
+                              stop_dead, pre_activation=spec.pre_activation))
     out = concat_chunks(outs, n, ())
     start = x_all if x_all is not None else _start_images(
         key, jnp.asarray(fidx), size=size, channels=channels)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import jax
 import jax.numpy as jnp
@@ -381,7 +381,7 @@ def row_ids(fidx: np.ndarray, n_channels: int, *, occurrences: bool) -> np.ndarr
 def run_spec(params: Params, spec: RenderSpec, model: ConvNet, plan: ex.LayerPlan,
              fidx: np.ndarray, *, key, devs: tuple, size: int, output: str = "raw",
              loop: str = "python", init=None, progress=None, counter=None,
-             finish=None) -> list:
+             finish=None, stop_dead: bool = False) -> list:
     """Run ``spec`` for the filters ``fidx`` of ``plan.layer``, chunk by chunk.
 
     ``model`` is the compute model (dtype and conv_impl applied; the spec's
@@ -394,7 +394,14 @@ def run_spec(params: Params, spec: RenderSpec, model: ConvNet, plan: ex.LayerPla
     ``finish``: applied to each chunk's result once the next chunk is
     dispatched (default: keep it on device). Returns one entry per chunk:
     an array, or with ``spec.thresholds`` a tuple of snapshots.
+    ``stop_dead``: see :func:`run_spec_stop_dead` (applies where
+    :func:`stop_dead_applies`; ignored elsewhere).
     """
+    if stop_dead and stop_dead_applies(spec, output, devs[:plan.n_devices]):
+        return run_spec_stop_dead(params, spec, model, plan, fidx, key=key,
+                                  devs=devs, size=size, loop=loop, init=init,
+                                  progress=progress, counter=counter,
+                                  finish=finish)
     channels = int(model.input_shape[2])
     m = spec.model_for(model)
     devs = tuple(devs[:plan.n_devices])
@@ -462,6 +469,65 @@ def run_spec(params: Params, spec: RenderSpec, model: ConvNet, plan: ex.LayerPla
 
     fin = finish if finish is not None else (lambda x: x)
     return ex.run_layer(run, fin, plan, ids_all, progress=progress, counter=counter)
+
+
+def stop_dead_applies(spec: RenderSpec, output: str, devs) -> bool:
+    """Whether :func:`run_spec_stop_dead` can run ``spec``: the book style
+    (deterministic steps on the image itself), raw output, no snapshots, at
+    least two steps, and every device of this process (a multi-process run
+    cannot gather rows across processes)."""
+    return (isinstance(spec.style, Book) and output == "raw" and not spec.thresholds
+            and spec.steps > 1 and ex.all_addressable(tuple(devs)))
+
+
+def run_spec_stop_dead(params: Params, spec: RenderSpec, model: ConvNet,
+                       plan: ex.LayerPlan, fidx: np.ndarray, *, key, devs: tuple,
+                       size: int, loop: str, init=None, progress=None,
+                       counter=None, finish=None) -> list:
+    """:func:`run_spec` for the book style, with dead filters stopped after
+    their first step (issue 19 part 4).
+
+    A book step is ``x + step_size * g / (rms(g) + 1e-5)`` with no
+    randomness, so a filter whose gradient is exactly zero on its start image
+    (the post-ReLU objective of a unit silent everywhere on it) never moves:
+    every later step sees the same image and the same zero gradient. One step
+    of every filter finds them exactly (image unchanged); the remaining
+    ``steps - 1`` steps run only for the others, re-packed into chunks of
+    ``plan.chunk`` rows (the compiled shapes stay the same). The result equals
+    :func:`run_spec`'s up to the float summation order of differently batched
+    filters; dead rows are their start images, bit for bit. Costs one host
+    sync of ``(f,)`` booleans. Returns ``plan.n_chunks`` chunks, like
+    :func:`run_spec`.
+    """
+    n = int(fidx.shape[0])
+    first = run_spec(params, replace(spec, steps=1), model, plan, fidx, key=key,
+                     devs=devs, size=size, output="raw", loop=loop, init=init)
+    x1 = concat_chunks(first, n, ())
+    if init is not None:
+        x0 = jnp.asarray(init, jnp.float32)
+    else:
+        x0 = book_start_images_jit(key, jnp.asarray(fidx), size=size,
+                                   channels=int(model.input_shape[2]))
+    moved = np.asarray(jnp.any(x1 != jax.device_put(x0, x1.sharding),
+                               axis=(1, 2, 3)))
+    alive = np.flatnonzero(moved)
+    counter = ex.Counter(plan.n_filters) if counter is None else counter
+    counter.done += n - int(alive.size)
+    out = x1
+    if alive.size:
+        plan2 = replace(plan, n_filters=int(alive.size),
+                        n_chunks=-(-int(alive.size) // plan.chunk))
+        rest = run_spec(params, replace(spec, steps=spec.steps - 1), model, plan2,
+                        fidx[alive], key=None, devs=devs, size=size, output="raw",
+                        loop=loop, init=x1[alive], progress=progress,
+                        counter=counter)
+        out = x1.at[alive].set(concat_chunks(rest, int(alive.size), ()))
+    fin = finish if finish is not None else (lambda x: x)
+    pad = plan.chunk * plan.n_chunks - n
+    if pad:
+        out = jnp.concatenate([out, jnp.repeat(out[-1:], pad, axis=0)])
+    return [fin(out[c * plan.chunk:(c + 1) * plan.chunk])
+            for c in range(plan.n_chunks)]
 
 
 def concat_chunks(outs: list, n: int, thresholds: tuple):
@@ -639,7 +705,8 @@ def render(
 
 def run_request(params, spec: RenderSpec, model: ConvNet, fidx, *, key, size,
                 batch_size, dtype, loop, devices, conv_impl, channel_only,
-                memory_budget, progress, output, desc, init=None):
+                memory_budget, progress, output, desc, init=None,
+                stop_dead: bool = False):
     """Validate the execution options, plan the chunks (memory checked first)
     and run one layer on this process's devices. Returns ``(chunks, n)``."""
     layer = spec.layer
@@ -678,7 +745,7 @@ def run_request(params, spec: RenderSpec, model: ConvNet, fidx, *, key, size,
     try:
         outs = run_spec(params, spec, cmodel, plan, fidx, key=key, devs=devs,
                         size=size, output=output, loop=loop, init=init,
-                        progress=prog)
+                        progress=prog, stop_dead=stop_dead)
     finally:
         if isinstance(prog, ex.Progress):
             prog.close()
