@@ -563,6 +563,43 @@ def test_nested_augmentation_sequential(keras, tmp_path):
                                km2.predict(x, verbose=0), rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.keras
+def test_transfer_learning_h5_with_a_partly_frozen_nested_base(keras, tmp_path):
+    """The usual fine-tuning model (a functional base inside a model, its
+    first layers frozen) saved as a legacy full-model ``.h5``: the base's
+    weights are one entry of ``model_weights`` whose names are
+    "<inner layer>/<var>" with the trainable ones first (found in a real
+    MobileNetV2 fine-tune); every inner layer gets its own arrays in Keras'
+    order, and the prediction equals Keras'. ``layer=None`` passes over the
+    base's identity output node for the conv that computes it."""
+    L = keras.layers
+    bin_ = keras.Input((12, 12, 3))
+    y = L.Conv2D(4, 3, use_bias=False, name="stem", **Z)(bin_)
+    y = L.BatchNormalization(name="stem_bn")(y)
+    y = L.ReLU(name="stem_relu")(y)
+    y = L.Conv2D(5, 3, name="top_conv", **Z)(y)
+    y = L.BatchNormalization(name="top_bn")(y)
+    base = keras.Model(bin_, L.ReLU(name="out_relu")(y), name="base_net")
+    for layer in base.layers[:3]:  # frozen stem: its BN is all non-trainable
+        layer.trainable = False
+    inp = keras.Input((12, 12, 3))
+    out = L.Dense(3, activation="softmax", name="head", **Z)(
+        L.GlobalAveragePooling2D(name="gap")(base(inp)))
+    km = keras.Model(inp, out)
+    _randomize(km, 11)
+    km.save(tmp_path / "tl.h5")
+    model, params = load_keras_model(tmp_path / "tl.h5")
+    for name in ("stem_bn", "top_bn"):  # frozen and trainable
+        want = km.get_layer("base_net").get_layer(name).get_weights()
+        for k, w in zip(("gamma", "beta", "moving_mean", "moving_variance"), want,
+                        strict=True):
+            np.testing.assert_array_equal(np.asarray(params[name][k]), w)
+    x = _inputs(km, 255.0)
+    np.testing.assert_allclose(np.asarray(model.forward(params, x)),
+                               km.predict(x, verbose=0), rtol=RTOL, atol=ATOL)
+    assert model.default_layer == "out_relu"
+
+
 # ---------------------------------------------------------------- export
 def _exported_model():
     mk = Layer.make

@@ -348,9 +348,12 @@ class ConvNet(nn.Module):
     def default_layer(self) -> str:
         """The default target layer of the attribution and view techniques:
         the last layer whose output is spatial ``(H, W, C)`` and that is not a
-        pooling layer (``block5_conv3`` for VGG16, the book's choice)."""
+        pooling layer (``block5_conv3`` for VGG16, the book's choice).
+        Identity nodes (a nested model's output, Keras ``Identity``) are
+        passed over for the layer that computes the same tensor
+        (``out_relu`` for a transfer-learning model around MobileNetV2)."""
         cands = [n_ for n_ in self.spatial_layers
-                 if self.layer(n_).kind not in ("maxpool", "avgpool")]
+                 if self.layer(n_).kind not in ("maxpool", "avgpool", "identity")]
         if not cands:
             raise InputError(
                 f"model {self.name_!r} has no spatial non-pooling layer to target; "

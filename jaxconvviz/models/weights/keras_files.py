@@ -251,6 +251,7 @@ def _read_legacy(g, label: str) -> dict[str, list[np.ndarray]]:
     import h5py
 
     out: dict[str, list[np.ndarray]] = {}
+    nested_seen: set[str] = set()
     for lname in _attr_list(g, "layer_names"):
         grp = g.get(lname)
         if not isinstance(grp, h5py.Group):
@@ -261,7 +262,13 @@ def _read_legacy(g, label: str) -> dict[str, list[np.ndarray]]:
         wnames = _attr_list(grp, "weight_names")
         if not wnames:
             continue
-        arrays = []
+        # A nested model (a Functional/Sequential used as one layer, e.g. a
+        # keras.applications base inside a transfer-learning model) is one
+        # entry whose weight names are "<inner layer>/<var>", trainable ones
+        # first: they are split per inner layer, each keeping its own order
+        # (which is Keras' weight order: trainable variables come first in
+        # every layer). tf.keras 2 prefixes a plain layer's own weights with
+        # its own name ("block1_conv1/kernel:0"): not nested.
         for wn in wnames:
             ds = grp.get(wn)  # a '/' in the name means sub-groups
             if not isinstance(ds, h5py.Dataset):
@@ -269,8 +276,15 @@ def _read_legacy(g, label: str) -> dict[str, list[np.ndarray]]:
                     f"{label}: layer {lname!r} lists weight {wn!r} but the file "
                     "has no such dataset."
                 )
-            arrays.append(_read_dataset(ds))
-        out[lname] = arrays
+            owner = wn.split("/")[0] if "/" in wn else lname
+            if owner != lname and owner in out and owner not in nested_seen:
+                raise InputError(
+                    f"{label}: layer {owner!r} of nested model {lname!r} has the "
+                    "same name as another layer of the file."
+                )
+            if owner != lname:
+                nested_seen.add(owner)
+            out.setdefault(owner, []).append(_read_dataset(ds))
     return out
 
 
