@@ -159,6 +159,7 @@ def test_bad_rank(shape, hint):
 
 
 # --------------------------------------------------- with a real model
+@pytest.mark.slow
 def test_layer_grids_of_tiny_vgg(tiny_params_notop, tiny_model):
     model = jcv.tiny_vgg16(include_top=False)
     rng = np.random.default_rng(3)

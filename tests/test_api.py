@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import jaxconvviz as jcv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +70,7 @@ def test_target_layer_defaults_to_the_models_choice():
     assert jcv.VGG16().default_layer == "block5_conv3"
 
 
+@pytest.mark.slow
 def test_readme_api_table_is_current():
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "api_table.py"),
                         "--check"], capture_output=True, text=True)

@@ -39,6 +39,7 @@ def _start(n, size, seed=0):
 
 
 @pytest.mark.parametrize("pre_activation", [False, True])
+@pytest.mark.slow
 def test_one_step_equals_the_reference(tiny_params, tiny_model, pre_activation):
     layer, filters = "block2_conv1", [0, 2, 3]
     x0 = _start(len(filters), 32)
@@ -51,6 +52,7 @@ def test_one_step_equals_the_reference(tiny_params, tiny_model, pre_activation):
         np.testing.assert_allclose(got[i], want, rtol=0, atol=2e-4)
 
 
+@pytest.mark.slow
 def test_many_steps_reach_the_reference_activation(tiny_params, tiny_model):
     layer, filters, steps = "block3_conv1", [1, 4, 6], 12
     x0 = _start(len(filters), 32, seed=1)

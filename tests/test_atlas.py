@@ -47,6 +47,7 @@ def reference(tiny):
         model=model, **KW)) for layer in LAYERS}
 
 
+@pytest.mark.slow
 def test_atlas_equals_filter_patterns_any_chunking(tiny, reference):
     model, params = tiny
     for bs in (None, 3):  # 3: uneven chunks (8 -> 3 x 3, one padded)
@@ -78,6 +79,7 @@ def test_budget_chunks_equal_unchunked(tiny, reference):
     np.testing.assert_allclose(out[layer], reference[layer], rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_python_loop_and_filter_selection(tiny, reference):
     model, params = tiny
     sel = {"block3_conv1": [5, 2]}
@@ -140,6 +142,7 @@ def test_memory_estimate_by_hand_and_16gb_plan():
 
 
 @pytest.mark.parametrize("compute", ["float32-xla", "bfloat16-matmul"])
+@pytest.mark.slow
 def test_memory_estimate_bounds_xla(compute):
     """The analytic per-filter bytes are an upper bound of XLA's own
     accounting of one ascent step (slope between two chunk sizes), also for
@@ -203,6 +206,7 @@ def test_bad_arguments_raise_before_compute(tiny):
             filter_atlas(params, model=model, **{"size": 32, **kwargs})
 
 
+@pytest.mark.slow
 def test_bf16_atlas_reaches_float32_activations(tiny, reference):
     model, params = tiny
     layer = "block3_conv1"
@@ -267,6 +271,7 @@ def _check(outs, path, reference):
     return outs
 
 
+@pytest.mark.slow
 def test_sharded_over_4_devices_equals_single(tmp_path, reference):
     path = tmp_path / "dev.npz"
     p = _run(["devices", str(path)], {
@@ -296,6 +301,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_equal_single_process(tmp_path, reference):
     path = tmp_path / "proc.npz"
     port = str(_free_port())
@@ -321,6 +327,7 @@ def test_two_processes_equal_single_process(tmp_path, reference):
     _check(outs, path, reference)
 
 
+@pytest.mark.slow
 def test_max_pool_tiled_equals_flax_max_pool_with_ties():
     """nets.max_pool_tiled (used for window == strides pools): the values and
     the gradient of flax's reduce-window max pool exactly, ties included
@@ -350,6 +357,7 @@ def test_max_pool_tiled_equals_flax_max_pool_with_ties():
             assert bool((dy == dy0).all())
 
 
+@pytest.mark.slow
 def test_cli_all_layers_writes_every_conv_layer(tmp_path, monkeypatch):
     from PIL import Image
 

@@ -96,6 +96,7 @@ def test_guided_relu_rule_and_transform():
                                   [0.0, -1.0, 0.0, 2.0])
 
 
+@pytest.mark.slow
 def test_saliency_equals_jax_grad_of_the_logit(tiny_model, tiny_params):
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     ours = np.asarray(jcv.attribution(tiny_params, x, method="saliency",
@@ -110,6 +111,7 @@ def test_saliency_equals_jax_grad_of_the_logit(tiny_model, tiny_params):
         np.testing.assert_allclose(ours[i], ref, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_integrated_gradients_completeness_tiny_vgg(tiny_model, tiny_params):
     rng = np.random.default_rng(1)
     x = rng.uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
@@ -135,6 +137,7 @@ def test_integrated_gradients_closed_form_on_linear_net(two_relu):
     np.testing.assert_allclose(attr, (x - 10.0) * sal, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_smoothgrad_is_the_mean_over_the_keys_noise(two_relu):
     params, x = two_relu
     model = two_relu_model()
@@ -157,6 +160,7 @@ def test_smoothgrad_is_the_mean_over_the_keys_noise(two_relu):
     np.testing.assert_allclose(quiet, gb, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_guided_gradcam_is_the_product(tiny_params):
     from jaxconvviz.attribution.cams import resize_matrix
 

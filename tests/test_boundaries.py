@@ -39,6 +39,7 @@ def _modules() -> list[str]:
 COMPUTE = [m for m in _modules() if not IO_MODULES.match(m)]
 
 
+@pytest.mark.slow
 def test_compute_modules_do_not_import_io_or_plotting():
     """Every compute module imports (a missing one fails, never skips) and
     none of them pulls in Pillow, matplotlib, h5py, Keras or torch."""
@@ -130,6 +131,7 @@ def test_cli_unknown_command_exits_2(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs():
     r = subprocess.run([sys.executable, "-m", "jaxconvviz", "--version"],
                        capture_output=True, text=True)

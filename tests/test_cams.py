@@ -282,6 +282,7 @@ def images32():
 
 
 @pytest.mark.parametrize("method", CAM_METHODS)
+@pytest.mark.slow
 def test_batched_equals_one_at_a_time(tiny_params, images32, method):
     full = np.asarray(jcv.cam(tiny_params, images32, method=method))
     assert full.shape == (3, 2, 2) and full.dtype == np.float32
@@ -473,6 +474,7 @@ def test_ablationcam_at_a_non_cut_node_of_a_graph():
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 3, 12), (2, 5, 4, 3)])
+@pytest.mark.slow
 def test_principal_projection_both_eigen_routes_match_svd(shape):
     """h*w <= c goes through the Gram matrix, h*w > c through the covariance;
     both equal pytorch-grad-cam's SVD projection (with the sign rule)."""

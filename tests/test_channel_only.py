@@ -37,6 +37,7 @@ CONVS = {
 
 @pytest.mark.parametrize("n", [1, 3, 20], ids=["one", "unrolled", "grouped"])
 @pytest.mark.parametrize("name", list(CONVS))
+@pytest.mark.slow
 def test_channel_forward_equals_the_layers_channel(name, n):
     model = _net(**CONVS[name])
     params = model.init_params(jax.random.key(0), hw=(18, 18))
@@ -83,6 +84,7 @@ def test_channel_forward_first_layer_by_hand():
         np.testing.assert_allclose(got[i], want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_channel_forward_bf16_and_images_are_independent():
     model = _net().with_dtype(jnp.bfloat16)
     params = model.init_params(jax.random.key(0), hw=(16, 16))
@@ -99,6 +101,7 @@ def test_channel_forward_bf16_and_images_are_independent():
     np.testing.assert_array_equal(np.float32(alone[0]), np.float32(got[2]))
 
 
+@pytest.mark.slow
 def test_channel_forward_rejects_non_conv_layers():
     model = _net()
     params = model.init_params(jax.random.key(0), hw=(8, 8))
@@ -126,6 +129,7 @@ def test_one_step_equals_the_whole_layer_step(tiny, layer):
     np.testing.assert_allclose(a, b, rtol=0, atol=2e-4)
 
 
+@pytest.mark.slow
 def test_ascent_reaches_the_same_activation(tiny, key):
     model, params = tiny
     kw = dict(key=key, steps=10, size=16, model=model)
@@ -162,6 +166,7 @@ def test_bad_channel_only(tiny, key, bad, msg):
                          model=model, channel_only=bad["channel_only"])
 
 
+@pytest.mark.slow
 def test_macs_plan_and_atlas(tiny, key):
     vgg = jcv.VGG16(include_top=False)
     # block1_conv2 at 64 px: block1_conv1 whole (27 * 64 per pixel), then

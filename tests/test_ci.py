@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -29,6 +31,7 @@ def test_ci_runs_the_readme_test_command():
     assert "JAXCONVVIZ_REQUIRE_ORACLE=1" in ci
 
 
+@pytest.mark.slow
 def test_a_skipped_oracle_test_fails_the_run(tmp_path):
     """The conftest hook: with JAXCONVVIZ_REQUIRE_ORACLE=1 a skipped test that
     uses the Keras oracle fails the session; without it, it is reported."""

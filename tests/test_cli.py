@@ -112,6 +112,7 @@ def test_atomic_write_failure_names_the_destination(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.txt"]
 
 
+@pytest.mark.slow
 def test_dead_filter_line_names_the_layer(tmp_path, capsys, hed_env):
     """Book objective on block5_conv1 of the HED weights: filters silent on
     the grey start stay dead, and the line that says so names the layer."""

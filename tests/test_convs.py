@@ -35,6 +35,7 @@ CASES = [  # (n, h, w, c, k, kh, kw, padding)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[5]}x{c[6]}-{c[7]}")
+@pytest.mark.slow
 def test_values_and_both_gradients_equal_xla(case):
     n, h, w, c, k, kh, kw, pad = case
     ks = jax.random.split(jax.random.key(1), 3)
@@ -73,6 +74,7 @@ def test_one_hot_kernel_is_a_shift_by_hand():
     np.testing.assert_array_equal(g, want_g)
 
 
+@pytest.mark.slow
 def test_bfloat16_accumulates_in_float32():
     ks = jax.random.split(jax.random.key(2), 2)
     x = jax.random.normal(ks[0], (2, 8, 8, 64)).astype(jnp.bfloat16)
@@ -105,6 +107,7 @@ def test_other_configurations_are_xla_bitwise(kw):
     np.testing.assert_array_equal(_mm(x, w, "SAME", **kw), _xla(x, w, "SAME", **kw))
 
 
+@pytest.mark.slow
 def test_thin_contraction_goes_to_xla_bitwise():
     # kw * c_in = 9 < MIN_CONTRACTION (the RGB first layer)
     x = jax.random.normal(jax.random.key(5), (1, 8, 8, 3))
@@ -139,6 +142,7 @@ def _wide_net():
     ), input_shape=(None, None, 3), preprocessing="none")
 
 
+@pytest.mark.slow
 def test_convnet_matmul_forward_and_gradient_equal_xla():
     model = _wide_net()
     params = model.init_params(jax.random.key(7), hw=(16, 16))
@@ -156,6 +160,7 @@ def test_convnet_matmul_forward_and_gradient_equal_xla():
     np.testing.assert_allclose(g1, g0, rtol=0, atol=1e-5 * float(jnp.abs(g0).max()))
 
 
+@pytest.mark.slow
 def test_filter_patterns_conv_impl_single_step_and_activation():
     model = _wide_net()
     params = model.init_params(jax.random.key(9), hw=(16, 16))
@@ -190,6 +195,7 @@ def test_bad_conv_impl_is_a_value_error_before_compute():
 
 
 @pytest.mark.hed
+@pytest.mark.slow
 def test_vgg16_one_step_and_bf16_ascent_match_xla(hed_params):
     """Real VGG16 weights: one float32 step through the matmul convs equals
     the XLA-conv step (which the Keras oracle checks in test_filters), and a
@@ -212,6 +218,7 @@ def test_vgg16_one_step_and_bf16_ascent_match_xla(hed_params):
     assert np.median(rel) < 0.03, rel
 
 
+@pytest.mark.slow
 def test_cli_atlas_conv_impl(tmp_path, monkeypatch):
     from jaxconvviz.cli import main
     from jaxconvviz.commands import atlas as cmd
@@ -236,6 +243,7 @@ def test_cli_atlas_conv_impl(tmp_path, monkeypatch):
     assert e.value.code == 2
 
 
+@pytest.mark.slow
 def test_filter_atlas_bf16_matmul_equals_filter_patterns():
     """The atlas engine (chunks, sharding) runs the matmul path exactly as
     filter_patterns does: the same pixels for every layer."""

@@ -81,6 +81,7 @@ def test_ones_conv_closed_form():
     np.testing.assert_allclose(y[0, 0, 2], [6.0, 1.0])
 
 
+@pytest.mark.slow
 def test_split_forward_composes(tiny_model, tiny_params, key):
     x = jax.random.normal(key, (2, 32, 32, 3)) * 50
     full = tiny_model.forward(tiny_params, x)
@@ -94,6 +95,7 @@ def test_split_forward_composes(tiny_model, tiny_params, key):
         atol=1e-7)
 
 
+@pytest.mark.slow
 def test_output_shape_matches_forward(tiny_model, tiny_params):
     x = jnp.zeros((1, 32, 32, 3))
     for name in tiny_model.layer_names:
@@ -166,6 +168,7 @@ def test_decode_predictions_hand_made():
 
 
 # --------------------------------------------------------------- predict
+@pytest.mark.slow
 def test_predict_and_activations(tiny_params, key):
     x = jax.random.uniform(key, (3, 32, 32, 3)) * 255
     probs = jcv.predict(tiny_params, x)

@@ -75,6 +75,7 @@ def _run(arg, env_extra=None):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_filter_patterns_over_4_cpu_devices_equals_one():
     info = _run("4")
     assert info["n"] == info["again"] == info["devices"] == 4
@@ -117,6 +118,7 @@ def test_use_cpu_cores_after_start_and_bad_counts():
     assert jcv.available_cores() == len(os.sched_getaffinity(0))
 
 
+@pytest.mark.slow
 def test_filter_patterns_bad_devices():
     model = jcv.tiny_vgg16(include_top=False)
     params = model.init_params(jax.random.key(1))

@@ -111,6 +111,7 @@ def test_step_is_rms_normalised_with_book_epsilon(scale):
                                rtol=2e-5)
 
 
+@pytest.mark.slow
 def test_dead_filter_does_not_move_and_is_finite():
     model = one_conv_model()
     params = one_conv_params(bias=[-1e4, -1e4])  # ReLU kills every position
@@ -150,6 +151,7 @@ def test_ascent_increases_the_objective(tiny_notop):
 
 # -------------------------------------------------------------- invariants
 @pytest.mark.parametrize("loop", ["python", "fori"])
+@pytest.mark.slow
 def test_batched_equals_one_at_a_time(tiny_notop, loop):
     model, params = tiny_notop
     key, layer, filters = jax.random.key(5), L, [6, 0, 3, 7]
@@ -235,6 +237,7 @@ def test_chunked_equals_unchunked(tiny_notop):
     np.testing.assert_array_equal(chunked[2], chunked[8])  # same filter, same key
 
 
+@pytest.mark.slow
 def test_bfloat16_network_reaches_similar_activations(tiny_notop):
     model, params = tiny_notop
     kw = dict(key=jax.random.key(1), size=S, steps=8, model=model)
@@ -248,6 +251,7 @@ def test_bfloat16_network_reaches_similar_activations(tiny_notop):
     assert not np.array_equal(x16, x32)  # it really ran in bf16
 
 
+@pytest.mark.slow
 def test_init_replaces_key_drawn_starts(tiny_notop):
     model, params = tiny_notop
     key, filters = jax.random.key(8), [2, 4, 1, 6]
@@ -261,6 +265,7 @@ def test_init_replaces_key_drawn_starts(tiny_notop):
     np.testing.assert_array_equal(x0_np, x0)  # init is never mutated
 
 
+@pytest.mark.slow
 def test_preprocess_true_differentiates_through_caffe(tiny_notop):
     model, params = tiny_notop
     rng = np.random.default_rng(0)
@@ -436,6 +441,7 @@ def test_plot_atlas_title_names_layer_and_weights():
 
 # ---------------------------------------------------------------------- CLI
 @pytest.mark.hed
+@pytest.mark.slow
 def test_cli_atlas_writes_the_grid(hed_path, hed_params, tmp_path, capsys):
     from PIL import Image
 
@@ -470,6 +476,7 @@ def test_cli_atlas_bad_arguments_exit_2(hed_path, tmp_path, capsys, args, msg):
 @pytest.mark.keras
 @pytest.mark.hed
 @pytest.mark.parametrize("channel_only", [True, False])
+@pytest.mark.slow
 def test_one_ascent_step_matches_keras_book_code(keras, hed_params, channel_only):
     """The notes' listing 5.32-5.36 in Keras 3 (JAX backend) vs ours, float32,
     computing only the filter's channel of the layer or all of it."""
@@ -523,6 +530,7 @@ def test_pre_activation_revives_a_dead_filter(key):
     np.testing.assert_allclose(moved[0], 128.0 + step, rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_pre_activation_equals_book_where_the_relu_is_open(key):
     model = one_conv_model(features=1)
     params = one_conv_params(features=1, bias=[1e4])  # always positive
@@ -543,6 +551,7 @@ def test_cli_pre_activation_flag(hed_path, tmp_path, capsys):
     assert rc == 0 and (tmp_path / "atlas_block1_conv1.png").is_file()
 
 
+@pytest.mark.slow
 def test_atlas_pre_activation_equals_filter_patterns(key):
     model = one_conv_model(features=3)
     params = one_conv_params(features=3, bias=[-1e4, 0.0, 1e4])

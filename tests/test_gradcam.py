@@ -148,6 +148,7 @@ def test_all_zero_maps_stay_zero_without_nan(images8):
 
 
 # --------------------------------------------------------------- invariants
+@pytest.mark.slow
 def test_batched_equals_per_image_and_chunking(tiny_model, tiny_params, images32):
     full = np.asarray(jcv.grad_cam(tiny_params, images32, layer="block4_conv3"))
     for i in range(len(images32)):
@@ -267,6 +268,7 @@ def _keras_grad_cam(keras, kmodel, layer, x_model, classes):
 
 
 @pytest.mark.keras
+@pytest.mark.slow
 def test_matches_keras_oracle_small_cnn(keras):
     kl = keras.layers
     kmodel = keras.Sequential([
@@ -303,6 +305,7 @@ def test_matches_keras_oracle_small_cnn(keras):
 
 @pytest.mark.keras
 @pytest.mark.parametrize("layer", ["block5_conv3", "block3_pool"])
+@pytest.mark.slow
 def test_matches_keras_oracle_tiny_vgg(keras, tiny_model, tiny_params, images32,
                                        layer):
     kl = keras.layers
@@ -351,6 +354,7 @@ def _hit_rate(cam, mask):
     return float(np.asarray(mask).reshape(len(up), -1)[np.arange(len(up)), arg].mean())
 
 
+@pytest.mark.slow
 def test_trained_net_heatmap_finds_the_blob(trained_blob_net):
     model, params = trained_blob_net
     x, y, mask = blob_images(jax.random.key(99), 200)  # held out
@@ -361,6 +365,7 @@ def test_trained_net_heatmap_finds_the_blob(trained_blob_net):
     assert _hit_rate(cam, mask) >= 0.9
 
 
+@pytest.mark.slow
 def test_trained_net_heatmap_is_class_specific(trained_blob_net):
     """Two blobs of different colours: the map of each colour's class sits on
     that colour's blob, not on the other one."""
@@ -480,6 +485,7 @@ def tiny_cli(monkeypatch, tiny_model, tiny_params):
                         lambda args, include_top: (tiny_model, tiny_params, "tiny"))
 
 
+@pytest.mark.slow
 def test_cli_gradcam_writes_figure_and_overlay(tiny_cli, tiny_params, tmp_path,
                                                capsys):
     from PIL import Image

@@ -82,6 +82,7 @@ def test_graph_metadata():
     assert m.channels("cat") == 6
 
 
+@pytest.mark.slow
 def test_only_ancestors_are_computed(resnet_params):
     """The compiled program of forward(stop=X) holds exactly X's conv
     ancestors: 'side' and 'last_conv' never run for stop='out'."""
@@ -166,6 +167,7 @@ def test_every_merge_kind_closed_form():
     np.testing.assert_allclose(y[..., 1:2], xv)
 
 
+@pytest.mark.slow
 def test_filter_patterns_on_a_graph_batched_equals_one_at_a_time(resnet_params):
     m, p = _tiny_resnet(), resnet_params
     kw = dict(key=jax.random.key(0), steps=3, size=12, model=m)
@@ -335,6 +337,7 @@ def every_kind(tmp_path_factory):
 
 
 @pytest.mark.keras
+@pytest.mark.slow
 def test_every_layer_kind_matches_keras_node_by_node(keras, every_kind):
     km, path = every_kind
     model, params = load_keras_model(path)
@@ -361,6 +364,7 @@ def test_every_layer_kind_matches_keras_node_by_node(keras, every_kind):
 
 
 @pytest.mark.keras
+@pytest.mark.slow
 def test_dense_without_activation_is_a_logits_top(keras, tmp_path):
     L = keras.layers
     inp = keras.Input((6, 6, 3))

@@ -172,6 +172,7 @@ def _keras_layer_outputs(keras, km, x):
 @pytest.mark.keras
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.slow
 def test_every_layer_matches_keras(keras, saved, arch, fmt):
     """Each Keras layer's output == model.forward(stop=layer), both formats."""
     km, paths, scale = saved[arch]
@@ -642,6 +643,7 @@ def _random_params(model: ConvNet, *, seed: int):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.slow
 def test_export_round_trip(tmp_path, fmt):
     """save_keras_model -> load_keras_model: same layers, same outputs; the
     imported model is a fixed point of a second export."""
@@ -665,6 +667,7 @@ def test_export_round_trip(tmp_path, fmt):
 
 @pytest.mark.keras
 @pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.slow
 def test_exported_file_loads_in_keras(keras, tmp_path, fmt, monkeypatch):
     # Keras initialises each layer before loading the weights; zeros instead
     # of Glorot saves compiling a random initialiser per shape.
@@ -817,6 +820,7 @@ def test_kernel_views_on_imported_model(saved):
 
 
 @pytest.mark.keras
+@pytest.mark.slow
 def test_activation_grids_on_imported_model(keras, saved):
     from jaxconvviz.views.activation_grids import (
         activation_grid,
@@ -837,6 +841,7 @@ def test_activation_grids_on_imported_model(keras, saved):
 
 # ------------------------------------------------------------------- CLI
 @pytest.mark.keras
+@pytest.mark.slow
 def test_cli_subcommands_take_model(saved, tmp_path, capsys):
     """activations / kernels / atlas / gradcam with --model PATH."""
     from jaxconvviz.cli import main
@@ -922,6 +927,7 @@ def test_fashion_idx_reader(trainer, tmp_path):
         "8d4fb7e6c68d591d4c3dfef9ec88bf0d")
 
 
+@pytest.mark.slow
 def test_early_stopping_restores_best(trainer):
     """lr=0: the validation loss never improves after epoch 1, so training
     stops after 1 + patience epochs and returns the epoch-1 weights."""
@@ -941,6 +947,7 @@ def test_early_stopping_restores_best(trainer):
 
 
 @pytest.mark.keras
+@pytest.mark.slow
 def test_train_script_exports_keras_loadable_model(keras, trainer, tmp_path,
                                                    capsys, monkeypatch):
     """A short synthetic run: the exported .keras/.h5 load in jaxconvviz and

@@ -47,6 +47,7 @@ def note_untrained(fashion, note_model):
 
 
 # --------------------------------------------------------- kernel_grid
+@pytest.mark.slow
 def test_note_conv1_kernels_are_the_param_slices(note_model, note_params):
     k = np.asarray(note_params["conv2d"]["kernel"])
     assert k.shape == (3, 3, 1, 32)
@@ -61,6 +62,7 @@ def test_note_conv1_kernels_are_the_param_slices(note_model, note_params):
     assert auto.vmax == pytest.approx(np.abs(k).max()) and auto.vmin == -auto.vmax
 
 
+@pytest.mark.slow
 def test_rgb_first_layer_caffe_is_flipped_to_rgb(tiny_params_notop):
     k = np.asarray(tiny_params_notop["block1_conv1"]["kernel"])  # (3, 3, 3, 4) BGR
     kg = jcv.kernel_grid(tiny_params_notop, "block1_conv1")
@@ -237,6 +239,7 @@ def test_weight_histogram_range_is_not_set_by_outliers():
 
 # ----------------------------------------------------------------- CLI
 @pytest.mark.hed
+@pytest.mark.slow
 def test_cli_kernels_hed(hed_path, tmp_path, capsys):
     rc = main(["kernels", "--weights", str(hed_path), "--out", str(tmp_path),
                "--compare-untrained"])
@@ -293,6 +296,7 @@ def test_note_model_matches_the_note(note_model, note_params):
     assert note_params["dense"]["kernel"].shape == (3136, 100)
 
 
+@pytest.mark.slow
 def test_keras_untrained_params(note_model, note_untrained):
     p = note_untrained
     note_model.check_params(p)

@@ -50,6 +50,7 @@ def lin_score(x):
     return x.astype(np.float64).mean(axis=(1, 2)) @ W[:, 0] + 0.1
 
 
+@pytest.mark.slow
 def test_deletion_and_insertion_by_hand(lin):
     params, x, maps = lin
     steps = 4
@@ -106,6 +107,7 @@ def dense_impute(img, removed):
     return out
 
 
+@pytest.mark.slow
 def test_linear_imputation_matches_dense_solve_and_keeps_ramps():
     rng = np.random.default_rng(1)
     img = rng.uniform(0, 255, (9, 8, 3)).astype(np.float32)
@@ -124,6 +126,7 @@ def test_linear_imputation_matches_dense_solve_and_keeps_ramps():
     np.testing.assert_allclose(filled, ramp, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_road_by_hand(lin):
     params, x, maps = lin
     res = M.road(params, x, maps, model=linear_model(), fractions=(0.25, 0.5))

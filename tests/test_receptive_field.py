@@ -94,6 +94,7 @@ def _supports(model, params, layer, hw, units):
 
 
 @pytest.mark.parametrize("hw", [(41, 57), (48, 64)])
+@pytest.mark.slow
 def test_receptive_field_equals_gradient_support(hw):
     """d unit / d input is non-zero exactly on the analytic field when the
     field lies inside the image, and never outside the field.
@@ -125,6 +126,7 @@ def test_receptive_field_equals_gradient_support(hw):
         assert inside >= 1 or layer == "p2", layer
 
 
+@pytest.mark.slow
 def test_vgg_like_border_units_see_their_whole_clipped_field():
     """VGG16's geometry (stride-1 'same' convs, 2x2 pools on even sizes) has no
     dropped rows: even corner units' gradients fill the clipped field (linear
@@ -216,6 +218,7 @@ def test_top_units_greedy_with_distance():
         top_units(a, 0)
 
 
+@pytest.mark.slow
 def test_graph_model_union_of_branches_and_padding():
     """A residual block: the add sees the union of a 5x5 path and a strided
     1x1 path; zero padding and cropping shift the field. Checked against the

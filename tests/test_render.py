@@ -60,6 +60,7 @@ def _compare(name, got, ref):
 
 @pytest.mark.parametrize("name", ["tiny_patterns", "tiny_patterns_pre",
                                   "tiny_patterns_rgb", "tiny_atlas"])
+@pytest.mark.slow
 def test_book_style_keeps_todays_results_tiny(name):
     """Same arguments as before the refactor (the book's post-ReLU objective
     was the default then: pre_activation=False) give the saved results."""
@@ -110,6 +111,7 @@ def test_jitter_shifts_by_the_drawn_offset():
     assert len(seen) > 3  # the draw varies with the key
 
 
+@pytest.mark.slow
 def test_scale_one_and_rotation_zero_are_identity():
     x = _img(11, 11)
     np.testing.assert_allclose(T.RandomScale().apply(x, 1.0), x, atol=1e-6)
@@ -168,6 +170,7 @@ def test_fourier_dc_spectrum_closed_form():
 
 
 # ------------------------------------------------------------ objectives
+@pytest.mark.slow
 def test_objectives_against_hand_computed_values(tiny_params):
     model = jcv.tiny_vgg16(include_top=True)
     x = jnp.asarray(np.random.default_rng(0).normal(0, 30, (3, 32, 32, 3)),
@@ -238,6 +241,7 @@ def test_objective_errors(tiny_notop):
 
 
 # ------------------------------------------------------------ render
+@pytest.mark.slow
 def test_render_batch_equals_alone_and_thresholds(tiny_notop):
     model, params = tiny_notop
     kw = dict(key=jax.random.key(3), size=S, steps=4, model=model)
@@ -256,6 +260,7 @@ def test_render_batch_equals_alone_and_thresholds(tiny_notop):
     np.testing.assert_allclose(snaps[0], two, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_render_lucid_raises_its_objective(tiny_notop):
     model, params = tiny_notop
     spec = RenderSpec(layer=L, style=Lucid(), steps=1, pre_activation=True)
@@ -318,6 +323,7 @@ def test_size_beyond_memory_is_an_error_with_estimate_and_limit(tiny_notop):
                          model=model)
 
 
+@pytest.mark.slow
 def test_progress_plain_lines_when_not_a_tty(tiny_notop):
     model, params = tiny_notop
     buf = io.StringIO()
@@ -355,6 +361,7 @@ def test_atlas_lucid_style_equals_render(tiny_notop):
 
 
 # ------------------------------------------------------------ CLI
+@pytest.mark.slow
 def test_cli_render_writes_grid_figure_and_one_png_per_filter(tmp_path, capsys,
                                                               monkeypatch):
     from jaxconvviz.commands import common

@@ -88,6 +88,7 @@ def _parse(path: Path) -> _Refs:
     return p
 
 
+@pytest.mark.slow
 def test_report_files_links_and_values(report, tiny_model, tiny_params):
     out, _ = report
     pages = sorted(out.rglob("*.html"))
@@ -175,6 +176,7 @@ def test_report_images_are_compressed(report):
     assert 'loading="lazy"' in layer
 
 
+@pytest.mark.slow
 def test_report_refuses_existing_dir_then_overwrites(tmp_path, tiny_keras, capsys):
     out = tmp_path / "r"
     out.mkdir()

@@ -251,6 +251,7 @@ def _keras_tiny_vgg(keras):
     return m
 
 
+@pytest.mark.slow
 def test_keras_oracle_files_load_to_keras_variables(tmp_path, keras, tiny_model):
     """Real Keras 3 files (save_weights, save .h5, .keras) and the released
     layouts written from the same Keras model load to Keras' own variables, and

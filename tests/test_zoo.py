@@ -205,6 +205,7 @@ def _load_script(name: str):
 
 
 @pytest.mark.hed
+@pytest.mark.slow
 def test_zoo_vgg16_is_the_builtin_vgg16(hed_params):
     model = zoo.build_application("vgg16", include_top=False, input_size=32)
     params = hed_params
@@ -494,6 +495,7 @@ def _model_args(argv):
     return p.parse_args(argv)
 
 
+@pytest.mark.slow
 def test_cli_model_flag_takes_application_names(patched, server, capsys, tmp_path):
     name, size, path, lists = patched
     spec = W.KERAS_FILES[name][False]

@@ -263,14 +263,29 @@ def layer_and_gradient(params, x_model, class_index, use_top1, *, model: ConvNet
     return acts.astype(jnp.float32), grads.astype(jnp.float32), logits, used
 
 
+def head_after(params, model: ConvNet, layer: str, act_shape):
+    """``a -> class logits`` from ``layer``'s activation when ``layer`` is a
+    cut node (every path to the output passes through it: any chain, and
+    e.g. ResNet's last block); None otherwise."""
+    try:
+        jax.eval_shape(lambda a: model.logits(params, a, start=layer),
+                       jax.ShapeDtypeStruct(act_shape, model.dtype))
+    except InputError:
+        return None
+    return functools.partial(model.logits, params, start=layer)
+
+
 def layer_and_logits(params, x_model, class_index, use_top1, *, model: ConvNet,
                      layer: str):
     """The forward half of :func:`layer_and_gradient` -> (A, logits, classes),
-    for the methods that do not need ``G`` (no backward pass)."""
+    for the methods that do not need ``G`` (no backward pass).
+
+    """
     out, cap = model.forward_with(params, x_model, capture=(layer,), logits=True)
+    a = cap[layer]
     logits = out.astype(jnp.float32)
     _, used = select(logits, class_index, use_top1)
-    return cap[layer].astype(jnp.float32), logits, used
+    return a.astype(jnp.float32), logits, used
 
 
 def _top_eigenvector(sym, squarings: int = 12):
@@ -413,16 +428,9 @@ def _channel_scores(params, x_model, acts, classes, *, model, layer, method,
     hh, ww = x_model.shape[1:3]
     head = None
     if method == "ablationcam":
-        # A cut node (every path to the output passes through the layer:
-        # any chain, and e.g. ResNet's last block): only the layers after it
-        # run per channel. Otherwise the whole network runs with the
-        # channel zeroed through ``perturb``.
-        try:
-            jax.eval_shape(lambda a: model.logits(params, a, start=layer),
-                           acts[:1])
-            head = functools.partial(model.logits, params, start=layer)
-        except InputError:
-            head = None
+        # At a cut node only the layers after it run per channel; otherwise
+        # the whole network runs with the channel zeroed through ``perturb``.
+        head = head_after(params, model, layer, acts[:1].shape)
     if method == "scorecam":
         rh = jnp.asarray(resize_matrix(h, hh, align_corners=True))
         rw = jnp.asarray(resize_matrix(w, ww, align_corners=True))
