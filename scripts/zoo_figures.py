@@ -1,7 +1,7 @@
 """Filter patterns of graph models for docs/images (issue 17).
 
     JAX_PLATFORMS=cpu python scripts/zoo_figures.py \
-        --mobilenet-file dog_breed_mobilenetv2.h5 [--size 96] [--steps 256]
+        --mobilenet-file dog_breed_mobilenetv2.h5 [--size 64] [--steps 96]
 
 Writes, lucid style (decorrelated Fourier image, random transforms, Adam),
 pre-ReLU objective, 12 filters each:
@@ -61,8 +61,8 @@ def main() -> None:
     ap.add_argument("--resnet-layer", default="conv4_block6_out")
     ap.add_argument("--random-resnet", action="store_true",
                     help="use random weights when the ResNet50 file is absent")
-    ap.add_argument("--size", type=int, default=96)
-    ap.add_argument("--steps", type=int, default=256)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=96)
     ap.add_argument("--out", type=Path, default=Path("docs/images"))
     a = ap.parse_args()
     if a.mobilenet_file is not None:
