@@ -7,7 +7,9 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "jax")  # before any keras import
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import http.server  # noqa: E402
 import importlib.util  # noqa: E402
+import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
@@ -169,3 +171,48 @@ def trained_blob_net():
     from jaxconvviz.attribution.toy import train_blob_net
 
     return train_blob_net(key=jax.random.key(2))
+
+
+# ------------------------------------------------- loopback download server
+class LoopbackHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 -- http.server API
+        srv = self.server
+        srv.hits.append(self.path)
+        route = srv.routes.get(self.path.lstrip("/"))
+        if route is None:
+            self.send_error(404)
+            return
+        body, mode = route
+        self.send_response(200)
+        if mode != "nolength":
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        # "cut": the server dies half way (HTTP/1.0: the socket closes).
+        self.wfile.write(body[: len(body) // 2] if mode in ("cut", "nolength")
+                         else body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def _loopback_server():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LoopbackHandler)
+    srv.routes, srv.hits = {}, []
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def loopback_http(_loopback_server):
+    """A file server on 127.0.0.1 (the download tests' stand-in for the
+    official URLs): ``srv.routes[path] = (bytes, mode)`` with mode ``"ok"``,
+    ``"cut"`` (half the body, full Content-Length) or ``"nolength"`` (half
+    the body, no length); ``srv.hits`` lists the requested paths. Emptied for
+    each test."""
+    _loopback_server.routes.clear()
+    _loopback_server.hits.clear()
+    return _loopback_server

@@ -7,11 +7,9 @@ port unless a test serves files from ``http.server`` on 127.0.0.1.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import importlib.util
 import io
 import shutil
-import threading
 import zipfile
 from pathlib import Path
 
@@ -77,48 +75,15 @@ def full_notop(tmp_path_factory):
     return path, lists
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 -- http.server API
-        srv = self.server
-        srv.hits.append(self.path)
-        route = srv.routes.get(self.path.lstrip("/"))
-        if route is None:
-            self.send_error(404)
-            return
-        body, mode = route
-        self.send_response(200)
-        if mode != "nolength":
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        # "cut": the server dies half way (HTTP/1.0: the socket closes).
-        self.wfile.write(body[: len(body) // 2] if mode in ("cut", "nolength")
-                         else body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="session")
-def _http():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.routes, srv.hits = {}, []
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
-
 @pytest.fixture
-def server(_http, monkeypatch):
+def server(loopback_http, monkeypatch):
     """Local file server; ``server.routes[name] = (bytes, mode)``."""
-    _http.routes.clear()
-    _http.hits.clear()
+    srv = loopback_http
     monkeypatch.setenv("JAXCONVVIZ_WEIGHTS_URL",
-                       f"http://127.0.0.1:{_http.server_address[1]}/base")
-    _http.serve = lambda path, mode="ok", name=None: _http.routes.__setitem__(
+                       f"http://127.0.0.1:{srv.server_address[1]}/base")
+    srv.serve = lambda path, mode="ok", name=None: srv.routes.__setitem__(
         "base/" + (name or Path(path).name), (Path(path).read_bytes(), mode))
-    return _http
+    return srv
 
 
 @pytest.fixture

@@ -9,11 +9,9 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
-import http.server
 import importlib.util
 import json
 import re
-import threading
 from pathlib import Path
 
 import jax
@@ -266,45 +264,14 @@ def test_missing_weights_say_the_command_that_fetches_them():
 
 
 # ------------------------------------------------------------ loopback
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 -- http.server API
-        srv = self.server
-        srv.hits.append(self.path)
-        route = srv.routes.get(self.path.lstrip("/"))
-        if route is None:
-            self.send_error(404)
-            return
-        body, mode = route
-        self.send_response(200)
-        if mode != "nolength":
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body[: len(body) // 2] if mode == "nolength" else body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="module")
-def _http():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.routes, srv.hits = {}, []
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
-
 @pytest.fixture
-def server(_http, monkeypatch):
-    _http.routes.clear()
-    _http.hits.clear()
+def server(loopback_http, monkeypatch):
+    srv = loopback_http
     monkeypatch.setenv("JAXCONVVIZ_WEIGHTS_URL",
-                       f"http://127.0.0.1:{_http.server_address[1]}/mirror")
-    _http.serve = lambda data, name, mode="ok": _http.routes.__setitem__(
+                       f"http://127.0.0.1:{srv.server_address[1]}/mirror")
+    srv.serve = lambda data, name, mode="ok": srv.routes.__setitem__(
         "mirror/" + name, (data, mode))
-    return _http
+    return srv
 
 
 def _loopback_app() -> tuple[str, int]:

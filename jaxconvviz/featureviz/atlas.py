@@ -61,6 +61,7 @@ from jaxconvviz.featureviz.render import (
     RenderSpec,
     book_start_images_jit,
     check_style,
+    in_storage,
     make_style,
     run_spec,
 )
@@ -220,6 +221,7 @@ def filter_atlas(
     style: str = "book",
     learning_rate: float | None = None,
     stop_dead: bool | None = None,
+    image_dtype="float32",
 ) -> dict[str, np.ndarray]:
     """Filter patterns of every filter of every requested layer.
 
@@ -289,6 +291,8 @@ def filter_atlas(
         :func:`~jaxconvviz.filter_patterns` (None: on with
         ``pre_activation=False``). Each layer then waits for its first step
         before dispatching the rest (one host sync of ``(f,)`` booleans).
+      image_dtype: book style: ``"float32"`` (default) or ``"bfloat16"``
+        image storage between steps, as :func:`~jaxconvviz.filter_patterns`.
 
     Returns:
       ``{layer: float32 numpy (n_filters, size, size, c)}`` in layer order:
@@ -310,7 +314,7 @@ def filter_atlas(
     fsel = _filters_for(model, layers, filters_per_layer)
     steps = ex.check_positive_int(steps, "steps")
     st = make_style(style, learning_rate=learning_rate, step_size=step_size,
-                    preprocess=preprocess)
+                    preprocess=preprocess, image_dtype=image_dtype)
     pre_activation = ex.check_bool(pre_activation, "pre_activation")
     stop_dead = ex.resolve_stop_dead(stop_dead, pre_activation=pre_activation)
     specs = {layer: RenderSpec(layer=layer, style=st, steps=steps,
@@ -363,7 +367,8 @@ def filter_atlas(
                 start = book_start_images_jit(
                     key, jnp.asarray(fsel[plan.layer]), size=size,
                     channels=int(model.input_shape[2]))
-                moved = np.any(out[plan.layer] != np.asarray(start), axis=(1, 2, 3))
+                moved = np.any(out[plan.layer] != np.asarray(in_storage(start, st)),
+                               axis=(1, 2, 3))
                 ex.warn_dead(plan.layer, fsel[plan.layer], moved,
                              hint="pre_activation=True (the default) revives them.")
     finally:

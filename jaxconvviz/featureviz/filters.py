@@ -58,16 +58,19 @@ from jaxconvviz.featureviz.render import (  # noqa: F401 - public re-exports
     RenderSpec,
     book_start_images,
     book_values_and_grads,
+    check_image_dtype,
     concat_chunks,
+    in_storage,
     run_request,
 )
 from jaxconvviz.models.convnet import ConvNet, resolve_model
 
 
 def _spec(layer: str, steps: int, step_size: float, preprocess: bool,
-          pre_activation: bool = False) -> RenderSpec:
+          pre_activation: bool = False, image_dtype: str = "float32") -> RenderSpec:
     return RenderSpec(layer=layer, style=Book(step_size=step_size,
-                                              preprocess=preprocess),
+                                              preprocess=preprocess,
+                                              image_dtype=image_dtype),
                       steps=steps, pre_activation=pre_activation)
 
 
@@ -156,6 +159,7 @@ def filter_patterns(
     devices: Sequence[jax.Device] | None = None,
     channel_only: bool | None = None,
     stop_dead: bool | None = None,
+    image_dtype="float32",
 ) -> jax.Array:
     """Input patterns that maximise filters of ``layer`` (the book's method).
 
@@ -245,6 +249,10 @@ def filter_patterns(
         reported (:class:`~jaxconvviz.featureviz.execution.DeadFilterWarning`).
         None (default): on with ``pre_activation=False``, off otherwise.
         Costs one host sync per call; ignored in multi-process runs.
+      image_dtype: ``"float32"`` (default) or ``"bfloat16"``: how the images
+        are stored between steps (each update is computed in float32 and
+        rounded once; half the image bytes, for memory-bound early layers on
+        accelerators). The start images are rounded too.
 
     Returns:
       float32 ``(f, size, size, c)``: the optimised tensors, raw (not
@@ -274,7 +282,8 @@ def filter_patterns(
         ex.check_key(key)
     spec = _spec(layer, steps, step_size,
                  ex.check_bool(preprocess, "preprocess"),
-                 ex.check_bool(pre_activation, "pre_activation"))
+                 ex.check_bool(pre_activation, "pre_activation"),
+                 check_image_dtype(image_dtype))
     outs, n = run_request(params, spec, model, fidx, key=key, size=size,
                           batch_size=batch_size, dtype=dtype, loop=loop,
                           devices=devices, conv_impl=conv_impl,
@@ -286,7 +295,8 @@ def filter_patterns(
     out = concat_chunks(outs, n, ())
     start = x_all if x_all is not None else _start_images(
         key, jnp.asarray(fidx), size=size, channels=channels)
-    moved = np.any(np.asarray(out) != np.asarray(start), axis=(1, 2, 3))
+    moved = np.any(np.asarray(out) != np.asarray(in_storage(start, spec.style)),
+                   axis=(1, 2, 3))
     ex.warn_dead(layer, fidx, moved, hint=DEAD_HINT)
     return out
 

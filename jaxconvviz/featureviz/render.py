@@ -76,10 +76,15 @@ class Book:
       preprocess: False (the book): optimise the network input (VGG16:
         caffe BGR). True: optimise RGB [0, 255] fed through
         ``model.preprocess``.
+      image_dtype: how the images are stored between steps: ``"float32"``
+        (the book) or ``"bfloat16"`` (half the bytes of a memory-bound front
+        layer's state; each step's update is computed in float32 from the
+        stored image and rounded once, issue 19 part 3).
     """
 
     step_size: float = 1.0
     preprocess: bool = False
+    image_dtype: str = "float32"
 
     name = "book"
 
@@ -206,11 +211,34 @@ def book_values_and_grads(params, x, fidx, *, spec, model, channel_only=False):
     return v, g
 
 
+#: Image storage dtypes of the book style (:attr:`Book.image_dtype`).
+IMAGE_DTYPES = ("float32", "bfloat16")
+
+
+def check_image_dtype(image_dtype) -> str:
+    try:
+        name = jnp.dtype(image_dtype).name
+    except TypeError:
+        name = None
+    if name not in IMAGE_DTYPES:
+        raise InputError(f"image_dtype must be one of {', '.join(IMAGE_DTYPES)}; "
+                         f"got {image_dtype!r}.")
+    return name
+
+
 def _book_step(params, x, ids, step_size, t, *, spec, model, channel_only):
     del t
-    _, g = book_values_and_grads(params, x, ids, spec=spec, model=model,
+    x32 = x.astype(jnp.float32)
+    _, g = book_values_and_grads(params, x32, ids, spec=spec, model=model,
                                  channel_only=channel_only)
-    return x + step_size * book_normalise(g.astype(jnp.float32))
+    return (x32 + step_size * book_normalise(g.astype(jnp.float32))).astype(x.dtype)
+
+
+def in_storage(x, style) -> jax.Array:
+    """``x`` as the book style stores it (rounded to ``style.image_dtype``),
+    back in float32: the start images a run with that storage begins from."""
+    dt = getattr(style, "image_dtype", "float32")
+    return jnp.asarray(x, jnp.float32).astype(dt).astype(jnp.float32)
 
 
 def book_start_images(key, fidx, *, size, channels):
@@ -322,7 +350,8 @@ class Program:
                 return _lucid_init(key, ids, spec=spec, size=size, channels=channels,
                                    n_channels=n_channels)
             return book_start_images(ex.key_of(kd, key_impl), ids, size=size,
-                                     channels=channels)
+                                     channels=channels).astype(
+                                         spec.style.image_dtype)
 
         def ascend(params, state, ids, hyper, t0, *, n):
             def body(i, s):
@@ -347,9 +376,12 @@ class Program:
                                                         size=size) * 255.0)
             self.rgb = self.raw
         else:
-            self.raw = None  # the state is the image
+            # the state is the image (float32 storage: returned as is)
+            self.raw = None if spec.style.image_dtype == "float32" else jax.jit(
+                lambda s: s.astype(jnp.float32))
             pre = spec.style.preprocess
-            self.rgb = jax.jit(lambda s: book_display(s, model, pre))
+            self.rgb = jax.jit(lambda s: book_display(s.astype(jnp.float32), model,
+                                                      pre))
 
     def hyper(self) -> float:
         s = self.spec.style
@@ -443,6 +475,8 @@ def run_spec(params: Params, spec: RenderSpec, model: ConvNet, plan: ex.LayerPla
             if x.shape[0] < ids.shape[0]:
                 x = jnp.concatenate([x, jnp.repeat(x[-1:], ids.shape[0] - x.shape[0],
                                                    axis=0)])
+            if not lucid:
+                x = jnp.asarray(x, jnp.float32).astype(spec.style.image_dtype)
             state = jax.device_put(x, devs[0]) if one else jax.device_put(x, rows)
         else:
             state = prog.init(kd_d, ids_d)
@@ -508,6 +542,7 @@ def run_spec_stop_dead(params: Params, spec: RenderSpec, model: ConvNet,
     else:
         x0 = book_start_images_jit(key, jnp.asarray(fidx), size=size,
                                    channels=int(model.input_shape[2]))
+    x0 = in_storage(x0, spec.style)
     moved = np.asarray(jnp.any(x1 != jax.device_put(x0, x1.sharding),
                                axis=(1, 2, 3)))
     alive = np.flatnonzero(moved)
@@ -585,7 +620,8 @@ def check_objective(objective, model: ConvNet, layer: str):
 
 
 def make_style(style: str, *, learning_rate=None, step_size=None,
-               transforms=None, decay_power=None, preprocess=None):
+               transforms=None, decay_power=None, preprocess=None,
+               image_dtype="float32"):
     """The style object of a style name and its keyword options."""
     if style == "book":
         if learning_rate is not None or transforms is not None or (
@@ -595,10 +631,12 @@ def make_style(style: str, *, learning_rate=None, step_size=None,
         return Book(step_size=ex.check_step_size(1.0 if step_size is None
                                                  else step_size),
                     preprocess=ex.check_bool(bool(preprocess) if preprocess is None
-                                             else preprocess, "preprocess"))
-    if step_size is not None or preprocess is not None:
-        raise InputError("step_size and preprocess apply to style='book' only; the "
-                         "lucid style takes learning_rate.")
+                                             else preprocess, "preprocess"),
+                    image_dtype=check_image_dtype(image_dtype))
+    if step_size is not None or preprocess is not None or (
+            check_image_dtype(image_dtype) != "float32"):
+        raise InputError("step_size, preprocess and image_dtype apply to "
+                         "style='book' only; the lucid style takes learning_rate.")
     lr = ex.check_step_size(0.05 if learning_rate is None else learning_rate,
                             "learning_rate")
     if lr <= 0:
@@ -757,7 +795,8 @@ def run_request(params, spec: RenderSpec, model: ConvNet, fidx, *, key, size,
 __all__ = ["render", "RenderSpec", "Book", "Lucid", "STYLES", "Program", "program",
            "run_spec", "run_request", "concat_chunks", "objective_values",
            "book_values_and_grads", "book_normalise", "book_start_images",
-           "book_start_images_jit",
+           "book_start_images_jit", "IMAGE_DTYPES", "check_image_dtype", "in_storage",
+           "stop_dead_applies", "run_spec_stop_dead",
            "book_display", "lucid_images01", "lucid_network_input", "make_style",
            "check_style", "check_thresholds", "check_objective", "row_ids",
            "GRAD_EPS", "START_SCALE", "START_OFFSET", "BOOK_CONTRAST"]

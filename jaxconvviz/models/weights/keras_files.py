@@ -265,10 +265,11 @@ def _read_legacy(g, label: str) -> dict[str, list[np.ndarray]]:
         # A nested model (a Functional/Sequential used as one layer, e.g. a
         # keras.applications base inside a transfer-learning model) is one
         # entry whose weight names are "<inner layer>/<var>", trainable ones
-        # first: they are split per inner layer, each keeping its own order
-        # (which is Keras' weight order: trainable variables come first in
-        # every layer). tf.keras 2 prefixes a plain layer's own weights with
-        # its own name ("block1_conv1/kernel:0"): not nested.
+        # first: they are split per inner layer (the path component before
+        # the variable), each keeping its own order (Keras' weight order:
+        # trainable variables come first in every layer). A plain layer's
+        # own weights name it in their path ("block1_conv1/kernel:0" in
+        # tf.keras 2, "model/conv2d/kernel" in Keras 3): not nested.
         for wn in wnames:
             ds = grp.get(wn)  # a '/' in the name means sub-groups
             if not isinstance(ds, h5py.Dataset):
@@ -276,7 +277,9 @@ def _read_legacy(g, label: str) -> dict[str, list[np.ndarray]]:
                     f"{label}: layer {lname!r} lists weight {wn!r} but the file "
                     "has no such dataset."
                 )
-            owner = wn.split("/")[0] if "/" in wn else lname
+            parts = wn.split("/")
+            owner = (lname if lname in parts[:-1] or len(parts) < 2
+                     else parts[-2])
             if owner != lname and owner in out and owner not in nested_seen:
                 raise InputError(
                     f"{label}: layer {owner!r} of nested model {lname!r} has the "
