@@ -278,9 +278,7 @@ def head_after(params, model: ConvNet, layer: str, act_shape):
 def layer_and_logits(params, x_model, class_index, use_top1, *, model: ConvNet,
                      layer: str):
     """The forward half of :func:`layer_and_gradient` -> (A, logits, classes),
-    for the methods that do not need ``G`` (no backward pass).
-
-    """
+    for the methods that do not need ``G`` (no backward pass)."""
     out, cap = model.forward_with(params, x_model, capture=(layer,), logits=True)
     a = cap[layer]
     logits = out.astype(jnp.float32)
