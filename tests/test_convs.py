@@ -256,3 +256,63 @@ def test_filter_atlas_bf16_matmul_equals_filter_patterns():
     for layer in ("c2", "c4"):
         pats = jcv.filter_patterns(params, layer, range(5), batch_size=5, **kw)
         np.testing.assert_array_equal(atlas[layer], np.asarray(pats))
+
+
+DW_CASES = [  # (h, w, c, m, kh, kw, strides, padding, dilation)
+    (9, 7, 5, 1, 3, 3, (1, 1), "SAME", (1, 1)),
+    (9, 8, 4, 1, 3, 3, (2, 2), "SAME", (1, 1)),  # MobileNet's stride-2 blocks
+    (10, 9, 3, 2, 5, 3, (2, 1), "valid", (1, 1)),  # depth multiplier 2
+    (11, 11, 4, 1, 3, 3, (1, 1), "SAME", (2, 2)),  # dilated
+    (8, 8, 6, 1, 7, 7, (1, 1), "SAME", (1, 1)),  # ConvNeXt's 7x7
+]
+
+
+@pytest.mark.parametrize("case", DW_CASES,
+                         ids=lambda c: f"{c[4]}x{c[5]}-s{c[6][0]}-m{c[3]}")
+def test_depthwise_sum_of_slices_equals_grouped_conv(case):
+    # Keras' depthwise conv (output channel c * m + j) as the jax backend
+    # computes it: one group per input channel; values and input gradient
+    # (what every technique differentiates).
+    h, w, c, m, kh, kw, strides, pad, dil = case
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, h, w, c)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(kh, kw, c, m)), jnp.float32)
+
+    def grouped(x, k):
+        return _xla(x, k.reshape(kh, kw, 1, c * m), pad.upper(), strides,
+                    rhs_dilation=dil, feature_group_count=c)
+
+    def ours(x, k):
+        return convs.depthwise_conv2d(x, k, strides, pad, dil)
+
+    want, got = jax.jit(grouped)(x, k), jax.jit(ours)(x, k)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    g = jnp.asarray(rng.normal(size=want.shape), jnp.float32)
+    gw = jax.jit(jax.grad(lambda x: jnp.vdot(grouped(x, k), g)))(x)
+    go = jax.jit(jax.grad(lambda x: jnp.vdot(ours(x, k), g)))(x)
+    np.testing.assert_allclose(go, gw, rtol=1e-4, atol=1e-4)
+    # by hand: one output pixel of the first channel of a stride-1 SAME case
+    if strides == (1, 1) and pad == "SAME" and dil == (1, 1) and m == 1:
+        y, xx = h // 2, w // 2
+        patch = x[0, y - kh // 2:y + kh // 2 + 1, xx - kw // 2:xx + kw // 2 + 1, 0]
+        np.testing.assert_allclose(got[0, y, xx, 0], jnp.sum(patch * k[:, :, 0, 0]),
+                                   rtol=1e-5)
+
+
+def test_depthwise_rejects_bad_padding_and_channels():
+    x = jnp.zeros((1, 4, 4, 3))
+    with pytest.raises(ValueError,
+                       match="padding must be 'SAME' or 'VALID'; got 'full'"):
+        convs.depthwise_conv2d(x, jnp.zeros((3, 3, 3, 1)), padding="full")
+    with pytest.raises(ValueError, match="kernel must have 3 input channels"):
+        convs.depthwise_conv2d(x, jnp.zeros((3, 3, 4, 1)))
+
+
+def test_depthwise_impl_resolves_per_backend_and_rejects_unknown():
+    assert convs.resolve_depthwise_impl("auto") == (
+        "slices" if jax.default_backend() == "cpu" else "grouped")
+    assert convs.resolve_depthwise_impl("grouped") == "grouped"
+    with pytest.raises(ValueError, match="depthwise_impl must be one of auto, "
+                                         "slices, grouped; got 'fast'"):
+        convs.resolve_depthwise_impl("fast")

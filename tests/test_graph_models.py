@@ -529,6 +529,14 @@ def test_application_matches_keras_node_by_node(keras, saved_apps, name):
     x = np.asarray(model.preprocess(x_rgb))
     np.testing.assert_allclose(x, _keras_preprocess(keras, name, x_rgb),
                                rtol=1e-6, atol=1e-5)
+    if name == "EfficientNetB0":
+        # Random weights drive EfficientNetB0's activations to ~1e6, and its
+        # squeeze-excite sigmoids turn the ~1e-5 relative summation-order
+        # difference of the default depthwise algorithm (sums of slices on
+        # CPU) into ~1e-2. Its graph is checked with Keras' own algorithm;
+        # the two algorithms agree within 1e-5 (test_convs), and the other
+        # depthwise models here run the default.
+        model = model.clone(depthwise_impl="grouped", parent=None)
     WORST[name] = _assert_parity(keras, km, model, params, x)
     assert model.has_top and model.num_outputs == 1000
     default = {"ResNet50": "conv5_block3_out", "MobileNetV2": "out_relu",
