@@ -326,8 +326,13 @@ def test_errors(tiny_params, tiny_params_notop, images32):
     with pytest.raises(ValueError, match=r"method must be one of gradcam, "
                                          r"gradcam\+\+.*ablationcam; got 'gradcam\+'"):
         jcv.cam(tiny_params, images32, method="gradcam+")
-    with pytest.raises(ValueError, match=r"size must be None or \(H, W\)"):
-        jcv.cam(tiny_params, images32, size=(0, 3))
+    for bad in ((0, 3), -4, True, 2.5):
+        with pytest.raises(ValueError, match=r"size must be None, a positive int "
+                                             r"\(a square side\) or \(H, W\)"):
+            jcv.cam(tiny_params, images32, size=bad)
+    # an int is a square side, as size= is everywhere else
+    np.testing.assert_array_equal(jcv.cam(tiny_params, images32, size=12),
+                                  jcv.cam(tiny_params, images32, size=(12, 12)))
     with pytest.raises(ValueError, match="memory_budget must be a positive int"):
         jcv.cam(tiny_params, images32, method="scorecam", memory_budget=0)
     with pytest.raises(ValueError, match="needs a classifier top"):

@@ -179,14 +179,19 @@ def check_class_index(class_index, n: int, num_classes: int):
 
 
 def check_size(size):
+    """``None``, or ``size`` as ``(H, W)``: an int is a square side, as
+    ``size=`` is everywhere else in the package."""
     if size is None:
         return None
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        size = (size, size)
     ok = (isinstance(size, (tuple, list)) and len(size) == 2
           and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
                   and v > 0 for v in size))
     if not ok:
         raise InputError(
-            f"size must be None or (H, W) with positive ints; got {size!r}.")
+            f"size must be None, a positive int (a square side) or (H, W) with "
+            f"positive ints; got {size!r}.")
     return (int(size[0]), int(size[1]))
 
 
@@ -492,7 +497,7 @@ def cam_with_scores(params: Params, images_rgb: ImagesRGB, *,
                     method: str = "gradcam", layer: str | None = None,
                     class_index: int | ClassIndex | None = None,
                     model: ConvNet | None = None,
-                    size: tuple[int, int] | None = None,
+                    size: int | tuple[int, int] | None = None,
                     batch_size: int | None = None,
                     memory_budget: int = DEFAULT_MEMORY_BUDGET) -> CamResult:
     """:func:`cam` plus the logits and classes of the same forward pass.
@@ -529,7 +534,7 @@ def cam_with_scores(params: Params, images_rgb: ImagesRGB, *,
 
 def cam(params: Params, images_rgb: ImagesRGB, *, method: str = "gradcam",
         layer: str | None = None, class_index: int | ClassIndex | None = None,
-        model: ConvNet | None = None, size: tuple[int, int] | None = None,
+        model: ConvNet | None = None, size: int | tuple[int, int] | None = None,
         batch_size: int | None = None,
         memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Heatmaps:
     """Class-activation maps of one CAM method, one per image.
@@ -547,8 +552,9 @@ def cam(params: Params, images_rgb: ImagesRGB, *, method: str = "gradcam",
         int array.
       model: the network (VGG16 or an imported Keras CNN); None infers the
         VGG16 preset from ``params``.
-      size: None (maps at the layer's resolution) or ``(H, W)``: bilinear
-        (half-pixel) resize inside the compiled program.
+      size: None (maps at the layer's resolution), ``(H, W)`` or an int
+        (a square side): bilinear (half-pixel) resize inside the compiled
+        program.
       batch_size: images per compiled call (None: all at once).
       memory_budget: bytes of activations one chunk of Score-/Ablation-CAM
         forward passes may hold (default 1 GiB).
