@@ -147,3 +147,11 @@ def test_cli_error_says_the_flag(tmp_path, capsys, hed_env):
     assert main(["render", "--layer", "block1_conv1", "--lr", "-1", "--out",
                  str(tmp_path)]) == 2
     _one_line_error(capsys, "--lr must be > 0")
+
+
+
+def test_render_bad_layer_suggests_the_nearest(tmp_path, capsys, hed_env):
+    assert main(["render", "--layer", "block3_conv0", "--out", str(tmp_path)]) == 2
+    _one_line_error(capsys, "--layer must be one of block1_conv1",
+                    "got 'block3_conv0'; did you mean 'block3_conv3'?")
+    assert not any(tmp_path.iterdir())  # nothing written

@@ -15,16 +15,8 @@ from __future__ import annotations
 
 import argparse
 
-from jaxconvviz.commands.common import (
-    CLIError,
-    add_model_args,
-    load_model_and_params,
-    out_dir,
-    parse_slice,
-    save_figure,
-    save_png,
-    say,
-)
+from jaxconvviz.commands import common
+from jaxconvviz.commands.common import CLIError
 
 
 def register(subparsers) -> None:
@@ -67,7 +59,7 @@ def register(subparsers) -> None:
                    "the device's free memory)")
     p.add_argument("--out", default=".", metavar="DIR",
                    help="output directory (default: .)")
-    add_model_args(p)
+    common.add_model_args(p)
     p.set_defaults(func=run)
 
 
@@ -97,13 +89,11 @@ def run(args: argparse.Namespace) -> int:
     from jaxconvviz.featureviz.execution import parse_memory_budget
 
     parse_memory_budget(args.memory_budget)
-    model, params, desc = load_model_and_params(args, include_top=False)
-    valid = model.spatial_layers
-    if args.layer not in valid:
-        raise CLIError(f"--layer must be one of {', '.join(valid)}; got "
-                       f"{args.layer!r}.")
-    idx = parse_slice(args.filters, name="--filters", n=model.channels(args.layer))
-    d = out_dir(args.out)
+    model, params, desc = common.load_model_and_params(args, include_top=False)
+    model.check_layer(args.layer, model.spatial_layers, name="--layer")
+    idx = common.parse_slice(args.filters, name="--filters",
+                             n=model.channels(args.layer))
+    d = common.out_dir(args.out)
 
     import jax
     import jax.numpy as jnp
@@ -123,9 +113,9 @@ def run(args: argparse.Namespace) -> int:
         u8 = u8[..., 0]
     stem = f"render_{args.layer}_{args.style}"
     grid = tile_grid(u8, n_cols=args.cols, margin=args.margin)
-    raw = save_png(grid, d / f"{stem}.png")
+    raw = common.save_png(grid, d / f"{stem}.png")
     for k, im in zip(idx, u8, strict=True):
-        save_png(im, d / f"{stem}_{k}.png")
+        common.save_png(im, d / f"{stem}_{k}.png")
     what = ("lucid style: Fourier image, random transforms, Adam"
             if args.style == "lucid" else "book style: normalised pixel ascent")
     obj = "post" if args.post_activation else "pre"
@@ -133,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
                      source=f"{desc}; {what}; {obj}-ReLU channel mean, "
                      f"{args.steps} steps, {args.size} px",
                      filter_indices=idx, n_cols=args.cols, margin=args.margin)
-    figpath = save_figure(fig, d / f"{stem}_figure.png")
-    say(f"wrote {raw}, {figpath} and {len(idx)} per-filter PNGs ({stem}_<k>.png)")
+    figpath = common.save_figure(fig, d / f"{stem}_figure.png")
+    common.say(f"wrote {raw}, {figpath} and {len(idx)} per-filter PNGs "
+               f"({stem}_<k>.png)")
     return 0
