@@ -117,13 +117,17 @@ def test_dead_filter_does_not_move_and_is_finite():
     params = one_conv_params(bias=[-1e4, -1e4])  # ReLU kills every position
     x0 = np.full((2, 6, 6, 3), 128.0, np.float32)
     with pytest.warns(jcv.DeadFilterWarning, match=r"2 of 2 filters of conv .*"
-                      r"\[0, 1\]"):
+                      r"\[0, 1\]") as rec:
         x = jcv.filter_patterns(params, "conv", [0, 1], init=x0, steps=3, size=6,
                                 model=model, pre_activation=False)
-    with pytest.warns(jcv.DeadFilterWarning, match=r"\[1\]"):
+    with pytest.warns(jcv.DeadFilterWarning, match=r"\[1\]") as rec2:
         jcv.filter_atlas(one_conv_params(bias=[1e4, -1e4]), layers=["conv"],
                          size=6, steps=2, key=jax.random.key(0), model=model,
                          pre_activation=False)
+    # the warnings point at the caller's line, not inside the package
+    for r in (*rec, *rec2):
+        if issubclass(r.category, jcv.DeadFilterWarning):
+            assert r.filename == __file__, r.filename
     np.testing.assert_array_equal(x, x0)  # g = 0: 0 / (0 + 1e-5) = 0, no NaN
     np.testing.assert_array_equal(
         jcv.filter_activation(params, x, "conv", [0, 1], model=model), [0.0, 0.0])

@@ -59,11 +59,10 @@ from jaxconvviz.featureviz.execution import (  # noqa: F401 - public re-exports
 from jaxconvviz.featureviz.render import (
     STYLES,
     RenderSpec,
-    book_start_images_jit,
     check_style,
-    in_storage,
     make_style,
     run_spec,
+    warn_unmoved,
 )
 from jaxconvviz.models.convnet import ConvNet, resolve_model
 
@@ -364,12 +363,8 @@ def filter_atlas(
                     prog(counter.done, total)
             out[plan.layer] = np.concatenate(chunks, axis=0)[: plan.n_filters]
             if style == "book":
-                start = book_start_images_jit(
-                    key, jnp.asarray(fsel[plan.layer]), size=size,
-                    channels=int(model.input_shape[2]))
-                moved = np.any(out[plan.layer] != np.asarray(in_storage(start, st)),
-                               axis=(1, 2, 3))
-                ex.warn_dead(plan.layer, fsel[plan.layer], moved,
+                warn_unmoved(plan.layer, fsel[plan.layer], out[plan.layer], key=key,
+                             style=st, size=size, channels=int(model.input_shape[2]),
                              hint="pre_activation=True (the default) revives them.")
     finally:
         if isinstance(prog, ex.Progress):

@@ -105,9 +105,12 @@ class DeadFilterWarning(UserWarning):
     never moved from the start): the result shows the start noise."""
 
 
-def warn_dead(layer: str, fidx, moved, *, hint: str) -> list[int]:
+def warn_dead(layer: str, fidx, moved, *, hint: str, stacklevel: int = 3
+              ) -> list[int]:
     """Warn (:class:`DeadFilterWarning`) naming the filters of ``layer`` whose
-    images never moved (``moved[i]`` False). Returns their indices."""
+    images never moved (``moved[i]`` False). Returns their indices.
+    ``stacklevel``: as for :func:`warnings.warn`, counted from here (3: the
+    caller of the function that calls this)."""
     dead = [int(k) for k, m in zip(np.asarray(fidx).tolist(),
                                    np.asarray(moved).tolist(), strict=True)
             if not m]
@@ -116,7 +119,7 @@ def warn_dead(layer: str, fidx, moved, *, hint: str) -> list[int]:
             f"{len(dead)} of {len(moved)} filters of {layer} had an exactly zero "
             f"gradient at every step, so their images are the start noise: "
             f"{dead[:16]}{' ...' if len(dead) > 16 else ''}; {hint}",
-            DeadFilterWarning, stacklevel=3)
+            DeadFilterWarning, stacklevel=stacklevel)
     return dead
 
 

@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxconvviz._types import Params, PRNGKey
 from jaxconvviz.errors import InputError
@@ -62,6 +61,7 @@ from jaxconvviz.featureviz.render import (  # noqa: F401 - public re-exports
     concat_chunks,
     in_storage,
     run_request,
+    warn_unmoved,
 )
 from jaxconvviz.models.convnet import ConvNet, resolve_model
 
@@ -293,11 +293,8 @@ def filter_patterns(
                           stop_dead=ex.resolve_stop_dead(
                               stop_dead, pre_activation=spec.pre_activation))
     out = concat_chunks(outs, n, ())
-    start = x_all if x_all is not None else _start_images(
-        key, jnp.asarray(fidx), size=size, channels=channels)
-    moved = np.any(np.asarray(out) != np.asarray(in_storage(start, spec.style)),
-                   axis=(1, 2, 3))
-    ex.warn_dead(layer, fidx, moved, hint=DEAD_HINT)
+    warn_unmoved(layer, fidx, out, key=key, style=spec.style, size=size,
+                 channels=channels, hint=DEAD_HINT, start=x_all)
     return out
 
 

@@ -258,6 +258,20 @@ book_start_images_jit = jax.jit(book_start_images,
                                 static_argnames=("size", "channels"))
 
 
+def warn_unmoved(layer: str, fidx, out, *, key, style, size: int, channels: int,
+                 hint: str, start=None) -> list[int]:
+    """Book style: warn (:class:`~jaxconvviz.DeadFilterWarning`) naming the
+    filters whose images ``out`` (``(n, size, size, channels)``) are still
+    their start images (``start``, or the book's start from ``key``), i.e.
+    whose gradient was exactly zero at every step. Returns their indices."""
+    if start is None:
+        start = book_start_images_jit(key, jnp.asarray(fidx), size=size,
+                                      channels=channels)
+    moved = np.any(np.asarray(out) != np.asarray(in_storage(start, style)),
+                   axis=(1, 2, 3))
+    return ex.warn_dead(layer, fidx, moved, hint=hint, stacklevel=4)
+
+
 def _row_keys(key, ids, n_channels: int):
     """Key of each image: ``fold_in(fold_in(key, k), j)`` for ``ids = k + C j``."""
     def one(i):
@@ -795,6 +809,7 @@ def run_request(params, spec: RenderSpec, model: ConvNet, fidx, *, key, size,
 __all__ = ["render", "RenderSpec", "Book", "Lucid", "STYLES", "Program", "program",
            "run_spec", "run_request", "concat_chunks", "objective_values",
            "book_values_and_grads", "book_normalise", "book_start_images",
+           "warn_unmoved",
            "book_start_images_jit", "IMAGE_DTYPES", "check_image_dtype", "in_storage",
            "stop_dead_applies", "run_spec_stop_dead",
            "book_display", "lucid_images01", "lucid_network_input", "make_style",
