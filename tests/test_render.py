@@ -351,6 +351,26 @@ def test_atlas_warns_up_front_on_cpu_with_an_estimate(tiny_notop, monkeypatch):
     assert len(msgs) == 1 and "estimated" in msgs[0]
 
 
+def test_cpu_estimate_counts_multiply_adds_and_memory_bound_nodes():
+    # conv (8 -> 4 px: 3x3x3x6 MACs per output pixel) -> batch norm -> relu:
+    # the conv is priced by multiply-adds, the other two by their elements
+    from jaxconvviz.models.convnet import ConvNet, Layer
+
+    mk = Layer.make
+    model = ConvNet(layers=(
+        mk("c", "conv", features=6, kernel_size=3, strides=2, padding="same"),
+        mk("bn", "batchnorm", features=6, epsilon=1e-3),
+        mk("act", "activation", activation="relu"),
+    ), input_shape=(None, None, 3), preprocessing="none")
+    macs, elems = 4 * 4 * 27 * 6, 2 * 4 * 4 * 6
+    plan = ex.LayerPlan(layer="act", n_filters=5, chunk=3, n_chunks=2, n_devices=2,
+                        per_filter_bytes=1, budget_bytes=1)
+    per_image_step = (macs * 3 / ex.CPU_MACS_PER_SECOND
+                      + elems * ex.CPU_SECONDS_PER_ELEMENT)
+    assert ex.estimate_seconds(model, [plan], 8, 10) == pytest.approx(
+        per_image_step * 10 * 6 / 2)  # 2 chunks of 3 (one padded) on 2 devices
+
+
 def test_atlas_lucid_style_equals_render(tiny_notop):
     model, params = tiny_notop
     kw = dict(size=S, steps=2, key=jax.random.key(4), model=model)

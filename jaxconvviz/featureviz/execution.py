@@ -92,6 +92,12 @@ PARAM_FACTOR = 3.0
 #: multiply-adds), from the block3_conv1 measurement behind
 #: :data:`CPU_BATCH_SIZE` (docs/design-notes.md).
 CPU_MACS_PER_SECOND = 5e10
+#: XLA:CPU seconds per output element of a memory-bound node
+#: (:func:`jaxconvviz.models.shapes.memory_bound_elements`: batch norms,
+#: activations, adds, pads, depthwise convs) per image per ascent step,
+#: forward and backward: fitted on ResNet50, MobileNetV2 and EfficientNetB0
+#: render steps (5-16 ns measured; docs/design-notes.md).
+CPU_SECONDS_PER_ELEMENT = 1e-8
 #: :func:`warn_if_slow` warns when the estimate exceeds this many seconds.
 CPU_WARN_SECONDS = 60.0
 
@@ -594,15 +600,20 @@ def plan_chunks(n_filters: int, *, per_filter_bytes: int, budget_bytes: int,
 # ------------------------------------------------------------------ progress
 def estimate_seconds(model: ConvNet, plans: Sequence[LayerPlan], size: int,
                      steps: int, *, step_factor: float = 3.0) -> float:
-    """Seconds a CPU run of ``plans`` is estimated to take: forward
-    multiply-adds (:func:`conv_macs`, padded chunks included) x
-    ``step_factor`` (forward + input gradient) x ``steps`` at
-    :data:`CPU_MACS_PER_SECOND` per device."""
+    """Seconds a CPU run of ``plans`` is estimated to take, per image step
+    (padded chunks included, split over the devices): forward multiply-adds
+    (:func:`conv_macs`) x ``step_factor`` (forward + input gradient) at
+    :data:`CPU_MACS_PER_SECOND`, plus the memory-bound nodes' output
+    elements at :data:`CPU_SECONDS_PER_ELEMENT` (what makes MobileNet-like
+    graphs slow on a CPU although they have few multiply-adds)."""
     total = 0.0
     for p in plans:
         macs = conv_macs(model, p.layer, size, channel_only=p.channel_only)
-        total += macs * step_factor * steps * p.chunk * p.n_chunks / p.n_devices
-    return total / CPU_MACS_PER_SECOND
+        elems = shapes.memory_bound_elements(model, p.layer, size)
+        per_image_step = (macs * step_factor / CPU_MACS_PER_SECOND
+                          + elems * CPU_SECONDS_PER_ELEMENT)
+        total += per_image_step * steps * p.chunk * p.n_chunks / p.n_devices
+    return total
 
 
 def format_seconds(s: float) -> str:
@@ -803,7 +814,8 @@ __all__ = [
     "filter_mesh", "filter_shardings", "per_device", "parse_memory_budget",
     "host_available_bytes", "device_memory_budget", "param_bytes",
     "filter_memory_bytes", "check_fits", "LayerPlan", "plan_chunks",
-    "estimate_seconds", "format_seconds", "warn_if_slow", "Progress",
+    "estimate_seconds", "CPU_SECONDS_PER_ELEMENT", "format_seconds",
+    "warn_if_slow", "Progress",
     "as_progress", "all_addressable", "first_local", "to_global", "fetch",
     "Counter", "run_layer",
 ]

@@ -83,13 +83,25 @@ def estimate_seconds(model: ConvNet, layers: Sequence[str],
                      lucid_steps: int = 0,
                      macs_per_s: float = CPU_MACS_PER_S) -> float:
     """Rough CPU time of a report: the book ascent (and ``lucid_steps`` of the
-    lucid style, which sees ``size + 24`` px) at ``macs_per_s``, plus ~1.5 s
+    lucid style, which sees ``size + 24`` px) at ``macs_per_s`` plus its
+    memory-bound nodes' elements (graph models) at
+    :data:`~jaxconvviz.featureviz.execution.CPU_SECONDS_PER_ELEMENT`, plus ~1.5 s
     per layer (compilation) and ~0.02 s per unit page."""
+    from jaxconvviz.featureviz.execution import CPU_SECONDS_PER_ELEMENT
+    from jaxconvviz.models.shapes import memory_bound_elements
+
+    def elements(px, n_steps):  # memory-bound nodes (graph models)
+        return sum(n_steps * n_filters[layer] * memory_bound_elements(model, layer, px)
+                   for layer in layers)
+
     units = sum(n_filters[layer] for layer in layers)
     macs = ascent_macs(model, layers, n_filters, size, steps)
+    elems = elements(size, steps)
     if lucid_steps:
         macs += ascent_macs(model, layers, n_filters, size + 24, lucid_steps)
-    return macs / macs_per_s + 1.5 * len(layers) + 0.02 * units
+        elems += elements(size + 24, lucid_steps)
+    return (macs / macs_per_s + elems * CPU_SECONDS_PER_ELEMENT
+            + 1.5 * len(layers) + 0.02 * units)
 
 
 class _Writer:
