@@ -390,9 +390,6 @@ def test_cli_render_writes_grid_figure_and_one_png_per_filter(tmp_path, capsys,
     params = model.init_params(jax.random.key(1))
     monkeypatch.setattr(common, "load_model_and_params",
                         lambda args, include_top: (model, params, "tiny VGG16"))
-    from jaxconvviz.commands import render as cmd
-
-    monkeypatch.setattr(cmd, "load_model_and_params", common.load_model_and_params)
     rc = main(["render", "--layer", L, "--filters", "0:3", "--size", "16",
                "--steps", "2", "--out", str(tmp_path)])
     assert rc in (0, None)
