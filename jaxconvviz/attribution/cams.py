@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxconvviz import xla
 from jaxconvviz._types import ClassIndex, Heatmaps, ImagesRGB, Params
 from jaxconvviz.errors import InputError
 from jaxconvviz.models.convnet import ConvNet, resolve_model
@@ -462,7 +463,7 @@ def _channel_scores(params, x_model, acts, classes, *, model, layer, method,
     return scores.reshape(n, c)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "layer", "method", "use_top1",
+@functools.partial(xla.jit, static_argnames=("model", "layer", "method", "use_top1",
                                              "size", "chunk"))
 def cam_batch(params, images, class_index, *, model: ConvNet, layer: str,
               method: str, use_top1: bool, size=None, chunk: int = 1):

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex_core
 
+from jaxconvviz import xla
 from jaxconvviz._types import ClassIndex, ImagesRGB, Params, PRNGKey
 from jaxconvviz.attribution.cams import (
     check_class_index,
@@ -214,7 +215,7 @@ def _base_attr(method, params, x, classes, baseline, *, model, steps, layer):
     raise InputError(f"unknown base method {method!r}")  # unreachable: checked
 
 
-@functools.partial(jax.jit, static_argnames=("model", "method", "base", "use_top1",
+@functools.partial(xla.jit, static_argnames=("model", "method", "base", "use_top1",
                                              "steps", "samples", "layer"))
 def attribution_batch(params, images, class_index, baseline, key, noise_level, *,
                       model: ConvNet, method: str, base: str, use_top1: bool,

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxconvviz import xla
 from jaxconvviz._types import ClassIndex, ImagesRGB, Params, PRNGKey
 from jaxconvviz.attribution.cams import (
     check_class_index,
@@ -136,7 +137,7 @@ def _scores(params, x_model, classes, model):
     return jnp.take_along_axis(out, classes[:, None], axis=-1)[:, 0]
 
 
-@functools.partial(jax.jit, static_argnames=("top1", "model"))
+@functools.partial(xla.jit, static_argnames=("top1", "model"))
 def _classes(params, x_rgb, class_index, top1, model):
     logits, _ = model.forward_with(params, model.preprocess(x_rgb), logits=True)
     return select(logits.astype(jnp.float32), class_index, top1)[1]
@@ -185,7 +186,7 @@ def _baseline_images(baseline, x, *, name="baseline"):
             f"{b.shape}.") from None
 
 
-@functools.partial(jax.jit, static_argnames=("model", "steps", "insert"))
+@functools.partial(xla.jit, static_argnames=("model", "steps", "insert"))
 def _curve(params, x, base, maps, classes, *, model, steps: int, insert: bool):
     hw = x.shape[1:3]
     rank = pixel_rank(maps, hw)
@@ -290,7 +291,7 @@ def linear_impute(image, removed, *, maxiter: int = 2000):
     return known + u * sol
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
+@functools.partial(xla.jit, static_argnames=("model",))
 def _road(params, x, maps, classes, fractions, noise, key, *, model):
     hw = x.shape[1:3]
     rank = pixel_rank(maps, hw)
@@ -356,7 +357,7 @@ def road(params: Params, images_rgb: ImagesRGB, heatmaps, *,
 
 
 # ------------------------------------------------------------- confidence
-@functools.partial(jax.jit, static_argnames=("model",))
+@functools.partial(xla.jit, static_argnames=("model",))
 def _confidence(params, x, maps, classes, *, model):
     xm = model.preprocess(x)
     up = resize_maps(maps, x.shape[1:3])

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxconvviz import xla
 from jaxconvviz._types import ImagesRGB, Params
 from jaxconvviz.errors import InputError
 from jaxconvviz.models.convnet import ConvNet, resolve_model
@@ -93,7 +94,7 @@ def check_layers(model: ConvNet, layers, allowed: tuple[str, ...]) -> tuple[str,
     return layers
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
+@functools.partial(xla.jit, static_argnames=("model",))
 def _predict(params, images, model):
     # The last layer's own activation (softmax for VGG16, sigmoid for a 1-unit
     # binary head) turns logits into probabilities, as Keras' predict does.
@@ -120,7 +121,7 @@ def predict(params: Params, images_rgb: ImagesRGB, *, model: ConvNet | None = No
     return _predict(params, check_classifier_images(model, images_rgb), model)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "layers"))
+@functools.partial(xla.jit, static_argnames=("model", "layers"))
 def _activations(params, images, model, layers):
     order = sorted(layers, key=model.layer_index)
     out, x, prev = {}, model.preprocess(images), None

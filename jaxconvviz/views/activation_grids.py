@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from jaxconvviz import xla
 from jaxconvviz._types import Params
 from jaxconvviz.errors import InputError
 from jaxconvviz.models.convnet import ConvNet, resolve_model
@@ -91,7 +92,7 @@ def standardize_channels(acts: Float[Array, "h w c"], *, dead_value: float = 0.0
     return _standardize(jnp.asarray(acts, jnp.float32), jnp.float32(dead_value))
 
 
-@jax.jit
+@xla.jit
 def _standardize(x, dead_value):
     mean = x.mean(axis=(0, 1), keepdims=True)
     std = x.std(axis=(0, 1), keepdims=True)
@@ -105,7 +106,7 @@ def _standardize(x, dead_value):
     return jnp.where(dead, dead_value, y)
 
 
-@functools.partial(jax.jit, static_argnames=("rows", "cols"))
+@functools.partial(xla.jit, static_argnames=("rows", "cols"))
 def _tile(maps, pad_value, *, rows, cols):
     """(h, w, c) -> (rows*h, cols*w); channel k at tile (k // cols, k % cols)."""
     h, w, c = maps.shape
@@ -232,7 +233,7 @@ def feature_map_grid(maps: Float[Array, "h w c"], *, n_rows: int | None = None,
     return tile_channels(x, n_rows=n_rows, n_cols=n_cols, pad_value=pad_value)
 
 
-@jax.jit
+@xla.jit
 def _minmax(x):
     lo = x.min(axis=(0, 1), keepdims=True)
     span = x.max(axis=(0, 1), keepdims=True) - lo
