@@ -338,6 +338,23 @@ def book_display(x, model: ConvNet, preprocess: bool):
 
 
 # -------------------------------------------------------------------- programs
+@functools.lru_cache(maxsize=64)
+def _book_init_program(size: int, channels: int, image_dtype: str,
+                       key_impl: str | None, mesh):
+    """The book style's ``init(key_data, ids)``, compiled once per size,
+    channels, storage dtype, key type and device set, whatever the layer:
+    every layer of a report or an atlas starts from the same program (its
+    compilation was 0.46 s per layer, 6 s of a 53 s 13-layer report)."""
+    def init(kd, ids):
+        return book_start_images(ex.key_of(kd, key_impl), ids, size=size,
+                                 channels=channels).astype(image_dtype)
+
+    if mesh is None:
+        return jax.jit(init)
+    rows, repl = ex.filter_shardings(mesh)
+    return jax.jit(init, in_shardings=(repl, rows), out_shardings=rows)
+
+
 class Program:
     """The compiled pieces of one spec on one model, size and device set:
     ``init(key, ids)``, ``step(params, state, ids, hyper, t)``,
@@ -358,14 +375,11 @@ class Program:
             step = functools.partial(_book_step, spec=spec, model=model,
                                      channel_only=channel_only)
 
-        def init(kd, ids):
-            if lucid:  # typed keys: their data is kept per row in the state
-                key = jax.random.wrap_key_data(kd, impl=impl)
-                return _lucid_init(key, ids, spec=spec, size=size, channels=channels,
-                                   n_channels=n_channels)
-            return book_start_images(ex.key_of(kd, key_impl), ids, size=size,
-                                     channels=channels).astype(
-                                         spec.style.image_dtype)
+        def init(kd, ids):  # lucid (the book's is _book_init_program)
+            # typed keys: their data is kept per row in the state
+            key = jax.random.wrap_key_data(kd, impl=impl)
+            return _lucid_init(key, ids, spec=spec, size=size, channels=channels,
+                               n_channels=n_channels)
 
         def ascend(params, state, ids, hyper, t0, *, n):
             def body(i, s):
@@ -385,6 +399,10 @@ class Program:
                 lambda p, s, i, h, t0, n: ex.per_device(
                     functools.partial(ascend, n=n), mesh, n_rows=2,
                     n_repl_after=2)(p, s, i, h, t0), static_argnames=("n",))
+        if not lucid:
+            self.init = _book_init_program(size, channels,
+                                           jnp.dtype(spec.style.image_dtype).name,
+                                           key_impl, mesh)
         if lucid:
             self.raw = jax.jit(lambda s: lucid_images01(s["z"], spec=spec,
                                                         size=size) * 255.0)
