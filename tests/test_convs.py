@@ -316,3 +316,80 @@ def test_depthwise_impl_resolves_per_backend_and_rejects_unknown():
     with pytest.raises(ValueError, match="depthwise_impl must be one of auto, "
                                          "slices, grouped; got 'fast'"):
         convs.resolve_depthwise_impl("fast")
+
+
+# ------------------------------------------------------------ 1x1 as products
+def _prims(fn, *args) -> list[str]:
+    return [e.primitive.name for e in jax.make_jaxpr(fn)(*args).jaxpr.eqns]
+
+
+@pytest.mark.parametrize("shape,strides,padding", [
+    ((2, 9, 7, 16), (1, 1), "SAME"),
+    ((2, 9, 7, 16), (2, 2), "SAME"),   # odd sizes: ceil(9/2) x ceil(7/2)
+    ((1, 8, 6, 8), (2, 1), "VALID"),
+    ((1, 8, 6, 8), (1, 1), ((0, 0), (0, 0))),
+])
+def test_pointwise_conv_equals_xla_and_its_input_gradient(shape, strides, padding):
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(1, 1, shape[-1], 5)), jnp.float32)
+    dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, DN)
+
+    def ours(x):
+        return convs.pointwise_conv(x, w, strides, padding, dimension_numbers=dn)
+
+    want = _xla(x, w, padding, strides)
+    got = ours(x)
+    assert "dot_general" in _prims(ours, x)
+    assert "conv_general_dilated" not in _prims(ours, x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # by hand: output (i, j) is input (i * s, j * s) times the kernel matrix
+    np.testing.assert_allclose(got[0, 1, 1], x[0, strides[0], strides[1]] @ w[0, 0],
+                               rtol=1e-5)
+    g = jnp.asarray(rng.normal(size=want.shape), jnp.float32)
+    gx = jax.grad(lambda x: jnp.vdot(_xla(x, w, padding, strides), g))(x)
+    go = jax.grad(lambda x: jnp.vdot(ours(x), g))(x)
+    np.testing.assert_allclose(go, gx, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kh,groups,padding,lhs_dil", [
+    (3, 1, "SAME", None),               # not 1x1
+    (1, 2, "SAME", None),               # grouped
+    (1, 1, ((1, 1), (0, 0)), None),     # padded
+    (1, 1, ((0, 0), (0, 0)), (2, 2)),   # input dilation
+])
+def test_pointwise_conv_falls_back_to_the_convolution(kh, groups, padding, lhs_dil):
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(rng.normal(size=(1, 6, 6, 4)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(kh, kh, 4 // groups, 4)), jnp.float32)
+    dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, DN)
+    kw = dict(dimension_numbers=dn, feature_group_count=groups, lhs_dilation=lhs_dil)
+
+    def ours(x):
+        return convs.pointwise_conv(x, w, (1, 1), padding, **kw)
+
+    assert "conv_general_dilated" in _prims(ours, x)
+    np.testing.assert_array_equal(
+        ours(x), jax.lax.conv_general_dilated(x, w, (1, 1), padding, **kw))
+
+
+def test_pointwise_impl_in_a_convnet():
+    assert convs.resolve_pointwise_impl("auto") == (
+        "dot" if jax.default_backend() == "cpu" else "conv")
+    with pytest.raises(ValueError, match="pointwise_impl must be one of auto, dot, "
+                                         "conv; got 'gemm'"):
+        convs.resolve_pointwise_impl("gemm")
+    layers = (Layer("c3", "conv", (("features", 6), ("kernel_size", 3))),
+              Layer("c1", "conv", (("features", 4), ("kernel_size", 1),
+                                   ("strides", 2))))
+    dot = ConvNet(layers, input_shape=(8, 8, 3), preprocessing="none",
+                  pointwise_impl="dot")
+    conv = dot.clone(pointwise_impl="conv", parent=None)
+    p = dot.init_params(jax.random.key(0))
+    x = jnp.asarray(np.random.default_rng(7).normal(size=(2, 8, 8, 3)), jnp.float32)
+    assert _prims(lambda x: dot.forward(p, x), x).count("conv_general_dilated") == 1
+    assert _prims(lambda x: conv.forward(p, x), x).count("conv_general_dilated") == 2
+    np.testing.assert_allclose(dot.forward(p, x), conv.forward(p, x),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="pointwise_impl must be one of"):
+        dot.clone(pointwise_impl="fast", parent=None).forward(p, x)

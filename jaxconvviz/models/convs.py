@@ -222,6 +222,68 @@ def resolve_depthwise_impl(impl: str) -> str:
     return impl
 
 
+#: 1x1 convolution algorithms (``ConvNet.pointwise_impl``): ``"dot"``
+#: (:func:`pointwise_conv`, a strided slice and one matrix product),
+#: ``"conv"`` (``lax.conv_general_dilated``), ``"auto"`` (dot on XLA:CPU,
+#: conv elsewhere).
+POINTWISE_IMPLS = ("auto", "dot", "conv")
+
+
+def resolve_pointwise_impl(impl: str) -> str:
+    """``"dot"`` or ``"conv"`` for ``impl`` on the default backend."""
+    if impl not in POINTWISE_IMPLS:
+        raise InputError(f"pointwise_impl must be one of "
+                         f"{', '.join(POINTWISE_IMPLS)}; got {impl!r}.")
+    if impl == "auto":
+        return "dot" if jax.default_backend() == "cpu" else "conv"
+    return impl
+
+
+def _is_nhwc_hwio(dimension_numbers, lhs, rhs) -> bool:
+    want = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape,
+                                          ("NHWC", "HWIO", "NHWC"))
+    if dimension_numbers is None:  # lax's default is NCHW / OIHW
+        return False
+    return jax.lax.conv_dimension_numbers(
+        lhs.shape, rhs.shape, dimension_numbers) == want
+
+
+def pointwise_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                   rhs_dilation=None, dimension_numbers=None,
+                   feature_group_count=1, precision=None,
+                   preferred_element_type=None, *,
+                   fallback=jax.lax.conv_general_dilated):
+    """``lax.conv_general_dilated`` for 1x1 kernels as a matrix product.
+
+    A 1x1 convolution with stride ``s`` and no padding is
+    ``x[:, ::s, ::s, :] @ kernel[0, 0]``. On XLA:CPU the product is faster
+    than the convolution: ResNet50 Grad-CAM on 4 images at 224 px took
+    0.23 s instead of 0.275 s (two thirds of ResNet50's convolutions are
+    1x1; ``docs/design-notes.md``). The values equal the convolution's up
+    to float32 summation order. Any other case (a larger kernel, groups,
+    input dilation, padding, a layout other than NHWC/HWIO) goes to
+    ``fallback`` with the same arguments, so this is a drop-in
+    ``conv_general_dilated`` (flax's ``nn.Conv`` takes it as such).
+    """
+    kw = dict(lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+              dimension_numbers=dimension_numbers,
+              feature_group_count=feature_group_count, precision=precision)
+    if preferred_element_type is not None:
+        kw["preferred_element_type"] = preferred_element_type
+    zero_pad = (isinstance(padding, str) and padding.upper() in ("SAME", "VALID")) or (
+        not isinstance(padding, str) and all(a == 0 and b == 0 for a, b in padding))
+    ok = (lhs.ndim == 4 and tuple(rhs.shape[:2]) == (1, 1)
+          and feature_group_count == 1 and zero_pad
+          and (lhs_dilation is None or tuple(lhs_dilation) == (1, 1))
+          and _is_nhwc_hwio(dimension_numbers, lhs, rhs))
+    if not ok:
+        return fallback(lhs, rhs, window_strides, padding, **kw)
+    sh, sw = tuple(window_strides)
+    x = lhs if (sh, sw) == (1, 1) else lhs[:, ::sh, ::sw, :]
+    return jnp.einsum("nhwc,co->nhwo", x, rhs[0, 0], precision=precision,
+                      preferred_element_type=preferred_element_type)
+
+
 def _same_pads(size: int, k_eff: int, stride: int) -> tuple[tuple[int, int], int]:
     """TensorFlow/XLA ``"SAME"`` padding ``(lo, hi)`` of one axis (the extra
     pixel at the end) and the output size."""
@@ -290,6 +352,7 @@ def depthwise_conv2d(x, kernel, strides=(1, 1), padding: str = "SAME",
     return out.astype(x.dtype)
 
 
-__all__ = ["conv_general_dilated", "depthwise_conv2d", "resolve_conv_impl",
-           "resolve_depthwise_impl", "CONV_IMPLS", "DEPTHWISE_IMPLS",
+__all__ = ["conv_general_dilated", "depthwise_conv2d", "pointwise_conv",
+           "resolve_conv_impl", "resolve_depthwise_impl", "resolve_pointwise_impl",
+           "CONV_IMPLS", "DEPTHWISE_IMPLS", "POINTWISE_IMPLS",
            "MIN_CONTRACTION"]

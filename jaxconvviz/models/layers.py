@@ -114,17 +114,29 @@ def _act(spec, y):
     return ACTIVATIONS[spec.opt("activation", "linear")](y)
 
 
+def _pointwise_fn(net, base):
+    """``base`` (a ``conv_general_dilated``), with 1x1 kernels computed as
+    matrix products where ``net.pointwise_impl`` resolves to ``"dot"`` (on
+    XLA:CPU by default; :func:`~jaxconvviz.models.convs.pointwise_conv`).
+    The bf16 ``"matmul"`` convolutions are matrix products already."""
+    if (net.conv_impl == "xla"
+            and convs.resolve_pointwise_impl(net.pointwise_impl) == "dot"):
+        return functools.partial(convs.pointwise_conv, fallback=base)
+    return base
+
+
 def _conv(net, spec, xs):
     (x,) = xs
     o = spec.opt
     strides, padding, dilation = conv_geometry(spec)
+    base = _conv_fn(net)
+    fn = _pointwise_fn(net, base)
     y = nn.Conv(
         o("features"), pair(o("kernel_size", 3)), strides=strides,
         padding=padding, kernel_dilation=dilation,
         feature_group_count=int(o("groups", 1)), use_bias=o("use_bias", True),
         dtype=net.dtype,
-        conv_general_dilated=(None if _conv_fn(net) is jax.lax.conv_general_dilated
-                              else convs.conv_general_dilated),
+        conv_general_dilated=None if fn is jax.lax.conv_general_dilated else fn,
         name=spec.name,
     )(x)
     return _act(spec, y)
@@ -177,8 +189,9 @@ def _separable_conv(net, spec, xs):
         specs.append(("bias", (f,), "zeros"))
     p = _vars(spec, *specs)
     y = _depthwise(net, spec, x, p["depthwise_kernel"])
-    y = _conv_fn(net)(y, p["pointwise_kernel"].astype(net.dtype), (1, 1), "VALID",
-                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = _pointwise_fn(net, _conv_fn(net))(
+        y, p["pointwise_kernel"].astype(net.dtype), (1, 1), "VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
     if o("use_bias", True):
         y = y + _bcast(p["bias"], y)
     return _act(spec, y)
