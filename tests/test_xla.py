@@ -94,3 +94,10 @@ def test_cam_values_unchanged_by_options(fresh):
                           jnp.zeros(2, jnp.int32), model=model,
                           layer=model.default_layer, method=m, use_top1=True)
         np.testing.assert_allclose(v, np.asarray(ref), atol=2e-5)
+
+
+def test_not_applied_off_the_cpu(fresh):
+    fresh.setenv("XLA_FLAGS", "")
+    fresh.setattr(xla.jax, "default_backend", lambda: "gpu")
+    assert xla.compiler_options() is None
+    assert xla.STATUS["reason"] == "default backend is gpu, not cpu"
