@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 
 import jaxconvviz as jcv
-from jaxconvviz.attribution.cams import CAM_METHODS, cam_batch, resize_matrix
+from jaxconvviz.attribution.cams import (
+    CAM_METHODS,
+    cam_batch,
+    live_first,
+    resize_matrix,
+)
 from jaxconvviz.attribution.toy import SIDE, blob_images
 from jaxconvviz.models.convnet import ConvNet, Layer
 
@@ -241,6 +246,38 @@ def reference_cam(method, params, x, k):
             raise AssertionError(method)
         out.append(cam)
     return _norm(np.stack(out))
+
+
+def test_scorecam_dead_channels_scored_by_the_zero_image(flat_case):
+    """Channels that never fire are scored by one forward pass of the zero
+    image (their Score-CAM mask is all zero); the maps still equal the
+    reference that runs every channel, and ``live_first`` orders the live
+    pairs first and counts them."""
+    params, x = flat_case
+    c2 = dict(params["c2"])
+    c2["kernel"] = c2["kernel"].copy()
+    c2["kernel"][..., [1, 3]] = 0.0
+    c2["bias"] = c2["bias"].copy()
+    c2["bias"][[1, 3]] = -1.0  # relu(-1) = 0 everywhere
+    params = {**params, "c2": c2}
+    _, a = np_forward(params, x)
+    assert (a[..., [1, 3]] == 0).all()
+    assert (a[..., [0, 2, 4]] != 0).any(axis=(1, 2)).all()
+    order, n_live = live_first(jnp.asarray(a))
+    assert int(n_live) == 4 * 3
+    np.testing.assert_array_equal(
+        np.asarray(order)[:12], [i * 5 + k for i in range(4) for k in (0, 2, 4)])
+    k = np.array([0, 2, 1, 2])
+    ours = np.asarray(jcv.cam(params, x, method="scorecam", layer="c2",
+                              class_index=k, model=flat_model()))
+    ref = reference_cam("scorecam", params, x, k)
+    assert ref.max() > 0
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=2e-5)
+    # all channels dead: every score is the zero image's, the map all zero
+    dead = {**params, "c2": {"kernel": np.zeros_like(c2["kernel"]),
+                             "bias": np.full_like(c2["bias"], -1.0)}}
+    assert np.asarray(jcv.cam(dead, x, method="scorecam", layer="c2",
+                              model=flat_model())).max() == 0.0
 
 
 @pytest.mark.parametrize("method", CAM_METHODS)
