@@ -444,7 +444,6 @@ def _channel_scores(params, x_model, acts, classes, *, model, layer, method,
     n, h, w, c = acts.shape
     total = n * c
     steps = -(-total // chunk)
-    idx = jnp.minimum(jnp.arange(steps * chunk), total - 1).reshape(steps, chunk)
     hh, ww = x_model.shape[1:3]
     head = None
     if method == "ablationcam":
@@ -476,6 +475,7 @@ def _channel_scores(params, x_model, acts, classes, *, model, layer, method,
         return jnp.take_along_axis(out, classes[i][:, None], axis=-1)[:, 0]
 
     if method != "scorecam":
+        idx = jnp.minimum(jnp.arange(steps * chunk), total - 1).reshape(steps, chunk)
         scores = jax.lax.map(one_chunk, idx).reshape(-1)[:total]
         return scores.reshape(n, c)
     # Score-CAM: the live pairs in chunks (a while loop stops after the last

@@ -338,6 +338,15 @@ def book_display(x, model: ConvNet, preprocess: bool):
 
 
 # -------------------------------------------------------------------- programs
+def _jit_init(init, mesh):
+    """``init(key_data, ids)`` jitted, its rows sharded over ``mesh`` when
+    there is one (the key data replicated)."""
+    if mesh is None:
+        return jax.jit(init)
+    rows, repl = ex.filter_shardings(mesh)
+    return jax.jit(init, in_shardings=(repl, rows), out_shardings=rows)
+
+
 @functools.lru_cache(maxsize=64)
 def _book_init_program(size: int, channels: int, image_dtype: str,
                        key_impl: str | None, mesh):
@@ -349,10 +358,7 @@ def _book_init_program(size: int, channels: int, image_dtype: str,
         return book_start_images(ex.key_of(kd, key_impl), ids, size=size,
                                  channels=channels).astype(image_dtype)
 
-    if mesh is None:
-        return jax.jit(init)
-    rows, repl = ex.filter_shardings(mesh)
-    return jax.jit(init, in_shardings=(repl, rows), out_shardings=rows)
+    return _jit_init(init, mesh)
 
 
 class Program:
@@ -375,7 +381,7 @@ class Program:
             step = functools.partial(_book_step, spec=spec, model=model,
                                      channel_only=channel_only)
 
-        def init(kd, ids):  # lucid (the book's is _book_init_program)
+        def lucid_init(kd, ids):
             # typed keys: their data is kept per row in the state
             key = jax.random.wrap_key_data(kd, impl=impl)
             return _lucid_init(key, ids, spec=spec, size=size, channels=channels,
@@ -387,22 +393,17 @@ class Program:
 
             return jax.lax.fori_loop(0, n, body, state)
 
+        self.init = (_jit_init(lucid_init, mesh) if lucid else _book_init_program(
+            size, channels, jnp.dtype(spec.style.image_dtype).name, key_impl, mesh))
         if mesh is None:
-            self.init = jax.jit(init)
             self.step = jax.jit(step)
             self.ascend = jax.jit(ascend, static_argnames=("n",))
         else:
-            rows, repl = ex.filter_shardings(mesh)
-            self.init = jax.jit(init, in_shardings=(repl, rows), out_shardings=rows)
             self.step = jax.jit(ex.per_device(step, mesh, n_rows=2, n_repl_after=2))
             self.ascend = jax.jit(
                 lambda p, s, i, h, t0, n: ex.per_device(
                     functools.partial(ascend, n=n), mesh, n_rows=2,
                     n_repl_after=2)(p, s, i, h, t0), static_argnames=("n",))
-        if not lucid:
-            self.init = _book_init_program(size, channels,
-                                           jnp.dtype(spec.style.image_dtype).name,
-                                           key_impl, mesh)
         if lucid:
             self.raw = jax.jit(lambda s: lucid_images01(s["z"], spec=spec,
                                                         size=size) * 255.0)

@@ -212,14 +212,21 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
 DEPTHWISE_IMPLS = ("auto", "slices", "grouped")
 
 
+def _resolve_impl(impl: str, impls: tuple[str, ...], *, name: str, cpu: str,
+                  other: str) -> str:
+    """``impl`` checked against ``impls`` (``name`` in the error); ``"auto"``
+    is ``cpu`` on XLA:CPU and ``other`` elsewhere."""
+    if impl not in impls:
+        raise InputError(f"{name} must be one of {', '.join(impls)}; got {impl!r}.")
+    if impl == "auto":
+        return cpu if jax.default_backend() == "cpu" else other
+    return impl
+
+
 def resolve_depthwise_impl(impl: str) -> str:
     """``"slices"`` or ``"grouped"`` for ``impl`` on the default backend."""
-    if impl not in DEPTHWISE_IMPLS:
-        raise InputError(f"depthwise_impl must be one of "
-                         f"{', '.join(DEPTHWISE_IMPLS)}; got {impl!r}.")
-    if impl == "auto":
-        return "slices" if jax.default_backend() == "cpu" else "grouped"
-    return impl
+    return _resolve_impl(impl, DEPTHWISE_IMPLS, name="depthwise_impl",
+                         cpu="slices", other="grouped")
 
 
 #: 1x1 convolution algorithms (``ConvNet.pointwise_impl``): ``"dot"``
@@ -231,21 +238,16 @@ POINTWISE_IMPLS = ("auto", "dot", "conv")
 
 def resolve_pointwise_impl(impl: str) -> str:
     """``"dot"`` or ``"conv"`` for ``impl`` on the default backend."""
-    if impl not in POINTWISE_IMPLS:
-        raise InputError(f"pointwise_impl must be one of "
-                         f"{', '.join(POINTWISE_IMPLS)}; got {impl!r}.")
-    if impl == "auto":
-        return "dot" if jax.default_backend() == "cpu" else "conv"
-    return impl
+    return _resolve_impl(impl, POINTWISE_IMPLS, name="pointwise_impl",
+                         cpu="dot", other="conv")
 
 
 def _is_nhwc_hwio(dimension_numbers, lhs, rhs) -> bool:
-    want = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape,
-                                          ("NHWC", "HWIO", "NHWC"))
     if dimension_numbers is None:  # lax's default is NCHW / OIHW
         return False
-    return jax.lax.conv_dimension_numbers(
-        lhs.shape, rhs.shape, dimension_numbers) == want
+    dn = jax.lax.conv_dimension_numbers
+    return (dn(lhs.shape, rhs.shape, dimension_numbers)
+            == dn(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC")))
 
 
 def pointwise_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,

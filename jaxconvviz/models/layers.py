@@ -129,8 +129,7 @@ def _conv(net, spec, xs):
     (x,) = xs
     o = spec.opt
     strides, padding, dilation = conv_geometry(spec)
-    base = _conv_fn(net)
-    fn = _pointwise_fn(net, base)
+    fn = _pointwise_fn(net, _conv_fn(net))
     y = nn.Conv(
         o("features"), pair(o("kernel_size", 3)), strides=strides,
         padding=padding, kernel_dilation=dilation,
