@@ -393,3 +393,114 @@ def test_pointwise_impl_in_a_convnet():
                                rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="pointwise_impl must be one of"):
         dot.clone(pointwise_impl="fast", parent=None).forward(p, x)
+
+
+# ------------------------------------------------------------ 3x3 Winograd
+def _winograd(x, w, padding, **kw):
+    dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, DN)
+    return convs.winograd_conv(x, w, (1, 1), padding, dimension_numbers=dn,
+                               by_shape=False, **kw)
+
+
+@pytest.mark.parametrize("shape,padding", [
+    ((2, 7, 9, 5), "SAME"),             # odd sizes: a last half tile
+    ((1, 6, 6, 3), "VALID"),
+    ((2, 5, 8, 4), ((2, 0), (1, 2))),   # asymmetric explicit pads
+    ((1, 3, 3, 2), ((0, 0), (0, 0))),   # one output pixel
+])
+def test_winograd_conv_equals_xla_and_both_gradients(shape, padding):
+    rng = np.random.default_rng(8)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, shape[-1], 3)), jnp.float32)
+    want = _xla(x, w, padding)
+    got = _winograd(x, w, padding)
+    text = str(jax.make_jaxpr(lambda x: _winograd(x, w, padding))(x))  # nested too
+    assert "conv_general_dilated" not in text and "dot_general" in text
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # by hand: output (1, 1) is the 3x3 window of the padded input there
+    pads = ((1, 1), (1, 1)) if padding == "SAME" else (
+        ((0, 0), (0, 0)) if padding == "VALID" else padding)
+    xp = np.pad(np.asarray(x), ((0, 0), *pads, (0, 0)))
+    if got.shape[1] > 1 and got.shape[2] > 1:
+        hand = np.einsum("ijc,ijck->k", xp[0, 1:4, 1:4], np.asarray(w))
+        np.testing.assert_allclose(got[0, 1, 1], hand, rtol=1e-5, atol=1e-5)
+    g = jnp.asarray(rng.normal(size=want.shape), jnp.float32)
+    gx, gw = jax.grad(lambda x, w: jnp.vdot(_xla(x, w, padding), g), (0, 1))(x, w)
+    ox, ow = jax.grad(lambda x, w: jnp.vdot(_winograd(x, w, padding), g), (0, 1))(x, w)
+    np.testing.assert_allclose(ox, gx, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ow, gw, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kh,stride,groups,padding,rhs_dil,dtype", [
+    (5, 1, 1, "SAME", None, jnp.float32),      # not 3x3
+    (3, 2, 1, "SAME", None, jnp.float32),      # strided
+    (3, 1, 2, "SAME", None, jnp.float32),      # grouped
+    (3, 1, 1, "SAME", (2, 2), jnp.float32),    # dilated kernel
+    (3, 1, 1, ((3, 0), (0, 0)), None, jnp.float32),  # pad beyond 2
+    (3, 1, 1, "SAME", None, jnp.bfloat16),     # not float32
+])
+def test_winograd_conv_falls_back_to_the_convolution(kh, stride, groups, padding,
+                                                     rhs_dil, dtype):
+    rng = np.random.default_rng(9)
+    x = jnp.asarray(rng.normal(size=(1, 8, 8, 4)), dtype)
+    w = jnp.asarray(rng.normal(size=(kh, kh, 4 // groups, 4)), dtype)
+    dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, DN)
+    kw = dict(dimension_numbers=dn, feature_group_count=groups, rhs_dilation=rhs_dil)
+
+    def ours(x):
+        return convs.winograd_conv(x, w, (stride, stride), padding, by_shape=False,
+                                   **kw)
+
+    assert "conv_general_dilated" in _prims(ours, x)
+    np.testing.assert_array_equal(
+        ours(x), jax.lax.conv_general_dilated(x, w, (stride, stride), padding, **kw))
+
+
+def test_winograd_pays_only_for_big_products_that_fit_the_cache():
+    assert convs.winograd_pays(4, 28, 28, 512, 512)       # VGG16 block4, 4 images
+    assert convs.winograd_pays(4, 56, 56, 128, 256)       # block3_conv1
+    assert not convs.winograd_pays(1, 14, 14, 512, 512)   # 49 tiles: thin products
+    assert not convs.winograd_pays(4, 56, 56, 64, 64)     # 64 channels
+    assert not convs.winograd_pays(4, 112, 112, 128, 128)  # 25.7 MB input
+    assert not convs.winograd_pays(16, 56, 56, 128, 256)   # ... with 128 channels
+    assert convs.winograd_pays(16, 28, 28, 512, 512)       # fine with 512
+    # by_shape: a small layer stays a convolution, a big one does not
+    x, w = jnp.zeros((1, 8, 8, 4)), jnp.zeros((3, 3, 4, 4))
+    dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, DN)
+    assert "conv_general_dilated" in _prims(
+        lambda x: convs.winograd_conv(x, w, (1, 1), "SAME", dimension_numbers=dn), x)
+    xb, wb = jnp.zeros((1, 32, 32, 128)), jnp.zeros((3, 3, 128, 128))
+    assert convs.winograd_pays(1, 32, 32, 128, 128)
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(
+        lambda x: convs.winograd_conv(x, wb, (1, 1), "SAME", dimension_numbers=dn))(xb))
+
+
+def test_conv3x3_impl_in_a_convnet():
+    assert convs.resolve_conv3x3_impl("auto") == (
+        "auto" if jax.default_backend() == "cpu" else "conv")
+    assert convs.resolve_conv3x3_impl("winograd") == "winograd"
+    with pytest.raises(ValueError, match="conv3x3_impl must be one of auto, "
+                                         "winograd, conv; got 'wino'"):
+        convs.resolve_conv3x3_impl("wino")
+    layers = (Layer("c1", "conv", (("features", 6), ("kernel_size", 3))),
+              Layer("c2", "conv", (("features", 4), ("kernel_size", 3))),
+              Layer("c3", "conv", (("features", 4), ("kernel_size", 3),
+                                   ("strides", 2))))
+    wino = ConvNet(layers, input_shape=(9, 9, 3), preprocessing="none",
+                   conv3x3_impl="winograd")
+    conv = wino.clone(conv3x3_impl="conv", parent=None)
+    auto = wino.clone(conv3x3_impl="auto", parent=None)
+    p = wino.init_params(jax.random.key(0))
+    x = jnp.asarray(np.random.default_rng(10).normal(size=(2, 9, 9, 3)), jnp.float32)
+    # the strided layer stays a convolution; the tiny layers are not worth it
+    assert _prims(lambda x: wino.forward(p, x), x).count("conv_general_dilated") == 1
+    assert _prims(lambda x: conv.forward(p, x), x).count("conv_general_dilated") == 3
+    assert _prims(lambda x: auto.forward(p, x), x).count("conv_general_dilated") == 3
+    np.testing.assert_allclose(wino.forward(p, x), conv.forward(p, x),
+                               rtol=1e-5, atol=1e-5)
+    # an ascent-style input gradient through the Winograd layers
+    gw = jax.grad(lambda x: wino.forward(p, x, stop="c2")[..., 1].mean())(x)
+    gc = jax.grad(lambda x: conv.forward(p, x, stop="c2")[..., 1].mean())(x)
+    np.testing.assert_allclose(gw, gc, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="conv3x3_impl must be one of"):
+        wino.clone(conv3x3_impl="fast", parent=None).forward(p, x)

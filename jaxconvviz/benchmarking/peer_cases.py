@@ -195,7 +195,8 @@ def _cam_pair(ctx, case, kind, model, params, net, target_layer, method, n, size
     warm = timed(ours)
     mine = np.asarray(ours())
     rec = {"case": case, "kind": kind, "method": method, "n": n, "size": size,
-           "dtype": "float32", "ours_s": warm, "ours_cold_s": with_compile,
+           "dtype": "float32", "conv3x3_impl": model.conv3x3_impl, "ours_s": warm,
+           "ours_cold_s": with_compile,
            "ours_s_per_image": warm / n, "chunks": {"batch_size": None},
            "output": "maps resized to the input size in both"}
     if net is None or not tp.available("pytorch-grad-cam"):
@@ -217,18 +218,32 @@ def _cam_pair(ctx, case, kind, model, params, net, target_layer, method, n, size
     return [rec]
 
 
-def case_cam(ctx, method: str = "gradcam", n: int = 4, size: int = 224) -> list[dict]:
+def _with_conv3x3(model, conv3x3: str):
+    """``model`` with ``conv3x3_impl=conv3x3`` (a case's optional last field)."""
+    return model if conv3x3 == model.conv3x3_impl else model.clone(
+        conv3x3_impl=conv3x3, parent=None)
+
+
+def _suffix(conv3x3: str) -> str:
+    return "" if conv3x3 == "conv" else f":{conv3x3}"
+
+
+def case_cam(ctx, method: str = "gradcam", n: int = 4, size: int = 224,
+             conv3x3: str = "conv") -> list[dict]:
     """Issue 16: ``jcv.cam(params, images, method=m)`` on VGG16 vs
     pytorch-grad-cam's class for ``m`` on torchvision's VGG16 holding the
     same weights (conv layers from the benchmark weights, one random top
     shared by both), per image, ``n`` RGB images at ``size`` px, top-1
     class, target layer block5_conv3's output (torchvision
-    ``features[29]``). Target: >= 4x; Score-CAM and Ablation-CAM >= 1.5x."""
+    ``features[29]``). Target: >= 4x; Score-CAM and Ablation-CAM >= 1.5x.
+    ``conv3x3`` is our ``ConvNet.conv3x3_impl`` (``"auto"``: Winograd where
+    it pays; ``cam:gradcam:4:224:auto``)."""
     from jaxconvviz.benchmarking.cases import classifier
 
-    case = f"cam:{method}:{n}:{size}"
+    case = f"cam:{method}:{n}:{size}{_suffix(conv3x3)}"
     target = TARGETS.get(f"cam_{method}", TARGETS["cam"])
     model, params = classifier(ctx, size)
+    model = _with_conv3x3(model, conv3x3)
     net = layer = source = None
     if ctx.peers and tp.available("torch") and not ctx.smoke:
         net, source = torchvision_vgg16(params, model, with_top=True)
@@ -237,11 +252,12 @@ def case_cam(ctx, method: str = "gradcam", n: int = 4, size: int = 224) -> list[
                      source, target)
 
 
-def case_resnet50(ctx, n: int = 4, size: int = 224,
+def case_resnet50(ctx, n: int = 4, size: int = 224, conv3x3: str = "conv",
                   method: str = "gradcam") -> list[dict]:
     """Issue 17: Grad-CAM on ResNet50 (random weights) vs pytorch-grad-cam on
-    torchvision's ResNet50 (random weights), per image. Target: >= 4x."""
-    case = f"resnet50:{n}:{size}"
+    torchvision's ResNet50 (random weights), per image. Target: >= 4x.
+    ``conv3x3``: as for :func:`case_cam`."""
+    case = f"resnet50:{n}:{size}{_suffix(conv3x3)}"
     load = getattr(ctx.jcv, "load_application", None)
     if load is None:
         return _absent(case, "resnet50", "jcv.load_application is not in this "
@@ -249,6 +265,7 @@ def case_resnet50(ctx, n: int = 4, size: int = 224,
                        met=None)
     app = load("resnet50", weights=None)
     model, params = (app if isinstance(app, tuple) else (app.model, app.params))
+    model = _with_conv3x3(model, conv3x3)
     net = layer = source = None
     if ctx.peers and tp.available("torch"):
         try:

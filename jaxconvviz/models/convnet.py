@@ -225,6 +225,19 @@ class ConvNet(nn.Module):
         a matrix product, 16 % faster ResNet50 Grad-CAM on XLA:CPU) or
         ``"conv"`` (``lax.conv_general_dilated``). The values agree up to
         float32 summation order.
+      conv3x3_impl: how stride-1 3x3 float32 convolutions are computed, one
+        of :data:`~jaxconvviz.models.convs.CONV3X3_IMPLS`: ``"conv"`` (the
+        default: ``lax.conv_general_dilated``, as Keras), ``"auto"`` (on
+        XLA:CPU Winograd F(2x2, 3x3) for the layer shapes where it was
+        measured faster, :func:`~jaxconvviz.models.convs.winograd_pays`;
+        ``"conv"`` elsewhere) or ``"winograd"``
+        (:func:`~jaxconvviz.models.convs.winograd_conv` for every such
+        layer). Winograd takes about a quarter off VGG16's forward pass for
+        4 images at 224 px on XLA:CPU but adds about 0.5 s of compilation
+        per layer (4 s for VGG16), so it is for long runs (many images, big
+        batches, Score-CAM), not the default. The values agree within
+        float32 rounding (~1e-6 relative). Winograd layers have reverse-mode
+        derivatives only; use ``"conv"`` for ``jax.jvp``.
     """
 
     layers: tuple[Layer, ...]
@@ -236,6 +249,7 @@ class ConvNet(nn.Module):
     input_name: str = "input"
     depthwise_impl: str = "auto"
     pointwise_impl: str = "auto"
+    conv3x3_impl: str = "conv"
 
     # ------------------------------------------------------------------ compute
     @nn.compact

@@ -114,22 +114,32 @@ def _act(spec, y):
     return ACTIVATIONS[spec.opt("activation", "linear")](y)
 
 
-def _pointwise_fn(net, base):
-    """``base`` (a ``conv_general_dilated``), with 1x1 kernels computed as
-    matrix products where ``net.pointwise_impl`` resolves to ``"dot"`` (on
-    XLA:CPU by default; :func:`~jaxconvviz.models.convs.pointwise_conv`).
-    The bf16 ``"matmul"`` convolutions are matrix products already."""
-    if (net.conv_impl == "xla"
-            and convs.resolve_pointwise_impl(net.pointwise_impl) == "dot"):
-        return functools.partial(convs.pointwise_conv, fallback=base)
-    return base
+def _conv_algorithms(net, base):
+    """``base`` (a ``conv_general_dilated``) with the XLA:CPU algorithms
+    chosen by ``net``: 1x1 kernels as matrix products where
+    ``net.pointwise_impl`` resolves to ``"dot"``
+    (:func:`~jaxconvviz.models.convs.pointwise_conv`) and 3x3 kernels as
+    Winograd where ``net.conv3x3_impl`` asks for it
+    (:func:`~jaxconvviz.models.convs.winograd_conv`; by layer shape for
+    ``"auto"`` on XLA:CPU). The bf16 ``"matmul"`` convolutions are matrix
+    products already and are left alone."""
+    if net.conv_impl != "xla":
+        return base
+    fn = base
+    impl3 = convs.resolve_conv3x3_impl(net.conv3x3_impl)
+    if impl3 != "conv":
+        fn = functools.partial(convs.winograd_conv, fallback=fn,
+                               by_shape=impl3 == "auto")
+    if convs.resolve_pointwise_impl(net.pointwise_impl) == "dot":
+        fn = functools.partial(convs.pointwise_conv, fallback=fn)
+    return fn
 
 
 def _conv(net, spec, xs):
     (x,) = xs
     o = spec.opt
     strides, padding, dilation = conv_geometry(spec)
-    fn = _pointwise_fn(net, _conv_fn(net))
+    fn = _conv_algorithms(net, _conv_fn(net))
     y = nn.Conv(
         o("features"), pair(o("kernel_size", 3)), strides=strides,
         padding=padding, kernel_dilation=dilation,
@@ -188,7 +198,7 @@ def _separable_conv(net, spec, xs):
         specs.append(("bias", (f,), "zeros"))
     p = _vars(spec, *specs)
     y = _depthwise(net, spec, x, p["depthwise_kernel"])
-    y = _pointwise_fn(net, _conv_fn(net))(
+    y = _conv_algorithms(net, _conv_fn(net))(
         y, p["pointwise_kernel"].astype(net.dtype), (1, 1), "VALID",
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
     if o("use_bias", True):
