@@ -309,13 +309,20 @@ def test_depthwise_rejects_bad_padding_and_channels():
         convs.depthwise_conv2d(x, jnp.zeros((3, 3, 4, 1)))
 
 
-def test_depthwise_impl_resolves_per_backend_and_rejects_unknown():
-    assert convs.resolve_depthwise_impl("auto") == (
-        "slices" if jax.default_backend() == "cpu" else "grouped")
-    assert convs.resolve_depthwise_impl("grouped") == "grouped"
-    with pytest.raises(ValueError, match="depthwise_impl must be one of auto, "
-                                         "slices, grouped; got 'fast'"):
-        convs.resolve_depthwise_impl("fast")
+@pytest.mark.parametrize("resolve,name,cpu,other,explicit,bad", [
+    (convs.resolve_depthwise_impl, "depthwise_impl", "slices", "grouped",
+     "grouped", "auto, slices, grouped; got 'fast'"),
+    (convs.resolve_pointwise_impl, "pointwise_impl", "dot", "conv", "dot",
+     "auto, dot, conv; got 'gemm'"),
+    (convs.resolve_conv3x3_impl, "conv3x3_impl", "auto", "conv", "winograd",
+     "auto, winograd, conv; got 'wino'"),
+])
+def test_impl_resolves_per_backend_and_rejects_unknown(resolve, name, cpu, other,
+                                                       explicit, bad):
+    assert resolve("auto") == (cpu if jax.default_backend() == "cpu" else other)
+    assert resolve(explicit) == explicit
+    with pytest.raises(ValueError, match=f"{name} must be one of {bad}"):
+        resolve(bad.rsplit("'", 2)[1])
 
 
 # ------------------------------------------------------------ 1x1 as products
@@ -374,11 +381,6 @@ def test_pointwise_conv_falls_back_to_the_convolution(kh, groups, padding, lhs_d
 
 
 def test_pointwise_impl_in_a_convnet():
-    assert convs.resolve_pointwise_impl("auto") == (
-        "dot" if jax.default_backend() == "cpu" else "conv")
-    with pytest.raises(ValueError, match="pointwise_impl must be one of auto, dot, "
-                                         "conv; got 'gemm'"):
-        convs.resolve_pointwise_impl("gemm")
     layers = (Layer("c3", "conv", (("features", 6), ("kernel_size", 3))),
               Layer("c1", "conv", (("features", 4), ("kernel_size", 1),
                                    ("strides", 2))))
@@ -476,12 +478,6 @@ def test_winograd_pays_only_for_big_products_that_fit_the_cache():
 
 
 def test_conv3x3_impl_in_a_convnet():
-    assert convs.resolve_conv3x3_impl("auto") == (
-        "auto" if jax.default_backend() == "cpu" else "conv")
-    assert convs.resolve_conv3x3_impl("winograd") == "winograd"
-    with pytest.raises(ValueError, match="conv3x3_impl must be one of auto, "
-                                         "winograd, conv; got 'wino'"):
-        convs.resolve_conv3x3_impl("wino")
     layers = (Layer("c1", "conv", (("features", 6), ("kernel_size", 3))),
               Layer("c2", "conv", (("features", 4), ("kernel_size", 3))),
               Layer("c3", "conv", (("features", 4), ("kernel_size", 3),

@@ -243,6 +243,18 @@ def resolve_pointwise_impl(impl: str) -> str:
                          cpu="dot", other="conv")
 
 
+def _fallback_kwargs(lhs_dilation, rhs_dilation, dimension_numbers,
+                     feature_group_count, precision, preferred_element_type) -> dict:
+    """The keyword arguments a drop-in convolution passes on to its fallback
+    (``preferred_element_type`` only when set, as ``nn.Conv`` calls it)."""
+    kw = dict(lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+              dimension_numbers=dimension_numbers,
+              feature_group_count=feature_group_count, precision=precision)
+    if preferred_element_type is not None:
+        kw["preferred_element_type"] = preferred_element_type
+    return kw
+
+
 def _is_nhwc_hwio(dimension_numbers, lhs, rhs) -> bool:
     if dimension_numbers is None:  # lax's default is NCHW / OIHW
         return False
@@ -268,11 +280,8 @@ def pointwise_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
     ``fallback`` with the same arguments, so this is a drop-in
     ``conv_general_dilated`` (flax's ``nn.Conv`` takes it as such).
     """
-    kw = dict(lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-              dimension_numbers=dimension_numbers,
-              feature_group_count=feature_group_count, precision=precision)
-    if preferred_element_type is not None:
-        kw["preferred_element_type"] = preferred_element_type
+    kw = _fallback_kwargs(lhs_dilation, rhs_dilation, dimension_numbers,
+                          feature_group_count, precision, preferred_element_type)
     zero_pad = (isinstance(padding, str) and padding.upper() in ("SAME", "VALID")) or (
         not isinstance(padding, str) and all(a == 0 and b == 0 for a, b in padding))
     ok = (lhs.ndim == 4 and tuple(rhs.shape[:2]) == (1, 1)
@@ -285,7 +294,6 @@ def pointwise_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
     x = lhs if (sh, sw) == (1, 1) else lhs[:, ::sh, ::sw, :]
     return jnp.einsum("nhwc,co->nhwo", x, rhs[0, 0], precision=precision,
                       preferred_element_type=preferred_element_type)
-
 
 
 #: 3x3 convolution algorithms (``ConvNet.conv3x3_impl``): ``"conv"``
@@ -380,13 +388,6 @@ def _winograd(x, w, pads):
     return y.reshape(n, 2 * th, 2 * tw, k)[:, :ho, :wo]
 
 
-def _conv3x3(x, w, pads, by_shape):
-    if by_shape and not winograd_pays(*x.shape, w.shape[-1]):
-        return jax.lax.conv_general_dilated(x, w, (1, 1), pads,
-                                            dimension_numbers=_NHWC)
-    return _winograd(x, w, pads)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _wino(x, w, pads, by_shape):
     return _winograd(x, w, pads)
@@ -400,9 +401,10 @@ def _wino_bwd(pads, by_shape, res, dy):
     x, w = res
     (pt, pb), (pl, pr) = pads
     # d/dx: the flipped, in/out-transposed kernel over dy, padded 2 - p: a
-    # stride-1 3x3 convolution again (Winograd where it pays)
+    # stride-1 3x3 convolution again, decided like the forward one
     w_t = jnp.flip(w, axis=(0, 1)).transpose(0, 1, 3, 2)
-    dx = _conv3x3(dy, w_t, ((2 - pt, 2 - pb), (2 - pl, 2 - pr)), by_shape)
+    dx = winograd_conv(dy, w_t, (1, 1), ((2 - pt, 2 - pb), (2 - pl, 2 - pr)),
+                       dimension_numbers=_NHWC, by_shape=by_shape)
     # d/dw by XLA's own transpose; removed when only dx is used (ascent)
     _, vjp_w = jax.vjp(lambda k: jax.lax.conv_general_dilated(
         x, k, (1, 1), pads, dimension_numbers=_NHWC), w)
@@ -441,11 +443,8 @@ def winograd_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
     differentiation (``jax.jvp``) is not defined for it (a custom VJP): use
     ``conv3x3_impl="conv"`` for that.
     """
-    kw = dict(lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-              dimension_numbers=dimension_numbers,
-              feature_group_count=feature_group_count, precision=precision)
-    if preferred_element_type is not None:
-        kw["preferred_element_type"] = preferred_element_type
+    kw = _fallback_kwargs(lhs_dilation, rhs_dilation, dimension_numbers,
+                          feature_group_count, precision, preferred_element_type)
     pads = _explicit_pads(padding, (3, 3)) if rhs.ndim == 4 else None
     ok = (pads is not None and lhs.ndim == 4 and tuple(rhs.shape[:2]) == (3, 3)
           and tuple(window_strides) == (1, 1) and feature_group_count == 1
