@@ -378,6 +378,38 @@ def test_errors(tiny_params, tiny_params_notop, images32):
         jcv.cam(tiny_params, images32, layer="fc1")
 
 
+def test_conv3x3_impl_per_call(tiny_model, tiny_params, images32, monkeypatch):
+    from jaxconvviz.attribution.cams import effective_conv3x3_impl
+    from jaxconvviz.models import convs
+
+    vgg = tiny_model
+    assert vgg.conv3x3_impl == "conv"
+    # Score-CAM upgrades the default to Winograd-where-it-pays; others keep it
+    assert effective_conv3x3_impl("scorecam", vgg) == "auto"
+    assert effective_conv3x3_impl("gradcam", vgg) == "conv"
+    assert effective_conv3x3_impl("ablationcam", vgg) == "conv"
+    assert effective_conv3x3_impl("scorecam", vgg, "conv") == "conv"
+    assert effective_conv3x3_impl("gradcam", vgg, "winograd") == "winograd"
+    wino = vgg.clone(conv3x3_impl="winograd", parent=None)
+    assert effective_conv3x3_impl("scorecam", wino) == "winograd"
+    # the setting reaches the compiled program, and the maps agree
+    traced = []
+    real = convs._winograd
+    monkeypatch.setattr(convs, "_winograd",
+                        lambda *a: traced.append(a[0].shape) or real(*a))
+    for method in ("gradcam", "scorecam"):
+        traced.clear()
+        w = np.asarray(jcv.cam(tiny_params, images32[:2], method=method, size=17,
+                               conv3x3_impl="winograd"))
+        assert traced, method  # every stride-1 3x3 layer of the tiny VGG
+        c = np.asarray(jcv.cam(tiny_params, images32[:2], method=method, size=17,
+                               conv3x3_impl="conv"))
+        np.testing.assert_allclose(w, c, atol=2e-5)
+    with pytest.raises(ValueError, match="conv3x3_impl must be None or one of "
+                                         "auto, winograd, conv; got 'fast'"):
+        jcv.cam(tiny_params, images32, conv3x3_impl="fast")
+
+
 # --------------------------------------------------------------- localization
 def _in_box(maps, mask):
     """Per image: argmax in the box, and the fraction of mass in the box."""

@@ -44,6 +44,13 @@ block of ResNet50): for VGG16's ``block5_conv3`` that is ~0.1 GFLOP per
 channel instead of a whole 15.5 GFLOP forward pass (pytorch-grad-cam runs the
 whole model per ablated channel).
 
+Score-CAM's forward passes are whole-network passes, hundreds per image, so
+unless told otherwise (``conv3x3_impl=``) it computes the big 3x3
+convolutions by Winograd's algorithm (``ConvNet.conv3x3_impl="auto"``): the
+extra ~4 s of compilation is repaid within one call (VGG16, one 224 px
+image on 2 CPU cores: 68 s instead of 102 s, ``docs/benchmarks.md`` run 9).
+The other methods make one forward pass and keep the model's own setting.
+
 Imports jax, numpy and the package's compute modules only.
 """
 
@@ -60,6 +67,7 @@ from jaxconvviz import xla
 from jaxconvviz._types import ClassIndex, Heatmaps, ImagesRGB, Params
 from jaxconvviz.errors import InputError
 from jaxconvviz.models.convnet import ConvNet, resolve_model
+from jaxconvviz.models.convs import CONV3X3_IMPLS
 from jaxconvviz.models.predict import (
     check_batch_size,
     check_classifier_images,
@@ -530,13 +538,40 @@ def cam_batch(params, images, class_index, *, model: ConvNet, layer: str,
     return cam, logits, used
 
 
+#: Methods whose many whole-network forward passes repay Winograd's compile
+#: time in one call: ``conv3x3_impl=None`` runs them with ``"auto"`` when the
+#: model has the default ``"conv"``.
+WINOGRAD_METHODS = ("scorecam",)
+
+
+def _check_conv3x3(conv3x3_impl) -> None:
+    if conv3x3_impl is not None and conv3x3_impl not in CONV3X3_IMPLS:
+        raise InputError("conv3x3_impl must be None or one of "
+                         f"{', '.join(CONV3X3_IMPLS)}; "
+                         f"got {conv3x3_impl!r}.")
+
+
+def effective_conv3x3_impl(method: str, model: ConvNet,
+                           conv3x3_impl: str | None = None) -> str:
+    """The ``ConvNet.conv3x3_impl`` that :func:`cam` uses for ``method`` on
+    ``model``: ``conv3x3_impl`` when given; otherwise the model's own, with
+    ``"conv"`` turned into ``"auto"`` for :data:`WINOGRAD_METHODS`."""
+    _check_conv3x3(conv3x3_impl)
+    if conv3x3_impl is not None:
+        return conv3x3_impl
+    if method in WINOGRAD_METHODS and model.conv3x3_impl == "conv":
+        return "auto"
+    return model.conv3x3_impl
+
+
 def cam_with_scores(params: Params, images_rgb: ImagesRGB, *,
                     method: str = "gradcam", layer: str | None = None,
                     class_index: int | ClassIndex | None = None,
                     model: ConvNet | None = None,
                     size: int | tuple[int, int] | None = None,
                     batch_size: int | None = None,
-                    memory_budget: int = DEFAULT_MEMORY_BUDGET) -> CamResult:
+                    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                    conv3x3_impl: str | None = None) -> CamResult:
     """:func:`cam` plus the logits and classes of the same forward pass.
 
     Args: as :func:`cam`.
@@ -551,9 +586,13 @@ def cam_with_scores(params: Params, images_rgb: ImagesRGB, *,
             or memory_budget < 1):
         raise InputError(
             f"memory_budget must be a positive int (bytes); got {memory_budget!r}.")
+    _check_conv3x3(conv3x3_impl)
     model, layer, x, ci, use_top1 = prepare(params, images_rgb, layer,
                                             class_index, model, batch_size,
                                             fn=f"cam(method={method!r})")
+    impl3 = effective_conv3x3_impl(method, model, conv3x3_impl)
+    if impl3 != model.conv3x3_impl:
+        model = model.clone(conv3x3_impl=impl3, parent=None)
     n = x.shape[0]
     bs = n if batch_size is None else min(int(batch_size), n)
     chunk = 1
@@ -573,7 +612,8 @@ def cam(params: Params, images_rgb: ImagesRGB, *, method: str = "gradcam",
         layer: str | None = None, class_index: int | ClassIndex | None = None,
         model: ConvNet | None = None, size: int | tuple[int, int] | None = None,
         batch_size: int | None = None,
-        memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Heatmaps:
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        conv3x3_impl: str | None = None) -> Heatmaps:
     """Class-activation maps of one CAM method, one per image.
 
     Args:
@@ -595,6 +635,12 @@ def cam(params: Params, images_rgb: ImagesRGB, *, method: str = "gradcam",
       batch_size: images per compiled call (None: all at once).
       memory_budget: bytes of activations one chunk of Score-/Ablation-CAM
         forward passes may hold (default 1 GiB).
+      conv3x3_impl: how this call computes the model's stride-1 3x3
+        convolutions, a ``ConvNet.conv3x3_impl`` value (``"conv"``,
+        ``"auto"``, ``"winograd"``); None: the model's setting, except that
+        Score-CAM (:data:`WINOGRAD_METHODS`) turns the default ``"conv"``
+        into ``"auto"`` (Winograd where it pays, on XLA:CPU), because its
+        hundreds of forward passes per image repay the extra compilation.
 
     Returns:
       ``(n, h, w)`` float32 in [0, 1]; each map's maximum is 1 or the map is
@@ -607,13 +653,16 @@ def cam(params: Params, images_rgb: ImagesRGB, *, method: str = "gradcam",
     """
     return cam_with_scores(params, images_rgb, method=method, layer=layer,
                            class_index=class_index, model=model, size=size,
-                           batch_size=batch_size, memory_budget=memory_budget).cams
+                           batch_size=batch_size, memory_budget=memory_budget,
+                           conv3x3_impl=conv3x3_impl).cams
 
 
 __all__ = [
     "CAM_METHODS",
     "CAM_LABELS",
     "CamResult",
+    "WINOGRAD_METHODS",
     "cam",
     "cam_with_scores",
+    "effective_conv3x3_impl",
 ]

@@ -177,7 +177,7 @@ def _corr(a, b) -> float:
 
 
 def _cam_pair(ctx, case, kind, model, params, net, target_layer, method, n, size,
-              source, target) -> list[dict]:
+              source, target, conv3x3=None) -> list[dict]:
     import numpy as np
 
     cam = _cam_fn(ctx)
@@ -187,15 +187,19 @@ def _cam_pair(ctx, case, kind, model, params, net, target_layer, method, n, size
     imgs = np.asarray(ctx.jax.random.uniform(ctx.jax.random.key(3),
                                              (n, size, size, 3)) * 255.0)
 
+    extra = {} if conv3x3 is None else {"conv3x3_impl": conv3x3}
+
     def ours():
-        return cam(params, imgs, method=method, model=model, size=(size, size))
+        return cam(params, imgs, method=method, model=model, size=(size, size),
+                   **extra)
 
     log(f"{kind} {method}: {n} image(s) at {size}px (ours)")
     with_compile = timed(ours)
     warm = timed(ours)
     mine = np.asarray(ours())
     rec = {"case": case, "kind": kind, "method": method, "n": n, "size": size,
-           "dtype": "float32", "conv3x3_impl": model.conv3x3_impl, "ours_s": warm,
+           "dtype": "float32", "conv3x3_impl": _conv3x3_used(method, model, conv3x3),
+           "ours_s": warm,
            "ours_cold_s": with_compile,
            "ours_s_per_image": warm / n, "chunks": {"batch_size": None},
            "output": "maps resized to the input size in both"}
@@ -218,41 +222,45 @@ def _cam_pair(ctx, case, kind, model, params, net, target_layer, method, n, size
     return [rec]
 
 
-def _with_conv3x3(model, conv3x3: str):
-    """``model`` with ``conv3x3_impl=conv3x3`` (a case's optional last field)."""
-    return model if conv3x3 == model.conv3x3_impl else model.clone(
-        conv3x3_impl=conv3x3, parent=None)
+def _conv3x3_used(method: str, model, conv3x3) -> str:
+    """The 3x3 convolution setting ``jcv.cam`` ran with (Score-CAM picks
+    Winograd by itself unless the case names a setting)."""
+    try:
+        from jaxconvviz.attribution.cams import effective_conv3x3_impl
+    except ImportError:  # an older checkout: the model's setting
+        return model.conv3x3_impl if conv3x3 is None else conv3x3
+    return effective_conv3x3_impl(method, model, conv3x3)
 
 
-def _suffix(conv3x3: str) -> str:
-    return "" if conv3x3 == "conv" else f":{conv3x3}"
+def _suffix(conv3x3: str | None) -> str:
+    return "" if conv3x3 is None else f":{conv3x3}"
 
 
 def case_cam(ctx, method: str = "gradcam", n: int = 4, size: int = 224,
-             conv3x3: str = "conv") -> list[dict]:
+             conv3x3: str | None = None) -> list[dict]:
     """Issue 16: ``jcv.cam(params, images, method=m)`` on VGG16 vs
     pytorch-grad-cam's class for ``m`` on torchvision's VGG16 holding the
     same weights (conv layers from the benchmark weights, one random top
     shared by both), per image, ``n`` RGB images at ``size`` px, top-1
     class, target layer block5_conv3's output (torchvision
     ``features[29]``). Target: >= 4x; Score-CAM and Ablation-CAM >= 1.5x.
-    ``conv3x3`` is our ``ConvNet.conv3x3_impl`` (``"auto"``: Winograd where
-    it pays; ``cam:gradcam:4:224:auto``)."""
+    ``conv3x3`` is ``jcv.cam``'s ``conv3x3_impl`` (``"auto"``: Winograd
+    where it pays, ``cam:gradcam:4:224:auto``; ``"conv"``; absent: the
+    library's default for the method)."""
     from jaxconvviz.benchmarking.cases import classifier
 
     case = f"cam:{method}:{n}:{size}{_suffix(conv3x3)}"
     target = TARGETS.get(f"cam_{method}", TARGETS["cam"])
     model, params = classifier(ctx, size)
-    model = _with_conv3x3(model, conv3x3)
     net = layer = source = None
     if ctx.peers and tp.available("torch") and not ctx.smoke:
         net, source = torchvision_vgg16(params, model, with_top=True)
         layer = net.features[_features_index(model, "block5_conv3")]
     return _cam_pair(ctx, case, "cam", model, params, net, layer, method, n, size,
-                     source, target)
+                     source, target, conv3x3)
 
 
-def case_resnet50(ctx, n: int = 4, size: int = 224, conv3x3: str = "conv",
+def case_resnet50(ctx, n: int = 4, size: int = 224, conv3x3: str | None = None,
                   method: str = "gradcam") -> list[dict]:
     """Issue 17: Grad-CAM on ResNet50 (random weights) vs pytorch-grad-cam on
     torchvision's ResNet50 (random weights), per image. Target: >= 4x.
@@ -265,7 +273,6 @@ def case_resnet50(ctx, n: int = 4, size: int = 224, conv3x3: str = "conv",
                        met=None)
     app = load("resnet50", weights=None)
     model, params = (app if isinstance(app, tuple) else (app.model, app.params))
-    model = _with_conv3x3(model, conv3x3)
     net = layer = source = None
     if ctx.peers and tp.available("torch"):
         try:
@@ -277,4 +284,4 @@ def case_resnet50(ctx, n: int = 4, size: int = 224, conv3x3: str = "conv",
         except Exception as e:  # noqa: BLE001
             source = f"torchvision failed: {type(e).__name__}: {e}"
     return _cam_pair(ctx, case, "resnet50", model, params, net, layer, method, n,
-                     size, source, TARGETS["resnet50"])
+                     size, source, TARGETS["resnet50"], conv3x3)
