@@ -378,7 +378,7 @@ def test_errors(tiny_params, tiny_params_notop, images32):
         jcv.cam(tiny_params, images32, layer="fc1")
 
 
-def test_conv3x3_impl_per_call(tiny_model, tiny_params, images32, monkeypatch):
+def test_conv3x3_impl_per_call(tiny_model, flat_case, monkeypatch):
     from jaxconvviz.attribution.cams import effective_conv3x3_impl
     from jaxconvviz.models import convs
 
@@ -392,22 +392,26 @@ def test_conv3x3_impl_per_call(tiny_model, tiny_params, images32, monkeypatch):
     assert effective_conv3x3_impl("gradcam", vgg, "winograd") == "winograd"
     wino = vgg.clone(conv3x3_impl="winograd", parent=None)
     assert effective_conv3x3_impl("scorecam", wino) == "winograd"
-    # the setting reaches the compiled program, and the maps agree
+    # the setting reaches the compiled program, and the maps stay the
+    # independent reference's
+    params, x = flat_case
+    k = np.array([0, 2, 1, 2])
     traced = []
     real = convs._winograd
     monkeypatch.setattr(convs, "_winograd",
                         lambda *a: traced.append(a[0].shape) or real(*a))
     for method in ("gradcam", "scorecam"):
         traced.clear()
-        w = np.asarray(jcv.cam(tiny_params, images32[:2], method=method, size=17,
-                               conv3x3_impl="winograd"))
-        assert traced, method  # every stride-1 3x3 layer of the tiny VGG
-        c = np.asarray(jcv.cam(tiny_params, images32[:2], method=method, size=17,
-                               conv3x3_impl="conv"))
-        np.testing.assert_allclose(w, c, atol=2e-5)
+        ours = np.asarray(jcv.cam(params, x, method=method, layer="c2",
+                                  class_index=k, model=flat_model(),
+                                  conv3x3_impl="winograd"))
+        # both layers (3 and 4 input channels, 3x3 VALID) went through it
+        assert {shape[-1] for shape in traced} == {3, 4}, method
+        np.testing.assert_allclose(ours, reference_cam(method, params, x, k),
+                                   rtol=1e-4, atol=2e-5)
     with pytest.raises(ValueError, match="conv3x3_impl must be None or one of "
                                          "auto, winograd, conv; got 'fast'"):
-        jcv.cam(tiny_params, images32, conv3x3_impl="fast")
+        jcv.cam(params, x, model=flat_model(), conv3x3_impl="fast")
 
 
 # --------------------------------------------------------------- localization
