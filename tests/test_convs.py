@@ -415,7 +415,7 @@ def test_winograd_conv_equals_xla_and_both_gradients(shape, padding):
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
     w = jnp.asarray(rng.normal(size=(3, 3, shape[-1], 3)), jnp.float32)
     want = _xla(x, w, padding)
-    got = _winograd(x, w, padding)
+    got = jax.jit(_winograd, static_argnums=2)(x, w, padding)  # not op by op
     text = str(jax.make_jaxpr(lambda x: _winograd(x, w, padding))(x))  # nested too
     assert "conv_general_dilated" not in text and "dot_general" in text
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -428,7 +428,8 @@ def test_winograd_conv_equals_xla_and_both_gradients(shape, padding):
         np.testing.assert_allclose(got[0, 1, 1], hand, rtol=1e-5, atol=1e-5)
     g = jnp.asarray(rng.normal(size=want.shape), jnp.float32)
     gx, gw = jax.grad(lambda x, w: jnp.vdot(_xla(x, w, padding), g), (0, 1))(x, w)
-    ox, ow = jax.grad(lambda x, w: jnp.vdot(_winograd(x, w, padding), g), (0, 1))(x, w)
+    ox, ow = jax.jit(jax.grad(lambda x, w: jnp.vdot(_winograd(x, w, padding), g),
+                              (0, 1)))(x, w)
     np.testing.assert_allclose(ox, gx, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ow, gw, rtol=1e-5, atol=1e-5)
 
@@ -492,11 +493,13 @@ def test_conv3x3_impl_in_a_convnet():
     assert _prims(lambda x: wino.forward(p, x), x).count("conv_general_dilated") == 1
     assert _prims(lambda x: conv.forward(p, x), x).count("conv_general_dilated") == 3
     assert _prims(lambda x: auto.forward(p, x), x).count("conv_general_dilated") == 3
-    np.testing.assert_allclose(wino.forward(p, x), conv.forward(p, x),
-                               rtol=1e-5, atol=1e-5)
+    # compiled: op by op, each of a Winograd layer's ~100 operations would
+    # be compiled on its own
+    np.testing.assert_allclose(jax.jit(wino.forward)(p, x),
+                               jax.jit(conv.forward)(p, x), rtol=1e-5, atol=1e-5)
     # an ascent-style input gradient through the Winograd layers
-    gw = jax.grad(lambda x: wino.forward(p, x, stop="c2")[..., 1].mean())(x)
-    gc = jax.grad(lambda x: conv.forward(p, x, stop="c2")[..., 1].mean())(x)
+    gw = jax.jit(jax.grad(lambda x: wino.forward(p, x, stop="c2")[..., 1].mean()))(x)
+    gc = jax.jit(jax.grad(lambda x: conv.forward(p, x, stop="c2")[..., 1].mean()))(x)
     np.testing.assert_allclose(gw, gc, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="conv3x3_impl must be one of"):
         wino.clone(conv3x3_impl="fast", parent=None).forward(p, x)
