@@ -235,7 +235,8 @@ class ConvNet(nn.Module):
         layer). Winograd takes about a quarter off VGG16's forward pass for
         4 images at 224 px on XLA:CPU but adds about 0.5 s of compilation
         per layer (4 s for VGG16), so it is for long runs (many images, big
-        batches, Score-CAM), not the default. The values agree within
+        batches), not the default; ``jcv.cam`` uses ``"auto"`` for
+        Score-CAM by itself (its ``conv3x3_impl`` argument). The values agree within
         float32 rounding (~1e-6 relative). Winograd layers have reverse-mode
         derivatives only; use ``"conv"`` for ``jax.jvp``.
     """
