@@ -135,6 +135,37 @@ def test_forward_with_gradient_at_a_node_equals_split_gradient(resnet_params):
         m.forward_with(p, x, capture=("side",), stop="out")
 
 
+def test_metadata_memo_follows_the_layers_and_the_input_name():
+    """Metadata is memoized per layer tuple (convnet._memo): a clone shares it,
+    other layers or another input name get their own, errors still raise,
+    and a Layer's cached hash is neither pickled nor different from a fresh
+    equal Layer's."""
+    import pickle
+
+    m = _tiny_resnet()
+    assert m.layer_index("cat") == 6 and m.param_layers == (
+        "conv1", "conv2a", "conv2b", "side", "last_conv", "logits")
+    clone = m.clone(conv3x3_impl="auto", parent=None)
+    assert clone.layers is m.layers and clone.default_layer == "last_conv"
+    # a layer tuple without the classifier: new facts, not the cached ones
+    cut = m.with_layers(m.layers[:-2])
+    assert cut.default_layer == "last_conv" and not cut.has_top
+    assert cut.output_shape("last_conv", (9, 7)) == (5, 4, 5)
+    assert m.has_top and m.num_outputs == 3
+    renamed = m.clone(input_name="conv1", parent=None)  # the input's name taken
+    with pytest.raises(ValueError, match=r"a layer and the input\) are named 'conv1'"):
+        _ = renamed.sources
+    assert m.sources[3] == (0, 2)  # the failure cached nothing
+    with pytest.raises(ValueError, match=r"layer must be one of .*did you mean 'cat'"):
+        m.layer_index("cta")
+    with pytest.raises(ValueError, match=r"layer must be one of"):
+        m.layer_index(3)
+    spec = m.layers[0]
+    h = hash(spec)
+    assert "_hash" not in pickle.loads(pickle.dumps(spec)).__dict__
+    assert hash(Layer(spec.name, spec.kind, spec.options, spec.inputs)) == h
+
+
 def test_graph_topology_errors():
     mk = Layer.make
     bad = (mk("a", "conv", features=2), mk("b", "add", inputs=("a", "zz")))

@@ -215,10 +215,10 @@ def check_classifier(params: Params, model: ConvNet | None, *, fn: str
             what="params without 'predictions' (include_top=False or HED "
             "weights)" if "predictions" not in params else
             "a model whose last layer is not Dense"))
-    for spec in model.layers:
-        if spec.has_params and spec.name not in params:
+    for name in model.param_layers:
+        if name not in params:
             raise InputError(NO_TOP_MSG.format(
-                fn=fn, what=f"params without layer {spec.name!r}"))
+                fn=fn, what=f"params without layer {name!r}"))
     return model
 
 
