@@ -78,6 +78,25 @@ def test_guided_backprop_equals_hand_rule(two_relu):
     assert np.abs(sal - ours).max() > 1e-3  # a different rule than plain grads
 
 
+def test_guided_backprop_without_relu_warns_and_is_saliency(two_relu):
+    """ReLU6 is not guided (as in Captum): the user is told, and the two maps
+    are equal; a ReLU model gives no warning."""
+    import warnings
+
+    params, x = two_relu
+    m6 = two_relu_model("relu6")
+    with pytest.warns(UserWarning, match=r"has no ReLU \(its activations: relu6, "
+                      r"softmax\), so guided backprop equals saliency"):
+        gb = jcv.attribution(params, x, method="smoothgrad", base="guided_backprop",
+                             key=jax.random.key(0), samples=2, model=m6)
+    sal = jcv.attribution(params, x, method="smoothgrad", base="saliency",
+                          key=jax.random.key(0), samples=2, model=m6)
+    np.testing.assert_array_equal(gb, sal)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jcv.attribution(params, x, method="guided_backprop", model=two_relu_model())
+
+
 def test_guided_relu_rule_and_transform():
     x = jnp.array([-1.0, 2.0, 3.0, 0.5])
     g = jax.vjp(guided_relu, x)[1](jnp.array([5.0, -2.0, 4.0, 1.0]))[0]

@@ -271,8 +271,9 @@ DW_CASES = [  # (h, w, c, m, kh, kw, strides, padding, dilation)
                          ids=lambda c: f"{c[4]}x{c[5]}-s{c[6][0]}-m{c[3]}")
 def test_depthwise_sum_of_slices_equals_grouped_conv(case):
     # Keras' depthwise conv (output channel c * m + j) as the jax backend
-    # computes it: one group per input channel; values and input gradient
-    # (what every technique differentiates).
+    # computes it: one group per input channel; values, input gradient
+    # (what every technique differentiates; gather form, by a custom VJP)
+    # and kernel gradient.
     h, w, c, m, kh, kw, strides, pad, dil = case
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(2, h, w, c)), jnp.float32)
@@ -292,6 +293,10 @@ def test_depthwise_sum_of_slices_equals_grouped_conv(case):
     gw = jax.jit(jax.grad(lambda x: jnp.vdot(grouped(x, k), g)))(x)
     go = jax.jit(jax.grad(lambda x: jnp.vdot(ours(x, k), g)))(x)
     np.testing.assert_allclose(go, gw, rtol=1e-4, atol=1e-4)
+    # the kernel gradient too (the custom VJP writes it out by hand)
+    kw_ = jax.jit(jax.grad(lambda k: jnp.vdot(grouped(x, k), g)))(k)
+    ko = jax.jit(jax.grad(lambda k: jnp.vdot(ours(x, k), g)))(k)
+    np.testing.assert_allclose(ko, kw_, rtol=1e-4, atol=1e-4)
     # by hand: one output pixel of the first channel of a stride-1 SAME case
     if strides == (1, 1) and pad == "SAME" and dil == (1, 1) and m == 1:
         y, xx = h // 2, w // 2

@@ -11,7 +11,10 @@ preprocessing), and return ``(n, H, W, 3)`` float32 -- signed, raw values
   every ReLU's rule replaced by ``g * (x > 0) * (g > 0)`` -- a
   ``jax.custom_vjp`` ReLU (:func:`guided_relu`) substituted for the model's
   ReLUs by a jaxpr rewrite of this one function (:func:`guided`); nothing
-  global is switched, so other computations are untouched.
+  global is switched, so other computations are untouched. Only ReLU is
+  guided (ReLU6, swish... keep their gradients, as in Captum, which hooks
+  ``nn.ReLU`` only): on a model without ReLU, such as MobileNetV2 (ReLU6),
+  it equals saliency, and :func:`attribution` warns.
 * ``guided_gradcam`` (Selvaraju et al.): guided backprop times the Grad-CAM
   map, bilinearly upsampled to the input (option ``layer=``).
 * ``integrated_gradients`` (Sundararajan et al. 2017): ``(x - b) *
@@ -147,6 +150,22 @@ def _eval_guided(jaxpr, consts, *args):
             if not isinstance(v, jex_core.DropVar):
                 env[v] = o
     return [read(v) for v in jaxpr.outvars]
+
+
+def _warn_if_unguided(model: ConvNet) -> None:
+    """Guided backprop changes only ReLUs (``jax.nn.relu``); on a model with
+    none it is saliency, and the user should know rather than compare two
+    equal maps."""
+    acts = {s.opt("activation") for s in model.layers} - {None}
+    if "relu" not in acts:
+        import warnings
+
+        warnings.warn(
+            f"model {model.name_!r} has no ReLU (its activations: "
+            f"{', '.join(sorted(acts)) or 'none'}), so guided backprop equals "
+            "saliency on it: the guided rule applies to ReLU only, as in "
+            "Springenberg et al. and Captum (which hooks nn.ReLU, not ReLU6).",
+            UserWarning, stacklevel=3)
 
 
 def guided(fn):
@@ -312,6 +331,8 @@ def attribution(params: Params, images_rgb: ImagesRGB, *, method: str = "salienc
     x = check_classifier_images(model, images_rgb)
     layer = options.get("layer")
     uses = (method, base) if method == "smoothgrad" else (method,)
+    if {"guided_backprop", "guided_gradcam"} & set(uses):
+        _warn_if_unguided(model)
     if "guided_gradcam" in uses:
         layer = model.default_layer if layer is None else layer
         model.check_layer(layer, model.spatial_layers, name="layer")
