@@ -117,7 +117,8 @@ def test_dead_filter_does_not_move_and_is_finite():
     params = one_conv_params(bias=[-1e4, -1e4])  # ReLU kills every position
     x0 = np.full((2, 6, 6, 3), 128.0, np.float32)
     with pytest.warns(jcv.DeadFilterWarning, match=r"2 of 2 filters of conv .*"
-                      r"\[0, 1\]") as rec:
+                      r"\[0, 1\]; they are silent .* post-ReLU objective; "
+                      r"pre_activation=True \(the default\) revives them") as rec:
         x = jcv.filter_patterns(params, "conv", [0, 1], init=x0, steps=3, size=6,
                                 model=model, pre_activation=False)
     with pytest.warns(jcv.DeadFilterWarning, match=r"\[1\]") as rec2:
@@ -131,6 +132,16 @@ def test_dead_filter_does_not_move_and_is_finite():
     np.testing.assert_array_equal(x, x0)  # g = 0: 0 / (0 + 1e-5) = 0, no NaN
     np.testing.assert_array_equal(
         jcv.filter_activation(params, x, "conv", [0, 1], model=model), [0.0, 0.0])
+    # dead below the layer: its pre-activation has no gradient either, and
+    # the warning says so instead of suggesting pre_activation=True
+    two = ConvNet(layers=(*one_conv_model().layers, Layer.make(
+        "top", "conv", features=2, kernel_size=1, activation="relu")),
+        preprocessing="caffe")
+    p2 = {**params, "top": {"kernel": np.ones((1, 1, 2, 2), np.float32),
+                            "bias": np.zeros(2, np.float32)}}
+    with pytest.warns(jcv.DeadFilterWarning, match=r"\[0, 1\]; even their "
+                      r"pre-activation response has no gradient"):
+        jcv.filter_patterns(p2, "top", [0, 1], init=x0, steps=2, size=6, model=two)
 
 
 def test_start_is_book_uniform_per_filter_key():

@@ -60,6 +60,7 @@ from jaxconvviz.featureviz.render import (
     STYLES,
     RenderSpec,
     check_style,
+    dead_hint,
     make_style,
     run_spec,
     warn_unmoved,
@@ -365,7 +366,7 @@ def filter_atlas(
             if style == "book":
                 warn_unmoved(plan.layer, fsel[plan.layer], out[plan.layer], key=key,
                              style=st, size=size, channels=int(model.input_shape[2]),
-                             hint="pre_activation=True (the default) revives them.")
+                             hint=dead_hint(pre_activation))
     finally:
         if isinstance(prog, ex.Progress):
             prog.close()

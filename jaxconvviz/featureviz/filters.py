@@ -50,6 +50,8 @@ from jaxconvviz.featureviz.execution import (  # noqa: F401 - public re-exports
     resolve_channel_only,
 )
 from jaxconvviz.featureviz.render import (  # noqa: F401 - public re-exports
+    DEAD_HINT,
+    DEAD_HINT_PRE,
     GRAD_EPS,
     START_OFFSET,
     START_SCALE,
@@ -59,6 +61,7 @@ from jaxconvviz.featureviz.render import (  # noqa: F401 - public re-exports
     book_values_and_grads,
     check_image_dtype,
     concat_chunks,
+    dead_hint,
     in_storage,
     run_request,
     warn_unmoved,
@@ -294,13 +297,11 @@ def filter_patterns(
                               stop_dead, pre_activation=spec.pre_activation))
     out = concat_chunks(outs, n, ())
     warn_unmoved(layer, fidx, out, key=key, style=spec.style, size=size,
-                 channels=channels, hint=DEAD_HINT, start=x_all)
+                 channels=channels, hint=dead_hint(spec.pre_activation),
+                 start=x_all)
     return out
 
 
-#: What the dead-filter warning suggests.
-DEAD_HINT = ("they are silent on the start image under the post-ReLU objective; "
-             "pre_activation=True (the default) revives them.")
 
 
 def filter_activation(

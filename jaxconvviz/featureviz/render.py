@@ -258,6 +258,22 @@ book_start_images_jit = jax.jit(book_start_images,
                                 static_argnames=("size", "channels"))
 
 
+#: What the dead-filter warning suggests (post-ReLU objective).
+DEAD_HINT = ("they are silent on the start image under the post-ReLU objective; "
+             "pre_activation=True (the default) revives them.")
+#: ... and with the pre-activation objective, where that hint would not help.
+DEAD_HINT_PRE = ("even their pre-activation response has no gradient from the "
+                 "start image: the layers below give them nothing to climb (units "
+                 "upstream all zero or saturated, as in untrained networks); "
+                 "try other start images (init=), another size or other "
+                 "weights.")
+
+
+def dead_hint(pre_activation: bool) -> str:
+    """The dead-filter warning's advice for the objective that was used."""
+    return DEAD_HINT_PRE if pre_activation else DEAD_HINT
+
+
 def warn_unmoved(layer: str, fidx, out, *, key, style, size: int, channels: int,
                  hint: str, start=None) -> list[int]:
     """Book style: warn (:class:`~jaxconvviz.DeadFilterWarning`) naming the
