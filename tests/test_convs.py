@@ -508,3 +508,96 @@ def test_conv3x3_impl_in_a_convnet():
     np.testing.assert_allclose(gw, gc, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="conv3x3_impl must be one of"):
         wino.clone(conv3x3_impl="fast", parent=None).forward(p, x)
+
+
+# ------------------------------------------------- the "hwio" input gradient
+HWIO_CASES = [  # (kh, kw, padding)
+    (3, 3, "SAME"), (3, 3, "VALID"), (5, 3, ((2, 1), (0, 2))), (7, 7, "SAME"),
+    (2, 2, "SAME"),
+]
+
+
+@pytest.mark.parametrize("case", HWIO_CASES, ids=lambda c: f"{c[0]}x{c[1]}-{c[2]}")
+def test_hwio_vjp_equals_jax_transpose(case):
+    """Values, input gradient and kernel gradient of hwio_vjp_conv equal
+    lax.conv_general_dilated's (JAX's own transpose rule), jitted and inside
+    a fori_loop (where the rule matters)."""
+    kh, kw, pad = case
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, 9, 8, 5)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(kh, kw, 5, 6)), jnp.float32)
+
+    def ours(x, w):
+        return convs.hwio_vjp_conv(x, w, (1, 1), pad, dimension_numbers=DN)
+
+    y, yr = jax.jit(ours)(x, w), jax.jit(lambda x, w: _xla(x, w, pad))(x, w)
+    np.testing.assert_allclose(y, yr, rtol=1e-5, atol=1e-5)
+    g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    for f, ref in ((ours, lambda x, w: _xla(x, w, pad)),):
+        a = jax.jit(jax.vjp(f, x, w)[1])(g)
+        b = jax.jit(jax.vjp(ref, x, w)[1])(g)
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(a[1], b[1], rtol=1e-4, atol=1e-4)
+
+    def looped(conv):
+        def body(i, acc):
+            xi = x * (1.0 + i)
+            return acc + jax.grad(lambda z: jnp.vdot(conv(z, w), g))(xi)
+        return jax.jit(lambda: jax.lax.fori_loop(0, 2, body, jnp.zeros_like(x)))()
+
+    np.testing.assert_allclose(looped(ours), looped(lambda x, w: _xla(x, w, pad)),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_hwio_vjp_falls_back_and_is_chosen_for_loops():
+    """Strided, 1x1 and grouped convolutions go to the fallback unchanged;
+    for_gradient_loops picks "hwio" on XLA:CPU only for conv_vjp=None and
+    XLA convolutions; a bad conv_vjp is a ValueError naming it."""
+    calls = []
+
+    def spy(*a, **k):
+        calls.append(a[2])
+        return jax.lax.conv_general_dilated(*a, **k)
+
+    x = jnp.ones((1, 6, 6, 4))
+    for w, strides, groups in ((jnp.ones((3, 3, 4, 2)), (2, 2), 1),
+                               (jnp.ones((1, 1, 4, 2)), (1, 1), 1),
+                               (jnp.ones((3, 3, 2, 2)), (1, 1), 2)):
+        convs.hwio_vjp_conv(x, w, strides, "SAME", dimension_numbers=DN,
+                            feature_group_count=groups, fallback=spy)
+    assert calls == [(2, 2), (1, 1), (1, 1)]
+    m = jcv.tiny_vgg16()
+    assert m.conv_vjp is None
+    assert convs.for_gradient_loops(m).conv_vjp == (
+        "hwio" if jax.default_backend() == "cpu" else None)
+    for kept in (m.clone(conv_vjp="xla", parent=None),
+                 m.clone(conv_impl="matmul", parent=None)):
+        assert convs.for_gradient_loops(kept) is kept
+    with pytest.raises(ValueError, match=r"conv_vjp must be None or one of xla, "
+                       r"hwio; got 'fast'"):
+        convs.for_gradient_loops(m.clone(conv_vjp="fast", parent=None))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU layout")
+def test_integrated_gradients_loop_has_no_transposed_kernel_convolution():
+    """The IG program's lax.scan body convolves with HWIO kernels only (no
+    01oi-labelled convolution, XLA:CPU's slow path inside loops), and its
+    maps equal those of a model that keeps JAX's rule."""
+    from jaxconvviz.attribution.gradients import attribution_batch
+
+    m = jcv.tiny_vgg16()
+    params = m.init_params(jax.random.key(0))
+    x = jax.random.uniform(jax.random.key(1), (1, 32, 32, 3)) * 255
+    kw = dict(method="integrated_gradients", base="saliency", use_top1=True,
+              steps=3, samples=1, layer=None)
+    args = (params, x, jnp.zeros((1,), jnp.int32), jnp.zeros_like(x),
+            jax.random.key(0), 0.0)
+    counts = [attribution_batch.lower(*args, model=model, **kw).compile(
+    ).as_text().count("_01oi->") for model in (
+        convs.for_gradient_loops(m), m.clone(conv_vjp="xla", parent=None))]
+    assert counts[0] == 0 and counts[1] >= 9, counts  # 10 convs below block5_conv3
+    ours = jcv.attribution(params, x, method="integrated_gradients", steps=3, model=m)
+    ref = jcv.attribution(params, x, method="integrated_gradients", steps=3,
+                          model=m.clone(conv_vjp="xla", parent=None))
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6 * float(
+        np.abs(ref).max()))

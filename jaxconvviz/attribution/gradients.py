@@ -58,6 +58,7 @@ from jaxconvviz.attribution.cams import (
     select,
 )
 from jaxconvviz.errors import InputError
+from jaxconvviz.models import convs
 from jaxconvviz.models.convnet import ConvNet
 from jaxconvviz.models.predict import (
     check_batch_size,
@@ -90,6 +91,12 @@ OPTIONS = {
     "integrated_gradients": ("steps", "baseline"),
     "smoothgrad": ("base", "samples", "noise_level", "steps", "baseline", "layer"),
 }
+
+
+#: Methods that differentiate inside a ``lax.scan`` (over the path's points
+#: or the noise samples): they run with
+#: :func:`~jaxconvviz.models.convs.for_gradient_loops`' input-gradient rule.
+LOOPED_METHODS = ("integrated_gradients", "smoothgrad")
 
 
 # ------------------------------------------------------------ guided ReLU
@@ -351,6 +358,8 @@ def attribution(params: Params, images_rgb: ImagesRGB, *, method: str = "salienc
         raise InputError("baseline contains NaN or inf values.")
     check_batch_size(batch_size)
     ci, use_top1 = check_class_index(class_index, x.shape[0], model.num_outputs)
+    if method in LOOPED_METHODS:  # gradients inside a lax.scan
+        model = convs.for_gradient_loops(model)
     out, _ = map_in_chunks(
         lambda xb, cb, bb: attribution_batch(
             params, xb, cb, bb, key, float(noise_level), model=model, method=method,

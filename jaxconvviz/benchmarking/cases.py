@@ -249,9 +249,8 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
             "chunks": {"chunk": chunk, "n_chunks": n_chunks,
                        "chunk_per_device": chunk // n_dev,
                        "padding": chunk * n_chunks - n},
-            # filter_patterns' loop="auto" rule (its docstring): a Python
-            # loop over one jitted step on XLA:CPU, lax.fori_loop elsewhere
-            "loop": "python" if ctx.cpu else "fori",
+            # filter_patterns' loop="auto" rule (its docstring)
+            "loop": jcv.featureviz.execution.resolve_loop("auto"),
             "conv_impl": jcv.models.convs.resolve_conv_impl("auto", getattr(jnp, dt)),
             "rounds": ctx.args.rounds,
             "mean_activation": float(acts[dt].mean()),

@@ -261,8 +261,7 @@ def filter_atlas(
         XLA:CPU, at most :func:`~jaxconvviz.featureviz.filters.default_batch_size` per
         device).
       loop: ``"auto"``, ``"fori"`` or ``"python"``, as
-        :func:`~jaxconvviz.filter_patterns` (auto: a Python loop over a
-        jitted step on XLA:CPU, ``lax.fori_loop`` elsewhere).
+        :func:`~jaxconvviz.filter_patterns` (auto: ``lax.fori_loop``).
       model: the network; None infers the VGG16 preset from ``params``.
       progress: None, True (a tqdm bar on a TTY, a plain line per chunk
         otherwise, with an up-front estimate on CPU), a

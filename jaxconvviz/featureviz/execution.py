@@ -39,7 +39,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxconvviz.errors import InputError
-from jaxconvviz.models import shapes
+from jaxconvviz.models import convs, shapes
 from jaxconvviz.models.convnet import ConvNet
 
 try:  # jax >= 0.6.1
@@ -48,7 +48,9 @@ except ImportError:  # pragma: no cover - older jax
     from jax.experimental.shard_map import shard_map as _shard_map
 
 #: Step-loop forms: ``"fori"`` (steps inside the program), ``"python"`` (a
-#: Python loop over one jitted step) or ``"auto"``.
+#: Python loop over one jitted step) or ``"auto"`` (fori: on XLA:CPU too
+#: since the library's programs take the ``"hwio"`` input gradient, 8-25 %
+#: faster than the Python loop and bit-identical to it).
 LOOPS = ("auto", "fori", "python")
 #: Compute dtypes accepted.
 DTYPES = ("float32", "bfloat16", "float16")
@@ -310,17 +312,19 @@ def check_local_devices(devices) -> tuple:
 def resolve_loop(loop: str) -> str:
     if loop not in LOOPS:
         raise InputError(f"loop must be one of {', '.join(LOOPS)}; got {loop!r}.")
-    if loop == "auto":
-        return "python" if jax.default_backend() == "cpu" else "fori"
+    if loop == "auto":  # fori everywhere since the "hwio" input gradient
+        return "fori"    # (convs.hwio_vjp_conv, docs/design-notes.md)
     return loop
 
 
 def with_compute(model: ConvNet, dt, conv_impl) -> ConvNet:
     """``model`` computing in ``dt`` with convs by ``conv_impl`` (``"auto"``
-    resolved for ``dt``; a bad value is a ValueError)."""
+    resolved for ``dt``; a bad value is a ValueError), and with the input
+    gradient rule of the library's looped gradient programs
+    (:func:`~jaxconvviz.models.convs.for_gradient_loops`)."""
     if dt != jnp.float32:
         model = model.with_dtype(dt)
-    return model.with_conv_impl(conv_impl)
+    return convs.for_gradient_loops(model.with_conv_impl(conv_impl))
 
 
 # ------------------------------------------------------------------ planning

@@ -8,7 +8,7 @@ by the rendering engine (:mod:`jaxconvviz.featureviz.render`, style
 the gradient of the sum of the per-image objectives (each image's own
 gradient, as no layer mixes images). How it runs -- chunks of
 ``batch_size`` filters sharing one compiled shape, the step loop as a
-``lax.fori_loop`` (GPU/TPU) or a Python loop over one jitted step (XLA:CPU),
+one ``lax.fori_loop`` (or, on request, a Python loop over one jitted step),
 the filters of a chunk split over ``devices`` -- is
 :mod:`jaxconvviz.featureviz.execution`, shared with
 :func:`~jaxconvviz.filter_atlas` and :func:`~jaxconvviz.render`. Filter
@@ -211,8 +211,8 @@ def filter_patterns(
         (``float16`` also accepted). Images, gradients and their
         normalisation stay float32.
       loop: ``"fori"`` (steps inside the compiled program), ``"python"`` (a
-        Python loop over one jitted batched step) or ``"auto"`` (python on
-        XLA:CPU, where it is faster; fori on GPU/TPU).
+        Python loop over one jitted batched step; the same values) or
+        ``"auto"`` (fori, the faster on every backend measured).
       progress: None, True (a bar on a TTY, a plain line per chunk otherwise;
         :class:`~jaxconvviz.featureviz.execution.Progress`), or a callback
         ``progress(done, total)`` called after each chunk completes.

@@ -292,6 +292,15 @@ class ConvNet(nn.Module):
         Score-CAM by itself (its ``conv3x3_impl`` argument). The values agree within
         float32 rounding (~1e-6 relative). Winograd layers have reverse-mode
         derivatives only; use ``"conv"`` for ``jax.jvp``.
+      conv_vjp: how a convolution's input gradient is computed: None (the
+        default: JAX's own rule in ``forward``/``logits`` under your
+        ``jax.grad``, and :func:`~jaxconvviz.models.convs.hwio_vjp_conv`'s
+        inside the library's programs that differentiate in a loop on
+        XLA:CPU -- the ascent and render engine, Integrated Gradients,
+        SmoothGrad -- where JAX's rule runs 3-7x slower), ``"xla"`` (JAX's
+        rule everywhere; forward mode works) or ``"hwio"`` (the custom VJP
+        everywhere; reverse mode only). Values agree up to float32
+        summation order.
     """
 
     layers: tuple[Layer, ...]
@@ -304,6 +313,7 @@ class ConvNet(nn.Module):
     depthwise_impl: str = "auto"
     pointwise_impl: str = "auto"
     conv3x3_impl: str = "conv"
+    conv_vjp: str | None = None
 
     # ------------------------------------------------------------------ compute
     @nn.compact

@@ -296,6 +296,100 @@ def pointwise_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
                       preferred_element_type=preferred_element_type)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _canon(x, w, pads):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=_NHWC)
+
+
+def _canon_fwd(x, w, pads):
+    return _canon(x, w, pads), (x, w)
+
+
+def _canon_bwd(pads, res, dy):
+    x, w = res
+    kh, kw = w.shape[:2]
+    (pt, pb), (pl, pr) = pads
+    w_t = jnp.flip(w, axis=(0, 1)).transpose(0, 1, 3, 2)  # an HWIO kernel again
+    dx = jax.lax.conv_general_dilated(
+        dy, w_t, (1, 1), ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)),
+        dimension_numbers=_NHWC)
+    _, vjp_w = jax.vjp(lambda k: jax.lax.conv_general_dilated(
+        x, k, (1, 1), pads, dimension_numbers=_NHWC), w)
+    return dx, vjp_w(dy)[0]
+
+
+_canon.defvjp(_canon_fwd, _canon_bwd)
+
+
+#: How a convolution's input gradient is computed (``ConvNet.conv_vjp``):
+#: ``"xla"`` (JAX's own transpose rule; forward mode works) or ``"hwio"``
+#: (:func:`hwio_vjp_conv`); None lets each technique choose.
+CONV_VJPS = ("xla", "hwio")
+
+
+def check_conv_vjp(conv_vjp) -> None:
+    if conv_vjp is not None and conv_vjp not in CONV_VJPS:
+        raise InputError(f"conv_vjp must be None or one of {', '.join(CONV_VJPS)}; "
+                         f"got {conv_vjp!r}.")
+
+
+def for_gradient_loops(model):
+    """``model`` as the library's programs that differentiate inside a loop
+    (the ascent and render engine, Integrated Gradients, SmoothGrad) run it:
+    with ``conv_vjp="hwio"`` on XLA:CPU when the model leaves the choice to
+    them (``conv_vjp=None``, the default) and computes its convolutions with
+    XLA's (``conv_impl="xla"``); unchanged otherwise."""
+    check_conv_vjp(model.conv_vjp)
+    if (model.conv_vjp is None and model.conv_impl == "xla"
+            and jax.default_backend() == "cpu"):
+        return model.clone(conv_vjp="hwio", parent=None)
+    return model
+
+
+def hwio_vjp_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                  rhs_dilation=None, dimension_numbers=None,
+                  feature_group_count=1, precision=None,
+                  preferred_element_type=None, *,
+                  fallback=jax.lax.conv_general_dilated):
+    """``lax.conv_general_dilated`` whose input gradient is an ordinary HWIO
+    convolution of the cotangent with the explicitly flipped, in/out
+    transposed kernel (a custom VJP; the kernel gradient is JAX's).
+
+    Why: JAX's transpose rule expresses the input gradient as a convolution
+    whose kernel dimensions are labelled the other way round (``01oi``).
+    Outside loops XLA:CPU copies that kernel into the usual layout and hands
+    the convolution to YNNPACK; inside a ``while`` loop body it does not, and
+    the convolution takes a generic path 3-7x slower (one 28 x 28 x 512 3x3
+    layer: 174 ms per gradient inside ``fori_loop`` against 47 ms outside).
+    That was why a Python loop over one jitted step beat ``lax.fori_loop``
+    for the CPU ascent, and why Integrated Gradients (a ``lax.scan``) cost
+    1.27 s per point on VGG16 where a saliency map costs 0.46 s. With this
+    rule: 0.43 s per point, and the ascent's ``fori_loop`` as fast as the
+    Python loop (``docs/design-notes.md``). Values equal JAX's rule up to
+    float32 summation order. Reverse mode only: ``jax.jvp`` is not defined
+    for it, so models keep JAX's rule (``conv_vjp=None`` or ``"xla"``) for
+    the user's own programs.
+
+    Applies to stride-1, undilated, ungrouped NHWC/HWIO convolutions with
+    kernels larger than 1x1 and padding within the kernel (``"SAME"``,
+    ``"VALID"`` or explicit); anything else goes to ``fallback`` unchanged.
+    """
+    kw_ = _fallback_kwargs(lhs_dilation, rhs_dilation, dimension_numbers,
+                           feature_group_count, precision, preferred_element_type)
+    pads = _explicit_pads(padding, rhs.shape[:2]) if rhs.ndim == 4 else None
+    ok = (pads is not None and lhs.ndim == 4 and tuple(window_strides) == (1, 1)
+          and feature_group_count == 1 and precision is None
+          and all(d is None or tuple(d) == (1, 1) for d in (lhs_dilation, rhs_dilation))
+          and preferred_element_type is None
+          and _is_nhwc_hwio(dimension_numbers, lhs, rhs)
+          and all(0 <= p <= k - 1
+                  for pair, k in zip(pads, rhs.shape[:2], strict=True) for p in pair)
+          and max(rhs.shape[:2]) > 1)
+    if not ok:
+        return fallback(lhs, rhs, window_strides, padding, **kw_)
+    return _canon(lhs, rhs, pads)
+
+
 #: 3x3 convolution algorithms (``ConvNet.conv3x3_impl``): ``"conv"``
 #: (``lax.conv_general_dilated``, the default), ``"auto"`` (Winograd on
 #: XLA:CPU for the layer shapes where it was measured faster,
@@ -587,7 +681,8 @@ _taps.defvjp(_taps_fwd, _taps_bwd)
 
 
 __all__ = ["conv_general_dilated", "depthwise_conv2d", "pointwise_conv",
-           "winograd_conv", "winograd_pays",
+           "winograd_conv", "winograd_pays", "hwio_vjp_conv", "for_gradient_loops",
+           "CONV_VJPS",
            "resolve_conv_impl", "resolve_depthwise_impl", "resolve_pointwise_impl",
            "resolve_conv3x3_impl", "CONV_IMPLS", "DEPTHWISE_IMPLS",
            "POINTWISE_IMPLS", "CONV3X3_IMPLS",

@@ -121,11 +121,16 @@ def _conv_algorithms(net, base):
     (:func:`~jaxconvviz.models.convs.pointwise_conv`) and 3x3 kernels as
     Winograd where ``net.conv3x3_impl`` asks for it
     (:func:`~jaxconvviz.models.convs.winograd_conv`; by layer shape for
-    ``"auto"`` on XLA:CPU). The bf16 ``"matmul"`` convolutions are matrix
-    products already and are left alone."""
+    ``"auto"`` on XLA:CPU), over convolutions whose input gradient is
+    :func:`~jaxconvviz.models.convs.hwio_vjp_conv`'s where ``net.conv_vjp``
+    is ``"hwio"``. The bf16 ``"matmul"`` convolutions are matrix products
+    with their own VJP already and are left alone."""
     if net.conv_impl != "xla":
         return base
     fn = base
+    convs.check_conv_vjp(net.conv_vjp)
+    if net.conv_vjp == "hwio":
+        fn = functools.partial(convs.hwio_vjp_conv, fallback=fn)
     impl3 = convs.resolve_conv3x3_impl(net.conv3x3_impl)
     if impl3 != "conv":
         fn = functools.partial(convs.winograd_conv, fallback=fn,
