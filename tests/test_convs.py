@@ -267,13 +267,14 @@ DW_CASES = [  # (h, w, c, m, kh, kw, strides, padding, dilation)
 ]
 
 
+@pytest.mark.parametrize("gather", [False, True], ids=["jax_vjp", "gather_vjp"])
 @pytest.mark.parametrize("case", DW_CASES,
                          ids=lambda c: f"{c[4]}x{c[5]}-s{c[6][0]}-m{c[3]}")
-def test_depthwise_sum_of_slices_equals_grouped_conv(case):
+def test_depthwise_sum_of_slices_equals_grouped_conv(case, gather):
     # Keras' depthwise conv (output channel c * m + j) as the jax backend
     # computes it: one group per input channel; values, input gradient
-    # (what every technique differentiates; gather form, by a custom VJP)
-    # and kernel gradient.
+    # (what every technique differentiates; JAX's transpose, or the gather
+    # form by a custom VJP) and kernel gradient.
     h, w, c, m, kh, kw, strides, pad, dil = case
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(2, h, w, c)), jnp.float32)
@@ -284,7 +285,7 @@ def test_depthwise_sum_of_slices_equals_grouped_conv(case):
                     rhs_dilation=dil, feature_group_count=c)
 
     def ours(x, k):
-        return convs.depthwise_conv2d(x, k, strides, pad, dil)
+        return convs.depthwise_conv2d(x, k, strides, pad, dil, gather_vjp=gather)
 
     want, got = jax.jit(grouped)(x, k), jax.jit(ours)(x, k)
     assert got.shape == want.shape
@@ -293,7 +294,7 @@ def test_depthwise_sum_of_slices_equals_grouped_conv(case):
     gw = jax.jit(jax.grad(lambda x: jnp.vdot(grouped(x, k), g)))(x)
     go = jax.jit(jax.grad(lambda x: jnp.vdot(ours(x, k), g)))(x)
     np.testing.assert_allclose(go, gw, rtol=1e-4, atol=1e-4)
-    # the kernel gradient too (the custom VJP writes it out by hand)
+    # the kernel gradient too (the gather VJP writes it out by hand)
     kw_ = jax.jit(jax.grad(lambda k: jnp.vdot(grouped(x, k), g)))(k)
     ko = jax.jit(jax.grad(lambda k: jnp.vdot(ours(x, k), g)))(k)
     np.testing.assert_allclose(ko, kw_, rtol=1e-4, atol=1e-4)
@@ -510,7 +511,7 @@ def test_conv3x3_impl_in_a_convnet():
         wino.clone(conv3x3_impl="fast", parent=None).forward(p, x)
 
 
-# ------------------------------------------------- the "hwio" input gradient
+# ------------------------------------------------- the custom input gradients
 HWIO_CASES = [  # (kh, kw, padding)
     (3, 3, "SAME"), (3, 3, "VALID"), (5, 3, ((2, 1), (0, 2))), (7, 7, "SAME"),
     (2, 2, "SAME"),
@@ -551,8 +552,10 @@ def test_hwio_vjp_equals_jax_transpose(case):
 
 def test_hwio_vjp_falls_back_and_is_chosen_for_loops():
     """Strided, 1x1 and grouped convolutions go to the fallback unchanged;
-    for_gradient_loops picks "hwio" on XLA:CPU only for conv_vjp=None and
-    XLA convolutions; a bad conv_vjp is a ValueError naming it."""
+    for_library_gradients picks "custom" on XLA:CPU only for conv_vjp=None;
+    a bad conv_vjp is a ValueError naming it; the default model keeps
+    forward mode (jax.jvp) for the user's own programs, depthwise layers
+    included."""
     calls = []
 
     def spy(*a, **k):
@@ -568,14 +571,22 @@ def test_hwio_vjp_falls_back_and_is_chosen_for_loops():
     assert calls == [(2, 2), (1, 1), (1, 1)]
     m = jcv.tiny_vgg16()
     assert m.conv_vjp is None
-    assert convs.for_gradient_loops(m).conv_vjp == (
-        "hwio" if jax.default_backend() == "cpu" else None)
-    for kept in (m.clone(conv_vjp="xla", parent=None),
-                 m.clone(conv_impl="matmul", parent=None)):
-        assert convs.for_gradient_loops(kept) is kept
-    with pytest.raises(ValueError, match=r"conv_vjp must be None or one of xla, "
-                       r"hwio; got 'fast'"):
-        convs.for_gradient_loops(m.clone(conv_vjp="fast", parent=None))
+    assert convs.for_library_gradients(m).conv_vjp == (
+        "custom" if jax.default_backend() == "cpu" else None)
+    for kept in (m.clone(conv_vjp="jax", parent=None),
+                 m.clone(conv_vjp="custom", parent=None)):
+        assert convs.for_library_gradients(kept) is kept
+    dw = ConvNet(layers=(
+        Layer.make("c", "conv", features=3, kernel_size=3, padding="same"),
+        Layer.make("d", "depthwise_conv", kernel_size=3, padding="same",
+                   activation="relu6")), preprocessing="none")
+    p = dw.init_params(jax.random.key(0), hw=(6, 6))
+    xs = jnp.ones((1, 6, 6, 3))
+    _, tangent = jax.jvp(lambda z: dw.forward(p, z), (xs,), (xs,))
+    assert np.isfinite(np.asarray(tangent)).all()
+    with pytest.raises(ValueError, match=r"conv_vjp must be None or one of jax, "
+                       r"custom; got 'fast'"):
+        convs.for_library_gradients(m.clone(conv_vjp="fast", parent=None))
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU layout")
@@ -594,10 +605,10 @@ def test_integrated_gradients_loop_has_no_transposed_kernel_convolution():
             jax.random.key(0), 0.0)
     counts = [attribution_batch.lower(*args, model=model, **kw).compile(
     ).as_text().count("_01oi->") for model in (
-        convs.for_gradient_loops(m), m.clone(conv_vjp="xla", parent=None))]
+        convs.for_library_gradients(m), m.clone(conv_vjp="jax", parent=None))]
     assert counts[0] == 0 and counts[1] >= 9, counts  # 10 convs below block5_conv3
     ours = jcv.attribution(params, x, method="integrated_gradients", steps=3, model=m)
     ref = jcv.attribution(params, x, method="integrated_gradients", steps=3,
-                          model=m.clone(conv_vjp="xla", parent=None))
+                          model=m.clone(conv_vjp="jax", parent=None))
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6 * float(
         np.abs(ref).max()))

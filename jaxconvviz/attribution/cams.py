@@ -66,6 +66,7 @@ import numpy as np
 from jaxconvviz import xla
 from jaxconvviz._types import ClassIndex, Heatmaps, ImagesRGB, Params
 from jaxconvviz.errors import InputError
+from jaxconvviz.models import convs
 from jaxconvviz.models.convnet import ConvNet, resolve_model
 from jaxconvviz.models.convs import CONV3X3_IMPLS
 from jaxconvviz.models.predict import (
@@ -593,6 +594,7 @@ def cam_with_scores(params: Params, images_rgb: ImagesRGB, *,
     impl3 = effective_conv3x3_impl(method, model, conv3x3_impl)
     if impl3 != model.conv3x3_impl:
         model = model.clone(conv3x3_impl=impl3, parent=None)
+    model = convs.for_library_gradients(model)  # faster input gradients
     n = x.shape[0]
     bs = n if batch_size is None else min(int(batch_size), n)
     chunk = 1

@@ -93,12 +93,6 @@ OPTIONS = {
 }
 
 
-#: Methods that differentiate inside a ``lax.scan`` (over the path's points
-#: or the noise samples): they run with
-#: :func:`~jaxconvviz.models.convs.for_gradient_loops`' input-gradient rule.
-LOOPED_METHODS = ("integrated_gradients", "smoothgrad")
-
-
 # ------------------------------------------------------------ guided ReLU
 @jax.custom_vjp
 def guided_relu(x):
@@ -358,8 +352,7 @@ def attribution(params: Params, images_rgb: ImagesRGB, *, method: str = "salienc
         raise InputError("baseline contains NaN or inf values.")
     check_batch_size(batch_size)
     ci, use_top1 = check_class_index(class_index, x.shape[0], model.num_outputs)
-    if method in LOOPED_METHODS:  # gradients inside a lax.scan
-        model = convs.for_gradient_loops(model)
+    model = convs.for_library_gradients(model)  # faster input gradients
     out, _ = map_in_chunks(
         lambda xb, cb, bb: attribution_batch(
             params, xb, cb, bb, key, float(noise_level), model=model, method=method,

@@ -49,7 +49,7 @@ except ImportError:  # pragma: no cover - older jax
 
 #: Step-loop forms: ``"fori"`` (steps inside the program), ``"python"`` (a
 #: Python loop over one jitted step) or ``"auto"`` (fori: on XLA:CPU too
-#: since the library's programs take the ``"hwio"`` input gradient, 8-25 %
+#: since the library's programs take the custom input gradients, 8-25 %
 #: faster than the Python loop and bit-identical to it).
 LOOPS = ("auto", "fori", "python")
 #: Compute dtypes accepted.
@@ -312,7 +312,7 @@ def check_local_devices(devices) -> tuple:
 def resolve_loop(loop: str) -> str:
     if loop not in LOOPS:
         raise InputError(f"loop must be one of {', '.join(LOOPS)}; got {loop!r}.")
-    if loop == "auto":  # fori everywhere since the "hwio" input gradient
+    if loop == "auto":  # fori everywhere since the custom input gradient
         return "fori"    # (convs.hwio_vjp_conv, docs/design-notes.md)
     return loop
 
@@ -320,11 +320,11 @@ def resolve_loop(loop: str) -> str:
 def with_compute(model: ConvNet, dt, conv_impl) -> ConvNet:
     """``model`` computing in ``dt`` with convs by ``conv_impl`` (``"auto"``
     resolved for ``dt``; a bad value is a ValueError), and with the input
-    gradient rule of the library's looped gradient programs
-    (:func:`~jaxconvviz.models.convs.for_gradient_loops`)."""
+    gradient rules of the library's gradient programs
+    (:func:`~jaxconvviz.models.convs.for_library_gradients`)."""
     if dt != jnp.float32:
         model = model.with_dtype(dt)
-    return convs.for_gradient_loops(model.with_conv_impl(conv_impl))
+    return convs.for_library_gradients(model.with_conv_impl(conv_impl))
 
 
 # ------------------------------------------------------------------ planning

@@ -292,15 +292,16 @@ class ConvNet(nn.Module):
         Score-CAM by itself (its ``conv3x3_impl`` argument). The values agree within
         float32 rounding (~1e-6 relative). Winograd layers have reverse-mode
         derivatives only; use ``"conv"`` for ``jax.jvp``.
-      conv_vjp: how a convolution's input gradient is computed: None (the
-        default: JAX's own rule in ``forward``/``logits`` under your
-        ``jax.grad``, and :func:`~jaxconvviz.models.convs.hwio_vjp_conv`'s
-        inside the library's programs that differentiate in a loop on
-        XLA:CPU -- the ascent and render engine, Integrated Gradients,
-        SmoothGrad -- where JAX's rule runs 3-7x slower), ``"xla"`` (JAX's
-        rule everywhere; forward mode works) or ``"hwio"`` (the custom VJP
-        everywhere; reverse mode only). Values agree up to float32
-        summation order.
+      conv_vjp: how convolutions' input gradients are computed: None (the
+        default: JAX's own rules under your ``jax.grad``/``jax.jvp`` of
+        ``forward``/``logits``; the custom VJPs inside the library's own
+        gradient programs on XLA:CPU -- the ascent and render engine, the
+        gradient CAMs and attributions -- where JAX's rules run 3-7x slower
+        in loops and depthwise layers), ``"jax"`` (JAX's rules everywhere;
+        forward mode works) or ``"custom"`` (the custom VJPs everywhere:
+        :func:`~jaxconvviz.models.convs.hwio_vjp_conv`, the gather form of
+        :func:`~jaxconvviz.models.convs.depthwise_conv2d`; reverse mode
+        only). Values agree up to float32 summation order.
     """
 
     layers: tuple[Layer, ...]

@@ -321,10 +321,12 @@ def _canon_bwd(pads, res, dy):
 _canon.defvjp(_canon_fwd, _canon_bwd)
 
 
-#: How a convolution's input gradient is computed (``ConvNet.conv_vjp``):
-#: ``"xla"`` (JAX's own transpose rule; forward mode works) or ``"hwio"``
-#: (:func:`hwio_vjp_conv`); None lets each technique choose.
-CONV_VJPS = ("xla", "hwio")
+#: How convolutions' input gradients are computed (``ConvNet.conv_vjp``):
+#: ``"jax"`` (JAX's own transpose rules; forward mode works) or
+#: ``"custom"`` (:func:`hwio_vjp_conv` for convolutions, the gather form of
+#: :func:`depthwise_conv2d` for depthwise ones; reverse mode only); None
+#: lets each program choose (:func:`for_library_gradients`).
+CONV_VJPS = ("jax", "custom")
 
 
 def check_conv_vjp(conv_vjp) -> None:
@@ -333,16 +335,16 @@ def check_conv_vjp(conv_vjp) -> None:
                          f"got {conv_vjp!r}.")
 
 
-def for_gradient_loops(model):
-    """``model`` as the library's programs that differentiate inside a loop
-    (the ascent and render engine, Integrated Gradients, SmoothGrad) run it:
-    with ``conv_vjp="hwio"`` on XLA:CPU when the model leaves the choice to
-    them (``conv_vjp=None``, the default) and computes its convolutions with
-    XLA's (``conv_impl="xla"``); unchanged otherwise."""
+def for_library_gradients(model):
+    """``model`` as the library's own gradient programs run it (the ascent
+    and render engine, the gradient CAMs, the gradient attributions): with
+    ``conv_vjp="custom"`` on XLA:CPU when the model leaves the choice to them
+    (``conv_vjp=None``, the default), unchanged otherwise. Those programs
+    never use forward mode, which the custom VJPs lack; the user's own
+    ``jax.grad``/``jax.jvp`` of ``model.forward`` keep JAX's rules."""
     check_conv_vjp(model.conv_vjp)
-    if (model.conv_vjp is None and model.conv_impl == "xla"
-            and jax.default_backend() == "cpu"):
-        return model.clone(conv_vjp="hwio", parent=None)
+    if model.conv_vjp is None and jax.default_backend() == "cpu":
+        return model.clone(conv_vjp="custom", parent=None)
     return model
 
 
@@ -366,9 +368,12 @@ def hwio_vjp_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
     1.27 s per point on VGG16 where a saliency map costs 0.46 s. With this
     rule: 0.43 s per point, and the ascent's ``fori_loop`` as fast as the
     Python loop (``docs/design-notes.md``). Values equal JAX's rule up to
-    float32 summation order. Reverse mode only: ``jax.jvp`` is not defined
-    for it, so models keep JAX's rule (``conv_vjp=None`` or ``"xla"``) for
-    the user's own programs.
+    float32 summation order (outside loops the same computation XLA does:
+    bit-identical). Reverse mode only: ``jax.jvp`` is not defined for it, so
+    a model uses it only where ``conv_vjp`` is ``"custom"``, which the
+    library's own gradient programs pick on XLA:CPU
+    (:func:`for_library_gradients`); the user's own programs keep JAX's
+    rule.
 
     Applies to stride-1, undilated, ungrouped NHWC/HWIO convolutions with
     kernels larger than 1x1 and padding within the kernel (``"SAME"``,
@@ -563,7 +568,7 @@ def _same_pads(size: int, k_eff: int, stride: int) -> tuple[tuple[int, int], int
 
 
 def depthwise_conv2d(x, kernel, strides=(1, 1), padding: str = "SAME",
-                     dilation=(1, 1)):
+                     dilation=(1, 1), *, gather_vjp: bool = False):
     """Keras' depthwise convolution as a sum of shifted, strided slices.
 
     Output channel ``c * m + j`` is input channel ``c`` correlated with
@@ -572,16 +577,17 @@ def depthwise_conv2d(x, kernel, strides=(1, 1), padding: str = "SAME",
     taps is a strided slice of the padded input times a per-channel weight;
     XLA fuses the whole sum into one elementwise loop.
 
-    Its derivative is a custom VJP in gather form: the input gradient is the
-    same kind of tap sum, over the cotangent spread to the strides and
-    padded, with the flipped kernel. JAX's own transpose (one padded copy of
-    the cotangent per tap, summed) was fast alone but, fused with the
-    neighbouring BatchNorm and ReLU6 gradients inside a whole network,
-    XLA:CPU made it into loops up to 14 ns per element: MobileNetV2 saliency
-    for 2 images at 224 px went from 188 to 69 ms and 10 ascent steps of 4
-    filters at 128 px from 1.04 to 0.45 s (2-core CPU). Forward-mode
-    differentiation (``jax.jvp``) is therefore not defined for it: use
-    ``depthwise_impl="grouped"`` for that.
+    With ``gather_vjp`` its derivative is a custom VJP in gather form: the
+    input gradient is the same kind of tap sum, over the cotangent spread to
+    the strides and padded, with the flipped kernel. JAX's own transpose (one
+    padded copy of the cotangent per tap, summed) was fast alone but, fused
+    with the neighbouring BatchNorm and ReLU6 gradients inside a whole
+    network, XLA:CPU made it into loops up to 14 ns per element: MobileNetV2
+    saliency for 2 images at 224 px went from 188 to 69 ms and 10 ascent
+    steps of 4 filters at 128 px from 1.04 to 0.45 s (2-core CPU). Forward
+    mode (``jax.jvp``) is not defined for the custom VJP, so it is off by
+    default; the library's gradient programs turn it on
+    (``ConvNet.conv_vjp="custom"``, :func:`for_library_gradients`).
 
     Why not ``lax.conv_general_dilated(..., feature_group_count=c)``: on
     XLA:CPU that grouped convolution runs 20-40x slower than this sum, and its
@@ -596,6 +602,8 @@ def depthwise_conv2d(x, kernel, strides=(1, 1), padding: str = "SAME",
       kernel: ``(kh, kw, c, m)`` depthwise kernel (``m`` = depth multiplier).
       strides, dilation: ``(sh, sw)`` and ``(dh, dw)``.
       padding: ``"SAME"`` or ``"VALID"`` (Keras' two; case-insensitive).
+      gather_vjp: the custom gather-form VJP (reverse mode only) instead of
+        JAX's transpose.
 
     Returns:
       ``(n, h', w', c * m)`` in ``x``'s dtype.
@@ -621,7 +629,8 @@ def depthwise_conv2d(x, kernel, strides=(1, 1), padding: str = "SAME",
         x = jnp.repeat(x, m, axis=-1)  # channel c * m + j reads input channel c
     xp = jnp.pad(x, ((0, 0), ph, pw, (0, 0))).astype(acc)
     wk = kernel.reshape(kh, kw, 1, 1, 1, c * m).astype(acc)
-    return _taps(xp, wk, (sh, sw), (dh, dw), (oh, ow)).astype(x.dtype)
+    taps = _taps if gather_vjp else _taps_sum
+    return taps(xp, wk, (sh, sw), (dh, dw), (oh, ow)).astype(x.dtype)
 
 
 def _taps_sum(xp, wk, strides, dilation, out_hw):
@@ -681,7 +690,7 @@ _taps.defvjp(_taps_fwd, _taps_bwd)
 
 
 __all__ = ["conv_general_dilated", "depthwise_conv2d", "pointwise_conv",
-           "winograd_conv", "winograd_pays", "hwio_vjp_conv", "for_gradient_loops",
+           "winograd_conv", "winograd_pays", "hwio_vjp_conv", "for_library_gradients",
            "CONV_VJPS",
            "resolve_conv_impl", "resolve_depthwise_impl", "resolve_pointwise_impl",
            "resolve_conv3x3_impl", "CONV_IMPLS", "DEPTHWISE_IMPLS",

@@ -123,13 +123,13 @@ def _conv_algorithms(net, base):
     (:func:`~jaxconvviz.models.convs.winograd_conv`; by layer shape for
     ``"auto"`` on XLA:CPU), over convolutions whose input gradient is
     :func:`~jaxconvviz.models.convs.hwio_vjp_conv`'s where ``net.conv_vjp``
-    is ``"hwio"``. The bf16 ``"matmul"`` convolutions are matrix products
+    is ``"custom"``. The bf16 ``"matmul"`` convolutions are matrix products
     with their own VJP already and are left alone."""
     if net.conv_impl != "xla":
         return base
     fn = base
     convs.check_conv_vjp(net.conv_vjp)
-    if net.conv_vjp == "hwio":
+    if net.conv_vjp == "custom":
         fn = functools.partial(convs.hwio_vjp_conv, fallback=fn)
     impl3 = convs.resolve_conv3x3_impl(net.conv3x3_impl)
     if impl3 != "conv":
@@ -169,8 +169,10 @@ def _depthwise(net, spec, x, kernel):
     kh, kw, c, m = kernel.shape
     strides, padding, dilation = conv_geometry(spec)
     if convs.resolve_depthwise_impl(net.depthwise_impl) == "slices":
+        convs.check_conv_vjp(net.conv_vjp)
         return convs.depthwise_conv2d(x, kernel.astype(net.dtype), strides,
-                                      padding, dilation)
+                                      padding, dilation,
+                                      gather_vjp=net.conv_vjp == "custom")
     return _conv_fn(net)(
         x, kernel.astype(net.dtype).reshape(kh, kw, 1, c * m), strides, padding,
         rhs_dilation=dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"),
