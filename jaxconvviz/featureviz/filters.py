@@ -51,7 +51,6 @@ from jaxconvviz.featureviz.execution import (  # noqa: F401 - public re-exports
 )
 from jaxconvviz.featureviz.render import (  # noqa: F401 - public re-exports
     DEAD_HINT,
-    DEAD_HINT_PRE,
     GRAD_EPS,
     START_OFFSET,
     START_SCALE,
@@ -300,8 +299,6 @@ def filter_patterns(
                  channels=channels, hint=dead_hint(spec.pre_activation),
                  start=x_all)
     return out
-
-
 
 
 def filter_activation(

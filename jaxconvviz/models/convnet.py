@@ -268,8 +268,8 @@ class ConvNet(nn.Module):
         sum of shifted slices, 20-40x faster on XLA:CPU) or ``"grouped"``
         (``lax.conv_general_dilated`` with one group per channel, as Keras'
         JAX backend computes it). The values agree up to float32 summation
-        order. ``"slices"`` has reverse-mode derivatives only (a custom VJP);
-        use ``"grouped"`` for ``jax.jvp``.
+        order. Where ``conv_vjp`` is ``"custom"`` the slices' derivative is
+        a custom VJP (reverse mode only).
       pointwise_impl: how 1x1 convolutions (``Conv2D`` with a 1x1 kernel,
         the second half of ``SeparableConv2D``) are computed, one of
         :data:`~jaxconvviz.models.convs.POINTWISE_IMPLS`: ``"auto"`` (the

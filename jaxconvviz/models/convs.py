@@ -114,6 +114,26 @@ def _rows(x, w, pads):
     return acc.astype(x.dtype)
 
 
+def _flip_io(w):
+    """The kernel of a stride-1 convolution's input gradient: ``w`` flipped in
+    space with input and output channels swapped (HWIO again)."""
+    return jnp.flip(w, axis=(0, 1)).transpose(0, 1, 3, 2)
+
+
+def _grad_pads(kernel_hw, pads):
+    """Padding of that input-gradient convolution: ``k - 1 - p`` per side."""
+    (kh, kw), ((pt, pb), (pl, pr)) = kernel_hw, pads
+    return ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr))
+
+
+def _xla_kernel_grad(x, w, pads, dy):
+    """d/dw of a stride-1 NHWC/HWIO convolution by XLA's own transpose
+    (removed by XLA when only the input gradient is used, as in ascent)."""
+    _, vjp_w = jax.vjp(lambda k: jax.lax.conv_general_dilated(
+        x, k, (1, 1), pads, dimension_numbers=_NHWC), w)
+    return vjp_w(dy)[0]
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv(x, w, pads):
     return _rows(x, w, pads)
@@ -126,11 +146,8 @@ def _conv_fwd(x, w, pads):
 def _conv_bwd(pads, res, dy):
     x, w = res
     kh, kw, c, _ = w.shape
-    (pt, pb), (pl, pr) = pads
     # d/dx: correlate dy with the flipped kernel, in/out swapped, full padding
-    w_t = jnp.flip(w, axis=(0, 1)).transpose(0, 1, 3, 2)
-    dx = _rows(dy.astype(x.dtype), w_t,
-               ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)))
+    dx = _rows(dy.astype(x.dtype), _flip_io(w), _grad_pads((kh, kw), pads))
     # d/dw[i]: (kw*c, k) = cols_i^T @ dy, float32 accumulation
     cols, ho = _row_cols(x, kh, kw, pads)
     dw = jnp.stack([
@@ -307,15 +324,10 @@ def _canon_fwd(x, w, pads):
 
 def _canon_bwd(pads, res, dy):
     x, w = res
-    kh, kw = w.shape[:2]
-    (pt, pb), (pl, pr) = pads
-    w_t = jnp.flip(w, axis=(0, 1)).transpose(0, 1, 3, 2)  # an HWIO kernel again
-    dx = jax.lax.conv_general_dilated(
-        dy, w_t, (1, 1), ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)),
-        dimension_numbers=_NHWC)
-    _, vjp_w = jax.vjp(lambda k: jax.lax.conv_general_dilated(
-        x, k, (1, 1), pads, dimension_numbers=_NHWC), w)
-    return dx, vjp_w(dy)[0]
+    dx = jax.lax.conv_general_dilated(dy, _flip_io(w), (1, 1),
+                                      _grad_pads(w.shape[:2], pads),
+                                      dimension_numbers=_NHWC)
+    return dx, _xla_kernel_grad(x, w, pads, dy)
 
 
 _canon.defvjp(_canon_fwd, _canon_bwd)
@@ -498,16 +510,11 @@ def _wino_fwd(x, w, pads, by_shape):
 
 def _wino_bwd(pads, by_shape, res, dy):
     x, w = res
-    (pt, pb), (pl, pr) = pads
     # d/dx: the flipped, in/out-transposed kernel over dy, padded 2 - p: a
     # stride-1 3x3 convolution again, decided like the forward one
-    w_t = jnp.flip(w, axis=(0, 1)).transpose(0, 1, 3, 2)
-    dx = winograd_conv(dy, w_t, (1, 1), ((2 - pt, 2 - pb), (2 - pl, 2 - pr)),
+    dx = winograd_conv(dy, _flip_io(w), (1, 1), _grad_pads((3, 3), pads),
                        dimension_numbers=_NHWC, by_shape=by_shape)
-    # d/dw by XLA's own transpose; removed when only dx is used (ascent)
-    _, vjp_w = jax.vjp(lambda k: jax.lax.conv_general_dilated(
-        x, k, (1, 1), pads, dimension_numbers=_NHWC), w)
-    return dx, vjp_w(dy)[0]
+    return dx, _xla_kernel_grad(x, w, pads, dy)
 
 
 _wino.defvjp(_wino_fwd, _wino_bwd)
