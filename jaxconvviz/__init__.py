@@ -114,6 +114,7 @@ from jaxconvviz.attribution.sanity import (  # noqa: E402
     cascading_randomization,
     label_randomization,
 )
+from jaxconvviz.compile_cache import use_compile_cache  # noqa: E402
 from jaxconvviz.cpu import available_cores, use_cpu_cores  # noqa: E402
 from jaxconvviz.featureviz import objectives, transforms  # noqa: E402, F401
 from jaxconvviz.featureviz.atlas import LayerPlan, atlas_plan, filter_atlas  # noqa: E402

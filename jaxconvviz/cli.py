@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)  # argparse exits 2 itself on bad syntax
     try:
         _cpu_devices(args.cpu_devices)
+        _compile_cache(args.compile_cache)
         return int(args.func(args) or 0)
     except (CLIError, JaxConvVizError) as e:
         if args.debug:
@@ -125,6 +126,16 @@ def _cpu_devices(value: str) -> None:
         use_cpu_cores(n)
     except RuntimeError as e:
         raise CLIError(str(e)) from None
+
+
+def _compile_cache(value: str | None) -> None:
+    """Apply ``--compile-cache`` (see jaxconvviz.compile_cache)."""
+    from jaxconvviz.compile_cache import use_compile_cache
+
+    try:
+        use_compile_cache(value)
+    except JaxConvVizError as e:
+        raise CLIError(str(e).replace("directory=", "--compile-cache ", 1)) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

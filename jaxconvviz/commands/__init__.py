@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         "filters over (jaxconvviz.use_cpu_cores); 'auto' (default): one per "
         "available core; 1: a single device. Ignored by GPU/TPU runs.")
     parser.add_argument(
+        "--compile-cache", default=None, metavar="DIR",
+        help="keep compiled XLA programs in DIR so the next run does not "
+        "compile them again (jaxconvviz.use_compile_cache); default: "
+        "$JAXCONVVIZ_COMPILE_CACHE, else ~/.cache/jaxconvviz/xla; 'off': none. "
+        "JAX_COMPILATION_CACHE_DIR, when set, wins.")
+    parser.add_argument(
         "--debug", action="store_true",
         help="show the full traceback of user errors too (bugs always show it)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND",
