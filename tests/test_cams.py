@@ -318,6 +318,24 @@ def images32():
     return np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
 
 
+def test_eigencam_runs_without_the_head(tiny_params, images32):
+    """cam(method="eigencam") stops at the layer: the same maps as the run
+    that also computes the logits, and its program holds no classifier
+    matrix product (the tiny VGG16's fc1 takes 16 inputs)."""
+    model = jcv.tiny_vgg16(include_top=True)
+    got = np.asarray(jcv.cam(tiny_params, images32, method="eigencam"))
+    full = jcv.cam_with_scores(tiny_params, images32, method="eigencam")
+    np.testing.assert_array_equal(got, np.asarray(full.cams))
+    assert full.logits.shape == (3, model.num_outputs)
+    fc1 = tiny_params["fc1"]["kernel"].shape
+    kw = dict(model=model, layer="block5_conv3", method="eigencam", use_top1=True)
+    x, ci = jnp.asarray(images32), jnp.zeros(3, jnp.int32)
+    with_head = cam_batch.lower(tiny_params, x, ci, **kw).as_text()
+    headless = cam_batch.lower(tiny_params, x, ci, scores=False, **kw).as_text()
+    dims = f"{fc1[0]}x{fc1[1]}xf32"
+    assert dims in with_head and dims not in headless
+
+
 @pytest.mark.parametrize("method", CAM_METHODS)
 @pytest.mark.slow
 def test_batched_equals_one_at_a_time(tiny_params, images32, method):

@@ -109,6 +109,10 @@ PERTURBATION_METHODS = ("scorecam", "ablationcam")
 #: Methods that never read the gradient: one forward pass, no backward.
 GRADIENT_FREE_METHODS = ("eigencam", *PERTURBATION_METHODS)
 
+#: Methods whose map depends on no class: :func:`cam` runs them without the
+#: classifier head (Eigen-CAM on VGG16 skips fc1's 411 MB of weights).
+HEADLESS_METHODS = ("eigencam",)
+
 #: Default bytes of activations one chunk of Score-/Ablation-CAM may hold.
 DEFAULT_MEMORY_BUDGET = 1 << 30
 
@@ -509,13 +513,21 @@ def _channel_scores(params, x_model, acts, classes, *, model, layer, method,
 
 
 @functools.partial(xla.jit, static_argnames=("model", "layer", "method", "use_top1",
-                                             "size", "chunk"))
+                                             "size", "chunk", "scores"))
 def cam_batch(params, images, class_index, *, model: ConvNet, layer: str,
-              method: str, use_top1: bool, size=None, chunk: int = 1):
+              method: str, use_top1: bool, size=None, chunk: int = 1,
+              scores: bool = True):
     """One compiled program per (method, model, layer, shapes):
-    images RGB [0, 255] -> (cams, logits, classes)."""
+    images RGB [0, 255] -> (cams, logits, classes).
+
+    ``scores=False`` (Eigen-CAM only, whose map needs no class): the network
+    runs only up to ``layer``; logits come back ``(n, 0)`` and classes as
+    given."""
     x = model.preprocess(images)
-    if method in GRADIENT_FREE_METHODS:
+    if not scores and method in HEADLESS_METHODS:
+        a = model.forward(params, x, stop=layer).astype(jnp.float32)
+        logits, used, g = jnp.zeros((x.shape[0], 0), jnp.float32), class_index, None
+    elif method in GRADIENT_FREE_METHODS:
         a, logits, used = layer_and_logits(params, x, class_index, use_top1,
                                            model=model, layer=layer)
         g = None
@@ -580,6 +592,14 @@ def cam_with_scores(params: Params, images_rgb: ImagesRGB, *,
     Returns:
       A :class:`CamResult` (``cams, logits, classes``; unpacks as a tuple).
     """
+    return _cams(params, images_rgb, method=method, layer=layer,
+                 class_index=class_index, model=model, size=size,
+                 batch_size=batch_size, memory_budget=memory_budget,
+                 conv3x3_impl=conv3x3_impl, scores=True)
+
+
+def _cams(params, images_rgb, *, method, layer, class_index, model, size,
+          batch_size, memory_budget, conv3x3_impl, scores: bool) -> CamResult:
     check_method(method)
     size = check_size(size)
     if (isinstance(memory_budget, bool)
@@ -605,7 +625,7 @@ def cam_with_scores(params: Params, images_rgb: ImagesRGB, *,
     cams, logits, used = map_in_chunks(
         lambda xb, cb: cam_batch(params, xb, cb, model=model, layer=layer,
                                  method=method, use_top1=use_top1, size=size,
-                                 chunk=chunk),
+                                 chunk=chunk, scores=scores),
         (x, jnp.asarray(ci, jnp.int32)), batch_size)
     return CamResult(cams, logits, used)
 
@@ -646,17 +666,20 @@ def cam(params: Params, images_rgb: ImagesRGB, *, method: str = "gradcam",
 
     Returns:
       ``(n, h, w)`` float32 in [0, 1]; each map's maximum is 1 or the map is
-      all zeros.
+      all zeros. Eigen-CAM (:data:`HEADLESS_METHODS`) runs the network only
+      up to ``layer`` here (VGG16, one image: 0.18-0.19 s against 0.20-0.23 s
+      with the head); :func:`cam_with_scores` also runs the head.
 
     Raises:
       ValueError: an unknown method (lists them), params without a top, a
         non-spatial layer, bad images, class indices out of range, a bad
         ``size``/``batch_size``/``memory_budget``; all before any compute.
     """
-    return cam_with_scores(params, images_rgb, method=method, layer=layer,
-                           class_index=class_index, model=model, size=size,
-                           batch_size=batch_size, memory_budget=memory_budget,
-                           conv3x3_impl=conv3x3_impl).cams
+    return _cams(params, images_rgb, method=method, layer=layer,
+                 class_index=class_index, model=model, size=size,
+                 batch_size=batch_size, memory_budget=memory_budget,
+                 conv3x3_impl=conv3x3_impl,
+                 scores=method not in HEADLESS_METHODS).cams
 
 
 __all__ = [
