@@ -59,10 +59,15 @@ def torchvision_vgg16(params, model, *, with_top: bool = False):
         net = torchvision.models.vgg16(weights=None)
         source = f"torchvision {torchvision.__version__} models.vgg16"
     except Exception as e:  # noqa: BLE001 - say which network was measured
+        why = f"(torchvision failed: {type(e).__name__})"
+        if with_top:  # features, pool, fc1-fc2-predictions; net.features as torchvision's
+            return tp.vgg_classifier(params, model), f"torch.nn rebuild of VGG16 {why}"
         feats = tp.vgg_features(params, model, model.conv_layers[-1])
-        return torch.nn.Sequential(feats), (
-            f"torch.nn rebuild of VGG16's features (torchvision failed: "
-            f"{type(e).__name__})")
+        holder = torch.nn.Module()
+        holder.features = feats
+        holder.forward = feats.forward
+        return holder.to(tp.device()).eval(), (
+            f"torch.nn rebuild of VGG16's features {why}")
     convs = [m for m in net.features if isinstance(m, torch.nn.Conv2d)]
     for conv, name in zip(convs, model.conv_layers, strict=True):
         k = np.asarray(params[name]["kernel"], np.float32)
