@@ -336,6 +336,26 @@ def test_eigencam_runs_without_the_head(tiny_params, images32):
     assert dims in with_head and dims not in headless
 
 
+def test_eigencam_on_a_model_without_a_top(tiny_params, tiny_params_notop, images32):
+    """Eigen-CAM reads no class, so cam() takes params without a classifier
+    (the HED weights, include_top=False): the same maps as with the top, any
+    image size the layer allows, peaks exactly 1; class_index is refused."""
+    top = np.asarray(jcv.cam(tiny_params, images32, method="eigencam"))
+    bare = np.asarray(jcv.cam(tiny_params_notop, images32, method="eigencam"))
+    np.testing.assert_array_equal(bare, top)
+    assert (top.reshape(3, -1).max(axis=1) == 1.0).all()
+    big = np.concatenate([images32, images32], axis=1)  # 64 x 32 px
+    maps = np.asarray(jcv.cam(tiny_params_notop, big, method="eigencam"))
+    assert maps.shape == (3, 4, 2) and (maps.reshape(3, -1).max(axis=1) == 1.0).all()
+    with pytest.raises(ValueError, match=r"class_index must be None for "
+                                         r"cam\(method='eigencam'\) on a model"):
+        jcv.cam(tiny_params_notop, images32, method="eigencam", class_index=1)
+    with pytest.raises(ValueError, match=r"needs a classifier top"):
+        jcv.cam(tiny_params_notop, images32, method="gradcam")
+    with pytest.raises(ValueError, match=r"needs a classifier top"):  # scores need it
+        jcv.cam_with_scores(tiny_params_notop, images32, method="eigencam")
+
+
 @pytest.mark.parametrize("method", CAM_METHODS)
 @pytest.mark.slow
 def test_batched_equals_one_at_a_time(tiny_params, images32, method):
@@ -391,7 +411,7 @@ def test_errors(tiny_params, tiny_params_notop, images32):
     with pytest.raises(ValueError, match="memory_budget must be a positive int"):
         jcv.cam(tiny_params, images32, method="scorecam", memory_budget=0)
     with pytest.raises(ValueError, match="needs a classifier top"):
-        jcv.cam(tiny_params_notop, images32, method="eigencam")
+        jcv.cam(tiny_params_notop, images32, method="eigengradcam")
     with pytest.raises(ValueError, match="layer must be one of"):
         jcv.cam(tiny_params, images32, layer="fc1")
 

@@ -72,6 +72,7 @@ from jaxconvviz.models.convs import CONV3X3_IMPLS
 from jaxconvviz.models.predict import (
     check_batch_size,
     check_classifier_images,
+    check_images,
     map_in_chunks,
 )
 
@@ -228,13 +229,30 @@ def check_classifier(params: Params, model: ConvNet | None, *, fn: str
 
 
 def prepare(params, images_rgb, layer, class_index, model, batch_size, *,
-            fn: str = "cam"):
-    """Validate everything before compute -> (model, layer, x, classes, top1)."""
-    model = check_classifier(params, model, fn=fn)
+            fn: str = "cam", headless: bool = False):
+    """Validate everything before compute -> (model, layer, x, classes, top1).
+
+    ``headless`` (Eigen-CAM through :func:`cam`): a model without a
+    classifier top is accepted too, with ``class_index=None`` and images of
+    any size the layer allows."""
+    if headless and not (model := resolve_model(params, model=model)).has_top:
+        if class_index is not None:
+            raise InputError(
+                f"class_index must be None for {fn} on a model without a "
+                f"classifier top (there are no classes); got {class_index!r}.")
+        x = check_images(images_rgb, channels=model.input_shape[2])
+        if x.shape[0] == 0:
+            raise InputError("images_rgb must hold at least one image; got n=0.")
+    else:
+        model = check_classifier(params, model, fn=fn)
+        x = check_classifier_images(model, images_rgb)
     if layer is None:
         layer = model.default_layer
     model.check_layer(layer, model.spatial_layers, name="layer")
-    x = check_classifier_images(model, images_rgb)
+    missing = [n for n in model.param_layers if n not in params]
+    if missing:  # (with a top, check_classifier has said so already)
+        raise InputError(f"params have no weights for layer {missing[0]!r} of "
+                         f"this model; pass the params that belong to model=.")
     shape = model.output_shape(layer, tuple(x.shape[1:3]))
     if min(shape[:2]) < 1:
         raise InputError(
@@ -384,10 +402,12 @@ def raw_cam(method: str, a, g):
 
 
 def normalise(cam):
-    """``relu(cam) / max`` per image, float32, zero-safe."""
+    """``relu(cam) / max`` per image, float32, zero-safe; the peak is
+    exactly 1 (XLA:CPU may divide as a multiply by the reciprocal, which can
+    leave it one ulp below)."""
     cam = jax.nn.relu(cam.astype(jnp.float32))
     peak = cam.max(axis=(1, 2), keepdims=True)
-    return cam / jnp.maximum(peak, _TINY)
+    return jnp.where((cam == peak) & (peak > 0), 1.0, cam / jnp.maximum(peak, _TINY))
 
 
 def resize_matrix(n_in: int, n_out: int, *, align_corners: bool) -> np.ndarray:
@@ -608,9 +628,10 @@ def _cams(params, images_rgb, *, method, layer, class_index, model, size,
         raise InputError(
             f"memory_budget must be a positive int (bytes); got {memory_budget!r}.")
     _check_conv3x3(conv3x3_impl)
-    model, layer, x, ci, use_top1 = prepare(params, images_rgb, layer,
-                                            class_index, model, batch_size,
-                                            fn=f"cam(method={method!r})")
+    model, layer, x, ci, use_top1 = prepare(
+        params, images_rgb, layer, class_index, model, batch_size,
+        fn=f"cam(method={method!r})",
+        headless=not scores and method in HEADLESS_METHODS)
     impl3 = effective_conv3x3_impl(method, model, conv3x3_impl)
     if impl3 != model.conv3x3_impl:
         model = model.clone(conv3x3_impl=impl3, parent=None)
@@ -639,7 +660,9 @@ def cam(params: Params, images_rgb: ImagesRGB, *, method: str = "gradcam",
     """Class-activation maps of one CAM method, one per image.
 
     Args:
-      params: weights **with** a classifier top.
+      params: weights **with** a classifier top; Eigen-CAM
+        (:data:`HEADLESS_METHODS`) also takes weights without one (then
+        ``class_index=None`` and any image size the layer allows).
       images_rgb: RGB float in [0, 255] (or uint8), ``(n, h, w, 3)``;
         ``model.preprocess`` maps them to the model's input domain (VGG16:
         caffe BGR). Score-CAM multiplies the preprocessed input by each mask.

@@ -60,7 +60,7 @@ def torchvision_vgg16(params, model, *, with_top: bool = False):
         source = f"torchvision {torchvision.__version__} models.vgg16"
     except Exception as e:  # noqa: BLE001 - say which network was measured
         why = f"(torchvision failed: {type(e).__name__})"
-        if with_top:  # features, pool, fc1-fc2-predictions; net.features as torchvision's
+        if with_top:  # net.features, pool, fc1-fc2-predictions, as torchvision
             return tp.vgg_classifier(params, model), f"torch.nn rebuild of VGG16 {why}"
         feats = tp.vgg_features(params, model, model.conv_layers[-1])
         holder = torch.nn.Module()
