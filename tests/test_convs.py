@@ -410,20 +410,28 @@ def _winograd(x, w, padding, **kw):
                                by_shape=False, **kw)
 
 
+@pytest.mark.parametrize("stacked", [0, 10**9], ids=["16-products", "batched"])
 @pytest.mark.parametrize("shape,padding", [
     ((2, 7, 9, 5), "SAME"),             # odd sizes: a last half tile
     ((1, 6, 6, 3), "VALID"),
     ((2, 5, 8, 4), ((2, 0), (1, 2))),   # asymmetric explicit pads
     ((1, 3, 3, 2), ((0, 0), (0, 0))),   # one output pixel
 ])
-def test_winograd_conv_equals_xla_and_both_gradients(shape, padding):
+def test_winograd_conv_equals_xla_and_both_gradients(shape, padding, stacked):
+    """Both forms of the products (16 separate ones; one batched, which
+    ``stacked_max_tiles`` picks below its tile count), values and both
+    gradients (the input gradient is Winograd of the same form)."""
     rng = np.random.default_rng(8)
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
     w = jnp.asarray(rng.normal(size=(3, 3, shape[-1], 3)), jnp.float32)
     want = _xla(x, w, padding)
-    got = jax.jit(_winograd, static_argnums=2)(x, w, padding)  # not op by op
-    text = str(jax.make_jaxpr(lambda x: _winograd(x, w, padding))(x))  # nested too
-    assert "conv_general_dilated" not in text and "dot_general" in text
+    got = jax.jit(lambda x, w: _winograd(x, w, padding,  # not op by op
+                                         stacked_max_tiles=stacked))(x, w)
+    text = str(jax.make_jaxpr(lambda x: _winograd(x, w, padding,
+                                                  stacked_max_tiles=stacked))(x))
+    # G g G^T is one product; then 16 separate ones or one batched
+    assert "conv_general_dilated" not in text
+    assert text.count("dot_general") == (2 if stacked else 17)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     # by hand: output (1, 1) is the 3x3 window of the padded input there
     pads = ((1, 1), (1, 1)) if padding == "SAME" else (
@@ -434,8 +442,8 @@ def test_winograd_conv_equals_xla_and_both_gradients(shape, padding):
         np.testing.assert_allclose(got[0, 1, 1], hand, rtol=1e-5, atol=1e-5)
     g = jnp.asarray(rng.normal(size=want.shape), jnp.float32)
     gx, gw = jax.grad(lambda x, w: jnp.vdot(_xla(x, w, padding), g), (0, 1))(x, w)
-    ox, ow = jax.jit(jax.grad(lambda x, w: jnp.vdot(_winograd(x, w, padding), g),
-                              (0, 1)))(x, w)
+    ox, ow = jax.jit(jax.grad(lambda x, w: jnp.vdot(
+        _winograd(x, w, padding, stacked_max_tiles=stacked), g), (0, 1)))(x, w)
     np.testing.assert_allclose(ox, gx, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ow, gw, rtol=1e-5, atol=1e-5)
 
