@@ -240,6 +240,10 @@ def prepare(params, images_rgb, layer, class_index, model, batch_size, *,
             raise InputError(
                 f"class_index must be None for {fn} on a model without a "
                 f"classifier top (there are no classes); got {class_index!r}.")
+        missing = [n for n in model.param_layers if n not in params]
+        if missing:  # check_classifier's own check, for a model without a top
+            raise InputError(f"params have no weights for layer {missing[0]!r} of "
+                             f"this model; pass the params that belong to model=.")
         x = check_images(images_rgb, channels=model.input_shape[2])
         if x.shape[0] == 0:
             raise InputError("images_rgb must hold at least one image; got n=0.")
@@ -249,10 +253,6 @@ def prepare(params, images_rgb, layer, class_index, model, batch_size, *,
     if layer is None:
         layer = model.default_layer
     model.check_layer(layer, model.spatial_layers, name="layer")
-    missing = [n for n in model.param_layers if n not in params]
-    if missing:  # (with a top, check_classifier has said so already)
-        raise InputError(f"params have no weights for layer {missing[0]!r} of "
-                         f"this model; pass the params that belong to model=.")
     shape = model.output_shape(layer, tuple(x.shape[1:3]))
     if min(shape[:2]) < 1:
         raise InputError(
