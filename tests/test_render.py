@@ -339,6 +339,35 @@ def test_progress_plain_lines_when_not_a_tty(tiny_notop):
     assert chunk_lines[-1].startswith(f"atlas: {L} chunk 2/2: 4/4 filters")
 
 
+def test_progress_reports_a_chunk_when_its_result_is_ready():
+    """Dispatch is asynchronous: run_layer reports chunk c only after
+    waiting for its result (the demo once printed every chunk of a layer as
+    done, "~0 s left", at the moment the last one was queued), and chunk
+    c + 1 is dispatched before that wait, so the device never idles."""
+    events = []
+
+    class Pending:  # a queued result: ready once waited for
+        def __init__(self, c):
+            self.c = c
+
+        def block_until_ready(self):
+            events.append(("ready", self.c))
+            return self
+
+    def run_chunk(ids):
+        c = sum(1 for e in events if e[0] == "dispatch")
+        events.append(("dispatch", c))
+        return Pending(c)
+
+    plan = ex.LayerPlan(layer="l", n_filters=5, chunk=2, n_chunks=3, n_devices=1,
+                        per_filter_bytes=0, budget_bytes=0)
+    ex.run_layer(run_chunk, lambda x: x, plan, np.arange(5),
+                 progress=lambda done, total: events.append(("report", done)))
+    assert events == [("dispatch", 0), ("dispatch", 1), ("ready", 0), ("report", 2),
+                      ("dispatch", 2), ("ready", 1), ("report", 4),
+                      ("ready", 2), ("report", 5)]
+
+
 def test_atlas_warns_up_front_on_cpu_with_an_estimate(tiny_notop, monkeypatch):
     model, params = tiny_notop
     monkeypatch.setattr(ex, "CPU_MACS_PER_SECOND", 1.0)  # make it "slow"

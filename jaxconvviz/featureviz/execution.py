@@ -774,7 +774,8 @@ def run_layer(run_chunk: Callable[[np.ndarray], object],
     (the last one padded with its last index), each result passed through
     ``finish`` (e.g. a copy to the host) once the next chunk has been
     dispatched, so the host fetch of chunk ``c`` overlaps the compute of
-    chunk ``c + 1``.
+    chunk ``c + 1``. With ``progress``, chunk ``c`` is reported (filters
+    done, time left) when its result is ready, not when it was dispatched.
 
     Returns:
       ``[finish(result of chunk c) for c in range(plan.n_chunks)]``; rows past
@@ -788,6 +789,12 @@ def run_layer(run_chunk: Callable[[np.ndarray], object],
 
     def land(c, x):
         outs.append(finish(x))
+        if progress is not None:
+            # Dispatch is asynchronous (CPU too): without this wait a chunk
+            # would be reported done, and the time left estimated, when it
+            # was only queued. Chunk c + 1 is already queued, so the device
+            # does not idle while the host waits.
+            jax.block_until_ready(x)
         counter.done += min(plan.chunk, plan.n_filters - c * plan.chunk)
         if isinstance(progress, Progress):
             progress.update(counter.done, counter.total, layer=plan.layer,
