@@ -8,6 +8,7 @@ channels flat, never NaN) and tiled ``--images-per-row`` to a row.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 from jaxconvviz.commands import common
@@ -94,7 +95,9 @@ def run(args) -> int:
                                    images_per_row=args.images_per_row,
                                    dead_value=args.dead_value, model=model)
     image_name = Path(args.image).name
-    for name in tqdm(layers, desc="layers", unit="layer", disable=len(layers) < 2):
+    # a bar only on a terminal: in a log each "wrote ..." line is the progress
+    bar_off = len(layers) < 2 or not sys.stderr.isatty()
+    for name in tqdm(layers, desc="layers", unit="layer", disable=bar_off):
         th, tw, c = model.output_shape(name, (size, size))
         fig = plot_activation_grid(grids[name], layer=name, image_name=image_name,
                                    tile_hw=(th, tw), n_channels=c)
