@@ -229,5 +229,11 @@ def test_comparison_and_metric_figures_show_the_data():
     heights = [[p.get_height() for p in ax.patches] for ax in fig.axes]
     assert heights == [[0.25, 0.5, 0.1], [3.0, 1.0, 2.0]]
     assert fig.axes[0].get_title() == "auc (lower is better)"
+    labels = [[t.get_text() for t in ax.texts] for ax in fig.axes]
+    assert labels == [["0.25", "0.5", "0.1"], ["3", "1", "2"]]
+    # a percentage metric at 0 for every method: a 0-100 axis, bars labelled 0
+    fig = plot_metrics({"m1": {"increase %": 0.0}, "m2": {"increase %": 0.0}})
+    assert fig.axes[0].get_ylim()[0] == 0 and fig.axes[0].get_ylim()[1] >= 100
+    assert [t.get_text() for t in fig.axes[0].texts] == ["0", "0"]
     with pytest.raises(ValueError, match="every method must have the metrics"):
         plot_metrics({"m1": {"auc": 1.0}, "m2": {"drop": 1.0}})

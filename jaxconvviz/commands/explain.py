@@ -183,17 +183,17 @@ def run(args: argparse.Namespace) -> int:
     classes, probs, table = evaluate(params, x, methods, model=model, layer=layer,
                                      class_index=args.class_index, steps=args.steps,
                                      key=jax.random.key(args.seed))
-    names = (([load_class_index()[int(k)][1] for k in classes]) if n_out == 1000
-             else [f"class {int(k)}" for k in classes])
+    # "African_elephant (386)" for ImageNet, "class 9" for a model without names
+    names = ([f"{load_class_index()[int(k)][1]} ({int(k)})" for k in classes]
+             if n_out == 1000 else [f"class {int(k)}" for k in classes])
     common.say(f"{desc}; methods {', '.join(methods)}")
     shown = to_uint8(x if x.shape[-1] == 3 else np.repeat(x, 3, axis=-1))
     for i, p in enumerate(paths):
         fig = comparison_figure(
             shown[i:i + 1], {m: {k: v[i:i + 1] for k, v in r.items()}
                              for m, r in table.items()}, methods,
-            [f"{names[i]} ({int(classes[i])})\nscore {probs[i]:.3g}"],
-            alpha=args.alpha, title=f"{p.name}: {names[i]} ({int(classes[i])}), "
-            f"score {probs[i]:.3g}")
+            [f"{names[i]}\nscore {probs[i]:.3g}"],
+            alpha=args.alpha, title=f"{p.name}: {names[i]}, score {probs[i]:.3g}")
         fp = common.save_figure(fig, d / f"explain_{p.stem}.png")
         common.say(f"wrote {fp}")
     buf = io.StringIO()

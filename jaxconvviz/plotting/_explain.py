@@ -67,7 +67,9 @@ def plot_methods(images_u8, overlays_u8, labels: Sequence[str], *,
 def plot_metrics(table: Mapping[str, Mapping[str, float]], *,
                  better: Mapping[str, str] | None = None,
                  title: str | None = None) -> Figure:
-    """Bar charts of metrics per method, one panel per metric.
+    """Bar charts of metrics per method, one panel per metric, each bar
+    labelled with its value. A metric whose name ends in ``%`` is drawn on a
+    0-100 axis, so an all-zero panel reads as 0 %, not as an empty plot.
 
     Args:
       table: ``{method: {metric: value}}`` (every method the same metrics).
@@ -94,7 +96,14 @@ def plot_metrics(table: Mapping[str, Mapping[str, float]], *,
     x = np.arange(len(methods))
     for ax, met in zip(axes, metrics, strict=False):
         vals = [float(table[mth][met]) for mth in methods]
-        ax.bar(x, vals, color="C0")
+        bars = ax.bar(x, vals, color="C0")
+        ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=1)
+        lo, hi = min(0.0, *vals), max(0.0, *vals)
+        if met.rstrip().endswith("%"):
+            lo, hi = min(lo, 0.0), max(hi, 100.0)
+        elif hi == lo:
+            hi = lo + 1.0
+        ax.set_ylim(lo - 0.1 * (hi - lo) * (lo < 0), hi + 0.12 * (hi - lo))
         ax.set_xticks(x, methods, rotation=60, ha="right", fontsize=8)
         hint = f" ({better[met]} is better)" if better and met in better else ""
         ax.set_title(met + hint, fontsize=9)
