@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     if imagenet:
         top = decode_predictions(scores, top=3)[0]
         rows = [(name, float(s)) for _, name, s in top]
-        name = load_class_index()[k][1]
+        name = f"{load_class_index()[k][1]} (index {k})"
     else:
         order = np.argsort(-scores[0], kind="stable")[:3]
         rows = [(f"class {i}", float(scores[0, i])) for i in order]
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     common.say(f"top predictions ({kind}):")
     for rank, (row_name, s) in enumerate(rows, 1):
         common.say(f"  {rank}. {row_name}: {s:.4f}")
-    common.say(f"{label(method)} of {name} (index {k}), logit {logits[0, k]:.4g}"
+    common.say(f"{label(method)} of {name}, logit {logits[0, k]:.4g}"
                + (", the top-1 class" if args.class_index is None else ""))
 
     over = overlay(original[None], cam[None], alpha=args.alpha,
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     at = f" at {layer}" if where else ""
     fig = plot_gradcam(
         to_uint8(original), cam, over,
-        title=f"{label(method)}{at}: {name} (index {k}), {kind} {scores[0, k]:.3g}",
+        title=f"{label(method)}{at}: {name}, {kind} {scores[0, k]:.3g}",
         predictions=rows, colormap=args.colormap)
     stem = path.stem
     prefix = "gradcam" if method == "gradcam" else method.replace("+", "p")
