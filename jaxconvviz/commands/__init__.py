@@ -48,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog="jaxconvviz",
-        description="See what convnets learn: filter atlases, Grad-CAM, "
-        "activation and kernel views, in JAX.",
+        description="See what convnets learn, in JAX: filter atlases and "
+        "lucid-style feature visualization, CAMs and gradient attributions "
+        "with faithfulness metrics, activation and kernel views, and an "
+        "offline report of a whole network.",
     )
     parser.add_argument("--version", action="version",
                         version=f"jaxconvviz {__version__}")

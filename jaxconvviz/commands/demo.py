@@ -34,11 +34,13 @@ DEMO_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1",
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "demo", help="the main job: filter atlases, activation grids, Grad-CAM",
+        "demo", help="the main job: filter atlases, activation grids, CAMs",
         description="Write the book's figures for VGG16 to --out: the first 64 "
         "filter patterns of block1_conv1..block5_conv1, the activation grids "
         "of the first 8 layers for a cat photo, and Grad-CAM of an elephant "
-        "photo when the ImageNet weights are present. Runs offline.",
+        "photo when the ImageNet weights with the classifier are present; "
+        "then book vs lucid feature visualizations of block4_conv1, and every "
+        "CAM method on a small CNN trained on the fly. Runs offline.",
     )
     p.add_argument("--out", default="demo_out", metavar="DIR",
                    help="output directory (default: demo_out)")

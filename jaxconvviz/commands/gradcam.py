@@ -28,9 +28,11 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "gradcam",
-        help="Grad-CAM class-activation heatmap of an image",
+        help="Grad-CAM (or --method: any CAM or gradient attribution) of an "
+        "image",
         description="Grad-CAM (arXiv:1610.02391) of one class at a spatial "
-        "layer: which parts of the image raise the class logit. Defaults "
+        "layer: which parts of the image raise the class logit; --method "
+        "picks any other CAM method or input-space attribution. Defaults "
         "follow DLwP 5.4.3: VGG16 with ImageNet weights and its classifier, "
         "layer block5_conv3, the top-1 class.",
     )
