@@ -184,8 +184,9 @@ def run(args: argparse.Namespace) -> int:
                                      class_index=args.class_index, steps=args.steps,
                                      key=jax.random.key(args.seed))
     # "African_elephant (386)" for ImageNet, "class 9" for a model without names
-    names = ([f"{load_class_index()[int(k)][1]} ({int(k)})" for k in classes]
-             if n_out == 1000 else [f"class {int(k)}" for k in classes])
+    index = load_class_index() if n_out == 1000 else None  # read the JSON once
+    names = ([f"{index[int(k)][1]} ({int(k)})" for k in classes]
+             if index else [f"class {int(k)}" for k in classes])
     common.say(f"{desc}; methods {', '.join(methods)}")
     shown = to_uint8(x if x.shape[-1] == 3 else np.repeat(x, 3, axis=-1))
     for i, p in enumerate(paths):

@@ -100,7 +100,7 @@ def plot_metrics(table: Mapping[str, Mapping[str, float]], *,
         ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=1)
         lo, hi = min(0.0, *vals), max(0.0, *vals)
         if met.rstrip().endswith("%"):
-            lo, hi = min(lo, 0.0), max(hi, 100.0)
+            hi = max(hi, 100.0)
         elif hi == lo:
             hi = lo + 1.0
         ax.set_ylim(lo - 0.1 * (hi - lo) * (lo < 0), hi + 0.12 * (hi - lo))
