@@ -1,8 +1,8 @@
 """Benchmark jaxconvviz against the one-at-a-time method of the notes and the
 peers: one JSON document on stdout (progress on stderr).
 
-The cases, timing, FLOP counts and records live in
-:mod:`jaxconvviz.benchmarking`; this is its command line. Usage::
+The cases, timing, FLOP counts and records live in the checkout's top-level
+:mod:`benchmarks` package (not in the wheel); this is its command line. Usage::
 
     python scripts/benchmark.py --smoke                        # CI, seconds
     python scripts/benchmark.py --out bench.json               # default cases
@@ -12,7 +12,7 @@ The cases, timing, FLOP counts and records live in
     python scripts/benchmark.py --plot a.json=H200 b.json --out docs/benchmarks.png
 
 See ``python scripts/benchmark.py --help`` for every option and
-``jaxconvviz/benchmarking/cases.py`` for the case kinds.
+``benchmarks/cases.py`` for the case kinds.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jaxconvviz.benchmarking.cli import main  # noqa: E402
+from benchmarks.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

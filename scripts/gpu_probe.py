@@ -62,7 +62,7 @@ SMOKE_CASES = (
 
 
 def _write(path: Path, doc: dict) -> None:
-    from jaxconvviz.benchmarking.records import write_json
+    from benchmarks.records import write_json
 
     write_json(doc, path)
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_summary_line(i, len(plan), name, doc, rc, wall), flush=True)
         files.append(str(path))
         records += doc.get("cases", [])
-    from jaxconvviz.benchmarking.targets import evaluate
+    from benchmarks.targets import evaluate
 
     first = next((json.loads(Path(f).read_text()) for f in files
                   if "environment" in json.loads(Path(f).read_text())), {})

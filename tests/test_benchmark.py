@@ -1,4 +1,4 @@
-"""jaxconvviz.benchmarking: FLOP counts by hand, the record schema (failed
+"""benchmarks (the checkout's top-level package, not in the wheel): FLOP counts by hand, the record schema (failed
 cases recorded, environment fields, per-case memory), the dense-peak table,
 targets, and the --smoke runs of scripts/benchmark.py and scripts/gpu_probe.py
 (subprocesses, JSON checked)."""
@@ -17,11 +17,11 @@ import jax
 import pytest
 
 import jaxconvviz as jcv
-from jaxconvviz.benchmarking import cases as C
-from jaxconvviz.benchmarking import flops as fl
-from jaxconvviz.benchmarking import records as R
-from jaxconvviz.benchmarking.targets import evaluate
-from jaxconvviz.benchmarking.timing import CaseMemory, CompileCounter
+from benchmarks import cases as C
+from benchmarks import flops as fl
+from benchmarks import records as R
+from benchmarks.targets import evaluate
+from benchmarks.timing import CaseMemory, CompileCounter
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
@@ -184,13 +184,26 @@ def test_targets_measured_met_and_not_measured():
     assert cpu["atlas_bf16_s"]["met"] is None
 
 
-def test_library_never_imports_benchmarking():
+def test_library_never_imports_benchmarks_and_the_wheel_leaves_them_out():
+    import fnmatch
+    import tomllib
+
     pkg = ROOT / "jaxconvviz"
     offenders = [str(p.relative_to(pkg)) for p in pkg.rglob("*.py")
-                 if "benchmarking" not in p.parts
-                 and re.search(r"^\s*(from|import)\s+jaxconvviz\.benchmarking",
-                               p.read_text(), re.M)]
+                 if re.search(r"^\s*(from|import)\s+benchmarks\b", p.read_text(),
+                              re.M)]
     assert offenders == []
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"][
+        "setuptools"]["packages"]["find"]
+    # setuptools' packages.find: every directory with an __init__.py whose
+    # dotted name matches an include pattern
+    packages = [".".join(d.parent.relative_to(ROOT).parts)
+                for d in ROOT.rglob("__init__.py") if ".venv" not in d.parts]
+    assert "benchmarks" in packages
+    wheel = [p for p in packages
+             if any(fnmatch.fnmatchcase(p, pat) for pat in find["include"])]
+    assert "jaxconvviz" in wheel and "jaxconvviz.featureviz" in wheel
+    assert not [p for p in wheel if not p.startswith("jaxconvviz")], wheel
 
 
 def _run(args, tmp_path, timeout=600):
@@ -270,7 +283,7 @@ def test_gpu_probe_smoke_writes_each_case_and_a_summary(tmp_path):
 
 
 def test_plot_peers_draws_measured_records_and_refuses_none(tmp_path):
-    from jaxconvviz.benchmarking.plot import plot_peers
+    from benchmarks.plot import plot_peers
 
     rec = {"case": "cam:gradcam:4:224", "kind": "cam", "method": "gradcam",
            "ours_s_per_image": 1.0, "peer_s_per_image": 4.5,

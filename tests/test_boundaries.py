@@ -17,10 +17,10 @@ from jaxconvviz.cli import main
 PKG = Path(jcv.__file__).parent
 
 #: Modules that may import Pillow / matplotlib / h5py (file IO, plotting, the
-#: CLI, the report, benchmarks). Everything else is compute.
+#: CLI, the report). Everything else is compute.
 IO_MODULES = re.compile(
     r"jaxconvviz\.(images|cli|__main__|_atomic|plotting(\..*)?|commands(\..*)?"
-    r"|report(\..*)?|benchmarking(\..*)?|models\.weights(\..*)?"
+    r"|report(\..*)?|models\.weights(\..*)?"
     r"|models\.keras_import|models\.keras_export|models\.zoo(\..*)?"
     r"|views\.heatmaps)$")
 

@@ -122,10 +122,10 @@ def run(args) -> dict:
     ``args.out`` after every case)."""
     import jax
 
-    from jaxconvviz.benchmarking import records as R
-    from jaxconvviz.benchmarking import torch_peers as tp
-    from jaxconvviz.benchmarking.cases import Ctx, run_case
-    from jaxconvviz.benchmarking.targets import evaluate
+    from benchmarks import records as R
+    from benchmarks import torch_peers as tp
+    from benchmarks.cases import Ctx, run_case
+    from benchmarks.targets import evaluate
     from jaxconvviz.cpu import use_cpu_cores
 
     if args.cpu_devices == "auto":
@@ -165,12 +165,12 @@ def run(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.plot_peers:
-        from jaxconvviz.benchmarking.plot import plot_peers
+        from benchmarks.plot import plot_peers
 
         plot_peers(args.plot_peers, args.out or "peers.png")
         return 0
     if args.plot:
-        from jaxconvviz.benchmarking.plot import plot
+        from benchmarks.plot import plot
 
         plot(args.plot, args.out or "benchmarks.png")
         return 0

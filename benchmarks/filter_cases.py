@@ -1,116 +1,22 @@
-"""Benchmark cases: each times the library's batched path and, in the same
-process, the baseline it replaces, and returns JSON-ready records.
-
-Case texts are ``KIND:ARG:ARG...`` (:func:`parse_case`):
-
-* ``filters:LAYER:SIZE:N``  filter patterns of the first N filters of LAYER.
-  Baseline: the notes' loop, one filter at a time (JAX; PyTorch with peers).
-* ``atlas:SIZE``  :func:`jaxconvviz.filter_atlas` over every conv layer.
-* ``notes:SIZE[:NTIME]``  the one-at-a-time loops alone (JAX, PyTorch with
-  peers) on every conv layer, timed on NTIME filters per layer and scaled to
-  the full atlas (the baseline of the atlas targets, as its own case so a GPU
-  probe can run it separately).
-* ``gradcam:N:SIZE``  Grad-CAM of N images, batched vs a per-image loop
-  (and pytorch-grad-cam with peers).
-* ``activations:N:SIZE``, ``loops:LAYER:SIZE:N``, ``channel:LAYER:SIZE:N``,
-  ``probe:LAYER:SIZE:N``: see each function.
-* Peer speed cases (:mod:`jaxconvviz.benchmarking.peer_cases`): ``render``,
-  ``cam``, ``resnet50``.
-
-:func:`run_case` never drops a case: an exception becomes a record with the
-error; every record is stamped with the environment (device kind, jax and
-jaxlib versions, precision, git commit), dtype, chunk sizes, the device's
-peak memory for the case and, where a dense peak is known, MFU.
-"""
+"""Feature-visualization cases: filter patterns, the atlas, the notes'
+one-at-a-time loops, the step-loop forms and ``channel_only`` on vs off
+(the case texts are in :mod:`benchmarks.cases`)."""
 
 from __future__ import annotations
 
-__all__ = ["CASES", "Ctx", "case_activations", "case_atlas", "case_channel",
-           "classifier",
-           "case_filters", "case_gradcam", "case_loops", "case_notes", "engine",
-           "notes_loop_jax", "parse_case", "run_case", "time_notes_jax"]
+__all__ = ["case_atlas", "case_channel", "case_filters", "case_loops", "case_notes",
+           "notes_loop_jax", "time_notes_jax"]
 
 import statistics
 import time
-import traceback
 from collections.abc import Callable
 
-from jaxconvviz.benchmarking import flops as fl
-from jaxconvviz.benchmarking import torch_peers as tp
-from jaxconvviz.benchmarking.records import add_utilisation, stamp
-from jaxconvviz.benchmarking.timing import (
-    CaseMemory,
-    CompileCounter,
-    log,
-    sync,
-    timed,
-    timeit,
-)
-
-
-def engine(name: str):
-    """A public function of the filter engine by name, from
-    ``featureviz.filters`` or (after the engine's refactor)
-    ``featureviz.execution``: the benchmark reports the chunking and
-    devices the library itself picks."""
-    import importlib
-
-    for mod in ("jaxconvviz.featureviz.filters", "jaxconvviz.featureviz.execution"):
-        try:
-            m = importlib.import_module(mod)
-        except ImportError:
-            continue
-        if hasattr(m, name):
-            return getattr(m, name)
-    raise AttributeError(f"no public {name!r} in jaxconvviz.featureviz.filters or "
-                         f".execution")
-
-
-class Ctx:
-    """What every case shares: model, params, options (an argparse namespace
-    with the fields :func:`jaxconvviz.benchmarking.cli.build_parser` makes)."""
-
-    def __init__(self, args, env: dict):
-        import jax
-        import jax.numpy as jnp
-
-        import jaxconvviz as jcv
-
-        self.args, self.env = args, env
-        self.jax, self.jnp, self.jcv = jax, jnp, jcv
-        self.key = jax.random.key(0)
-        self.smoke = args.smoke
-        self.cpu = jax.default_backend() == "cpu"
-        if args.smoke:
-            self.model = jcv.tiny_vgg16(include_top=False)
-            self.params = self.model.init_params(jax.random.key(1))
-            self.weights = "random (tiny VGG16)"
-        else:
-            self.model = jcv.VGG16(include_top=False)
-            if args.weights == "random":
-                self.params = self.model.init_params(jax.random.key(1), hw=(32, 32))
-                self.weights = "random (Flax default init)"
-            else:
-                from jaxconvviz.models.weights import load_vgg16
-
-                self.params = load_vgg16(args.weights)
-                self.weights = args.weights
-        self.steps = args.steps
-        self.channel_only = {"auto": None, "on": True, "off": False}[
-            args.channel_only]
-        self.peers = bool(args.peers)
-
-    @property
-    def dtypes(self) -> tuple[str, ...]:
-        return ("float32", "bfloat16") if self.args.dtype == "both" else (
-            self.args.dtype,)
-
-    def n_time(self, n: int) -> int:
-        return max(1, min(n, self.args.baseline_filters))
-
-    def torch_ok(self) -> bool:
-        return self.peers and tp.available("torch")
-
+from benchmarks import flops as fl
+from benchmarks import torch_peers as tp
+from benchmarks.context import Ctx
+from benchmarks.timing import CompileCounter, log, sync, timed, timeit
+from jaxconvviz.featureviz import execution as ex
+from jaxconvviz.models.convs import resolve_conv_impl
 
 # ------------------------------------------------------- the notes' loop
 _NOTES_STEP = None
@@ -225,11 +131,11 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
             samples[name].append(timer())
     base = min(samples["jax_notes"]) if "jax_notes" in samples else None
     torch_s = min(samples["torch_notes"]) if "torch_notes" in samples else None
-    only = engine("resolve_channel_only")(ctx.channel_only, ctx.model, layer)
-    devs = engine("auto_devices")(tuple(ctx.jax.local_devices()), ctx.model,
-                                  layer, size, channel_only=only)
+    only = ex.resolve_channel_only(ctx.channel_only, ctx.model, layer)
+    devs = ex.auto_devices(tuple(ctx.jax.local_devices()), ctx.model, layer, size,
+                           channel_only=only)
     n_dev = min(n, len(devs))
-    chunk = engine("chunk_size")(n, n_dev, None, ctx.model, layer, size)
+    chunk = ex.chunk_size(n, n_dev, None, ctx.model, layer, size)
     n_chunks = -(-n // chunk)
     base_flops = fl.ascent_flops(ctx.model, layer, size, steps, n)
     out, acts = [], {}
@@ -250,8 +156,8 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
                        "chunk_per_device": chunk // n_dev,
                        "padding": chunk * n_chunks - n},
             # filter_patterns' loop="auto" rule (its docstring)
-            "loop": jcv.featureviz.execution.resolve_loop("auto"),
-            "conv_impl": jcv.models.convs.resolve_conv_impl("auto", getattr(jnp, dt)),
+            "loop": ex.resolve_loop("auto"),
+            "conv_impl": resolve_conv_impl("auto", getattr(jnp, dt)),
             "rounds": ctx.args.rounds,
             "mean_activation": float(acts[dt].mean()),
             "samples_s": {"batched": samples[f"batched_{dt}"]},
@@ -328,7 +234,7 @@ def case_atlas(ctx: Ctx, size: int) -> list[dict]:
             per = time_notes_jax(ctx.params, model, layer, size, steps, nb, ctx.key)
             base_layers[layer] = per * 1e3
             base_total += per * counts[layer]
-    only = {layer: engine("resolve_channel_only")(ctx.channel_only, model, layer)
+    only = {layer: ex.resolve_channel_only(ctx.channel_only, model, layer)
             for layer in layers}
     flops = sum(fl.ascent_flops(model, layer, size, steps, counts[layer], only[layer])
                 for layer in layers)
@@ -374,7 +280,7 @@ def case_atlas(ctx: Ctx, size: int) -> list[dict]:
         rec = {
             "case": f"atlas:{size}", "kind": "atlas", "size": size, "steps": steps,
             "n": n_total, "layers": len(layers), "dtype": dt,
-            "conv_impl": jcv.models.convs.resolve_conv_impl("auto", getattr(jnp, dt)),
+            "conv_impl": resolve_conv_impl("auto", getattr(jnp, dt)),
             "channel_only": only,
             "batched_s": warm, "cold_s": cold, "samples_s": warm_times,
             "warmup": "one full filter_atlas call with the timed arguments",
@@ -451,122 +357,6 @@ def case_notes(ctx: Ctx, size: int, n_time: int = 2) -> list[dict]:
     return out
 
 
-def classifier(ctx: Ctx, size: int):
-    """``(model, params)``: VGG16 with a classifier top (random top, conv
-    layers from the benchmark weights; the tiny preset in --smoke)."""
-    jax, jcv = ctx.jax, ctx.jcv
-    if ctx.smoke:
-        model = jcv.tiny_vgg16(include_top=True)
-        return model, model.init_params(jax.random.key(2))
-    model = jcv.VGG16(include_top=True)
-    if size != 224:
-        raise ValueError(f"gradcam cases need size 224 for the VGG16 classifier top; "
-                         f"got {size}")
-    params = model.init_params(jax.random.key(2), hw=(224, 224))
-    # conv layers from the benchmark weights, random top (HED has none)
-    params = {**params, **{k: v for k, v in ctx.params.items() if k in params}}
-    return model, params
-
-
-def _images(ctx: Ctx, n: int, size: int):
-    return ctx.jax.random.uniform(ctx.jax.random.key(3), (n, size, size, 3)) * 255.0
-
-
-def case_gradcam(ctx: Ctx, n: int, size: int) -> list[dict]:
-    """Grad-CAM of ``n`` RGB [0, 255] images: batched vs a per-image loop of
-    the same function, and pytorch-grad-cam's GradCAM with ``--peers``."""
-    import numpy as np
-
-    jcv = ctx.jcv
-    model, params = classifier(ctx, size)
-    imgs = _images(ctx, n, size)
-    log(f"gradcam {n} images {size}px")
-    bs = ctx.args.gradcam_batch
-
-    def batched():
-        return jcv.grad_cam(params, imgs, model=model, batch_size=bs)
-
-    def loop():
-        return [jcv.grad_cam(params, imgs[i:i + 1], model=model) for i in range(n)]
-
-    cold, warm, samples = timeit(batched, repeat=ctx.args.repeat)
-    sync(loop())  # compile the one-image program before timing it
-    per_image = timed(loop)
-    a = np.asarray(batched())
-    b = np.concatenate([np.asarray(x) for x in loop()])
-    flops = fl.forward_flops(model, size, n, upto="block5_conv3")
-    rec = {
-        "case": f"gradcam:{n}:{size}", "kind": "gradcam", "n": n, "size": size,
-        "dtype": "float32", "chunks": {"batch_size": bs},
-        "baseline": "per-image loop of jcv.grad_cam (compiled once)",
-        "baseline_s": per_image, "batched_s": warm, "cold_s": cold,
-        "samples_s": samples,
-        "speedup": per_image / warm, "images_per_s": n / warm,
-        "baseline_images_per_s": n / per_image,
-        "batched_equals_loop_max_abs": float(np.abs(a - b).max()),
-        "gflop": flops / 1e9, "tflops": flops / warm / 1e12,
-    }
-    if ctx.peers and not ctx.smoke:
-        rec.update(_gradcam_peer(params, model, np.asarray(imgs), warm))
-    return [rec]
-
-
-def _gradcam_peer(params, model, imgs, warm) -> dict:
-    if not (tp.available("torch") and tp.available("pytorch-grad-cam")):
-        return {"pytorch_grad_cam": "absent (torch or grad-cam not installed)"}
-    import numpy as np
-
-    try:
-        net = tp.vgg_classifier(params, model)
-        x = np.asarray(model.preprocess(imgs)).transpose(0, 3, 1, 2)
-        dt, _ = tp.time_cam(net, net.features[-1], x, "gradcam")
-    except Exception as e:  # noqa: BLE001 - a peer failing is a result too
-        return {"pytorch_grad_cam_error": f"{type(e).__name__}: {e}"}
-    n = imgs.shape[0]
-    return {"pytorch_grad_cam_s": dt, "pytorch_grad_cam_images_per_s": n / dt,
-            "speedup_vs_pytorch_grad_cam": dt / warm,
-            "note_pytorch_grad_cam": "its output is resized to the input size on "
-                                     "the host (cv2) and min-max normalised; ours "
-                                     "is the 14x14 map"}
-
-
-def case_activations(ctx: Ctx, n: int, size: int) -> list[dict]:
-    """Every conv activation of ``n`` images, batched vs a per-image loop."""
-    import numpy as np
-
-    jcv = ctx.jcv
-    model, params = ctx.model, ctx.params
-    imgs = _images(ctx, n, size)
-    layers = model.conv_layers
-    log(f"activations {n} images {size}px, {len(layers)} layers")
-    bs = ctx.args.gradcam_batch or n
-
-    def batched():
-        return [jcv.activations(params, imgs[s:s + bs], layers=layers, model=model)
-                for s in range(0, n, bs)]
-
-    def loop():
-        return [jcv.activations(params, imgs[i:i + 1], layers=layers, model=model)
-                for i in range(n)]
-
-    cold, warm, samples = timeit(batched, repeat=ctx.args.repeat)
-    sync(loop())
-    per_image = timed(loop)
-    flops = fl.forward_flops(model, size, n)
-    return [{
-        "case": f"activations:{n}:{size}", "kind": "activations", "n": n,
-        "size": size, "dtype": "float32", "chunks": {"batch_size": bs},
-        "baseline": "per-image loop of jcv.activations (compiled once)",
-        "baseline_s": per_image, "batched_s": warm, "cold_s": cold,
-        "samples_s": samples,
-        "speedup": per_image / warm, "images_per_s": n / warm,
-        "baseline_images_per_s": n / per_image,
-        "gflop": flops / 1e9, "tflops": flops / warm / 1e12,
-        "all_finite": bool(all(np.isfinite(np.asarray(v)).all()
-                               for d in batched() for v in d.values())),
-    }]
-
-
 def case_loops(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
     """The step-loop forms (fori, python) x chunk sizes of filter_patterns."""
     jcv, jnp = ctx.jcv, ctx.jnp
@@ -634,65 +424,4 @@ def case_channel(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
                         "mean_activation": float(act.mean())})
             log(f"  channel {layer} {dt} channel_only={only}: {warm * 1e3:.0f} ms")
         out[-2]["speedup_vs_whole_layer"] = out[-1]["batched_s"] / out[-2]["batched_s"]
-    return out
-
-
-def _peer_cases():
-    from jaxconvviz.benchmarking import peer_cases
-
-    return peer_cases
-
-
-CASES: dict[str, Callable[..., list[dict]]] = {
-    "filters": case_filters, "atlas": case_atlas, "notes": case_notes,
-    "gradcam": case_gradcam, "activations": case_activations,
-    "loops": case_loops, "channel": case_channel,
-    "render": lambda ctx, *a: _peer_cases().case_render(ctx, *a),
-    "cam": lambda ctx, *a: _peer_cases().case_cam(ctx, *a),
-    "resnet50": lambda ctx, *a: _peer_cases().case_resnet50(ctx, *a),
-}
-
-
-def parse_case(text: str) -> tuple[str, list]:
-    """``"filters:block3_conv1:64:16"`` -> ``("filters", ["block3_conv1", 64, 16])``.
-
-    Raises:
-      ValueError: an unknown kind (names the accepted ones).
-    """
-    parts = text.split(":")
-    kind = parts[0]
-    if kind not in CASES:
-        raise ValueError(f"unknown case kind {kind!r} in case {text!r}; one of "
-                         f"{sorted(CASES)}")
-    return kind, [p if not p.isdigit() else int(p) for p in parts[1:]]
-
-
-def run_case(ctx: Ctx, text: str, *, own_process: bool = False) -> list[dict]:
-    """Run one case; never raises for the case's own failure.
-
-    Returns its records, each stamped (environment, dtype, chunks), with the
-    device's peak memory for the case and MFU where a peak is known; a
-    failure (a bad case text included) is one record with ``error`` and the
-    traceback's last lines.
-    """
-    t0 = time.perf_counter()
-    with CaseMemory(own_process) as mem:
-        try:
-            kind, cargs = parse_case(text)
-            recs = CASES[kind](ctx, *cargs)
-        except Exception as e:  # noqa: BLE001 - a failed case is a result
-            log(f"case {text} failed: {type(e).__name__}: {e}")
-            recs = [{"case": text, "kind": text.split(":")[0],
-                     "error": f"{type(e).__name__}: {e}",
-                     "traceback": traceback.format_exc().splitlines()[-6:]}]
-    memory = mem.record()
-    wall = time.perf_counter() - t0
-    out = []
-    for r in recs:
-        r = stamp(r, ctx.env)
-        r["memory"] = memory
-        r["case_wall_s"] = wall
-        if "tflops" in r and "error" not in r:
-            add_utilisation(r, ctx.env)
-        out.append(r)
     return out

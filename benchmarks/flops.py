@@ -13,14 +13,14 @@ from __future__ import annotations
 __all__ = ["ascent_flops", "ascent_step_xla_flops", "compiled_flops", "conv_macs",
            "forward_flops", "jit_xla_flops"]
 
+from jaxconvviz.models import shapes
+
 
 def conv_macs(model, layer: str, size: int, channel_only: bool = False) -> int:
     """Forward multiply-adds of one ``size`` px image through the convolutions
     up to ``layer`` (``channel_only``: ``layer`` with one output channel); the
-    library's :func:`jaxconvviz.featureviz.filters.conv_macs`."""
-    from jaxconvviz.benchmarking.cases import engine
-
-    return engine("conv_macs")(model, layer, size, channel_only=channel_only)
+    library's :func:`jaxconvviz.models.shapes.conv_macs`."""
+    return shapes.conv_macs(model, layer, size, channel_only=channel_only)
 
 
 def ascent_flops(model, layer: str, size: int, steps: int, n: int,

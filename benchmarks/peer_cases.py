@@ -22,8 +22,9 @@ __all__ = ["TARGETS", "case_cam", "case_render", "case_resnet50",
 
 import time
 
-from jaxconvviz.benchmarking import torch_peers as tp
-from jaxconvviz.benchmarking.timing import log, timed
+from benchmarks import torch_peers as tp
+from benchmarks.context import classifier
+from benchmarks.timing import log, timed
 
 #: Issue targets for the peer comparisons: ratio peer time / ours, at least.
 TARGETS = {"render": 1.5, "cam": 4.0, "cam_scorecam": 1.5, "cam_ablationcam": 1.5,
@@ -252,8 +253,6 @@ def case_cam(ctx, method: str = "gradcam", n: int = 4, size: int = 224,
     ``conv3x3`` is ``jcv.cam``'s ``conv3x3_impl`` (``"auto"``: Winograd
     where it pays, ``cam:gradcam:4:224:auto``; ``"conv"``; absent: the
     library's default for the method)."""
-    from jaxconvviz.benchmarking.cases import classifier
-
     case = f"cam:{method}:{n}:{size}{_suffix(conv3x3)}"
     target = TARGETS.get(f"cam_{method}", TARGETS["cam"])
     model, params = classifier(ctx, size)
