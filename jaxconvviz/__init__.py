@@ -20,10 +20,47 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
-
-from jaxconvviz._types import ImagesCaffe, ImagesRGB, ImagesU8, Params, PRNGKey  # noqa: E402
-from jaxconvviz.models.convnet import (  # noqa: E402
+# Eager exports, one sorted import per module. ``attribution`` and ``backend``
+# the functions shadow the subpackages of the same name as attributes
+# (``from jaxconvviz.backend.config import x`` still works).
+from jaxconvviz._types import ImagesCaffe, ImagesRGB, ImagesU8, Params, PRNGKey
+from jaxconvviz._version import __version__
+from jaxconvviz.attribution.cams import (
+    CAM_METHODS,
+    CamResult,
+    cam,
+    cam_with_scores,
+)
+from jaxconvviz.attribution.gradcam import grad_cam, grad_cam_with_scores
+from jaxconvviz.attribution.gradients import (
+    ATTRIBUTION_METHODS,
+    attribution,
+)
+from jaxconvviz.attribution.metrics import (
+    confidence_change,
+    deletion,
+    insertion,
+    mass_in_mask,
+    pointing_game,
+    road,
+)
+from jaxconvviz.attribution.sanity import (
+    cascading_randomization,
+    label_randomization,
+)
+from jaxconvviz.backend import Backend, backend
+from jaxconvviz.compile_cache import use_compile_cache
+from jaxconvviz.cpu import available_cores, use_cpu_cores
+from jaxconvviz.featureviz import objectives, transforms
+from jaxconvviz.featureviz.atlas import LayerPlan, atlas_plan, filter_atlas
+from jaxconvviz.featureviz.execution import (
+    DeadFilterWarning,
+    Progress,
+    SlowOnCPUWarning,
+)
+from jaxconvviz.featureviz.filters import filter_activation, filter_patterns
+from jaxconvviz.featureviz.render import STYLES, render
+from jaxconvviz.models.convnet import (
     CONV_LAYERS,
     LAYER_NAMES,
     VGG16,
@@ -33,39 +70,51 @@ from jaxconvviz.models.convnet import (  # noqa: E402
     resolve_model,
     tiny_vgg16,
 )
-from jaxconvviz.models.labels import decode_predictions, load_class_index  # noqa: E402
-from jaxconvviz.models.predict import activations, predict  # noqa: E402
-from jaxconvviz.models.preprocess import (  # noqa: E402
+from jaxconvviz.models.labels import decode_predictions, load_class_index
+from jaxconvviz.models.predict import activations, predict
+from jaxconvviz.models.preprocess import (
     CAFFE_MEAN_BGR,
     caffe_to_rgb,
     deprocess_image,
     preprocess_input,
 )
+from jaxconvviz.run import Run
+from jaxconvviz.views.activation_grids import (
+    activation_grid,
+    activation_grids,
+    feature_map_grid,
+    layer_activation_grids,
+    standardize_channels,
+    tile_channels,
+)
+from jaxconvviz.views.grids import atlas_grid, tile_grid
+from jaxconvviz.views.kernels import (
+    KernelGrid,
+    WeightHistogram,
+    glorot_uniform_like,
+    kernel_grid,
+    weight_histogram,
+)
 
 # Public names whose modules import Pillow / h5py / matplotlib: loaded lazily
 # (PEP 562) so compute-only users never import them. name -> module.
 _LAZY = {
+    "CAT_PHOTO": "images",
+    "ELEPHANT_PHOTO": "images",
     "load_img": "images",
     "save_image": "images",
     "to_uint8": "images",
-    "CAT_PHOTO": "images",
-    "ELEPHANT_PHOTO": "images",
-    "plotting": None,  # the jaxconvviz.plotting package
-    # -- modules added by later work register lazy exports below this line --
-    "load_vgg16": "models.weights",
-    "load_params": "models.weights",
-    "read_keras_weights": "models.weights",
+    "save_keras_model": "models.keras_export",
+    "load_keras_model": "models.keras_import",
     "fetch_imagenet": "models.weights",
     "imagenet_available": "models.weights",
-    "overlay": "views.heatmaps",
-    "load_keras_model": "models.keras_import",
-    "save_keras_model": "models.keras_export",
-    # -- models (graph import, zoo): lazy exports --
-    "load_application": "models.zoo",
+    "load_params": "models.weights",
+    "load_vgg16": "models.weights",
+    "read_keras_weights": "models.weights",
     "APPLICATIONS": "models.zoo",
-    # -- end models --
-    # -- report: lazy exports --
-    # -- end report --
+    "load_application": "models.zoo",
+    "plotting": None,  # the jaxconvviz.plotting package
+    "overlay": "views.heatmaps",
 }
 
 
@@ -81,66 +130,6 @@ def __getattr__(name: str):
 def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
-
-# -- eager exports; each area adds its names inside its own block --
-# -- featureviz (render engine) --
-# -- end featureviz --
-# -- attribution (CAM family, gradients, metrics) --
-from jaxconvviz.attribution.cams import (  # noqa: E402
-    CAM_METHODS,
-    CamResult,
-    cam,
-    cam_with_scores,
-)
-
-# -- end attribution --
-from jaxconvviz.attribution.gradcam import grad_cam, grad_cam_with_scores  # noqa: E402
-
-# ``attribution`` the function shadows the ``jaxconvviz.attribution``
-# subpackage as an attribute (``from jaxconvviz.attribution.x import y`` works).
-from jaxconvviz.attribution.gradients import (  # noqa: E402
-    ATTRIBUTION_METHODS,
-    attribution,
-)
-from jaxconvviz.attribution.metrics import (  # noqa: E402
-    confidence_change,
-    deletion,
-    insertion,
-    mass_in_mask,
-    pointing_game,
-    road,
-)
-from jaxconvviz.attribution.sanity import (  # noqa: E402
-    cascading_randomization,
-    label_randomization,
-)
-from jaxconvviz.compile_cache import use_compile_cache  # noqa: E402
-from jaxconvviz.cpu import available_cores, use_cpu_cores  # noqa: E402
-from jaxconvviz.featureviz import objectives, transforms  # noqa: E402, F401
-from jaxconvviz.featureviz.atlas import LayerPlan, atlas_plan, filter_atlas  # noqa: E402
-from jaxconvviz.featureviz.execution import (  # noqa: E402
-    DeadFilterWarning,
-    Progress,
-    SlowOnCPUWarning,
-)
-from jaxconvviz.featureviz.filters import filter_activation, filter_patterns  # noqa: E402
-from jaxconvviz.featureviz.render import STYLES, render  # noqa: E402
-from jaxconvviz.views.activation_grids import (  # noqa: E402
-    activation_grid,
-    activation_grids,
-    feature_map_grid,
-    layer_activation_grids,
-    standardize_channels,
-    tile_channels,
-)
-from jaxconvviz.views.grids import atlas_grid, tile_grid  # noqa: E402
-from jaxconvviz.views.kernels import (  # noqa: E402
-    KernelGrid,
-    WeightHistogram,
-    glorot_uniform_like,
-    kernel_grid,
-    weight_histogram,
-)
 
 #: Every public name: the eager ones above and the lazy ones of ``_LAZY``.
 __all__ = sorted(

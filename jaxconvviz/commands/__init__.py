@@ -6,6 +6,7 @@ Data flows one way: ``cli`` -> ``commands`` -> the library.
 
 import argparse
 
+from jaxconvviz._version import __version__
 from jaxconvviz.commands import (  # noqa: F401
     activations,
     atlas,
@@ -44,8 +45,6 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``jaxconvviz`` parser with every subcommand registered."""
-    from jaxconvviz import __version__
-
     parser = _Parser(
         prog="jaxconvviz",
         description="See what convnets learn, in JAX: filter atlases and "

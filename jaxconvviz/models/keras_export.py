@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxconvviz import __version__
 from jaxconvviz._types import Params
+from jaxconvviz._version import __version__
 from jaxconvviz.errors import InputError, InputTypeError
 from jaxconvviz.models.convnet import ConvNet, Layer, resolve_model
 from jaxconvviz.models.keras_import import keras3_group_names

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from jaxconvviz._atomic import atomic_write
+from jaxconvviz._version import __version__
 from jaxconvviz.errors import InputError, InputTypeError
 from jaxconvviz.models.weights.keras_files import (
     ACCEPTED_FILES,
@@ -257,8 +258,6 @@ def write_converted(params: Mapping[str, Mapping[str, Any]], dst: Path, *,
     """Write ``{layer: {param: array}}`` as a converted ``.npz`` (float32,
     ``"layer/param"`` keys) atomically, then its sidecar (SHA-256, size,
     source name and MD5); a stale sidecar is removed first."""
-    from jaxconvviz import __version__
-
     arrays: dict[str, np.ndarray] = {}
     for layer, entry in params.items():
         for pname, value in entry.items():
