@@ -147,7 +147,8 @@ def _cam_methods(dest, *, seed: int) -> None:
 
 
 def run(args) -> int:
-    from jaxconvviz.commands import build_parser
+    from jaxconvviz.commands import activations, atlas, gradcam
+    from jaxconvviz.commands.parser import new_parser
     from jaxconvviz.images import CAT_PHOTO, ELEPHANT_PHOTO
     from jaxconvviz.models.weights import imagenet_available
 
@@ -157,7 +158,7 @@ def run(args) -> int:
         raise CLIError(f"--steps must be >= 1; got {args.steps}.")
     size = _default_size() if args.size is None else args.size
     dest = out_dir(args.out)
-    parser = build_parser()
+    parser = new_parser([atlas, activations, gradcam])
 
     def sub(*argv: str) -> None:
         ns = parser.parse_args(list(argv))

@@ -18,7 +18,7 @@ from jaxconvviz.commands.common import CLIError, say
 
 
 def _targets() -> tuple[str, ...]:
-    from jaxconvviz.models.weights.download import APPLICATION_NAMES
+    from jaxconvviz.models.weights.files import APPLICATION_NAMES
 
     return ("imagenet", *APPLICATION_NAMES)
 

@@ -7,7 +7,7 @@ once from Keras 3.15.1 by ``scripts/gen_zoo_configs.py`` exactly as
 ``weights="imagenet"`` builds the model) and translated by
 :func:`~jaxconvviz.models.keras_import.convnet_from_keras_config`. The
 weights are the official Keras files (:data:`~jaxconvviz.models.weights.
-download.KERAS_FILES`: the Keras cache ``~/.keras/models`` when they are
+files.KERAS_FILES`: the Keras cache ``~/.keras/models`` when they are
 there, else the jaxconvviz store; downloaded only when asked, size- then
 hash-checked, atomically), random with a seed, or a file.
 

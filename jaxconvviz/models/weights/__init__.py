@@ -6,9 +6,11 @@ Split by concern:
   ``.weights.h5`` / ``.keras`` weights (:func:`read_keras_weights`);
 - :mod:`~jaxconvviz.models.weights.store` -- the converted ``.npz`` store,
   sidecars, :func:`load_params`, :func:`convert`, :func:`list_store`;
-- :mod:`~jaxconvviz.models.weights.download` -- the official Keras files
-  (:data:`KERAS_FILES`), size- then hash-checked atomic downloads, Keras
-  cache reuse, :func:`missing_weights_message`;
+- :mod:`~jaxconvviz.models.weights.files` -- the official Keras files
+  (:class:`KerasFile`, :data:`KERAS_FILES`);
+- :mod:`~jaxconvviz.models.weights.download` -- size- then hash-checked
+  atomic downloads of them, Keras cache reuse,
+  :func:`missing_weights_message`;
 - :mod:`~jaxconvviz.models.weights.vgg16` -- :func:`load_vgg16`
   (``"imagenet"``, ``"hed"`` or a path).
 
@@ -19,13 +21,7 @@ stderr).
 """
 
 from jaxconvviz.models.weights.download import (
-    APPLICATION_NAMES,
-    BASE_URL,
-    IMAGENET_FILES,
-    KERAS_FILES,
-    URL_ENV,
     DownloadError,
-    KerasFile,
     application_available,
     application_file,
     application_weights_path,
@@ -44,6 +40,14 @@ from jaxconvviz.models.weights.download import (
     keras_cache_dirs,
     missing_weights_message,
     official_url,
+)
+from jaxconvviz.models.weights.files import (
+    APPLICATION_NAMES,
+    BASE_URL,
+    IMAGENET_FILES,
+    KERAS_FILES,
+    URL_ENV,
+    KerasFile,
 )
 from jaxconvviz.models.weights.keras_files import (
     ACCEPTED_FILES,
