@@ -70,7 +70,7 @@ from jaxconvviz.models.convnet import (
     resolve_model,
     tiny_vgg16,
 )
-from jaxconvviz.models.labels import decode_predictions, load_class_index
+from jaxconvviz.models.labels import class_label, decode_predictions, load_class_index
 from jaxconvviz.models.predict import activations, predict
 from jaxconvviz.models.preprocess import (
     CAFFE_MEAN_BGR,

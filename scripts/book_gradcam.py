@@ -73,8 +73,8 @@ def elephant(args) -> int:
     save_image(over, out / "elephant_cam.png")
     names = jcv.decode_predictions(probs, top=3)[0]
     fig = plot_gradcam(to_uint8(photo), cam, over,
-                       title=f"Grad-CAM at block5_conv3: class {k} "
-                       f"({jcv.load_class_index()[k][1]})", predictions=names)
+                       title=f"Grad-CAM at block5_conv3: {jcv.class_label(k)}",
+                       predictions=names)
     save_figure(fig, out / "gradcam_elephant.png")
     print(f"wrote {out}/elephant_heatmap.png, elephant_cam.png, gradcam_elephant.png")
     return 0

@@ -75,3 +75,15 @@ def test_readme_api_table_is_current():
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "api_table.py"),
                         "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_one_class_label_format():
+    """Every command and figure names a class as ``jcv.class_label`` does:
+    the name then the index for a named output, ``class k`` otherwise."""
+    assert jcv.class_label(386) == "African_elephant (386)"
+    assert jcv.class_label(0) == "tench (0)"
+    assert jcv.class_label(9, 10) == "class 9"
+    names = (("a", "cat"), ("b", "dog"))
+    assert jcv.class_label(1, 2, class_index=names) == "dog (1)"
+    with pytest.raises(ValueError, match="0..9; got 10"):
+        jcv.class_label(10, 10)

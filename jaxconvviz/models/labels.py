@@ -30,6 +30,24 @@ def load_class_index(path=CLASS_INDEX_PATH) -> tuple[tuple[str, str], ...]:
     return tuple(tuple(raw[str(i)]) for i in range(len(raw)))
 
 
+def class_label(k: int, n_classes: int = 1000, *, class_index=None) -> str:
+    """The one display form of class ``k`` of an ``n_classes``-way output:
+    ``"African_elephant (386)"`` (name, then index) where ``class_index``
+    (default: the ImageNet index) names exactly ``n_classes`` classes, else
+    ``"class 9"``.
+
+    Raises:
+      InputError: ``k`` is not in ``0..n_classes - 1``.
+    """
+    k = int(k)
+    if not 0 <= k < n_classes:
+        raise InputError(f"class k must be in 0..{n_classes - 1}; got {k}.")
+    index = _default_index() if class_index is None else class_index
+    if len(index) != n_classes:
+        return f"class {k}"
+    return f"{index[k][1]} ({k})"
+
+
 def decode_predictions(probs, *, top: int = 5, class_index=None
                        ) -> list[list[tuple[str, str, float]]]:
     """Top-``top`` ``(wnid, name, score)`` per image, highest score first.
@@ -61,4 +79,4 @@ def decode_predictions(probs, *, top: int = 5, class_index=None
     return results
 
 
-__all__ = ["decode_predictions", "load_class_index", "CLASS_INDEX_PATH"]
+__all__ = ["class_label", "decode_predictions", "load_class_index", "CLASS_INDEX_PATH"]
