@@ -89,11 +89,31 @@ def plot(paths: list[str], out: str) -> None:
     atomic_write(out, lambda fh: fig.savefig(fh, dpi=110, format="png"))
 
 
+_UNIT = {"render": "filter"}
+#: Bar colour by the 3x3 convolution setting a CAM record ran with.
+_SETTING_COLOURS = {"conv": "tab:blue", "auto": "tab:green", "winograd": "tab:green",
+                    None: "tab:gray"}
+
+
+def _peer_label(c: dict) -> str:
+    if c["kind"] == "render":
+        return f"render vs lucent, {c.get('layer', '')}, {c.get('steps', '?')} steps"
+    net = "ResNet50" if c["kind"] == "resnet50" else "VGG16"
+    n = c.get("n")
+    images = f", {n} image{'s' if n != 1 else ''}" if n else ""
+    setting = c.get("conv3x3_impl")
+    return f"{net} {c.get('method', '')}{images}" + (
+        f", 3x3 {setting}" if setting else "")
+
+
 def plot_peers(paths: list[str], out: str) -> None:
-    """Ours vs the peer per image (CAM, ResNet50) or per filter (render),
-    seconds on a log scale, from the peer records of benchmark JSON files;
-    each bar pair labelled with the ratio and the target."""
+    """The speed-up over the peer (peer seconds / ours, per image; per
+    filter for render) of every measured peer record (cam, resnet50, render)
+    in benchmark JSON files, one horizontal bar each in file order, coloured
+    by the 3x3 convolution setting, with its target and both times."""
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     recs, names = [], []
     for p in paths:
@@ -101,9 +121,10 @@ def plot_peers(paths: list[str], out: str) -> None:
             d = json.load(fh)
         e = d.get("environment", {})
         th = (d.get("peers") or {}).get("torch_threads")
+        torch = f", PyTorch on {th} thread{'s' if th != 1 else ''}" if th else ""
         names.append((f"{e.get('cpu')}, {e.get('cpu_count')} cores"
                       if e.get("platform") == "cpu" else e.get("device_kind"))
-                     + (f", torch {th} thread(s)" if th else ""))
+                     + torch)
         for c in d["cases"]:
             if c.get("kind") in ("cam", "resnet50", "render") and \
                     c.get("speedup_vs_peer") is not None:
@@ -111,34 +132,37 @@ def plot_peers(paths: list[str], out: str) -> None:
     if not recs:
         raise ValueError(f"no measured peer records (cam, resnet50, render) in "
                          f"{paths}")
-    fig = Figure(figsize=(max(6.0, 1.1 * len(recs) + 2), 4.8), layout="constrained")
+    n = len(recs)
+    fig = Figure(figsize=(10.0, 0.36 * n + 2.2), layout="constrained")
     ax = fig.subplots()
-    xs = range(len(recs))
-    unit = {"render": "filter"}
-    ours = [c[f"ours_s_per_{unit.get(c['kind'], 'image')}"] for c in recs]
-    peer = [c[f"peer_s_per_{unit.get(c['kind'], 'image')}"] for c in recs]
-    ax.bar([x - 0.2 for x in xs], peer, 0.4, label="peer (pytorch-grad-cam / lucent)",
-           color="tab:orange")
-    ax.bar([x + 0.2 for x in xs], ours, 0.4, label="jaxconvviz", color="tab:green")
-    for x, c, top in zip(xs, recs, map(max, peer, ours), strict=True):
-        ok = "met" if c["met"] else "not met"
+    ys = list(range(n))[::-1]  # the first record on top
+    ratio = [c["speedup_vs_peer"] for c in recs]
+    settings = [c.get("conv3x3_impl") for c in recs]
+    ax.barh(ys, ratio, 0.7, color=[_SETTING_COLOURS.get(s, "tab:gray")
+                                   for s in settings])
+    right = 1.55 * max(max(ratio), max(c["target_speedup_vs_peer"] for c in recs))
+    for y, c, r in zip(ys, recs, ratio, strict=True):
         tgt = c["target_speedup_vs_peer"]
-        ax.annotate(f"{c['speedup_vs_peer']:.1f}x\n(>= {tgt:g}: {ok})", (x, top),
-                    textcoords="offset points", xytext=(0, 3), ha="center",
-                    fontsize=7)
-    names_of = {"cam": "VGG16\n{method}", "resnet50": "ResNet50\n{method}",
-                "render": "render vs lucent\n{layer}\n{steps} steps"}
-    labels = [names_of[c["kind"]].format(**{"method": "", "layer": "",
-                                            "steps": "", **c}) for c in recs]
-    ax.set_xticks(list(xs), [t.replace("gradcam_elementwise", "gradcam_\nelementwise")
-                             for t in labels], fontsize=8)
-    ax.set_yscale("log")
-    ax.set_ylabel("seconds per image (render: per filter)")
-    ax.set_title(f"jaxconvviz vs peers on {' / '.join(dict.fromkeys(names))}, "
-                 f"224 px", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(axis="y", alpha=0.3)
-    ax.margins(y=0.25)
+        ax.plot([tgt, tgt], [y - 0.45, y + 0.45], color="black", lw=1.6)
+        unit = _UNIT.get(c["kind"], "image")
+        ours, peer = c[f"ours_s_per_{unit}"], c[f"peer_s_per_{unit}"]
+        ax.annotate(f"{r:.2f}x   ({ours:.3g} s vs {peer:.3g} s per {unit})",
+                    (max(r, tgt), y), textcoords="offset points", xytext=(5, 0),
+                    va="center", fontsize=8.5)
+    ax.set_yticks(ys, [_peer_label(c) for c in recs], fontsize=9)
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_xlim(0, right)
+    ax.axvline(1.0, color="0.4", ls=":", lw=1)
+    ax.set_xlabel("speed-up over the peer: peer seconds / jaxconvviz seconds "
+                  "(higher is better)")
+    ax.grid(axis="x", alpha=0.3)
+    handles = [Patch(color=_SETTING_COLOURS[k], label=f"3x3 convolutions: {k}")
+               for k in ("conv", "auto") if k in settings]
+    handles += [Line2D([], [], color="black", lw=1.6, label="target of the issue"),
+                Line2D([], [], color="0.4", ls=":", lw=1, label="as fast as the peer")]
+    fig.legend(handles=handles, fontsize=8.5, loc="outside lower center", ncol=4)
+    ax.set_title("jaxconvviz vs pytorch-grad-cam / lucent, 224 px RGB images\n"
+                 f"{' / '.join(dict.fromkeys(names))}", fontsize=10.5)
     from jaxconvviz._atomic import atomic_write
 
     atomic_write(out, lambda fh: fig.savefig(fh, dpi=110, format="png"))
