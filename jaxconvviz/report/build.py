@@ -39,12 +39,9 @@ PATCH_PX = 96
 GRID_MAX_WIDTH = 1280
 #: Filters in each layer's strip on the index page.
 STRIP = 8
-#: Multiply-adds per second of the ascent on a CPU, used only for the estimate
-#: printed before a run (forward + backward counted as 3 forwards, see
-#: :func:`ascent_macs`). Measured with the HED VGG16, 8 filters per layer at
-#: 64 px: 8.86e12 multiply-adds in 538 s of layer time on a 2-core CPU shared
-#: with other jobs (load ~11), i.e. 1.6e10/s; its 210 s of CPU time suggest
-#: ~4e10/s on two free cores.
+#: Multiply-adds per second of the ascent on the whole CPU, used only for the
+#: estimate printed before a run (forward + backward counted as 3 forwards,
+#: see :func:`ascent_macs`); where it comes from: docs/design-notes.md.
 CPU_MACS_PER_S = 2.0e10
 
 
