@@ -5,8 +5,8 @@ process, same weights, same image size.
 Each record has the library's time, the peer's, their ratio
 (``speedup_vs_peer`` = peer seconds / ours, per image or per filter), the
 target from its issue and whether it was met. A missing peer is recorded
-as ``"peer": "absent (...)"``; a library function that is not in this
-checkout yet is recorded as ``"absent"`` too. Nothing is dropped.
+as ``"peer": "absent (...)"``; a case that fails is recorded with its error
+(:func:`benchmarks.cases.run_case`). Nothing is dropped.
 
 On a CPU the peers take minutes per filter (lucent: 512 steps at 224 px
 through the whole VGG16) or per image (Score-CAM, Ablation-CAM): cases take
@@ -29,10 +29,6 @@ from benchmarks.timing import log, timed
 #: Issue targets for the peer comparisons: ratio peer time / ours, at least.
 TARGETS = {"render": 1.5, "cam": 4.0, "cam_scorecam": 1.5, "cam_ablationcam": 1.5,
            "resnet50": 4.0}
-
-
-def _absent(case: str, kind: str, what: str, **extra) -> list[dict]:
-    return [{"case": case, "kind": kind, "absent": what, **extra}]
 
 
 def _peer_fields(ours_s: float, peer_s: float | None, target: float,
@@ -112,10 +108,7 @@ def case_render(ctx, layer: str = "block4_conv1", size: int = 224,
     filters with its defaults (lucid style). Target: ours >= 1.5x faster per filter.
     """
     case = f"render:{layer}:{size}:{steps}:{n}"
-    render = getattr(ctx.jcv, "render", None)
-    if render is None:
-        return _absent(case, "render", "jcv.render is not in this checkout",
-                       target_speedup_vs_peer=TARGETS["render"], met=None)
+    render = ctx.jcv.render
     filters = list(range(n))
 
     def ours():
@@ -163,16 +156,6 @@ def case_render(ctx, layer: str = "block4_conv1", size: int = 224,
 
 
 # --------------------------------------------------------------------- CAM
-def _cam_fn(ctx):
-    fn = getattr(ctx.jcv, "cam", None)
-    if fn is None:
-        try:
-            from jaxconvviz.attribution.cams import cam as fn
-        except ImportError:
-            return None
-    return fn
-
-
 def _corr(a, b) -> float:
     import numpy as np
 
@@ -186,10 +169,7 @@ def _cam_pair(ctx, case, kind, model, params, net, target_layer, method, n, size
               source, target, conv3x3=None) -> list[dict]:
     import numpy as np
 
-    cam = _cam_fn(ctx)
-    if cam is None:
-        return _absent(case, kind, "jcv.cam is not in this checkout",
-                       target_speedup_vs_peer=target, met=None)
+    cam = ctx.jcv.cam
     imgs = np.asarray(ctx.jax.random.uniform(ctx.jax.random.key(3),
                                              (n, size, size, 3)) * 255.0)
 
@@ -231,10 +211,8 @@ def _cam_pair(ctx, case, kind, model, params, net, target_layer, method, n, size
 def _conv3x3_used(method: str, model, conv3x3) -> str:
     """The 3x3 convolution setting ``jcv.cam`` ran with (Score-CAM picks
     Winograd by itself unless the case names a setting)."""
-    try:
-        from jaxconvviz.attribution.cams import effective_conv3x3_impl
-    except ImportError:  # an older checkout: the model's setting
-        return model.conv3x3_impl if conv3x3 is None else conv3x3
+    from jaxconvviz.attribution.cams import effective_conv3x3_impl
+
     return effective_conv3x3_impl(method, model, conv3x3)
 
 
@@ -270,13 +248,7 @@ def case_resnet50(ctx, n: int = 4, size: int = 224, conv3x3: str | None = None,
     torchvision's ResNet50 (random weights), per image. Target: >= 4x.
     ``conv3x3``: as for :func:`case_cam`."""
     case = f"resnet50:{n}:{size}{_suffix(conv3x3)}"
-    load = getattr(ctx.jcv, "load_application", None)
-    if load is None:
-        return _absent(case, "resnet50", "jcv.load_application is not in this "
-                       "checkout", target_speedup_vs_peer=TARGETS["resnet50"],
-                       met=None)
-    app = load("resnet50", weights=None)
-    model, params = (app if isinstance(app, tuple) else (app.model, app.params))
+    model, params = ctx.jcv.load_application("resnet50", weights=None)
     net = layer = source = None
     if ctx.peers and tp.available("torch"):
         try:
