@@ -58,14 +58,14 @@ def register(subparsers) -> None:
     p.add_argument("--style", default=None, choices=("auto", "book", "lucid"),
                    help="pattern style: book (gradient ascent, DLwP), lucid "
                    "(jaxconvviz.render: decorrelated, transformation-robust; "
-                   "the book pattern is shown beside), auto = lucid too when this "
-                   "version has jaxconvviz.render (default: auto on GPU/TPU, book "
-                   "on CPU, where lucid's 512 steps cost ~10x the book's 40)")
+                   "the book pattern is shown beside), auto = lucid too "
+                   "(default: auto on GPU/TPU, book on CPU, where lucid's 512 "
+                   "steps are 13 times the book's 40)")
     p.add_argument("--lucid-steps", type=int, default=512, metavar="N",
                    help="lucid-style optimisation steps (default: 512)")
     p.add_argument("--cams", nargs="+", default=None, metavar="METHOD",
                    help="CAM methods on the images page, for models with a "
-                   "classifier top (default: every method this version has)")
+                   "classifier top (default: every CAM method)")
     p.add_argument("--size", type=int, default=None, metavar="PX",
                    help="pattern side (default: 64 on CPU, 128 on GPU/TPU)")
     p.add_argument("--steps", type=int, default=40,
@@ -179,11 +179,6 @@ def run(args: argparse.Namespace) -> int:
     on_cpu = jax.default_backend() == "cpu"
     size = args.size or (64 if on_cpu else 128)
     style = args.style or ("book" if on_cpu else "auto")
-    import jaxconvviz as jcv
-
-    if style == "lucid" and not hasattr(jcv, "render"):
-        raise CLIError("--style lucid needs jaxconvviz.render, which this version "
-                       "does not have; use --style book.")
     for layer in layers:
         need = model.min_input_size(layer)
         if size < need:
@@ -198,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     total = sum(n_filters.values())
     est = estimate_seconds(model, layers, n_filters, size, args.steps,
                            lucid_steps=args.lucid_steps
-                           if style != "book" and hasattr(jcv, "render") else 0)
+                           if style != "book" else 0)
     where = "CPU" if on_cpu else jax.default_backend().upper()
     say(f"report of {desc}: {len(layers)} layer(s), {total:,} filter(s) at {size} px, "
         f"{len(images)} image(s); estimated {_fmt_time(est)} on this {where}"
