@@ -87,3 +87,25 @@ def test_one_class_label_format():
     assert jcv.class_label(1, 2, class_index=names) == "dog (1)"
     with pytest.raises(ValueError, match="0..9; got 10"):
         jcv.class_label(10, 10)
+
+
+def test_version_backend_and_run_are_exported():
+    """``__version__`` lives in its own module (pyproject reads it there);
+    ``Backend``, ``backend`` and ``Run`` are the package's, not copies."""
+    import tomllib
+
+    from jaxconvviz import _version
+    from jaxconvviz.backend import config
+    from jaxconvviz.run import Run
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" in meta["project"]["dynamic"]
+    assert meta["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "jaxconvviz._version.__version__"}
+    assert jcv.__version__ == _version.__version__
+    assert jcv.Backend is config.Backend and jcv.backend is config.backend
+    assert jcv.Run is Run
+    assert {"Backend", "backend", "Run", "class_label"} <= set(jcv.__all__)
+    with jcv.backend(conv3x3="winograd"):
+        assert config.default_backend().conv3x3 == "winograd"
+    assert config.default_backend().conv3x3 == "auto"

@@ -1,7 +1,8 @@
-"""benchmarks (the checkout's top-level package, not in the wheel): FLOP counts by hand, the record schema (failed
-cases recorded, environment fields, per-case memory), the dense-peak table,
-targets, and the --smoke runs of scripts/benchmark.py and scripts/gpu_probe.py
-(subprocesses, JSON checked)."""
+"""benchmarks (the checkout's top-level package, not in the wheel): FLOP
+counts by hand, the record schema (failed cases recorded, environment
+fields, per-case memory), the dense-peak table, targets, and the --smoke runs
+of scripts/benchmark.py and scripts/gpu_probe.py (subprocesses, JSON
+checked)."""
 
 from __future__ import annotations
 
