@@ -19,6 +19,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "jaxconvviz"
+#: The packages whose graphs are read: the library and the checkout's
+#: benchmarks (not in the wheel); an import from one into the other is not
+#: an edge of either graph.
+PACKAGES = ("jaxconvviz", "benchmarks")
 MAX_LINES = 600
 #: Modules whose ``import jaxconvviz as jcv`` (lazy, in the CAM and
 #: feature-visualization parts of the report) the 1.0 refactor replaces on
@@ -38,7 +42,7 @@ SPLIT_PENDING = {
 
 def _module_files() -> dict[str, Path]:
     out = {}
-    for f in sorted(PKG.rglob("*.py")):
+    for f in sorted(f for pkg in PACKAGES for f in (ROOT / pkg).rglob("*.py")):
         parts = list(f.relative_to(ROOT).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts = parts[:-1]
@@ -84,9 +88,12 @@ def _targets(module: str, stmt: ast.stmt) -> Iterator[tuple[str, str | None]]:
     the whole public surface), None otherwise."""
     if isinstance(stmt, ast.Import):
         for alias in stmt.names:
-            if alias.name == "jaxconvviz":  # the package __init__, for its names
-                yield "jaxconvviz", "*"
-            elif alias.name.split(".")[0] == "jaxconvviz":
+            top = alias.name.split(".")[0]
+            if top != module.split(".")[0]:
+                continue
+            if alias.name == top:  # the package __init__, for its names
+                yield top, "*"
+            else:
                 yield _known(alias.name), None
         return
     assert isinstance(stmt, ast.ImportFrom)
@@ -97,7 +104,7 @@ def _targets(module: str, stmt: ast.stmt) -> Iterator[tuple[str, str | None]]:
         src = f"{base}.{stmt.module}" if stmt.module else base
     else:
         src = stmt.module or ""
-    if src.split(".")[0] != "jaxconvviz":
+    if src.split(".")[0] != module.split(".")[0]:
         return
     for alias in stmt.names:
         sub = f"{src}.{alias.name}"
@@ -176,6 +183,8 @@ def test_the_graph_is_read():
     assert "jaxconvviz.commands" in MODULES and _is_package("jaxconvviz.commands")
     pairs = {(a, b) for a, b, *_ in EDGES}
     assert ("jaxconvviz", "jaxconvviz._version") in pairs
+    assert ("benchmarks.cases", "benchmarks.filter_cases") in pairs
+    assert not [(a, b) for a, b in pairs if a.split(".")[0] != b.split(".")[0]]
     assert ("jaxconvviz.commands", "jaxconvviz.commands.render") in pairs
     assert len(EDGES) > 200
 
@@ -202,7 +211,7 @@ def test_no_arrow_back_up():
     for a, b, name, is_lazy, n in EDGES:
         if name is None or not _is_package(b) or a in BACK_UP_PENDING:
             continue
-        if b == "jaxconvviz" or a.startswith(b + "."):
+        if b in PACKAGES or a.startswith(b + "."):
             bad.append(f"{a}:{n} takes {name!r} from {b}"
                        f"{' (lazy)' if is_lazy else ''}")
     assert bad == []
