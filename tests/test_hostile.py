@@ -1,0 +1,238 @@
+"""Hostile and odd inputs (issue 29): bounded reads, one-line errors, no
+silent wrong pixels. Every malformed file is built here, small and cheap."""
+
+from __future__ import annotations
+
+import io
+import tracemalloc
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+
+import jaxconvviz as jcv
+from jaxconvviz.errors import InputError
+from jaxconvviz.models import weights as W
+
+from ._h5fixtures import keras_lists, write_keras3, write_released
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXCONVVIZ_HOME", str(tmp_path / "store"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("JAXCONVVIZ_WEIGHTS_URL", "http://127.0.0.1:9/")
+    monkeypatch.delenv(W.MAX_BYTES_ENV, raising=False)
+    W.clear_hash_cache()
+
+
+@pytest.fixture(scope="module")
+def lists(tiny_model, tiny_params):
+    return keras_lists(tiny_params, tiny_model)
+
+
+def _released(path, model, lists):
+    write_released(path, lists, model.layer_names)
+    return path
+
+
+def _replace(path, name, **create):
+    with h5py.File(path, "a") as f:
+        del f[name]
+        f.create_dataset(name, **create)
+
+
+# a declared shape of 256 MB that the file does not hold (3 kB on disk)
+SPARSE = dict(shape=(1024, 1024, 64), dtype="f4")
+# 10^9 filters of a 3x3x4 conv: 144 GB declared
+HUGE = dict(shape=(3, 3, 4, 10**9), dtype="f4")
+
+BAD_H5 = {
+    # case: (dataset to replace or a custom edit, create kwargs, message pattern)
+    "string": ("block1_conv1/block1_conv1_b_1:0",
+               dict(data=np.array([b"abc"] * 4)),
+               r"layer 'block1_conv1' weight 'block1_conv1_b_1:0' is a string dataset"),
+    "huge": ("block1_conv1/block1_conv1_W_1:0", HUGE,
+             r"layer 'block1_conv1' weight 'block1_conv1_W_1:0' \(shape \(3, 3, 4, 1000000000\)\) declares 134\.1 GiB, .* past the ceiling"),
+    "sparse": ("block2_conv1/block2_conv1_W_1:0", SPARSE,
+               r"layer 'block2_conv1' weight 'block2_conv1_W_1:0' declares "
+               r"268,435,456 bytes .* stores 0: a sparse"),
+    "int": ("block1_conv1/block1_conv1_b_1:0", dict(data=np.arange(4)),
+            r"layer 'block1_conv1' weight 'block1_conv1_b_1:0' has dtype int64"),
+    "bomb": ("block2_conv1/block2_conv1_W_1:0",
+             dict(data=np.zeros((1024, 1024, 16), np.float32), compression="gzip",
+                  chunks=(256, 256, 16)),
+             r"layer 'block2_conv1' weight 'block2_conv1_W_1:0' expands from"),
+}
+
+
+def _bad_h5(tmp_path, case, model, lists):
+    p = _released(tmp_path / f"{case}.h5", model, lists)
+    name, create, pattern = BAD_H5[case]
+    _replace(p, name, **create)
+    return p, pattern
+
+
+def _one_line_error(call, pattern, label):
+    with pytest.raises(InputError, match=pattern) as e:
+        call()
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(str(label)), msg
+    return msg
+
+
+@pytest.mark.parametrize("case", sorted(BAD_H5))
+@pytest.mark.parametrize("with_model", [True, False])
+def test_bad_datasets_refused_before_reading(tmp_path, tiny_model, lists, case,
+                                             with_model):
+    if case == "int" and not with_model:
+        pytest.skip("integer arrays are numbers; only a model says they must be floats")
+    p, pattern = _bad_h5(tmp_path, case, tiny_model, lists)
+    legit = _released(tmp_path / "legit.h5", tiny_model, lists).stat().st_size
+    if with_model:  # the shape check comes first where the model knows better
+        pattern = {"huge": r"has shape \(3, 3, 4, 1000000000\); the model expects "
+                           r"\(3, 3, 3, 4\)",
+                   "sparse": r"has shape \(1024, 1024, 64\); the model expects",
+                   "bomb": r"has shape \(1024, 1024, 16\); the model expects",
+                   "int": r"has dtype int64; the model expects floats",
+                   }.get(case, pattern)
+        call = lambda: W.load_params(p, model=tiny_model)  # noqa: E731
+    else:
+        call = lambda: W.read_keras_weights(p)  # noqa: E731
+    tracemalloc.start()
+    try:
+        _one_line_error(call, pattern, p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * legit, (peak, legit)
+
+
+def test_huge_declared_dataset_through_load_vgg16(tmp_path, tiny_model, lists):
+    p, _ = _bad_h5(tmp_path, "huge", tiny_model, lists)
+    _one_line_error(lambda: jcv.load_vgg16(p), r"block1_conv1.* has shape "
+                    r"\(3, 3, 4, 1000000000\); the model expects \(3, 3, 3, 64\)", p)
+
+
+def test_architecture_cap_and_ceiling(tmp_path, tiny_model, lists, monkeypatch):
+    p = _released(tmp_path / "w.h5", tiny_model, lists)
+    # an extra layer the model does not have is not read at all
+    with h5py.File(p, "a") as f:
+        f.attrs["layer_names"] = np.append(f.attrs["layer_names"], b"extra")
+        g = f.create_group("extra")
+        g.attrs["weight_names"] = np.array([b"extra_W:0"])
+        g.create_dataset("extra_W:0", **SPARSE)
+    got = W.load_params(p, model=tiny_model)
+    assert sorted(got) == sorted(lists)
+    with pytest.raises(InputError, match="extra_W:0.* a sparse"):
+        W.read_keras_weights(p)
+    # the absolute ceiling: environment and keyword, named in the message
+    monkeypatch.setenv(W.MAX_BYTES_ENV, "1K")
+    msg = _one_line_error(lambda: W.read_keras_weights(p), r"over|past", p)
+    assert "JAXCONVVIZ_MAX_WEIGHT_BYTES" in msg and "1.0 KiB" in msg
+    monkeypatch.delenv(W.MAX_BYTES_ENV)
+    assert W.weight_ceiling() == W.MAX_WEIGHT_BYTES == 4 << 30
+    with pytest.raises(InputError, match="max_bytes must be"):
+        W.read_keras_weights(p, max_bytes=0)
+    assert sorted(W.load_params(p, model=tiny_model, max_bytes=1 << 20)) == sorted(lists)
+    monkeypatch.setenv(W.MAX_BYTES_ENV, "lots")
+    with pytest.raises(InputError, match=r"\$JAXCONVVIZ_MAX_WEIGHT_BYTES must be"):
+        W.read_keras_weights(p)
+
+
+@pytest.mark.parametrize("case, edit, pattern", [
+    ("layer_names_numbers", lambda f: f.attrs.__setitem__("layer_names", np.arange(3)),
+     r"group '/': attribute 'layer_names' must be a list of strings; got int64"),
+    ("weight_names_numbers",
+     lambda f: f["block1_conv1"].attrs.__setitem__("weight_names", np.ones(2)),
+     r"group '/block1_conv1': attribute 'weight_names' must be a list of strings"),
+    ("missing_kernel", lambda f: f["block1_conv1"].__delitem__("block1_conv1_W_1:0"),
+     r"layer 'block1_conv1' lists weight 'block1_conv1_W_1:0' but the file has no"),
+    ("external", lambda f: (f["block1_conv1"].__delitem__("block1_conv1_b_1:0"),
+                            f["block1_conv1"].create_dataset(
+                                "block1_conv1_b_1:0", shape=(4,), dtype="f4",
+                                external=[("/etc/hostname", 0, 16)])),
+     r"weight 'block1_conv1_b_1:0' keeps its data outside this file \(external"),
+])
+def test_missing_and_mistyped_fields(tmp_path, tiny_model, lists, case, edit, pattern):
+    p = _released(tmp_path / f"{case}.h5", tiny_model, lists)
+    with h5py.File(p, "a") as f:
+        edit(f)
+    _one_line_error(lambda: W.read_keras_weights(p), pattern, p)
+    _one_line_error(lambda: W.load_params(p, model=tiny_model), pattern, p)
+
+
+def test_keras3_mistyped_name_and_string_dataset(tmp_path, tiny_model, lists):
+    p = tmp_path / "k3.weights.h5"
+    write_keras3(p, lists, tiny_model.layer_names)
+    with h5py.File(p, "a") as f:
+        f["layers/conv2d/vars"].attrs["name"] = 7
+    _one_line_error(lambda: W.read_keras_weights(p),
+                    r"group '/layers/conv2d/vars': attribute 'name' must be a string", p)
+    write_keras3(p, lists, tiny_model.layer_names)
+    _replace(p, "layers/conv2d/vars/1", data=np.array(["x"] * 4, dtype=object),
+             dtype=h5py.string_dtype())
+    _one_line_error(lambda: W.load_params(p, model=tiny_model),
+                    r"layer 'block1_conv1' weight '/layers/conv2d/vars/1' is a "
+                    r"string dataset", p)
+
+
+def test_keras_archive_member_bomb(tmp_path):
+    p = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("config.json", "{}")
+        zf.writestr("model.weights.h5", b"\0" * (64 << 20))
+    assert p.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        msg = _one_line_error(lambda: W.read_keras_weights(p),
+                              r"archive member 'model.weights.h5' expands", p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "zip bomb" in msg and peak < 2 * p.stat().st_size + (1 << 20), peak
+    with zipfile.ZipFile(p) as zf:
+        with pytest.raises(InputError, match="over the ceiling of 1.0 MiB"):
+            W.read_zip_member(zf, "model.weights.h5", str(p), max_bytes=1 << 20)
+
+
+def _npz(path, entries: dict[str, bytes]):
+    with zipfile.ZipFile(path, "w") as zf:
+        for k, v in entries.items():
+            zf.writestr(k + ".npy", v)
+    return path
+
+
+def _npy(a, *, allow_pickle=False) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, a, allow_pickle=allow_pickle)
+    return buf.getvalue()
+
+
+def test_npz_pickle_is_refused_for_safety_not_damaged(tmp_path, tiny_model):
+    p = _npz(tmp_path / "p.npz", {
+        "block1_conv1/kernel": _npy(np.array([{"x": 1}], dtype=object),
+                                    allow_pickle=True)})
+    msg = _one_line_error(lambda: W.load_params(p, model=tiny_model),
+                          r"entry 'block1_conv1/kernel' is a pickled object array",
+                          p)
+    assert "refused for safety" in msg and "damaged" not in msg
+
+
+def test_npz_header_declaring_more_than_it_holds(tmp_path, tiny_model):
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "<f4", "fortran_order": False, "shape": (10**9,)})
+    p = _npz(tmp_path / "h.npz", {"block1_conv1/bias": buf.getvalue() + b"\0" * 64})
+    tracemalloc.start()
+    try:
+        _one_line_error(lambda: W.read_any(p), r"entry 'block1_conv1/bias' declares "
+                        r"4,000,000,000 bytes .* holds", p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    _one_line_error(lambda: W.load_params(p, model=tiny_model),
+                    r"entry 'block1_conv1/bias' has shape \(1000000000,\); the model "
+                    r"expects \(4,\)", p)
