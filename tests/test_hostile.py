@@ -91,10 +91,10 @@ def test_bad_datasets_refused_before_reading(tmp_path, tiny_model, lists, case,
     p, pattern = _bad_h5(tmp_path, case, tiny_model, lists)
     legit = _released(tmp_path / "legit.h5", tiny_model, lists).stat().st_size
     if with_model:  # the shape check comes first where the model knows better
-        pattern = {"huge": r"has shape \(3, 3, 4, 1000000000\); the model expects "
+        pattern = {"huge": r"kernel has shape \(3, 3, 4, 1000000000\); expected "
                            r"\(3, 3, 3, 4\)",
-                   "sparse": r"has shape \(1024, 1024, 64\); the model expects",
-                   "bomb": r"has shape \(1024, 1024, 16\); the model expects",
+                   "sparse": r"kernel has shape \(1024, 1024, 64\); expected",
+                   "bomb": r"kernel has shape \(1024, 1024, 16\); expected",
                    "int": r"has dtype int64; the model expects floats",
                    }.get(case, pattern)
         call = lambda: W.load_params(p, model=tiny_model)  # noqa: E731
@@ -112,7 +112,7 @@ def test_bad_datasets_refused_before_reading(tmp_path, tiny_model, lists, case,
 def test_huge_declared_dataset_through_load_vgg16(tmp_path, tiny_model, lists):
     p, _ = _bad_h5(tmp_path, "huge", tiny_model, lists)
     _one_line_error(lambda: jcv.load_vgg16(p), r"block1_conv1.* has shape "
-                    r"\(3, 3, 4, 1000000000\); the model expects \(3, 3, 3, 64\)", p)
+                    r"\(3, 3, 4, 1000000000\); expected \(3, 3, 3, 64\)", p)
 
 
 def test_architecture_cap_and_ceiling(tmp_path, tiny_model, lists, monkeypatch):
@@ -236,3 +236,117 @@ def test_npz_header_declaring_more_than_it_holds(tmp_path, tiny_model):
     _one_line_error(lambda: W.load_params(p, model=tiny_model),
                     r"entry 'block1_conv1/bias' has shape \(1000000000,\); the model "
                     r"expects \(4,\)", p)
+
+
+# ------------------------------------------------------------------ images
+def _png(w: int, h: int, *, depth: int = 8, color: int = 0, rows: bytes | None = None):
+    """A PNG by hand: any declared size for a few bytes (rows=None: one row of
+    data only, enough for the header to be read)."""
+    import struct
+    import zlib
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, color, 0, 0, 0)
+    data = rows if rows is not None else b"\0" * (1 + w * depth // 8)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(data)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side", [20000, 12000, 8000])
+def test_huge_image_refused_with_size_and_limit(tmp_path, side, recwarn):
+    from PIL import Image
+
+    p = tmp_path / f"huge{side}.png"
+    p.write_bytes(_png(side, side))
+    limit_before = Image.MAX_IMAGE_PIXELS
+    tracemalloc.start()
+    try:
+        msg = _one_line_error(lambda: jcv.load_img(p), rf"is {side}x{side} = "
+                              rf"{side * side:,} pixels, over the limit of 50,000,000",
+                              repr(str(p)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "JAXCONVVIZ_MAX_IMAGE_PIXELS" in msg and "max_pixels=" in msg
+    assert peak < 1 << 20 and Image.MAX_IMAGE_PIXELS == limit_before
+    assert [str(w.message) for w in recwarn] == []  # no PIL DecompressionBombWarning
+
+
+
+def test_image_limit_is_the_callers(tmp_path, monkeypatch):
+    from PIL import Image
+
+    p = tmp_path / "small.png"
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(p)
+    with pytest.raises(InputError, match=r"is 50x40 = 2,000 pixels, over the limit "
+                       r"of 1,999"):
+        jcv.load_img(p, max_pixels=1999)
+    monkeypatch.setenv("JAXCONVVIZ_MAX_IMAGE_PIXELS", "1999")
+    with pytest.raises(InputError, match="over the limit of 1,999"):
+        jcv.load_img(p)
+    assert jcv.load_img(p, max_pixels=2000).shape == (40, 50, 3)
+
+
+def test_16bit_png_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    ramp = (np.arange(64 * 64, dtype=np.uint32) * 16).astype(np.uint16).reshape(64, 64)
+    p = tmp_path / "grey16.png"
+    Image.fromarray(ramp).save(p)
+    assert Image.open(p).mode == "I;16"
+    got = jcv.load_img(p)
+    np.testing.assert_array_equal(got[..., 0], np.rint(ramp / 257.0))
+    assert (got == 255).mean() < 0.01
+    assert np.all(got[..., 0] == got[..., 2])
+    # 16-bit RGB: high byte (Pillow's own scaling)
+    rgb = np.zeros((32, 32, 3), ">u2")
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 0x8000, 0xFFFF, 0x0101
+    rows = b"".join(b"\0" + rgb[i].tobytes() for i in range(32))
+    q = tmp_path / "rgb16.png"
+    q.write_bytes(_png(32, 32, depth=16, color=2, rows=rows))
+    np.testing.assert_array_equal(jcv.load_img(q)[0, 0], [128, 255, 1])
+
+
+def test_tiny_image_warns_before_upsampling(tmp_path):
+    from PIL import Image
+
+    p = tmp_path / "one.png"
+    Image.fromarray(np.full((1, 1, 3), 200, np.uint8)).save(p)
+    with pytest.warns(jcv.errors.InputWarning, match=r"is only 1x1 px .* upsampled "
+                      r"to 224x224"):
+        a = jcv.load_img(p, target_size=(224, 224))
+    assert a.shape == (224, 224, 3) and np.all(a == 200)
+    with pytest.warns(jcv.errors.InputWarning, match="very few pixels"):
+        jcv.load_img(p)
+    import warnings
+
+    q = tmp_path / "ok.png"
+    Image.fromarray(np.zeros((32, 40, 3), np.uint8)).save(q)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jcv.load_img(q, target_size=(64, 64))
+
+
+def test_pixel_range_check():
+    import warnings
+
+    from jaxconvviz.pixels import PixelRangeWarning, check_pixel_range
+
+    x = np.random.default_rng(0).uniform(0, 1, (8, 8, 3)).astype(np.float32)
+    with pytest.warns(PixelRangeWarning, match=r"looks scaled to \[0, 1\]; jaxconvviz "
+                      r"expects RGB \[0, 255\] \(pass x \* 255\)"):
+        check_pixel_range(x, name="images")
+    with pytest.warns(PixelRangeWarning, match=r"scaled to \[-1, 1\]"):
+        check_pixel_range(x * 2 - 1)
+    import jax
+    import jax.numpy as jnp
+
+    with pytest.warns(PixelRangeWarning):
+        check_pixel_range(jnp.asarray(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_pixel_range(x * 255)
+        check_pixel_range(np.zeros((4, 4, 3)))  # a black image is not [0, 1]
+        check_pixel_range(x - 123.0)  # caffe-preprocessed
+        jax.jit(lambda a: (check_pixel_range(a), a)[1])(jnp.asarray(x))

@@ -120,7 +120,7 @@ def _read_dataset(ds) -> np.ndarray:
 
 
 def _check_dataset(ds, label: str, where: str, expected: tuple | None,
-                   budget: Budget) -> None:
+                   budget: Budget, param: str | None = None) -> None:
     """Refuse ``ds`` from its metadata alone (see :mod:`.limits`)."""
     dt = ds.dtype
     bad = f"{label}: {where}"
@@ -140,6 +140,11 @@ def _check_dataset(ds, label: str, where: str, expected: tuple | None,
                          f"({'external' if ds.external else 'virtual'} storage); "
                          "refused.")
     if expected is not None and tuple(ds.shape) != tuple(expected):
+        if param is not None:
+            layer = where.split("'")[1]
+            raise InputError(f"{label}: layer {layer!r} {param} has shape "
+                             f"{tuple(ds.shape)}; expected {tuple(expected)} (the "
+                             f"model's; {where}).")
         raise InputError(f"{bad} has shape {tuple(ds.shape)}; the model expects "
                          f"{tuple(expected)}.")
     nbytes = declared_nbytes(ds.shape, dt.itemsize)
@@ -259,7 +264,8 @@ def _open_h5(source: Any, max_bytes: int | None = None) -> Iterator[tuple[Any, s
         "source must be a path, an h5py File/Group or a binary file object; "
         f"got {type(source).__name__}."
     )
-def read_keras_weights(source: Any, *, expected: Mapping[str, Sequence] | None = None,
+def read_keras_weights(source: Any, *,
+                       expected: Mapping[str, Sequence | Mapping] | None = None,
                        max_bytes: int | None = None) -> dict[str, list[np.ndarray]]:
     """Read a Keras HDF5 weights file into ``{layer_name: [arrays...]}``.
 
@@ -280,7 +286,8 @@ def read_keras_weights(source: Any, *, expected: Mapping[str, Sequence] | None =
       source: a path, an open ``h5py.File``/``h5py.Group``, or a binary file
         object holding an HDF5 file (e.g. ``model.weights.h5`` read from a
         ``.keras`` zip).
-      expected: optional ``{layer: [shape, ...]}`` in Keras weight order (e.g.
+      expected: optional ``{layer: [shape, ...]}`` in Keras weight order, or
+        ``{layer: {param: shape}}`` in that order (e.g.
         :func:`~jaxconvviz.models.weights.expected_shapes` of a model): only
         these layers are read, each array must have its shape and a float
         dtype, and the total is capped at what they need.
@@ -301,7 +308,8 @@ def read_keras_weights(source: Any, *, expected: Mapping[str, Sequence] | None =
     need = None
     if expected is not None:
         need = sum(declared_nbytes(s, 8) for shapes in expected.values()
-                   for s in shapes)
+                   for s in (shapes.values() if isinstance(shapes, Mapping)
+                             else shapes))
     with _open_h5(source, max_bytes) as (f, label):
         budget = Budget(label, need=need, max_bytes=max_bytes)
         try:
@@ -313,14 +321,16 @@ def read_keras_weights(source: Any, *, expected: Mapping[str, Sequence] | None =
 
 
 def _read_checked(found: dict[str, list[tuple[str, Any]]], label: str,
-                  expected: Mapping[str, Sequence] | None,
+                  expected: Mapping[str, Sequence | Mapping] | None,
                   budget: Budget) -> dict[str, list[np.ndarray]]:
     """Check every dataset of ``found`` (``{layer: [(field, dataset)]}``), then
     read them all."""
     if expected is not None:
         found = {k: v for k, v in found.items() if k in expected}
     for layer, entries in found.items():
-        shapes = None if expected is None else list(expected[layer])
+        want = None if expected is None else expected[layer]
+        names = list(want) if isinstance(want, Mapping) else None
+        shapes = None if want is None else list(want.values() if names else want)
         if shapes is not None and len(shapes) != len(entries):
             raise InputError(
                 f"{label}: layer {layer!r} has {len(entries)} weight arrays (shapes "
@@ -328,7 +338,8 @@ def _read_checked(found: dict[str, list[tuple[str, Any]]], label: str,
                 f"{len(shapes)} (shapes {[tuple(s) for s in shapes]}).")
         for i, (field, ds) in enumerate(entries):
             _check_dataset(ds, label, f"layer {layer!r} weight {field!r}",
-                           None if shapes is None else shapes[i], budget)
+                           None if shapes is None else shapes[i], budget,
+                           None if names is None else names[i])
     return {layer: [_read_dataset(ds) for _, ds in entries]
             for layer, entries in found.items()}
 

@@ -208,7 +208,6 @@ def read_any(source: Any, *, model=None,
     against the shape the model expects before it is read; ``max_bytes`` sets
     the absolute ceiling (see :mod:`~jaxconvviz.models.weights.limits`)."""
     want = None if model is None else expected_shapes(model)
-    lists = None if want is None else {k: list(v.values()) for k, v in want.items()}
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         label = os.fspath(source)
@@ -218,9 +217,9 @@ def read_any(source: Any, *, model=None,
         ):
             return "params", read_converted(path, label, expected=want,
                                             max_bytes=max_bytes), label
-        return "keras", read_keras_weights(path, expected=lists,
+        return "keras", read_keras_weights(path, expected=want,
                                            max_bytes=max_bytes), label
-    return "keras", read_keras_weights(source, expected=lists,
+    return "keras", read_keras_weights(source, expected=want,
                                        max_bytes=max_bytes), source_label(source)
 
 
