@@ -211,17 +211,25 @@ def to_uint8(x) -> np.ndarray:
     return np.clip(np.rint(np.asarray(x, dtype=np.float32)), 0, 255).astype(np.uint8)
 
 
-def save_image(array_u8, path) -> Path:
-    """Write a uint8 ``(h, w)`` or ``(h, w, 3)`` array as PNG, atomically."""
+def png_writer(array_u8):
+    """A ``write(fh)`` that writes a uint8 ``(h, w)`` or ``(h, w, 3)`` array
+    as PNG (for :func:`jaxconvviz._atomic.atomic_write`); checked now."""
     a = np.asarray(array_u8)
     if a.dtype != np.uint8 or a.ndim not in (2, 3):
         raise InputError(
             f"array_u8 must be uint8 (h, w) or (h, w, 3); got {a.dtype} "
             f"{a.shape}."
         )
-    return atomic_write(path, lambda fh: Image.fromarray(a).save(fh, format="PNG"))
+    return lambda fh: Image.fromarray(a).save(fh, format="PNG")
 
 
-__all__ = ["load_img", "to_uint8", "save_image", "CAT_PHOTO", "ELEPHANT_PHOTO",
-           "MAX_IMAGE_PIXELS", "MAX_PIXELS_ENV", "MIN_SIDE", "max_image_pixels",
-           "check_pixel_range", "PixelRangeWarning"]
+def save_image(array_u8, path) -> Path:
+    """Write a uint8 ``(h, w)`` or ``(h, w, 3)`` array as PNG, atomically."""
+    return atomic_write(path, png_writer(array_u8))
+
+
+__all__ = [
+    "load_img", "to_uint8", "save_image", "png_writer", "CAT_PHOTO",
+    "ELEPHANT_PHOTO", "MAX_IMAGE_PIXELS", "MAX_PIXELS_ENV", "MIN_SIDE",
+    "max_image_pixels", "check_pixel_range", "PixelRangeWarning",
+]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import tracemalloc
 import zipfile
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -54,7 +55,8 @@ BAD_H5 = {
                dict(data=np.array([b"abc"] * 4)),
                r"layer 'block1_conv1' weight 'block1_conv1_b_1:0' is a string dataset"),
     "huge": ("block1_conv1/block1_conv1_W_1:0", HUGE,
-             r"layer 'block1_conv1' weight 'block1_conv1_W_1:0' \(shape \(3, 3, 4, 1000000000\)\) declares 134\.1 GiB, .* past the ceiling"),
+             r"layer 'block1_conv1' weight 'block1_conv1_W_1:0' \(shape "
+             r"\(3, 3, 4, 1000000000\)\) declares 134\.1 GiB, .* past the ceiling"),
     "sparse": ("block2_conv1/block2_conv1_W_1:0", SPARSE,
                r"layer 'block2_conv1' weight 'block2_conv1_W_1:0' declares "
                r"268,435,456 bytes .* stores 0: a sparse"),
@@ -135,7 +137,8 @@ def test_architecture_cap_and_ceiling(tmp_path, tiny_model, lists, monkeypatch):
     assert W.weight_ceiling() == W.MAX_WEIGHT_BYTES == 4 << 30
     with pytest.raises(InputError, match="max_bytes must be"):
         W.read_keras_weights(p, max_bytes=0)
-    assert sorted(W.load_params(p, model=tiny_model, max_bytes=1 << 20)) == sorted(lists)
+    got = W.load_params(p, model=tiny_model, max_bytes=1 << 20)
+    assert sorted(got) == sorted(lists)
     monkeypatch.setenv(W.MAX_BYTES_ENV, "lots")
     with pytest.raises(InputError, match=r"\$JAXCONVVIZ_MAX_WEIGHT_BYTES must be"):
         W.read_keras_weights(p)
@@ -169,7 +172,8 @@ def test_keras3_mistyped_name_and_string_dataset(tmp_path, tiny_model, lists):
     with h5py.File(p, "a") as f:
         f["layers/conv2d/vars"].attrs["name"] = 7
     _one_line_error(lambda: W.read_keras_weights(p),
-                    r"group '/layers/conv2d/vars': attribute 'name' must be a string", p)
+                    r"group '/layers/conv2d/vars': attribute 'name' must be a "
+                    r"string", p)
     write_keras3(p, lists, tiny_model.layer_names)
     _replace(p, "layers/conv2d/vars/1", data=np.array(["x"] * 4, dtype=object),
              dtype=h5py.string_dtype())
@@ -350,3 +354,175 @@ def test_pixel_range_check():
         check_pixel_range(np.zeros((4, 4, 3)))  # a black image is not [0, 1]
         check_pixel_range(x - 123.0)  # caffe-preprocessed
         jax.jit(lambda a: (check_pixel_range(a), a)[1])(jnp.asarray(x))
+
+
+# ----------------------------------------------------------- command line
+
+
+def _vgg_skeleton(path, replace=None, attrs=None):
+    """A VGG16 weights-only .h5 with every dataset declared at its true shape
+    and none allocated (a few kB); ``replace``: {layer: create kwargs} for the
+    kernel."""
+    model = jcv.VGG16(include_top=False)
+    shapes = W.expected_shapes(model)
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([n.encode() for n in shapes])
+        for layer, params in shapes.items():
+            g = f.create_group(layer)
+            names = [f"{layer}_{t}_1:0" for t in ("W", "b")]
+            g.attrs["weight_names"] = np.array([n.encode() for n in names])
+            for n, shape in zip(names, params.values(), strict=True):
+                kw = dict(shape=shape, dtype="f4")
+                if replace and layer in replace and n.endswith("_W_1:0"):
+                    kw = replace[layer]
+                g.create_dataset(n, **kw)
+        for k, v in (attrs or {}).items():
+            f.attrs[k] = v
+    return path
+
+
+def _cli(argv, capsys):
+    import time
+
+    from jaxconvviz.cli import main
+
+    t0 = time.perf_counter()
+    code = main(argv)
+    took = time.perf_counter() - t0
+    out = capsys.readouterr()
+    return code, out.err, out.out, took
+
+
+def _assert_one_line(code, err, *needles):
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("jaxconvviz ") and ": error: " in err, err
+    for n in needles:
+        assert n in err, err
+
+
+BAD_WEIGHTS = {
+    "sparse": (dict(), r"weight 'block1_conv1_W_1:0' declares 6,912 bytes"),
+    "string": (dict(replace={"block1_conv1": dict(data=np.full((3, 3, 3, 64), b"x"))}),
+               "weight 'block1_conv1_W_1:0' is a string dataset"),
+    "huge": (dict(replace={"block1_conv1": dict(shape=(3, 3, 3, 10**9), dtype="f4")}),
+             "layer 'block1_conv1' kernel has shape (3, 3, 3, 1000000000); expected "
+             "(3, 3, 3, 64)"),
+    "mistyped": (dict(attrs={"backend": b"x", "layer_names": np.arange(3.0)}),
+                 "attribute 'layer_names' must be a list of strings; got float64"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_WEIGHTS))
+def test_cli_malformed_weights_one_line(tmp_path, capsys, case):
+    kwargs, needle = BAD_WEIGHTS[case]
+    p = _vgg_skeleton(tmp_path / f"{case}.h5", **kwargs)
+    out = tmp_path / "o"
+    code, err, _, took = _cli(["kernels", "--weights", str(p), "--out", str(out)],
+                              capsys)
+    _assert_one_line(code, err, needle, str(p))
+    assert not out.exists() and took < 30
+
+
+def test_cli_pickle_npz_one_line(tmp_path, capsys):
+    p = _npz(tmp_path / "p.npz", {
+        "block1_conv1/kernel": _npy(np.array([1, "x"], dtype=object),
+                                    allow_pickle=True)})
+    code, err, _, _ = _cli(["kernels", "--weights", str(p), "--out",
+                            str(tmp_path / "o")], capsys)
+    _assert_one_line(code, err, "pickled object array", "refused for safety")
+
+
+@pytest.fixture
+def hed_env(monkeypatch, hed_path):
+    monkeypatch.setenv("JAXCONVVIZ_HED_WEIGHTS", str(hed_path))
+
+
+@pytest.mark.parametrize("case", ["text", "huge", "truncated"])
+def test_cli_bad_images_one_line(tmp_path, capsys, hed_env, case):
+    p = tmp_path / f"{case}.png"
+    p.write_bytes({"text": b"not an image\n", "huge": _png(20000, 20000),
+                   "truncated": _png(64, 64)[:40]}[case])
+    out = tmp_path / "o" / "deeper"
+    code, err, _, took = _cli(["activations", str(p), "--layers", "block1_conv1",
+                               "--size", "32", "--out", str(out)], capsys)
+    needle = {"text": "is not a readable image", "truncated": "is not a readable image",
+              "huge": "is 20000x20000 = 400,000,000 pixels, over the limit of "
+                      "50,000,000"}[case]
+    _assert_one_line(code, err, needle)
+    assert not (tmp_path / "o").exists() and took < 60
+
+
+def test_cli_out_empty_string_refused(capsys, hed_env):
+    code, err, _, _ = _cli(["kernels", "--out", ""], capsys)
+    _assert_one_line(code, err, "--out must name a folder; got an empty string")
+
+
+def _enospc_under(monkeypatch, folder):
+    """fsync of any file under ``folder`` fails as on a full disk."""
+    import errno
+    import os
+
+    real = os.fsync
+
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(folder)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_cli_disk_full_after_compute_keeps_the_result(tmp_path, capsys, hed_env,
+                                                       monkeypatch):
+    from PIL import Image
+
+    out = tmp_path / "new" / "out"
+    _enospc_under(monkeypatch, tmp_path / "new")
+    code, err, stdout, _ = _cli(["kernels", "--layer", "block1_conv1", "--out",
+                                 str(out)], capsys)
+    _assert_one_line(code, err, "could not write 2 files to", "No space left on device",
+                     "the results are kept in")
+    kept = err.rsplit("kept in '", 1)[1].split("'")[0]
+    files = sorted(p.name for p in Path(kept).iterdir())
+    assert files == ["kernels_block1_conv1.png", "weights_hist_block1_conv1.png"]
+    for f in files:
+        assert Image.open(Path(kept) / f).size[0] > 100
+        assert f"wrote {kept}/{f}" in stdout
+    assert not (tmp_path / "new").exists()  # no empty --out left behind
+
+
+def test_cli_unwritable_file_in_a_writable_folder(tmp_path, capsys, hed_env):
+    (tmp_path / "kernels_block1_conv1.png").mkdir()  # passes the folder probe
+    code, err, _, _ = _cli(["kernels", "--layer", "block1_conv1", "--out",
+                            str(tmp_path)], capsys)
+    _assert_one_line(code, err, "could not write 1 file to", "Is a directory")
+    assert (tmp_path / "weights_hist_block1_conv1.png").is_file()
+    kept = Path(err.rsplit("kept in '", 1)[1].split("'")[0])
+    assert (kept / "kernels_block1_conv1.png").is_file()
+
+
+def test_cli_environment_oserror_is_one_line(tmp_path, capsys, hed_env, monkeypatch):
+    import errno
+
+    from jaxconvviz.commands import kernels
+
+    def boom(args):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "x"))
+    monkeypatch.setattr(kernels, "run", boom)  # main() builds its parser per call
+    code, err, _, _ = _cli(["kernels", "--out", str(tmp_path / "o")], capsys)
+    _assert_one_line(code, err, "Read-only file system")
+
+
+def test_cli_warnings_are_one_plain_line(tmp_path, capsys, hed_env):
+    from PIL import Image
+
+    p = tmp_path / "dot.png"
+    Image.fromarray(np.full((2, 2, 3), 90, np.uint8)).save(p)
+    code, err, _, _ = _cli(["activations", str(p), "--layers", "block1_conv1",
+                            "--size", "32", "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    lines = [ln for ln in err.splitlines() if "warning" in ln.lower()]
+    assert lines == [f"jaxconvviz activations: warning: {str(p)!r} is only 2x2 px "
+                     f"(under 32 on a side): upsampled to 32x32; the result shows "
+                     f"the interpolation more than the image."], err
+    assert ".py:" not in err and "InputWarning" not in err

@@ -52,7 +52,8 @@ def weight_ceiling(max_bytes: int | None = None) -> int:
     """The absolute ceiling in bytes: ``max_bytes`` if given, else
     ``$JAXCONVVIZ_MAX_WEIGHT_BYTES``, else :data:`MAX_WEIGHT_BYTES`."""
     if max_bytes is not None:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or (
+                max_bytes < 1):
             raise InputError(f"max_bytes must be a positive int (bytes) or None; "
                              f"got {max_bytes!r}.")
         return max_bytes
