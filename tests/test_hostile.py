@@ -526,3 +526,49 @@ def test_cli_warnings_are_one_plain_line(tmp_path, capsys, hed_env):
                      f"(under 32 on a side): upsampled to 32x32; the result shows "
                      f"the interpolation more than the image."], err
     assert ".py:" not in err and "InputWarning" not in err
+
+
+# ------------------------------------------------------------- smaller items
+def test_activation_figure_numbers_channels_and_counts_solid_tiles():
+    from jaxconvviz.plotting import plot_activation_grid, solid_channels
+
+    rng = np.random.default_rng(3)
+    a = rng.uniform(0, 5, size=(6, 4, 20)).astype(np.float32)
+    a[..., [2, 7, 19]] = 0.0  # channels that are zero on this image
+    g = np.asarray(jcv.activation_grid(a))
+    assert solid_channels(g, (6, 4), 20) == [2, 7, 19]
+    fig = plot_activation_grid(g, layer="block2_conv2", tile_hw=(6, 4), n_channels=20)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "16"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [f"+{c}" for c in range(16)]
+    assert ax.get_xlabel() == ("channel = row label + column; 3 of 20 tiles are "
+                               "solid: channels that are zero (constant) on this "
+                               "image")
+    # row 1 column 3 is channel 19: its tile is flat
+    tile = np.asarray(ax.images[0].get_array())[6:12, 12:16]
+    assert tile.min() == tile.max()
+
+
+def test_fetch_vgg16_offline_names_its_own_command(capsys, tmp_path):
+    from jaxconvviz.cli import main
+
+    assert main(["weights", "fetch", "vgg16", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    _assert_one_line(2, err, "Fetch it when online with `jaxconvviz weights fetch "
+                     "vgg16`")
+    assert main(["weights", "fetch", "vgg16", "--notop", "--no-progress"]) == 2
+    assert "`jaxconvviz weights fetch vgg16 --notop`" in capsys.readouterr().err
+    assert main(["weights", "fetch", "imagenet", "--no-progress"]) == 2
+    out, err = capsys.readouterr()
+    assert "note: 'imagenet' fetches VGG16 without the classifier, as `jaxconvviz " \
+        "weights fetch vgg16 --notop`" in out
+    assert "`jaxconvviz weights fetch imagenet`" in err  # the name the user typed
+
+
+def test_fetch_help_says_what_each_name_fetches(capsys):
+    from jaxconvviz.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["weights", "fetch", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "'imagenet' is the older name of `vgg16 --notop`" in text
