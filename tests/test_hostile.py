@@ -24,7 +24,7 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("JAXCONVVIZ_HOME", str(tmp_path / "store"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setenv("JAXCONVVIZ_WEIGHTS_URL", "http://127.0.0.1:9/")
-    monkeypatch.delenv(W.MAX_BYTES_ENV, raising=False)
+    monkeypatch.delenv("JAXCONVVIZ_MAX_WEIGHT_BYTES", raising=False)
     W.clear_hash_cache()
 
 
@@ -364,14 +364,15 @@ def _vgg_skeleton(path, replace=None, attrs=None):
     and none allocated (a few kB); ``replace``: {layer: create kwargs} for the
     kernel."""
     model = jcv.VGG16(include_top=False)
-    shapes = W.expected_shapes(model)
+    shapes = model.param_shapes()
     with h5py.File(path, "w") as f:
         f.attrs["layer_names"] = np.array([n.encode() for n in shapes])
         for layer, params in shapes.items():
             g = f.create_group(layer)
             names = [f"{layer}_{t}_1:0" for t in ("W", "b")]
             g.attrs["weight_names"] = np.array([n.encode() for n in names])
-            for n, shape in zip(names, params.values(), strict=True):
+            for n, shape in zip(names, (params["kernel"], params["bias"]),
+                                strict=True):
                 kw = dict(shape=shape, dtype="f4")
                 if replace and layer in replace and n.endswith("_W_1:0"):
                     kw = replace[layer]
@@ -572,3 +573,14 @@ def test_fetch_help_says_what_each_name_fetches(capsys):
         main(["weights", "fetch", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "'imagenet' is the older name of `vgg16 --notop`" in text
+
+
+def test_activation_grids_warn_on_a_0_1_image(tiny_model, tiny_params):
+    from jaxconvviz.pixels import PixelRangeWarning
+    from jaxconvviz.views.activation_grids import layer_activation_grids
+
+    x = np.random.default_rng(1).uniform(0, 1, (32, 32, 3)).astype(np.float32)
+    with pytest.warns(PixelRangeWarning, match=r"image_rgb has values in .* expects "
+                      r"RGB \[0, 255\]"):
+        layer_activation_grids(tiny_params, x, layers=["block1_conv1"],
+                               model=tiny_model)
