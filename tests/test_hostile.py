@@ -584,3 +584,24 @@ def test_activation_grids_warn_on_a_0_1_image(tiny_model, tiny_params):
                       r"RGB \[0, 255\]"):
         layer_activation_grids(tiny_params, x, layers=["block1_conv1"],
                                model=tiny_model)
+
+
+def test_report_disk_full_keeps_the_pages_written(tmp_path, capsys, hed_env,
+                                                  monkeypatch):
+    import errno
+
+    import jaxconvviz.report as report_pkg
+
+    def build_report(out, *args, **kwargs):
+        (Path(out) / "index.html").write_text("<html>half</html>")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(report_pkg, "build_report", build_report)
+    dest = tmp_path / "rep"
+    code, err, _, _ = _cli(["report", "--out", str(dest), "--layers", "block1_conv1",
+                            "--filters-per-layer", "1", "--size", "32"], capsys)
+    _assert_one_line(code, err, "could not write the report to",
+                     "No space left on device", "the 1 file written so far is "
+                     "kept in")
+    kept = Path(err.rsplit("kept in '", 1)[1].split("'")[0])
+    assert (kept / "index.html").read_text() == "<html>half</html>"
+    assert not dest.exists()
