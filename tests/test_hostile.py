@@ -422,6 +422,7 @@ def test_cli_malformed_weights_one_line(tmp_path, capsys, case):
     code, err, _, took = _cli(["kernels", "--weights", str(p), "--out", str(out)],
                               capsys)
     _assert_one_line(code, err, needle, str(p))
+    assert "--weights must" not in err  # prose, not a flag
     assert not out.exists() and took < 30
 
 

@@ -128,9 +128,10 @@ def _check_dataset(ds, label: str, where: str, expected: tuple | None,
             dt.kind == "V" and not (_is_bf16(ds) and dt.itemsize == 2)):
         what = ("a string" if dt.kind in "OSU" else "a compound" if dt.fields
                 else "an opaque")
-        raise InputError(f"{bad} is {what} dataset ({dt}); weights must be numbers.")
+        raise InputError(f"{bad} is {what} dataset ({dt}); only numeric arrays "
+                         "are weights.")
     if dt.kind not in "fiubV":
-        raise InputError(f"{bad} has dtype {dt}; weights must be numbers.")
+        raise InputError(f"{bad} has dtype {dt}; only numeric arrays are weights.")
     if expected is not None and dt.kind not in "fV":
         raise InputError(f"{bad} has dtype {dt}; the model expects floats.")
     if ds.shape is None:

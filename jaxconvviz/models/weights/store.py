@@ -25,7 +25,6 @@ import numpy as np
 
 from jaxconvviz._atomic import atomic_write
 from jaxconvviz.errors import InputError, InputTypeError
-from jaxconvviz.models.weights.limits import Budget, declared_nbytes
 from jaxconvviz.models.weights.keras_files import (
     ACCEPTED_FILES,
     ZIP_SIGNATURE,
@@ -36,6 +35,7 @@ from jaxconvviz.models.weights.keras_files import (
     read_keras_weights,
     source_label,
 )
+from jaxconvviz.models.weights.limits import Budget, declared_nbytes
 
 #: Format tag stored in converted ``.npz`` files and their sidecars.
 CONVERTED_FORMAT = "jaxconvviz-params-v1"
