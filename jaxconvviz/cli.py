@@ -18,31 +18,72 @@ or one of the library's own input errors (:mod:`jaxconvviz.errors`) --
 becomes one line on stderr and exit code 2, no traceback. Anything else is a
 bug and surfaces as a traceback (exit 1): a ``ValueError`` from deep inside
 NumPy or JAX is never dressed up as a user error. ``--debug`` shows the
-traceback of user errors too.
+traceback of user errors too. The environment's failures are user errors
+too: an OSError such as a full disk or a read-only folder is one line; a
+result that could not be written where asked is kept elsewhere and the line
+says where (:func:`jaxconvviz.commands.common.save_bytes`). A ``--out``
+folder made by a command that then failed is removed if empty. Warnings
+print as one line, ``jaxconvviz COMMAND: warning: ...``, without Python's
+file path and source line.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import re
 import sys
+import warnings
+from pathlib import Path
 
 from jaxconvviz.commands import build_parser
-from jaxconvviz.commands.common import CLIError
+from jaxconvviz.commands.common import CLIError, rescued_message
 from jaxconvviz.errors import JaxConvVizError
+
+#: OSErrors that the environment causes (not bugs): one line, exit 2.
+ENVIRONMENT_ERRNOS = frozenset({
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+    errno.EISDIR, errno.ENOTDIR, errno.EIO, errno.EFBIG, errno.ENAMETOOLONG,
+    errno.EEXIST, errno.ENOTEMPTY, errno.EMFILE, errno.ENOMEM,
+})
 
 __all__ = ["main", "build_parser"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit code (0 ok, 2 bad input,
-    130 interrupted). Bugs raise."""
+    """Entry point; returns the process exit code (0 ok, 2 bad input or a
+    failed write, 130 interrupted). Bugs raise."""
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse exits 2 itself on bad syntax
+    made = _missing_dirs(getattr(args, "out", None))
+    with warnings.catch_warnings():
+        warnings.showwarning = _plain_warning(args.command)
+        try:
+            return _run(parser, args)
+        finally:
+            for d in made:  # deepest first; only folders left empty
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    def error(msg: str) -> int:
+        kept = rescued_message()
+        msg = msg if kept is None else f"{msg.rstrip('.')}; also {kept}"
+        print(f"jaxconvviz {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
     try:
         _cpu_devices(args.cpu_devices)
         _compile_cache(args.compile_cache)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        kept = rescued_message()
+        if kept is not None:
+            print(f"jaxconvviz {args.command}: error: {kept}", file=sys.stderr)
+            return 2
+        return code
     except (CLIError, JaxConvVizError) as e:
         if args.debug:
             raise
@@ -50,12 +91,38 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, KeyError):  # str(KeyError) quotes its message
             text = text.strip("'\"")
         msg = text.splitlines()[0] if text else type(e).__name__
-        msg = flagify(msg, _subparser(parser, args.command))
-        print(f"jaxconvviz {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        return error(flagify(msg, _subparser(parser, args.command)))
+    except OSError as e:
+        if args.debug or e.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        text = (e.strerror or str(e)).strip().splitlines()[0]
+        return error(f"{where}{text}.")
     except KeyboardInterrupt:
         print(f"jaxconvviz {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _missing_dirs(out) -> list[Path]:
+    """The folders of ``--out`` (and above it) that do not exist yet, deepest
+    first: the ones main() removes again if a failed run leaves them empty."""
+    if not isinstance(out, str) or not out.strip():
+        return []
+    d, missing = Path(out), []
+    while not d.exists() and d != d.parent:
+        missing.append(d)
+        d = d.parent
+    return missing
+
+
+def _plain_warning(command: str):
+    """A ``warnings.showwarning`` that prints one plain line."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message).strip()
+        text = text.splitlines()[0] if text else category.__name__
+        print(f"jaxconvviz {command}: warning: {text}",
+              file=sys.stderr if file is None else file, flush=True)
+    return show
 
 
 #: Library argument names whose command-line flag has another name.

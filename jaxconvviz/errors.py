@@ -15,6 +15,7 @@ __all__ = [
     "InputError",
     "InputTypeError",
     "MissingFileError",
+    "InputWarning",
 ]
 
 
@@ -34,3 +35,9 @@ class InputTypeError(JaxConvVizError, TypeError):
 class MissingFileError(JaxConvVizError, FileNotFoundError):
     """A file the caller named (or that a step needs, such as downloaded
     weights) is not there; the message says how to get it."""
+
+
+class InputWarning(UserWarning):
+    """Input that works but is probably not what the caller meant (a tiny
+    image upsampled, pixels that look scaled to [0, 1]); the message says
+    what was expected."""

@@ -3,17 +3,39 @@
 ``load_img`` mirrors ``keras.utils.load_img`` + ``img_to_array``: RGB float32
 in [0, 255], resized with Keras' default *nearest* interpolation and no
 aspect-ratio crop, so published Keras probabilities reproduce.
+
+Hostile files: the pixel count is checked from the header before any pixel
+is decoded, against :data:`MAX_IMAGE_PIXELS` (this package's own limit,
+``$JAXCONVVIZ_MAX_IMAGE_PIXELS`` or ``max_pixels=``; Pillow's global
+decompression-bomb limit is left as the caller set it and its warning never
+shows). 16-bit images are scaled to 8 bits, not clipped.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from jaxconvviz._atomic import atomic_write
-from jaxconvviz.errors import InputError, MissingFileError
+from jaxconvviz.errors import InputError, InputWarning, MissingFileError
+from jaxconvviz.pixels import PixelRangeWarning, check_pixel_range
+
+#: Default largest image :func:`load_img` decodes, in pixels (50 megapixels:
+#: 600 MB as float32 RGB). Override with ``$JAXCONVVIZ_MAX_IMAGE_PIXELS`` or
+#: ``max_pixels=``.
+MAX_IMAGE_PIXELS = 50_000_000
+#: Environment variable that overrides :data:`MAX_IMAGE_PIXELS`.
+MAX_PIXELS_ENV = "JAXCONVVIZ_MAX_IMAGE_PIXELS"
+#: Images with a side under this many pixels get an :class:`InputWarning`.
+MIN_SIDE = 32
+# Pillow modes of 16/32-bit integer greyscale (PNG 16-bit grey opens as I;16).
+_WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_PIL_LIMIT = threading.Lock()
 
 _INTERPOLATIONS = {
     "nearest": Image.NEAREST,
@@ -46,8 +68,70 @@ def check_image_path(path, *, name: str = "image") -> Path:
     return path
 
 
+def max_image_pixels(max_pixels: int | None = None) -> int:
+    """The pixel limit: ``max_pixels``, else ``$JAXCONVVIZ_MAX_IMAGE_PIXELS``,
+    else :data:`MAX_IMAGE_PIXELS`."""
+    if max_pixels is None:
+        env = os.environ.get(MAX_PIXELS_ENV, "").strip()
+        if not env:
+            return MAX_IMAGE_PIXELS
+        try:
+            max_pixels = int(env.replace("_", ""))
+        except ValueError:
+            max_pixels = 0
+        if max_pixels < 1:
+            raise InputError(f"${MAX_PIXELS_ENV} must be a positive int (pixels); "
+                             f"got {env!r}.")
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int | np.integer) \
+            or max_pixels < 1:
+        raise InputError(f"max_pixels must be a positive int or None; got "
+                         f"{max_pixels!r}.")
+    return int(max_pixels)
+
+
+def _open_checked(path: Path, limit: int):
+    """``Image.open`` (header only) with this package's pixel limit instead of
+    Pillow's: no DecompressionBombWarning/Error, a one-line InputError."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(path)
+        except Image.DecompressionBombError:
+            # Over twice Pillow's limit: read the header without the limit to
+            # name the size (Pillow's limit is a module global).
+            with _PIL_LIMIT:
+                saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                try:
+                    img = Image.open(path)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = saved
+    w, h = img.size
+    if w * h > limit:
+        img.close()
+        raise InputError(
+            f"{str(path)!r} is {w}x{h} = {w * h:,} pixels, over the limit of "
+            f"{limit:,}; refused before decoding (downscale it, or raise the limit "
+            f"with ${MAX_PIXELS_ENV} or max_pixels=).")
+    return img
+
+
+def _to_8bit(img) -> Image.Image:
+    """16-bit greyscale scaled to 8 bits (65535 -> 255), not clipped; 32-bit
+    integer greyscale outside [0, 65535] stretched from its own min..max."""
+    if img.mode not in _WIDE_GREY:
+        return img
+    a = np.asarray(img).astype(np.float64)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if lo >= 0 and hi <= 65535:
+        a = a * (255.0 / 65535.0)
+    else:
+        a = (a - lo) * (255.0 / max(hi - lo, 1.0))
+    return Image.fromarray(np.rint(a).astype(np.uint8), mode="L")
+
+
 def load_img(path, *, target_size: tuple[int, int] | None = None,
-             interpolation: str = "nearest", color_mode: str = "rgb") -> np.ndarray:
+             interpolation: str = "nearest", color_mode: str = "rgb",
+             max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as float32 in [0, 255], shape ``(h, w, 3)`` (RGB).
 
     Args:
@@ -58,10 +142,18 @@ def load_img(path, *, target_size: tuple[int, int] | None = None,
         ``bicubic``, ``lanczos``, ``box``, ``hamming``.
       color_mode: ``"rgb"`` (default) or ``"grayscale"`` (Pillow's ITU-R 601
         luma, shape ``(h, w, 1)``), as Keras' ``load_img``.
+      max_pixels: the largest image decoded (None: ``$JAXCONVVIZ_MAX_IMAGE_PIXELS``
+        or :data:`MAX_IMAGE_PIXELS`, 50 million); checked from the header.
+
+    16-bit images are scaled to 8 bits (Pillow already does so for 16-bit
+    RGB; greyscale ``I;16`` is divided by 257). An image with a side under
+    :data:`MIN_SIDE` px gets an :class:`~jaxconvviz.errors.InputWarning`
+    (naming the size it is upsampled to, if any).
 
     Raises:
       FileNotFoundError: the file does not exist.
-      ValueError: unreadable image, bad ``target_size`` or ``interpolation``.
+      ValueError: unreadable image, over ``max_pixels``, bad ``target_size``
+        or ``interpolation``.
     """
     path = Path(path)
     if interpolation not in _INTERPOLATIONS:
@@ -83,17 +175,35 @@ def load_img(path, *, target_size: tuple[int, int] | None = None,
                 f"{target_size!r}."
             )
     check_image_path(path)
+    limit = max_image_pixels(max_pixels)
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB").convert(_COLOR_MODES[color_mode])
+        with _open_checked(path, limit) as img:
+            img = _to_8bit(img).convert("RGB").convert(_COLOR_MODES[color_mode])
+            _warn_tiny(path, img.size, target_size)
             if target_size is not None:
                 h, w = (int(v) for v in target_size)
                 if img.size != (w, h):  # Pillow sizes are (w, h)
                     img = img.resize((w, h), _INTERPOLATIONS[interpolation])
             a = np.asarray(img, dtype=np.float32).copy()
             return a[..., None] if a.ndim == 2 else a
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise InputError(f"{str(path)!r} is not a readable image: {e}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, InputError):
+            raise
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{str(path)!r} is not a readable image: {text}") from None
+
+
+def _warn_tiny(path: Path, size: tuple[int, int], target_size) -> None:
+    w, h = size
+    if min(w, h) >= MIN_SIDE:
+        return
+    if target_size is not None and (int(target_size[0]) > h or int(target_size[1]) > w):
+        what = (f"upsampled to {int(target_size[1])}x{int(target_size[0])}; the "
+                "result shows the interpolation more than the image")
+    else:
+        what = "the network sees very few pixels; results mean little"
+    warnings.warn(f"{str(path)!r} is only {w}x{h} px (under {MIN_SIDE} on a side): "
+                  f"{what}.", InputWarning, stacklevel=3)
 
 
 def to_uint8(x) -> np.ndarray:
@@ -101,15 +211,25 @@ def to_uint8(x) -> np.ndarray:
     return np.clip(np.rint(np.asarray(x, dtype=np.float32)), 0, 255).astype(np.uint8)
 
 
-def save_image(array_u8, path) -> Path:
-    """Write a uint8 ``(h, w)`` or ``(h, w, 3)`` array as PNG, atomically."""
+def png_writer(array_u8):
+    """A ``write(fh)`` that writes a uint8 ``(h, w)`` or ``(h, w, 3)`` array
+    as PNG (for :func:`jaxconvviz._atomic.atomic_write`); checked now."""
     a = np.asarray(array_u8)
     if a.dtype != np.uint8 or a.ndim not in (2, 3):
         raise InputError(
             f"array_u8 must be uint8 (h, w) or (h, w, 3); got {a.dtype} "
             f"{a.shape}."
         )
-    return atomic_write(path, lambda fh: Image.fromarray(a).save(fh, format="PNG"))
+    return lambda fh: Image.fromarray(a).save(fh, format="PNG")
 
 
-__all__ = ["load_img", "to_uint8", "save_image", "CAT_PHOTO", "ELEPHANT_PHOTO"]
+def save_image(array_u8, path) -> Path:
+    """Write a uint8 ``(h, w)`` or ``(h, w, 3)`` array as PNG, atomically."""
+    return atomic_write(path, png_writer(array_u8))
+
+
+__all__ = [
+    "load_img", "to_uint8", "save_image", "png_writer", "CAT_PHOTO",
+    "ELEPHANT_PHOTO", "MAX_IMAGE_PIXELS", "MAX_PIXELS_ENV", "MIN_SIDE",
+    "max_image_pixels", "check_pixel_range", "PixelRangeWarning",
+]

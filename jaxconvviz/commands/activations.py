@@ -71,7 +71,7 @@ def run(args) -> int:
 
     from tqdm import tqdm
 
-    from jaxconvviz.plotting import plot_activation_grid
+    from jaxconvviz.plotting import plot_activation_grid, solid_channels
     from jaxconvviz.views.activation_grids import default_layers, layer_activation_grids
 
     model, params, desc = common.load_model_and_params(args, include_top=False)
@@ -104,5 +104,7 @@ def run(args) -> int:
         # one inch per tile: dpi = tile height shows every activation pixel
         path = save_figure(fig, dest / f"activations_{_safe(name)}.png",
                            dpi=min(max(100, th), 200))
-        say(f"wrote {path} ({c} channels of {th}x{tw})")
+        solid = len(solid_channels(grids[name], (th, tw), c))
+        say(f"wrote {path} ({c} channels of {th}x{tw}; {solid} solid: zero on "
+            "this image)")
     return 0

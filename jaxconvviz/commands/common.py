@@ -1,11 +1,22 @@
-"""Helpers shared by the CLI subcommands: weights/model options, atomic saves."""
+"""Helpers shared by the CLI subcommands: weights/model options, atomic saves.
+
+Saving after compute never loses the result: when a file cannot be written
+where asked (disk full, a folder in the way, a read-only mount), it is saved
+in a fallback folder under the system temp directory instead
+(:func:`rescue_dir`), the command goes on, and the CLI ends with one line
+saying where the files are (exit 2). A folder made for a write that failed
+is removed again, so no empty ``--out`` is left behind.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from jaxconvviz._atomic import atomic_write
 
@@ -163,6 +174,9 @@ def out_dir(path: str, *, flag: str = "--out") -> Path:
     the path the user gave when it is a file, or when it (or, if it does not
     exist yet, its nearest existing parent) is not a writable folder.
     """
+    if not str(path).strip():
+        raise CLIError(f"{flag} must name a folder; got an empty string (use "
+                       f"{flag} . for the current folder).")
     d = Path(path)
     if d.exists() and not d.is_dir():
         raise CLIError(f"{flag} must be a directory; got the file {path!r}.")
@@ -179,17 +193,85 @@ def out_dir(path: str, *, flag: str = "--out") -> Path:
     return d
 
 
+#: Files saved in :func:`rescue_dir` because their destination failed:
+#: ``(wanted, saved, reason)``; :func:`jaxconvviz.cli.main` reports them.
+RESCUED: list[tuple[Path, Path, str]] = []
+_RESCUE: list[Path] = []
+
+
+def rescue_dir() -> Path:
+    """This process's fallback folder for results that could not be written
+    where asked (``$TMPDIR/jaxconvviz-rescued-XXXX``, made on first use)."""
+    if not _RESCUE:
+        _RESCUE.append(Path(tempfile.mkdtemp(prefix="jaxconvviz-rescued-")))
+    return _RESCUE[0]
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The folders above ``path`` that do not exist yet, deepest first."""
+    out, d = [], path.parent
+    while not d.exists() and d != d.parent:
+        out.append(d)
+        d = d.parent
+    return out
+
+
+def save_bytes(write: Callable[[BinaryIO], object], path: Path) -> Path:
+    """``atomic_write(path, write)``, keeping the result if that fails.
+
+    On an OSError (disk full, a folder where the file should go, ...) folders
+    made for the file are removed again if empty, the file is written to
+    :func:`rescue_dir` instead, recorded in :data:`RESCUED`, and that path is
+    returned. Raises CLIError only if the fallback fails too.
+    """
+    path = Path(path)
+    made = _missing_parents(path)
+    try:
+        return atomic_write(path, write)
+    except OSError as e:
+        reason = e.strerror or str(e)
+        for d in made:
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        try:
+            saved = atomic_write(rescue_dir() / path.name, write)
+        except OSError as e2:
+            raise CLIError(f"cannot write {str(path)!r} ({reason}), nor a copy in "
+                           f"{str(rescue_dir())!r} ({e2.strerror or e2}); the "
+                           "result is lost.") from None
+        RESCUED.append((path, saved, reason))
+        return saved
+
+
+def rescued_message() -> str | None:
+    """One line about the files :func:`save_bytes` had to put elsewhere, or
+    None; clears :data:`RESCUED`."""
+    if not RESCUED:
+        return None
+    wanted = {str(w.parent) for w, _, _ in RESCUED}
+    reasons = sorted({r for _, _, r in RESCUED})
+    n = len(RESCUED)
+    RESCUED.clear()
+    return (f"could not write {n} file{'s' if n > 1 else ''} to "
+            f"{', '.join(repr(w) for w in sorted(wanted))} ({'; '.join(reasons)}); "
+            f"the results are kept in {str(rescue_dir())!r}.")
+
+
 def save_figure(fig, path: Path, *, dpi: int = 100) -> Path:
-    """Write a matplotlib Figure as PNG atomically (temp file + rename)."""
-    return atomic_write(path, lambda fh: fig.savefig(
-        fh, dpi=dpi, format="png", bbox_inches="tight"))
+    """Write a matplotlib Figure as PNG atomically (temp file + rename); see
+    :func:`save_bytes` for what happens when that fails."""
+    return save_bytes(lambda fh: fig.savefig(
+        fh, dpi=dpi, format="png", bbox_inches="tight"), path)
 
 
 def save_png(array_u8, path: Path) -> Path:
-    """Write a uint8 (h, w, 3) or (h, w) array as PNG atomically."""
-    from jaxconvviz.images import save_image
+    """Write a uint8 (h, w, 3) or (h, w) array as PNG atomically (see
+    :func:`save_bytes`)."""
+    from jaxconvviz.images import png_writer
 
-    return save_image(array_u8, path)
+    return save_bytes(png_writer(array_u8), path)
 
 
 def say(msg: str) -> None:

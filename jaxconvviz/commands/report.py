@@ -210,13 +210,17 @@ def run(args: argparse.Namespace) -> int:
     old = None
     try:
         os.chmod(tmp, 0o777 & ~_umask())
-        stats = build_report(
-            tmp, params, model=model, images=images, key=jax.random.key(args.seed),
-            layers=layers, filters_per_layer=args.filters_per_layer, size=size,
-            steps=args.steps, style=style, lucid_steps=args.lucid_steps,
-            cam_methods=args.cams,
-            pre_activation=not args.book_objective, top_k=args.top_k,
-            source=source, source_hash=digest, log=say)
+        try:
+            stats = build_report(
+                tmp, params, model=model, images=images,
+                key=jax.random.key(args.seed), layers=layers,
+                filters_per_layer=args.filters_per_layer, size=size,
+                steps=args.steps, style=style, lucid_steps=args.lucid_steps,
+                cam_methods=args.cams,
+                pre_activation=not args.book_objective, top_k=args.top_k,
+                source=source, source_hash=digest, log=say)
+        except OSError as e:
+            raise CLIError(_keep_partial(tmp, dest, e)) from None
         if dest.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old",
                                         dir=dest.parent))
@@ -236,6 +240,22 @@ def run(args: argparse.Namespace) -> int:
         f"{stats.filters:,} filter pages, in {_fmt_time(stats.seconds)}")
     sys.stdout.flush()
     return 0
+
+
+def _keep_partial(tmp: Path, dest: Path, e: OSError) -> str:
+    """Keep what a report that could not be finished wrote (renamed beside
+    ``dest``, which costs no space) and say where it is."""
+    reason = e.strerror or str(e)
+    files = sum(1 for p in tmp.rglob("*") if p.is_file())
+    partial = Path(tempfile.mkdtemp(prefix=f"{dest.name}.partial-", dir=dest.parent))
+    try:
+        os.rmdir(partial)
+        os.rename(tmp, partial)
+    except OSError:
+        return f"could not write the report to {str(dest)!r} ({reason})."
+    return (f"could not write the report to {str(dest)!r} ({reason}); the "
+            f"{files} file{'s' if files != 1 else ''} written so far "
+            f"{'are' if files != 1 else 'is'} kept in {str(partial)!r}.")
 
 
 def _umask() -> int:

@@ -2,8 +2,9 @@
 
 Examples::
 
-    jaxconvviz weights fetch imagenet          # VGG16, 58,889,256-byte notop file
-    jaxconvviz weights fetch imagenet --top    # 553,467,096 bytes, with classifier
+    jaxconvviz weights fetch vgg16             # VGG16 with the classifier, 553 MB
+    jaxconvviz weights fetch vgg16 --notop     # VGG16 without it, 58,889,256 bytes
+    jaxconvviz weights fetch imagenet          # older name of `vgg16 --notop`
     jaxconvviz weights fetch resnet50          # any zoo application (with top)
     jaxconvviz weights fetch resnet50 --notop  # ... or without the classifier
     jaxconvviz weights convert my.weights.h5 my.npz
@@ -39,9 +40,10 @@ def register(subparsers) -> None:
         "(progress bar, size then published hash checked, atomic). A file "
         "already in the Keras cache (~/.keras/models) is used as is.")
     f.add_argument("target", metavar="SOURCE",
-                   help="'imagenet' (VGG16; notop unless --top) or a zoo "
-                   "application: " + ", ".join(_targets()[1:])
-                   + " (with the classifier unless --notop)")
+                   help="a zoo application, " + ", ".join(_targets()[1:])
+                   + ", with the classifier unless --notop (vgg16: VGG16's "
+                   "ImageNet weights); 'imagenet' is the older name of "
+                   "`vgg16 --notop` (VGG16 without the classifier unless --top)")
     top = f.add_mutually_exclusive_group()
     top.add_argument("--top", dest="top", action="store_true", default=None,
                      help="the file with the classifier (default for "
@@ -83,6 +85,10 @@ def _fetch(args: argparse.Namespace) -> int:
                        f"{args.target!r}{extra or '.'}")
     if args.target == "imagenet":
         top = bool(args.top)
+        if args.top is None:
+            say("note: 'imagenet' fetches VGG16 without the classifier, as "
+                "`jaxconvviz weights fetch vgg16 --notop`; `jaxconvviz weights "
+                "fetch vgg16` fetches it with the classifier.")
         path = W.fetch_imagenet(top, progress=args.progress)
         kind = "with" if top else "without"
         say(f"ImageNet VGG16 weights ({kind} classifier): {path}")

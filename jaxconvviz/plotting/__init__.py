@@ -5,7 +5,11 @@ Each takes NumPy arrays (uint8 display images or float maps) and returns a
 technique; this package re-exports them.
 """
 
-from jaxconvviz.plotting._activations import plot_activation_grid, plot_feature_maps
+from jaxconvviz.plotting._activations import (
+    plot_activation_grid,
+    plot_feature_maps,
+    solid_channels,
+)
 from jaxconvviz.plotting._common import new_figure
 from jaxconvviz.plotting._explain import plot_methods, plot_metrics
 from jaxconvviz.plotting._filters import plot_atlas, plot_side_by_side
@@ -23,4 +27,5 @@ __all__ = [
     "plot_metrics",
     "plot_side_by_side",
     "plot_weight_histograms",
+    "solid_channels",
 ]

@@ -35,6 +35,11 @@ def plot_activation_grid(grid, *, layer: str, image_name: str | None = None,
         white instead of drawn (needs ``tile_hw``).
       cmap: colormap (book: viridis).
 
+    With ``tile_hw`` the channels are numbered: each row is labelled with its
+    first channel and each column with its offset (channel = row + column),
+    and a line under the grid counts the solid tiles -- channels that are
+    constant, i.e. zero after a ReLU, on this image.
+
     Returns:
       A ``matplotlib.figure.Figure``.
     """
@@ -67,7 +72,39 @@ def plot_activation_grid(grid, *, layer: str, image_name: str | None = None,
     ax.grid(False)
     title = layer if image_name is None else f"{layer} ({image_name})"
     ax.set_title(title, fontsize=11)
+    if tile_hw is not None:
+        _number_channels(ax, g, th, tw, n_channels)
     return fig
+
+
+def solid_channels(grid, tile_hw: tuple[int, int],
+                   n_channels: int | None = None) -> list[int]:
+    """Channels whose tile in an activation grid is one flat value (a channel
+    constant on the image: zero after a ReLU), in channel order."""
+    g = np.asarray(grid, dtype=np.float32)
+    th, tw = (int(v) for v in tile_hw)
+    rows, cols = g.shape[0] // th, g.shape[1] // tw
+    tiles = g.reshape(rows, th, cols, tw).transpose(0, 2, 1, 3).reshape(
+        rows * cols, th * tw)
+    n = rows * cols if n_channels is None else int(n_channels)
+    flat = np.nanmax(tiles[:n], axis=1) == np.nanmin(tiles[:n], axis=1)
+    return [int(k) for k in np.flatnonzero(flat)]
+
+
+def _number_channels(ax, g, th: int, tw: int, n_channels: int | None) -> None:
+    rows, cols = g.shape[0] // th, g.shape[1] // tw
+    n = rows * cols if n_channels is None else int(n_channels)
+    ax.set_yticks([r * th + (th - 1) / 2 for r in range(rows)],
+                  [str(r * cols) for r in range(rows)], fontsize=7)
+    ax.xaxis.tick_top()
+    ax.set_xticks([c * tw + (tw - 1) / 2 for c in range(cols)],
+                  [f"+{c}" for c in range(cols)], fontsize=7)
+    ax.tick_params(length=0, pad=1)
+    solid = solid_channels(g, (th, tw), n)
+    note = (f"channel = row label + column; {len(solid)} of {n} tiles are solid: "
+            "channels that are zero (constant) on this image" if solid else
+            "channel = row label + column; no channel is zero on this image")
+    ax.set_xlabel(note, fontsize=8)
 
 
 def plot_feature_maps(maps, *, layer: str, n_rows: int | None = None,
@@ -124,4 +161,4 @@ def plot_feature_maps(maps, *, layer: str, n_rows: int | None = None,
     return fig
 
 
-__all__ = ["plot_activation_grid", "plot_feature_maps"]
+__all__ = ["plot_activation_grid", "plot_feature_maps", "solid_channels"]

@@ -30,6 +30,7 @@ from jaxconvviz.errors import InputError
 from jaxconvviz.models.convnet import ConvNet, resolve_model
 from jaxconvviz.models.predict import activations as _activations
 from jaxconvviz.models.predict import check_layers
+from jaxconvviz.pixels import check_pixel_range
 
 #: The book's display mapping: standard score * SCALE + OFFSET, clipped.
 SCALE = 64.0
@@ -270,10 +271,14 @@ def layer_activation_grids(params: Params, image_rgb: Float[Array, "h w c"], *,
     Raises:
       ValueError: bad image shape, unknown or non-spatial layer (the message
         lists the valid ones), image too small for a layer.
+
+    Warns:
+      PixelRangeWarning: ``image_rgb`` looks scaled to [0, 1] or [-1, 1].
     """
     model = resolve_model(params, model=model)
     _check_per_row(images_per_row)
     _check_rank(image_rgb, 3, "image_rgb", "(h, w, c)")
+    check_pixel_range(image_rgb, name="image_rgb")
     layers = check_layers(model, default_layers(model) if layers is None else layers,
                           model.spatial_layers)
     acts = _activations(params, jnp.asarray(image_rgb)[None], layers=layers,

@@ -11,6 +11,9 @@ Split by concern:
 - :mod:`~jaxconvviz.models.weights.download` -- size- then hash-checked
   atomic downloads of them, Keras cache reuse,
   :func:`missing_weights_message`;
+- :mod:`~jaxconvviz.models.weights.limits` -- the bounds every file is
+  checked against before it is read (:data:`MAX_WEIGHT_BYTES`,
+  :func:`read_zip_member`);
 - :mod:`~jaxconvviz.models.weights.vgg16` -- :func:`load_vgg16`
   (``"imagenet"``, ``"hed"`` or a path).
 
@@ -60,6 +63,12 @@ from jaxconvviz.models.weights.keras_files import (
     read_keras_weights,
     source_label,
 )
+from jaxconvviz.models.weights.limits import (
+    MAX_BYTES_ENV,
+    MAX_WEIGHT_BYTES,
+    read_zip_member,
+    weight_ceiling,
+)
 from jaxconvviz.models.weights.store import (
     CONVERTED_FORMAT,
     HOME_ENV,
@@ -68,6 +77,7 @@ from jaxconvviz.models.weights.store import (
     assemble_params,
     clear_hash_cache,
     convert,
+    expected_shapes,
     file_hash,
     file_params,
     guess_param_names,
@@ -132,6 +142,11 @@ __all__ = [
     "assemble_params",
     "clear_hash_cache",
     "convert",
+    "expected_shapes",
+    "MAX_BYTES_ENV",
+    "MAX_WEIGHT_BYTES",
+    "read_zip_member",
+    "weight_ceiling",
     "file_hash",
     "file_params",
     "guess_param_names",

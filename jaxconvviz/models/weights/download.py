@@ -264,8 +264,10 @@ def missing_weights_message(name: str = "imagenet", include_top: bool = False, *
     return msg + "."
 
 
-def _download_fix(name: str, include_top: bool, spec: KerasFile) -> str:
-    return (f"Fetch it when online with `{fetch_command(name, include_top)}`, or "
+def _download_fix(name: str, include_top: bool, spec: KerasFile,
+                  command: str | None = None) -> str:
+    command = command or fetch_command(name, include_top)
+    return (f"Fetch it when online with `{command}`, or "
             f"copy the official {spec.fname} into {keras_cache_dirs()[0]}.")
 
 
@@ -317,7 +319,8 @@ def imagenet_available(include_top: bool = False, *, verify: bool = True
     return None
 
 
-def fetch_imagenet(include_top: bool = False, *, progress: bool = True) -> Path:
+def fetch_imagenet(include_top: bool = False, *, progress: bool = True,
+                   command: str | None = None) -> Path:
     """Make the ImageNet VGG16 weights available locally; return the file.
 
     If :func:`imagenet_available` finds a file it is returned (a raw download
@@ -331,6 +334,8 @@ def fetch_imagenet(include_top: bool = False, *, progress: bool = True) -> Path:
       include_top: fetch the 553,467,096-byte file with the classifier instead
         of the 58,889,256-byte notop file.
       progress: tqdm progress bar on stderr.
+      command: the command a failed download tells the user to run (default:
+        ``jaxconvviz weights fetch imagenet [--top]``).
 
     Raises:
       DownloadError (an ``OSError``): the download failed or was cut short.
@@ -343,7 +348,7 @@ def fetch_imagenet(include_top: bool = False, *, progress: bool = True) -> Path:
         return found
     if found is None:
         download_file(imagenet_url(include_top), raw, spec, progress=progress,
-                      fix=_download_fix("imagenet", include_top, spec))
+                      fix=_download_fix("imagenet", include_top, spec, command))
     dst = converted_imagenet_path(include_top)
     label = os.fspath(raw)
     write_converted(file_params("keras", read_keras_weights(raw), label), dst,
@@ -423,7 +428,8 @@ def fetch_application(name: str, include_top: bool = True, *,
       ValueError: unknown name; the downloaded file's size or hash is wrong.
     """
     if check_application(name) == "vgg16":
-        return fetch_imagenet(include_top, progress=progress)
+        return fetch_imagenet(include_top, progress=progress,
+                              command=fetch_command("vgg16", include_top))
     found = application_available(name, include_top)
     if found is not None:
         return found

@@ -25,13 +25,19 @@ import io
 import os
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jaxconvviz.errors import InputError, InputTypeError, MissingFileError
+from jaxconvviz.models.weights.limits import (
+    MAX_EXPANSION,
+    Budget,
+    declared_nbytes,
+    read_zip_member,
+)
 
 #: The first 8 bytes of every HDF5 file.
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -60,8 +66,11 @@ def _decode(value: Any) -> str:
     return str(value)
 
 
-def _attr_list(group, name: str) -> list[str]:
-    """A string-list attr, decoded; also chunked ``name0``, ``name1``, ... (Keras)."""
+def _attr_list(group, name: str, label: str = "") -> list[str]:
+    """A string-list attr, decoded; also chunked ``name0``, ``name1``, ... (Keras).
+
+    Anything but strings (numbers, compound values) is an InputError naming
+    the group and the attr; an empty array of any type is an empty list."""
     attrs = group.attrs
     if name in attrs:
         chunks = [attrs[name]]
@@ -78,6 +87,11 @@ def _attr_list(group, name: str) -> list[str]:
         arr = np.asarray(chunk)
         if arr.size == 0:
             continue
+        if arr.dtype.kind not in "SUO" or not all(
+                isinstance(v, str | bytes | np.bytes_) for v in arr.reshape(-1)):
+            raise InputError(
+                f"{label}: group {group.name!r}: attribute {name!r} must be a list "
+                f"of strings; got {arr.dtype} values.")
         out.extend(_decode(v) for v in arr.reshape(-1))
     return out
 
@@ -86,11 +100,16 @@ def _has_attr(group, name: str) -> bool:
     return name in group.attrs or f"{name}0" in group.attrs
 
 
+def _is_bf16(ds) -> bool:
+    tag = ds.attrs.get("dtype")
+    return tag is not None and isinstance(tag, str | bytes | np.bytes_) and (
+        _decode(tag) == "bfloat16")
+
+
 def _read_dataset(ds) -> np.ndarray:
     """A dataset as a numpy array; Keras 3 bfloat16 (opaque ``|V2``) as bfloat16."""
     value = ds[()]
-    tag = ds.attrs.get("dtype")
-    if tag is not None and _decode(tag) == "bfloat16":
+    if _is_bf16(ds):
         import ml_dtypes
 
         arr = np.asarray(value)
@@ -98,6 +117,54 @@ def _read_dataset(ds) -> np.ndarray:
             return arr.view(ml_dtypes.bfloat16)
         return arr.astype(ml_dtypes.bfloat16)
     return np.array(value)
+
+
+def _check_dataset(ds, label: str, where: str, expected: tuple | None,
+                   budget: Budget, param: str | None = None) -> None:
+    """Refuse ``ds`` from its metadata alone (see :mod:`.limits`)."""
+    dt = ds.dtype
+    bad = f"{label}: {where}"
+    if dt.kind in "OSU" or dt.fields is not None or (
+            dt.kind == "V" and not (_is_bf16(ds) and dt.itemsize == 2)):
+        what = ("a string" if dt.kind in "OSU" else "a compound" if dt.fields
+                else "an opaque")
+        raise InputError(f"{bad} is {what} dataset ({dt}); only numeric arrays "
+                         "are weights.")
+    if dt.kind not in "fiubV":
+        raise InputError(f"{bad} has dtype {dt}; only numeric arrays are weights.")
+    if expected is not None and dt.kind not in "fV":
+        raise InputError(f"{bad} has dtype {dt}; the model expects floats.")
+    if ds.shape is None:
+        raise InputError(f"{bad} holds no data (a null dataspace).")
+    if ds.external or ds.is_virtual:
+        raise InputError(f"{bad} keeps its data outside this file "
+                         f"({'external' if ds.external else 'virtual'} storage); "
+                         "refused.")
+    if expected is not None and tuple(ds.shape) != tuple(expected):
+        if param is not None:
+            layer = where.split("'")[1]
+            raise InputError(f"{label}: layer {layer!r} {param} has shape "
+                             f"{tuple(ds.shape)}; expected {tuple(expected)} (the "
+                             f"model's; {where}).")
+        raise InputError(f"{bad} has shape {tuple(ds.shape)}; the model expects "
+                         f"{tuple(expected)}.")
+    nbytes = declared_nbytes(ds.shape, dt.itemsize)
+    budget.take(nbytes, f"{where} (shape {tuple(ds.shape)})")
+    if nbytes == 0:
+        return
+    stored = ds.id.get_storage_size()
+    compressed = bool(ds.compression or ds.shuffle or ds.fletcher32 or ds.scaleoffset)
+    if not compressed and stored < nbytes:
+        raise InputError(
+            f"{bad} declares {nbytes:,} bytes (shape {tuple(ds.shape)}) but the file "
+            f"stores {stored:,}: a sparse or unallocated dataset; refused.")
+    if compressed and nbytes > _SMALL_DS and nbytes > MAX_EXPANSION * max(stored, 1):
+        raise InputError(
+            f"{bad} expands from {stored:,} stored bytes to {nbytes:,} (over "
+            f"{MAX_EXPANSION}x), like a compression bomb; refused.")
+
+
+_SMALL_DS = 1 << 20
 
 
 def source_label(source: Any) -> str:
@@ -141,7 +208,7 @@ def check_weights_path(path: Path, label: str) -> None:
 
 # ------------------------------------------------------------------- reading
 @contextlib.contextmanager
-def _open_h5(source: Any) -> Iterator[tuple[Any, str]]:
+def _open_h5(source: Any, max_bytes: int | None = None) -> Iterator[tuple[Any, str]]:
     """Yield ``(h5py group, label)`` for a path, h5py File/Group or file object."""
     import h5py
 
@@ -162,7 +229,8 @@ def _open_h5(source: Any) -> Iterator[tuple[Any, str]]:
                             f"{label}: a zip archive without model.weights.h5 "
                             f"(not a .keras file); expected {ACCEPTED_FILES}."
                         )
-                    data = zf.read("model.weights.h5")
+                    data = read_zip_member(zf, "model.weights.h5", label,
+                                           max_bytes=max_bytes)
             except zipfile.BadZipFile as e:
                 raise InputError(f"{label}: damaged zip archive ({e}).") from None
             with _open_h5(io.BytesIO(data)) as (f, _):
@@ -197,7 +265,9 @@ def _open_h5(source: Any) -> Iterator[tuple[Any, str]]:
         "source must be a path, an h5py File/Group or a binary file object; "
         f"got {type(source).__name__}."
     )
-def read_keras_weights(source: Any) -> dict[str, list[np.ndarray]]:
+def read_keras_weights(source: Any, *,
+                       expected: Mapping[str, Sequence | Mapping] | None = None,
+                       max_bytes: int | None = None) -> dict[str, list[np.ndarray]]:
     """Read a Keras HDF5 weights file into ``{layer_name: [arrays...]}``.
 
     Handles the released ``keras.applications`` ``.h5`` files, tf.keras 2
@@ -207,10 +277,22 @@ def read_keras_weights(source: Any) -> dict[str, list[np.ndarray]]:
     weights are left out. Arrays are returned as stored (no transposes: Keras
     HDF5 files are already HWIO / ``(in, out)``).
 
+    Every dataset is checked from its metadata before any is read (see
+    :mod:`jaxconvviz.models.weights.limits`): numbers only, all bytes present
+    in the file, the total under the ceiling (4 GiB by default,
+    ``$JAXCONVVIZ_MAX_WEIGHT_BYTES`` or ``max_bytes``) and, with ``expected``,
+    the shapes the architecture declares.
+
     Args:
       source: a path, an open ``h5py.File``/``h5py.Group``, or a binary file
         object holding an HDF5 file (e.g. ``model.weights.h5`` read from a
         ``.keras`` zip).
+      expected: optional ``{layer: [shape, ...]}`` in Keras weight order, or
+        ``{layer: {param: shape}}`` in that order (e.g.
+        :func:`~jaxconvviz.models.weights.expected_shapes` of a model): only
+        these layers are read, each array must have its shape and a float
+        dtype, and the total is capped at what they need.
+      max_bytes: the absolute ceiling in bytes (None: the default above).
 
     Returns:
       Dict from Keras layer name to its arrays in Keras weight order
@@ -220,25 +302,58 @@ def read_keras_weights(source: Any) -> dict[str, list[np.ndarray]]:
 
     Raises:
       FileNotFoundError: the path does not exist.
-      ValueError: not an HDF5 file, truncated, or no Keras weights in it;
-        the message names the file.
+      ValueError: not an HDF5 file, truncated, no Keras weights in it, or a
+        dataset that breaks the rules above; the message names the file, the
+        layer and the field.
     """
-    with _open_h5(source) as (f, label):
+    need = None
+    if expected is not None:
+        need = sum(declared_nbytes(s, 8) for shapes in expected.values()
+                   for s in (shapes.values() if isinstance(shapes, Mapping)
+                             else shapes))
+    with _open_h5(source, max_bytes) as (f, label):
+        budget = Budget(label, need=need, max_bytes=max_bytes)
         try:
-            return _read_group(f, label)
-        except (KeyError, OSError) as e:
-            raise InputError(f"{label}: damaged Keras weights file ({e}).") from None
+            found = _find_group(f, label)
+            return _read_checked(found, label, expected, budget)
+        except (KeyError, OSError, RuntimeError, TypeError) as e:
+            raise InputError(f"{label}: damaged Keras weights file "
+                             f"({type(e).__name__}: {e}).") from None
 
 
-def _read_group(f, label: str) -> dict[str, list[np.ndarray]]:
+def _read_checked(found: dict[str, list[tuple[str, Any]]], label: str,
+                  expected: Mapping[str, Sequence | Mapping] | None,
+                  budget: Budget) -> dict[str, list[np.ndarray]]:
+    """Check every dataset of ``found`` (``{layer: [(field, dataset)]}``), then
+    read them all."""
+    if expected is not None:
+        found = {k: v for k, v in found.items() if k in expected}
+    for layer, entries in found.items():
+        want = None if expected is None else expected[layer]
+        names = list(want) if isinstance(want, Mapping) else None
+        shapes = None if want is None else list(want.values() if names else want)
+        if shapes is not None and len(shapes) != len(entries):
+            raise InputError(
+                f"{label}: layer {layer!r} has {len(entries)} weight arrays (shapes "
+                f"{[ds.shape for _, ds in entries]}); the model expects "
+                f"{len(shapes)} (shapes {[tuple(s) for s in shapes]}).")
+        for i, (field, ds) in enumerate(entries):
+            _check_dataset(ds, label, f"layer {layer!r} weight {field!r}",
+                           None if shapes is None else shapes[i], budget,
+                           None if names is None else names[i])
+    return {layer: [_read_dataset(ds) for _, ds in entries]
+            for layer, entries in found.items()}
+
+
+def _find_group(f, label: str) -> dict[str, list[tuple[str, Any]]]:
     import h5py
 
     if _has_attr(f, "layer_names"):
-        return _read_legacy(f, label)
+        return _find_legacy(f, label)
     mw = f.get("model_weights")
     if isinstance(mw, h5py.Group) and _has_attr(mw, "layer_names"):
-        return _read_legacy(mw, label)
-    out, found_vars = _read_keras3(f, label)
+        return _find_legacy(mw, label)
+    out, found_vars = _find_keras3(f, label)
     if not found_vars:
         raise InputError(
             f"{label}: no Keras weights found (expected a root attr 'layer_names', "
@@ -247,19 +362,19 @@ def _read_group(f, label: str) -> dict[str, list[np.ndarray]]:
     return out
 
 
-def _read_legacy(g, label: str) -> dict[str, list[np.ndarray]]:
+def _find_legacy(g, label: str) -> dict[str, list[tuple[str, Any]]]:
     import h5py
 
-    out: dict[str, list[np.ndarray]] = {}
+    out: dict[str, list[tuple[str, Any]]] = {}
     nested_seen: set[str] = set()
-    for lname in _attr_list(g, "layer_names"):
+    for lname in _attr_list(g, "layer_names", label):
         grp = g.get(lname)
         if not isinstance(grp, h5py.Group):
             raise InputError(
                 f"{label}: layer {lname!r} is listed in 'layer_names' but has no "
                 "group in the file."
             )
-        wnames = _attr_list(grp, "weight_names")
+        wnames = _attr_list(grp, "weight_names", label)
         if not wnames:
             continue
         # A nested model (a Functional/Sequential used as one layer, e.g. a
@@ -287,14 +402,14 @@ def _read_legacy(g, label: str) -> dict[str, list[np.ndarray]]:
                 )
             if owner != lname:
                 nested_seen.add(owner)
-            out.setdefault(owner, []).append(_read_dataset(ds))
+            out.setdefault(owner, []).append((wn, ds))
     return out
 
 
-def _read_keras3(f, label: str) -> tuple[dict[str, list[np.ndarray]], bool]:
+def _find_keras3(f, label: str) -> tuple[dict[str, list[tuple[str, Any]]], bool]:
     import h5py
 
-    out: dict[str, list[np.ndarray]] = {}
+    out: dict[str, list[tuple[str, Any]]] = {}
     where: dict[str, str] = {}
     found_vars = False
 
@@ -311,8 +426,12 @@ def _read_keras3(f, label: str) -> tuple[dict[str, list[np.ndarray]], bool]:
                 dsets = [k for k in obj.keys() if isinstance(obj.get(k), h5py.Dataset)]
                 if not dsets:
                     continue  # a model/sequential/pool: no weights of its own
-                name = (_decode(obj.attrs["name"]) if "name" in obj.attrs
-                        else g.name.strip("/") or "<root>")
+                name = obj.attrs.get("name", g.name.strip("/") or "<root>")
+                if not isinstance(name, str | bytes | np.bytes_):
+                    raise InputError(
+                        f"{label}: group {obj.name!r}: attribute 'name' must be a "
+                        f"string (the layer name); got {type(name).__name__}.")
+                name = _decode(name)
                 if name in out:
                     raise InputError(
                         f"{label}: two weight groups are named {name!r} "
@@ -320,7 +439,7 @@ def _read_keras3(f, label: str) -> tuple[dict[str, list[np.ndarray]], bool]:
                     )
                 where[name] = obj.name
                 dsets.sort(key=natural_key)
-                out[name] = [_read_dataset(obj[k]) for k in dsets]
+                out[name] = [(f"{obj.name}/{k}", obj[k]) for k in dsets]
             else:
                 walk(obj, depth + 1)
 

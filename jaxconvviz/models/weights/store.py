@@ -36,6 +36,7 @@ from jaxconvviz.models.weights.keras_files import (
     read_keras_weights,
     source_label,
 )
+from jaxconvviz.models.weights.limits import Budget, declared_nbytes
 
 #: Format tag stored in converted ``.npz`` files and their sidecars.
 CONVERTED_FORMAT = "jaxconvviz-params-v1"
@@ -98,9 +99,74 @@ def read_sidecar(path: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def read_converted(path: Path, label: str) -> dict[str, dict[str, np.ndarray]]:
+def _read_npz(path: Path, label: str, expected: Mapping | None,
+              max_bytes: int | None) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz``, each header checked before its data is read:
+    no pickled (object) arrays, sizes under the :class:`~.limits.Budget`, and
+    with ``expected`` (``{layer: {param: shape}}``) only those entries, at
+    those shapes."""
+    need = None
+    if expected is not None:
+        need = sum(declared_nbytes(s, 8) for e in expected.values() for s in e.values())
+    budget = Budget(label, need=need, max_bytes=max_bytes)
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                key = info.filename.removesuffix(".npy")
+                layer, _, pname = key.rpartition("/")
+                if key != META_KEY and (not layer or not pname):
+                    raise InputError(
+                        f"{label}: entry {key!r} is not named 'layer/param'; not a "
+                        f"jaxconvviz converted weights file (expected "
+                        f"{ACCEPTED_FILES}).")
+                want = None
+                if expected is not None and key != META_KEY:
+                    if pname not in expected.get(layer, {}):
+                        continue
+                    want = tuple(expected[layer][pname])
+                where = f"entry {key!r}"
+                with zf.open(info) as fh:
+                    fmt = np.lib.format
+                    version = fmt.read_magic(fh)
+                    header = {(1, 0): fmt.read_array_header_1_0,
+                              (2, 0): fmt.read_array_header_2_0}.get(version)
+                    if header is None:
+                        raise InputError(f"{label}: {where} uses .npy format "
+                                         f"{version}; expected 1.0 or 2.0.")
+                    shape, _, dtype = header(fh)
+                    if dtype.hasobject:
+                        raise InputError(
+                            f"{label}: {where} is a pickled object array; pickles "
+                            "can run code, so this file is refused for safety (a "
+                            "jaxconvviz .npz holds plain float32 arrays: re-create "
+                            "it with `jaxconvviz weights convert`).")
+                    if want is not None and tuple(shape) != want:
+                        raise InputError(f"{label}: {where} has shape "
+                                         f"{tuple(shape)}; the model expects {want}.")
+                    nbytes = declared_nbytes(shape, dtype.itemsize)
+                    if nbytes > info.file_size:
+                        raise InputError(
+                            f"{label}: {where} declares {nbytes:,} bytes (shape "
+                            f"{tuple(shape)}) but holds {info.file_size:,}; a "
+                            "truncated or crafted .npz.")
+                    budget.take(nbytes, f"{where} (shape {tuple(shape)})")
+                    fh.seek(0)
+                    arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, RuntimeError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"{label}: truncated or damaged .npz file ({e}).") from None
+    arrays.pop(META_KEY, None)
+    return arrays
+
+
+def read_converted(path: Path, label: str, *, expected: Mapping | None = None,
+                   max_bytes: int | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Read a converted ``.npz`` (``"layer/param"`` keys), SHA-256-checked if a
-    sidecar records one."""
+    sidecar records one; with ``expected`` (``{layer: {param: shape}}``, e.g.
+    ``model.param_shapes()``) only those entries are read, shape-checked
+    before reading. Pickled (object) entries are refused."""
     record = read_sidecar(path)
     if record is not None and "sha256" in record:
         got = file_hash(path, "sha256")
@@ -110,11 +176,7 @@ def read_converted(path: Path, label: str) -> dict[str, dict[str, np.ndarray]]:
                 f"in {sidecar_path(path).name}; the file is damaged -- delete it and "
                 "convert or fetch it again."
             )
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files if k != META_KEY}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise InputError(f"{label}: truncated or damaged .npz file ({e}).") from None
+    arrays = _read_npz(path, label, expected, max_bytes)
     params: dict[str, dict[str, np.ndarray]] = {}
     for k, a in arrays.items():
         layer, sep, pname = k.rpartition("/")
@@ -129,10 +191,24 @@ def read_converted(path: Path, label: str) -> dict[str, dict[str, np.ndarray]]:
     return params
 
 
-def read_any(source: Any) -> tuple[str, dict, str]:
+def expected_shapes(model) -> dict[str, dict[str, tuple[int, ...]]]:
+    """``{layer: {param: shape}}`` of ``model``'s parameterised layers, params
+    in Keras weight order (what :func:`read_any`'s ``model=`` checks against)."""
+    shapes = model.param_shapes()
+    return {s.name: {p: tuple(shapes[s.name][p]) for p in s.param_names}
+            for s in model.layers if s.has_params and s.name in shapes}
+
+
+def read_any(source: Any, *, model=None,
+             max_bytes: int | None = None) -> tuple[str, dict, str]:
     """``("keras", {layer: [arrays]}, label)`` or ``("params", {layer: {name:
     array}}, label)`` for any supported file (a missing path or a directory
-    raise first, naming what is accepted)."""
+    raise first, naming what is accepted).
+
+    With ``model``, only its layers are read and every array is checked
+    against the shape the model expects before it is read; ``max_bytes`` sets
+    the absolute ceiling (see :mod:`~jaxconvviz.models.weights.limits`)."""
+    want = None if model is None else expected_shapes(model)
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         label = os.fspath(source)
@@ -140,9 +216,12 @@ def read_any(source: Any) -> tuple[str, dict, str]:
         if path.is_file() and file_signature(path).startswith(ZIP_SIGNATURE) and not (
             is_keras_zip(path)
         ):
-            return "params", read_converted(path, label), label
-        return "keras", read_keras_weights(path), label
-    return "keras", read_keras_weights(source), source_label(source)
+            return "params", read_converted(path, label, expected=want,
+                                            max_bytes=max_bytes), label
+        return "keras", read_keras_weights(path, expected=want,
+                                           max_bytes=max_bytes), label
+    return "keras", read_keras_weights(source, expected=want,
+                                       max_bytes=max_bytes), source_label(source)
 
 
 def guess_param_names(layer: str, arrays: list[np.ndarray], label: str) -> list[str]:
@@ -217,7 +296,7 @@ def assemble_params(kind: str, data: dict, label: str, model) -> dict:
     }
 
 
-def load_params(source: Any, *, model) -> dict:
+def load_params(source: Any, *, model, max_bytes: int | None = None) -> dict:
     """Load a weights file into the params of ``model``.
 
     Every parameterised layer of ``model`` is looked up by its Keras name;
@@ -230,6 +309,10 @@ def load_params(source: Any, *, model) -> dict:
         ``.keras`` archive, a file written by :func:`convert`, or an open
         h5py File/Group or binary file object.
       model: the :class:`~jaxconvviz.models.convnet.ConvNet` to load into.
+        Only its layers are read, each array shape-checked before reading.
+      max_bytes: absolute ceiling on the bytes the file may allocate (None:
+        ``$JAXCONVVIZ_MAX_WEIGHT_BYTES`` or 4 GiB; see
+        :mod:`~jaxconvviz.models.weights.limits`).
 
     Returns:
       ``{layer: {param: jax.Array float32}}``.
@@ -246,7 +329,7 @@ def load_params(source: Any, *, model) -> dict:
             f"model must be a jaxconvviz ConvNet (jcv.VGG16(), jcv.tiny_vgg16(), "
             f"jcv.load_keras_model(...)); got {type(model).__name__}."
         )
-    kind, data, label = read_any(source)
+    kind, data, label = read_any(source, model=model, max_bytes=max_bytes)
     return assemble_params(kind, data, label, model)
 
 
@@ -343,6 +426,7 @@ __all__ = [
     "read_sidecar",
     "read_converted",
     "read_any",
+    "expected_shapes",
     "file_params",
     "assemble_params",
     "write_converted",

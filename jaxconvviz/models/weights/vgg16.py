@@ -118,7 +118,7 @@ def load_vgg16(source: str | os.PathLike, *, include_top: bool = False,
                 f"{os.fspath(source)!r}, which is neither a source name nor an "
                 f"existing file{hint}"
             )
-    kind, data, label = read_any(path)
+    kind, data, label = read_any(path, model=VGG16(include_top))
     data = {k: v for k, v in data.items() if k in VGG16_CONV or k in VGG16_TOP}
     if not data:
         raise InputError(

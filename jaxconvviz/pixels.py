@@ -1,0 +1,58 @@
+"""Pixel-domain checks for arrays handed to the library (no Pillow, no jax).
+
+Every technique takes images as RGB [0, 255] floats (the model's own
+preprocessing, e.g. caffe BGR mean subtraction, is applied inside). The most
+common newcomer mistake is passing an image scaled to [0, 1] (or [-1, 1]):
+it runs, and gives different, wrong maps. :func:`check_pixel_range` warns
+about it; the CAM and attribution entry points call it on their input.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from jaxconvviz.errors import InputWarning
+
+__all__ = ["PixelRangeWarning", "check_pixel_range", "EXPECTED_DOMAIN"]
+
+#: The pixel domain every public entry point expects.
+EXPECTED_DOMAIN = "RGB [0, 255]"
+
+
+class PixelRangeWarning(InputWarning):
+    """An image's values suggest another pixel domain than RGB [0, 255].
+    Silence it with ``warnings.filterwarnings("ignore",
+    category=jcv.PixelRangeWarning)`` when a dark image is meant."""
+
+
+def check_pixel_range(x, *, name: str = "x", domain: str = EXPECTED_DOMAIN,
+                      stacklevel: int = 2) -> None:
+    """Warn (:class:`PixelRangeWarning`) when ``x`` looks scaled to [0, 1] or
+    [-1, 1] instead of ``domain``.
+
+    The rule: a nonzero array with all values in [-1, 1]. All-zero
+    arrays, arrays being traced by JAX (inside ``jit``) and non-numeric input
+    pass silently; the check costs one reduction. Returns None.
+    """
+    try:
+        import jax
+
+        if isinstance(x, jax.core.Tracer):
+            return
+    except ImportError:  # pragma: no cover - jax is a dependency
+        pass
+    try:
+        hi = float(np.max(x))
+        lo = float(np.min(x))
+    except (TypeError, ValueError):
+        return
+    if not np.isfinite(hi) or hi > 1.0 or lo < -1.0 or (hi == 0.0 and lo == 0.0):
+        return
+    scale = "[-1, 1]" if lo < 0 else "[0, 1]"
+    fix = "(x + 1) * 127.5" if lo < 0 else "x * 255"
+    warnings.warn(
+        f"{name} has values in [{lo:.3g}, {hi:.3g}], which looks scaled to "
+        f"{scale}; jaxconvviz expects {domain} (pass {fix}).",
+        PixelRangeWarning, stacklevel=stacklevel + 1)
