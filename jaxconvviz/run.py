@@ -17,6 +17,8 @@ from typing import Any
 
 from jaxconvviz.errors import InputError
 
+__all__ = ["DTYPES", "Run"]
+
 #: Compute dtypes accepted by :attr:`Run.dtype`.
 DTYPES = ("float32", "bfloat16", "float16")
 
