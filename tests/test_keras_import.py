@@ -711,6 +711,27 @@ def test_export_errors(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing written on error
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_export_mode_follows_the_umask_and_is_fsynced(tmp_path, monkeypatch, umask):
+    """A saved model gets the mode a plain open() gives (0o666 & ~umask), not
+    mkstemp's 0600, and its bytes are fsynced before the rename."""
+    import os
+
+    model, params = _exported_model()
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    old = os.umask(umask)
+    try:
+        for fmt in FORMATS:
+            path = save_keras_model(params, tmp_path / f"m.{fmt}", model=model)
+            assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    finally:
+        os.umask(old)
+    assert len(synced) == len(FORMATS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.h5", "m.keras"]
+
+
 # ------------------------------------------- every technique takes the model
 def _rgb(h, w, n=2, seed=5):
     rng = np.random.default_rng(seed)
