@@ -26,6 +26,13 @@ outputs, or an unsupported class raise ``ValueError`` naming the file, the
 layer and its class (and the supported list) before any compute. Weights are
 read by :func:`jaxconvviz.models.weights.read_keras_weights`.
 
+Files are read by :mod:`jaxconvviz.models._keras_archive`, the config is
+flattened into one graph by :mod:`jaxconvviz.models._keras_graph`, and each
+layer entry is translated by the ``from_keras`` of the layer-kind record that
+takes its class (:mod:`jaxconvviz.models.kinds`): registering a kind for
+another Keras class (:func:`~jaxconvviz.models.kinds.register_layer_kind`)
+makes it importable.
+
 Imports h5py: exported lazily from :mod:`jaxconvviz`.
 """
 
