@@ -29,8 +29,6 @@ from jaxconvviz.models.kinds.registry import (
 
 Shape = tuple[int, ...]
 
-_conv_out = conv_out  # the name convnet.py used
-
 #: kind -> ``shape(spec, input_shapes) -> output shape`` (batch axis omitted):
 #: a live view of the layer-kind records' ``shape``.
 SHAPES: Mapping[str, Callable] = RecordField("shape")
