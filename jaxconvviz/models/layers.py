@@ -293,6 +293,29 @@ def _conv_to_keras(spec) -> dict:
                 **_weighted_to_keras(spec))
 
 
+def _window_to_keras(spec) -> dict:
+    o = spec.opt
+    return dict(kernel_size=keras_ints(o("kernel_size", 3)),
+                strides=keras_ints(o("strides", 1)), padding=o("padding", "same"),
+                data_format="channels_last", dilation_rate=keras_ints(o("dilation", 1)),
+                depth_multiplier=int(o("depth_multiplier", 1)),
+                activation=o("activation", "linear"),
+                use_bias=bool(o("use_bias", True)),
+                bias_initializer=keras_initializer("Zeros"))
+
+
+def _depthwise_to_keras(spec) -> dict:
+    return dict(depthwise_initializer=keras_initializer("GlorotUniform"),
+                **_window_to_keras(spec))
+
+
+def _separable_to_keras(spec) -> dict:
+    return dict(filters=int(spec.opt("features")),
+                depthwise_initializer=keras_initializer("GlorotUniform"),
+                pointwise_initializer=keras_initializer("GlorotUniform"),
+                **_window_to_keras(spec))
+
+
 def _dense_to_keras(spec) -> dict:
     return dict(units=int(spec.opt("features")), **_weighted_to_keras(spec))
 
@@ -306,9 +329,11 @@ RECORDS = (
               keras=("Conv2D", "Convolution2D"), keras_class="Conv2D",
               to_keras=_conv_to_keras, doc="Conv2D (groups, dilation)", **_CONV),
     LayerKind("depthwise_conv", _depthwise_conv, params=_names_kernel,
-              keras=("DepthwiseConv2D",), doc="DepthwiseConv2D", **_CONV),
+              keras=("DepthwiseConv2D",), keras_class="DepthwiseConv2D",
+              to_keras=_depthwise_to_keras, doc="DepthwiseConv2D", **_CONV),
     LayerKind("separable_conv", _separable_conv, params=_names_separable,
               mac_bound=True, keras=("SeparableConv2D", "SeparableConvolution2D"),
+              keras_class="SeparableConv2D", to_keras=_separable_to_keras,
               doc="SeparableConv2D", **_CONV),
     LayerKind("dense", _dense, shape=_dense_shape, params=_names_kernel,
               param_shapes=_conv_params,

@@ -91,6 +91,14 @@ def _layernorm_from_keras(k):
                    scale=bool(k.get("scale", True)))
 
 
+def _layernorm_to_keras(spec):
+    o = spec.opt
+    return dict(axis=-1, epsilon=float(o("epsilon", 1e-3)),
+                center=bool(o("center", True)), scale=bool(o("scale", True)),
+                rms_scaling=False, beta_initializer=keras_initializer("Zeros"),
+                gamma_initializer=keras_initializer("Ones"))
+
+
 # --------------------------------------------------------- normalization
 def _normalization(net, spec, xs):
     """Keras Normalization: ``(x - mean) / max(sqrt(variance), 1e-7)``.
@@ -139,7 +147,8 @@ RECORDS = (
               to_keras=_batchnorm_to_keras, doc="BatchNormalization (inference)"),
     LayerKind("layernorm", _layernorm, params=_names_affine,
               param_shapes=_per_channel, keras=("LayerNormalization",),
-              from_keras=_layernorm_from_keras, doc="LayerNormalization"),
+              from_keras=_layernorm_from_keras, keras_class="LayerNormalization",
+              to_keras=_layernorm_to_keras, doc="LayerNormalization"),
     LayerKind("normalization", _normalization,
               params=lambda s: () if s.opt("mean") is not None else (
                   "mean", "variance", "count"),

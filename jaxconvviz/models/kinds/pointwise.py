@@ -78,7 +78,8 @@ RECORDS = (
                                   "noise_shape": None},
               doc="Dropout & co. (identity at inference)"),
     LayerKind("identity", _identity, keras=("Identity",),
-              from_keras=lambda k: k.layer(),
+              from_keras=lambda k: k.layer(), keras_class="Identity",
+              to_keras=lambda spec: {},
               doc="Identity; a nested model's output"),
 )
 

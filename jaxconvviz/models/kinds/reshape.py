@@ -59,6 +59,12 @@ def _pad_from_keras(k):
     return k.layer(**{key: ((t, b), (lf, r))})
 
 
+def _pad_to_keras(spec):
+    key = "padding" if spec.kind == "zeropad" else "cropping"
+    amounts = pads2(spec.opt(key, 1 if spec.kind == "zeropad" else 0))
+    return {key: [list(a) for a in amounts], "data_format": "channels_last"}
+
+
 #: The reshaping kinds' records.
 RECORDS = (
     LayerKind("flatten", _flatten, shape=lambda spec, ins: (math.prod(ins[0]),),
@@ -70,11 +76,16 @@ RECORDS = (
               keras=("Reshape",),
               from_keras=lambda k: k.layer(target_shape=tuple(
                   int(a) for a in k.require("target_shape"))),
+              keras_class="Reshape",
+              to_keras=lambda spec: {"target_shape": [
+                  int(a) for a in spec.opt("target_shape")]},
               doc="Reshape"),
     LayerKind("zeropad", _zeropad, shape=_pad_shape, keras=("ZeroPadding2D",),
-              from_keras=_pad_from_keras, doc="ZeroPadding2D"),
+              from_keras=_pad_from_keras, keras_class="ZeroPadding2D",
+              to_keras=_pad_to_keras, doc="ZeroPadding2D"),
     LayerKind("cropping", _cropping, shape=_pad_shape, keras=("Cropping2D",),
-              from_keras=_pad_from_keras, doc="Cropping2D"),
+              from_keras=_pad_from_keras, keras_class="Cropping2D",
+              to_keras=_pad_to_keras, doc="Cropping2D"),
 )
 
 __all__ = ["RECORDS"]
