@@ -624,6 +624,30 @@ def _exported_model():
     return model, _random_params(model, seed=0)
 
 
+def _exported_windows():
+    """The other exportable kinds: pads, depthwise/separable convs, layer
+    norm, cropping, identity, reshape."""
+    mk = Layer.make
+    layers = (
+        mk("pad", "zeropad", padding=((1, 0), (0, 2))),
+        mk("dw", "depthwise_conv", kernel_size=3, depth_multiplier=2,
+           padding="valid", activation="relu"),
+        mk("sep", "separable_conv", features=4, kernel_size=(3, 2), strides=(2, 1),
+           padding="same", use_bias=False),
+        mk("ln", "layernorm", epsilon=1e-3),
+        mk("crop", "cropping", cropping=((1, 1), (0, 1))),
+        mk("same", "identity"),
+        mk("flat", "reshape", target_shape=(-1,)),
+        mk("out", "dense", features=3, activation="softmax"),
+    )
+    model = ConvNet(layers=layers, input_shape=(10, 9, 3), preprocessing="none",
+                    name_="exported")
+    return model, _random_params(model, seed=1)
+
+
+_EXPORTED = {"chain": _exported_model, "windows": _exported_windows}
+
+
 def _random_params(model: ConvNet, *, seed: int):
     """Random params of the model's shapes (numpy; no eager Flax init)."""
     shapes = jax.eval_shape(model.init_params, jax.random.key(0))
@@ -643,12 +667,14 @@ def _random_params(model: ConvNet, *, seed: int):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("build", list(_EXPORTED))
 @pytest.mark.slow
-def test_export_round_trip(tmp_path, fmt):
+def test_export_round_trip(tmp_path, fmt, build):
     """save_keras_model -> load_keras_model: same layers, same outputs; the
     imported model is a fixed point of a second export."""
-    model, params = _exported_model()
-    x = np.random.default_rng(1).uniform(0, 255, (2, 16, 12, 2)).astype(np.float32)
+    model, params = _EXPORTED[build]()
+    x = np.random.default_rng(1).uniform(0, 255, (2, *model.input_shape)
+                                         ).astype(np.float32)
     path = save_keras_model(params, tmp_path / f"e.{fmt}", model=model)
     m2, p2 = load_keras_model(path)
     assert m2.layer_names == model.layer_names and m2.name_ == "exported"
@@ -667,17 +693,19 @@ def test_export_round_trip(tmp_path, fmt):
 
 @pytest.mark.keras
 @pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("build", list(_EXPORTED))
 @pytest.mark.slow
-def test_exported_file_loads_in_keras(keras, tmp_path, fmt, monkeypatch):
+def test_exported_file_loads_in_keras(keras, tmp_path, fmt, build, monkeypatch):
     # Keras initialises each layer before loading the weights; zeros instead
     # of Glorot saves compiling a random initialiser per shape.
     monkeypatch.setattr(keras.initializers.GlorotUniform, "__call__",
                         lambda self, shape, dtype=None: keras.ops.zeros(shape, dtype))
-    model, params = _exported_model()
+    model, params = _EXPORTED[build]()
     path = save_keras_model(params, tmp_path / f"e.{fmt}", model=model)
     km = keras.models.load_model(path)
     assert [lay.name for lay in km.layers] == list(model.layer_names)
-    x = np.random.default_rng(2).uniform(0, 255, (3, 16, 12, 2)).astype(np.float32)
+    x = np.random.default_rng(2).uniform(0, 255, (3, *model.input_shape)
+                                         ).astype(np.float32)
     ref = _keras_layer_outputs(keras, km, x)
     with jax.default_matmul_precision("float32"):
         for name in model.layer_names:
@@ -709,6 +737,27 @@ def test_export_errors(tmp_path):
     with pytest.raises(TypeError, match="model must be a jaxconvviz ConvNet"):
         save_keras_model(params, tmp_path / "m.keras", model=object())
     assert not list(tmp_path.iterdir())  # nothing written on error
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_export_mode_follows_the_umask_and_is_fsynced(tmp_path, monkeypatch, umask):
+    """A saved model gets the mode a plain open() gives (0o666 & ~umask), not
+    mkstemp's 0600, and its bytes are fsynced before the rename."""
+    import os
+
+    model, params = _exported_model()
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    old = os.umask(umask)
+    try:
+        for fmt in FORMATS:
+            path = save_keras_model(params, tmp_path / f"m.{fmt}", model=model)
+            assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    finally:
+        os.umask(old)
+    assert len(synced) == len(FORMATS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.h5", "m.keras"]
 
 
 # ------------------------------------------- every technique takes the model

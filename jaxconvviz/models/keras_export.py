@@ -10,9 +10,11 @@ keras_import.load_keras_model` reads -- and that Keras 3 itself loads with
 * ``.h5``: the legacy full-model layout (root attr ``model_config`` JSON +
   group ``model_weights`` with ``layer_names`` / ``weight_names`` attrs).
 
-Written with json, zipfile, h5py and numpy only; files are written atomically
-(temp file + rename). The model's ``preprocessing`` is not part of a Keras
-file: load a model trained on ``x / 255`` with ``preprocessing="scale01"``.
+Written with json, zipfile, h5py and numpy only; files are written with
+:func:`jaxconvviz._atomic.atomic_write` (a fsynced temp file renamed over the
+destination, mode as the umask gives a new file). The model's
+``preprocessing`` is not part of a Keras file: load a model trained on
+``x / 255`` with ``preprocessing="scale01"``.
 
 Imports h5py: exported lazily from :mod:`jaxconvviz`.
 """
@@ -20,108 +22,43 @@ Imports h5py: exported lazily from :mod:`jaxconvviz`.
 from __future__ import annotations
 
 import datetime
+import functools
 import io
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from jaxconvviz._atomic import atomic_write
 from jaxconvviz._types import Params
 from jaxconvviz._version import __version__
 from jaxconvviz.errors import InputError, InputTypeError
 from jaxconvviz.models.convnet import ConvNet, Layer, resolve_model
 from jaxconvviz.models.keras_import import keras3_group_names
+from jaxconvviz.models.kinds.registry import KINDS
 
 #: ``keras_version`` written into the files: the Keras 3 layout they follow.
 KERAS_FORMAT_VERSION = "3.0.0"
-
-_CLASS = {
-    "conv": "Conv2D",
-    "dense": "Dense",
-    "maxpool": "MaxPooling2D",
-    "avgpool": "AveragePooling2D",
-    "gap": "GlobalAveragePooling2D",
-    "gmp": "GlobalMaxPooling2D",
-    "flatten": "Flatten",
-    "dropout": "Dropout",
-    "batchnorm": "BatchNormalization",
-    "activation": "Activation",
-    "rescaling": "Rescaling",
-}
-
 
 def _policy() -> dict:
     return {"module": "keras", "class_name": "DTypePolicy",
             "config": {"name": "float32"}, "registered_name": None}
 
 
-def _init(cls: str) -> dict:
-    return {"module": "keras.initializers", "class_name": cls,
-            "config": {} if cls in ("Zeros", "Ones") else {"seed": None},
-            "registered_name": None}
+def _exportable(spec: Layer) -> bool:
+    return spec.kind in KINDS and KINDS[spec.kind].keras_class is not None
 
 
-def _pair(v) -> list[int]:
-    return [int(v), int(v)] if isinstance(v, int | np.integer) else [int(a) for a in v]
-
-
-def _list_or_float(v):
-    return [float(a) for a in v] if isinstance(v, tuple | list) else float(v)
+def _keras_class(spec: Layer) -> str:
+    return KINDS[spec.kind].keras_class
 
 
 def _layer_config(spec: Layer) -> dict:
-    """The Keras 3 ``get_config()`` of one layer."""
-    o = spec.opt
-    cfg: dict = {"name": spec.name, "trainable": True, "dtype": _policy()}
-    k = spec.kind
-    if k == "conv":
-        cfg.update(
-            filters=int(o("features")), kernel_size=_pair(o("kernel_size", 3)),
-            strides=_pair(o("strides", 1)), padding=o("padding", "same"),
-            data_format="channels_last", dilation_rate=_pair(o("dilation", 1)),
-            groups=1, activation=o("activation", "linear"),
-            use_bias=bool(o("use_bias", True)),
-            kernel_initializer=_init("GlorotUniform"), bias_initializer=_init("Zeros"),
-            kernel_regularizer=None, bias_regularizer=None,
-            activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
-        )
-    elif k == "dense":
-        cfg.update(
-            units=int(o("features")), activation=o("activation", "linear"),
-            use_bias=bool(o("use_bias", True)),
-            kernel_initializer=_init("GlorotUniform"), bias_initializer=_init("Zeros"),
-            kernel_regularizer=None, bias_regularizer=None,
-            kernel_constraint=None, bias_constraint=None,
-        )
-    elif k in ("maxpool", "avgpool"):
-        pool = _pair(o("pool_size", 2))
-        cfg.update(pool_size=pool, padding=o("padding", "valid"),
-                   strides=_pair(o("strides", pool)), data_format="channels_last")
-    elif k in ("gap", "gmp"):
-        cfg.update(data_format="channels_last", keepdims=False)
-    elif k == "flatten":
-        cfg.update(data_format="channels_last")
-    elif k == "dropout":
-        cfg.update(rate=float(o("rate", 0.5)), seed=None, noise_shape=None)
-    elif k == "batchnorm":
-        cfg.update(
-            axis=-1, momentum=0.99, epsilon=float(o("epsilon", 1e-3)),
-            center=bool(o("center", True)), scale=bool(o("scale", True)),
-            beta_initializer=_init("Zeros"), gamma_initializer=_init("Ones"),
-            moving_mean_initializer=_init("Zeros"),
-            moving_variance_initializer=_init("Ones"),
-            beta_regularizer=None, gamma_regularizer=None, beta_constraint=None,
-            gamma_constraint=None, synchronized=False,
-        )
-    elif k == "activation":
-        cfg.update(activation=o("activation", "linear"))
-    elif k == "rescaling":
-        cfg.update(scale=_list_or_float(o("scale", 1.0)),
-                   offset=_list_or_float(o("offset", 0.0)))
-    return cfg
+    """The Keras 3 ``get_config()`` of one layer (its kind's ``to_keras``)."""
+    return {"name": spec.name, "trainable": True, "dtype": _policy(),
+            **KINDS[spec.kind].to_keras(spec)}
 
 
 def _input_name(model: ConvNet) -> str:
@@ -149,7 +86,7 @@ def keras_config(model: ConvNet, *, legacy: bool = False) -> dict:
     inp = {"batch_shape": batch_shape, "dtype": "float32", "sparse": False,
            "ragged": False, "name": _input_name(model), "optional": False}
     layers = [entry("InputLayer", inp)]
-    layers += [entry(_CLASS[s.kind], _layer_config(s)) for s in model.layers]
+    layers += [entry(_keras_class(s), _layer_config(s)) for s in model.layers]
     inner = {"name": model.name_, "trainable": True, "dtype": _policy(),
              "layers": layers, "build_input_shape": batch_shape}
     if legacy:
@@ -183,11 +120,12 @@ def _check(model: ConvNet, params: Params, path) -> tuple[Path, str]:
             f"model {model.name_!r} is a graph (layers {merges} read other layers "
             "than the previous one); save_keras_model writes Sequential chains "
             "only.")
-    other = [f"{s.name!r} ({s.kind})" for s in model.layers if s.kind not in _CLASS]
+    other = [f"{s.name!r} ({s.kind})" for s in model.layers if not _exportable(s)]
     if other:
+        kinds = [k for k, r in KINDS.items() if r.keras_class is not None]
         raise InputError(
             f"layers {', '.join(other[:3])} have kinds save_keras_model does not "
-            f"write; supported kinds: {', '.join(_CLASS)}.")
+            f"write; supported kinds: {', '.join(kinds)}.")
     model.check_params(params, source="params")
     return p, suffix
 
@@ -201,7 +139,7 @@ def _keras_weights_h5(model: ConvNet, params: Params) -> bytes:
     import h5py
 
     buf = io.BytesIO()
-    groups = keras3_group_names([_CLASS[s.kind] for s in model.layers])
+    groups = keras3_group_names([_keras_class(s) for s in model.layers])
     with h5py.File(buf, "w") as f:
         for spec, g in zip(model.layers, groups, strict=True):
             vars_ = f.create_group(f"layers/{g}/vars")
@@ -260,7 +198,8 @@ def save_keras_model(params: Params, path, *, model: ConvNet | None = None) -> P
     Args:
       params: the float32 params (shapes checked against ``model``).
       path: destination ending in ``.keras`` or ``.h5``/``.hdf5``; replaced
-        atomically if it exists.
+        atomically if it exists (a reader sees the old or the whole new file);
+        a new file gets the mode the umask allows (``0o666 & ~umask``).
       model: the network (:class:`~jaxconvviz.models.convnet.ConvNet`); None
         infers the VGG16 preset from ``params``.
 
@@ -273,18 +212,8 @@ def save_keras_model(params: Params, path, *, model: ConvNet | None = None) -> P
     if model is None:
         model = resolve_model(params)
     p, suffix = _check(model, params, path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w+b") as fh:
-            if suffix == ".keras":
-                _write_keras(model, params, fh)
-            else:
-                _write_h5(model, params, fh)
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(p, functools.partial(
+        _write_keras if suffix == ".keras" else _write_h5, model, params))
     return p
 
 

@@ -1,28 +1,23 @@
-"""Per-kind layer implementations of :class:`~jaxconvviz.models.convnet.ConvNet`.
+"""The convolution and dense layer kinds, and the tables of every kind.
 
-One table, :data:`KINDS`, maps a layer kind (``"conv"``, ``"add"``, ...) to
-a :class:`Kind`: how the layer computes its output from its inputs (inside
-the ConvNet's ``nn.compact`` call, so Flax params are created under the
-layer's Keras name), how many inputs it takes, and the names of its params in
-Keras weight order (file order). Each kind reproduces the Keras 3 layer it
-comes from at inference (the Keras class is noted next to each entry);
-:mod:`jaxconvviz.models.shapes` holds the matching analytic output shapes.
-
-Activations follow Keras 3's definitions (``keras.activations``): ``gelu``
-is the exact erf form (``approximate=False``, the Activation layer's
-default; ``gelu_approximate`` the tanh form), ``hard_sigmoid`` is
-``relu6(x + 3) / 6`` and ``hard_swish``/``hard_silu`` is ``x *
-hard_sigmoid(x)``.
+Each layer kind is one :class:`~jaxconvviz.models.kinds.registry.LayerKind`
+record (forward pass, output shape, params, Keras import and export); the
+records of the convolutions (``conv``, ``depthwise_conv``,
+``separable_conv``) and ``dense`` live here, next to the functions that
+choose their convolution algorithm; the other families live in
+:mod:`jaxconvviz.models.kinds` (pool, norm, merge, reshape, pointwise). This
+module registers all built-in kinds; :data:`KINDS`, :data:`LAYER_KINDS`,
+:data:`MERGE_KINDS` and :data:`CONV_KINDS` are live views of the registry.
+Each kind reproduces the Keras 3 layer it comes from at inference (the
+record's ``doc``).
 
 Imports jax, flax and numpy only.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from collections.abc import Callable
-from typing import Any
+import math
 
 import flax.linen as nn
 import jax
@@ -30,41 +25,26 @@ import jax.numpy as jnp
 
 from jaxconvviz.errors import InputError
 from jaxconvviz.models import convs
-
-ACTIVATIONS: dict[str, Callable] = {
-    "linear": lambda x: x,
-    "relu": jax.nn.relu,
-    "relu6": jax.nn.relu6,
-    "sigmoid": jax.nn.sigmoid,
-    "hard_sigmoid": jax.nn.hard_sigmoid,  # relu6(x + 3) / 6, as Keras 3
-    "hard_swish": jax.nn.hard_silu,  # x * relu6(x + 3) / 6
-    "hard_silu": jax.nn.hard_silu,
-    "tanh": jnp.tanh,
-    "softmax": lambda x: jax.nn.softmax(x, axis=-1),
-    "elu": jax.nn.elu,
-    "selu": jax.nn.selu,
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_approximate": lambda x: jax.nn.gelu(x, approximate=True),
-    "swish": jax.nn.silu,
-    "silu": jax.nn.silu,
-    "softplus": jax.nn.softplus,
-    "leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.2),
-}
-
-
-def pair(v) -> tuple[int, int]:
-    """``3`` -> ``(3, 3)``; ``(3, 1)`` -> ``(3, 1)``."""
-    return (int(v), int(v)) if isinstance(v, int) else tuple(int(a) for a in v)
-
-
-def pads2(v) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Keras ZeroPadding2D/Cropping2D amounts -> ``((top, bottom), (left, right))``."""
-    if isinstance(v, int):
-        return ((v, v), (v, v))
-    a, b = v
-    a = (a, a) if isinstance(a, int) else tuple(a)
-    b = (b, b) if isinstance(b, int) else tuple(b)
-    return ((int(a[0]), int(a[1])), (int(b[0]), int(b[1])))
+from jaxconvviz.models.kinds import merge, norm, pointwise, pool, reshape
+from jaxconvviz.models.kinds.common import (
+    ACTIVATIONS,
+    keras_initializer,
+    keras_ints,
+    pads2,
+    pair,
+    window_shape,
+)
+from jaxconvviz.models.kinds.pool import max_pool_tiled
+from jaxconvviz.models.kinds.registry import (
+    CONV_KINDS,
+    KINDS,
+    LAYER_KINDS,
+    MERGE_KINDS,
+    LayerKind,
+    apply_layer,
+    register_layer_kind,
+)
+from jaxconvviz.models.kinds.registry import make_params as _vars
 
 
 def conv_geometry(spec) -> tuple[tuple[int, int], str, tuple[int, int]]:
@@ -86,27 +66,6 @@ def _conv_fn(net):
                          f"{net.conv_impl!r} (use with_conv_impl).")
     return convs.conv_general_dilated if net.conv_impl == "matmul" else (
         jax.lax.conv_general_dilated)
-
-
-_INITS = {
-    "zeros": nn.initializers.zeros,
-    "ones": nn.initializers.ones,
-    "lecun": nn.initializers.lecun_normal(),
-}
-
-
-class _Vars(nn.Module):
-    """Creates a layer's params: ``specs`` = ``((name, shape, init), ...)``."""
-
-    specs: tuple[tuple[str, tuple[int, ...], str], ...]
-
-    @nn.compact
-    def __call__(self):
-        return {n: self.param(n, _INITS[i], s) for n, s, i in self.specs}
-
-
-def _vars(spec, *specs):
-    return _Vars(tuple(specs), name=spec.name)()
 
 
 # ---------------------------------------------------------------- per kind
@@ -221,182 +180,32 @@ def _dense(net, spec, xs):
     return _act(spec, y)
 
 
-def _tiles(x, k: tuple[int, int]):
-    *b, h, w, c = x.shape
-    x = x[..., : h // k[0] * k[0], : w // k[1] * k[1], :]
-    return x.reshape(*b, h // k[0], k[0], w // k[1], k[1], c)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def max_pool_tiled(x, k: tuple[int, int]):
-    """Max pooling with window == strides ``k``, 'valid' padding, NHWC.
-
-    The same values as ``flax.linen.max_pool`` (a reshape and a max) and the
-    same derivatives: each window's derivative flows through its first
-    maximum in row-major order, as XLA's select-and-scatter does, but as an
-    elementwise mask that fuses (select-and-scatter is a large share of a
-    VGG16 ascent step on GPU: docs/design-notes.md). ``x`` may have any
-    leading batch dimensions.
-    """
-    return _tiles(x, k).max(axis=(-4, -2))
-
-
-@max_pool_tiled.defjvp
-def _max_pool_tiled_jvp(k, primals, tangents):
-    (x,), (t,) = primals, tangents
-    xt = _tiles(x, k)
-    y = xt.max(axis=(-4, -2))
-    eq = xt == y[..., :, None, :, None, :]
-    e = eq.astype(jnp.int32)
-    row = e.sum(axis=-2, keepdims=True)
-    before = jnp.cumsum(row, axis=-4) - row  # maxima in earlier window rows
-    first = eq & (before + jnp.cumsum(e, axis=-2) == 1)
-    dt = jnp.where(first, _tiles(t, k), jnp.zeros((), t.dtype)).sum(axis=(-4, -2))
-    return y, dt
-
-
-def _pool(net, spec, xs):
-    (x,) = xs
+# ------------------------------------------------------- shapes and params
+def _conv_window(spec):
     o = spec.opt
-    window = pair(o("pool_size", 2))
-    strides = pair(o("strides", window))
-    padding = o("padding", "valid")
-    if spec.kind == "maxpool":
-        if strides == window and padding == "valid":
-            return max_pool_tiled(x, window)  # same values, faster gradient
-        return nn.max_pool(x, window, strides=strides, padding=padding.upper())
-    # Keras excludes the zero padding from the average.
-    return nn.avg_pool(x, window, strides=strides, padding=padding.upper(),
-                       count_include_pad=False)
+    return (pair(o("kernel_size", 3)), pair(o("strides", 1)),
+            pair(o("dilation", 1)))
 
 
-def _global(net, spec, xs):
-    (x,) = xs
-    f = jnp.mean if spec.kind == "gap" else jnp.max
-    return f(x, axis=(-3, -2), keepdims=bool(spec.opt("keepdims", False)))
+def _features(spec, c: int) -> int:
+    """Output channels of a conv-family layer on ``c`` input channels."""
+    if spec.kind == "depthwise_conv":
+        return int(c) * int(spec.opt("depth_multiplier", 1))
+    return int(spec.opt("features"))
 
 
-def _flatten(net, spec, xs):
-    (x,) = xs
-    return x.reshape(x.shape[0], -1)  # NHWC row-major == Keras Flatten
+def _conv_shape(spec, ins):
+    (shp,) = ins
+    k, s, d = _conv_window(spec)
+    return window_shape(shp, k, s, d, spec.opt("padding", "same"),
+                        _features(spec, shp[-1]))
 
 
-def _reshape(net, spec, xs):
-    (x,) = xs
-    return x.reshape((x.shape[0],) + tuple(spec.opt("target_shape")))
+def _dense_shape(spec, ins):
+    return tuple(ins[0][:-1]) + (int(spec.opt("features")),)
 
 
-def _identity(net, spec, xs):
-    (x,) = xs
-    return x
-
-
-def _affine_norm(x, mean, var, p, eps):
-    """``(x - mean) / sqrt(var + eps) * gamma + beta`` in Keras 3's order of
-    operations (``x * inv + (beta - mean * inv)``, ``inv = rsqrt(var + eps) *
-    gamma``): the same rounding as Keras, so deep graphs stay within float32
-    ulps of it instead of drifting by ~1e-5 relative over 50 layers."""
-    inv = jax.lax.rsqrt(var + jnp.asarray(eps, x.dtype))
-    if "gamma" in p:
-        inv = inv * p["gamma"]
-    res = -mean * inv
-    if "beta" in p:
-        res = res + p["beta"]
-    return x * inv + res
-
-
-def _batchnorm(net, spec, xs):
-    (x,) = xs
-    o = spec.opt
-    f = (x.shape[-1],)
-    specs = ([("gamma", f, "ones")] if o("scale", True) else []) + (
-        [("beta", f, "zeros")] if o("center", True) else []) + [
-        ("moving_mean", f, "zeros"), ("moving_variance", f, "ones")]
-    p = {k: _bcast(v.astype(x.dtype), x) for k, v in _vars(spec, *specs).items()}
-    return _affine_norm(x, p["moving_mean"], p["moving_variance"], p,
-                        o("epsilon", 1e-3))
-
-
-def _layernorm(net, spec, xs):
-    """Keras LayerNormalization over the last axis (``jnp.var`` moments)."""
-    (x,) = xs
-    o = spec.opt
-    f = (x.shape[-1],)
-    specs = ([("gamma", f, "ones")] if o("scale", True) else []) + (
-        [("beta", f, "zeros")] if o("center", True) else [])
-    p = {k: _bcast(v.astype(x.dtype), x) for k, v in _vars(spec, *specs).items()}
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    var = jnp.var(x, axis=-1, keepdims=True)
-    return _affine_norm(x, mean, var, p, o("epsilon", 1e-3))
-
-
-def _normalization(net, spec, xs):
-    """Keras Normalization: ``(x - mean) / max(sqrt(variance), 1e-7)``.
-
-    ``mean``/``variance`` are options when the Keras config fixes them
-    (ConvNeXt's stem), else params (adapted: ``mean``, ``variance``,
-    ``count``, as EfficientNet stores them)."""
-    (x,) = xs
-    o = spec.opt
-    if o("mean") is not None:
-        mean, var = _bcast(o("mean"), x), _bcast(o("variance"), x)
-    else:
-        f = (x.shape[-1],)
-        p = _vars(spec, ("mean", f, "zeros"), ("variance", f, "ones"),
-                  ("count", (), "zeros"))
-        mean, var = _bcast(p["mean"], x), _bcast(p["variance"], x)
-    return (x - mean) / jnp.maximum(jnp.sqrt(var), jnp.asarray(1e-7, x.dtype))
-
-
-def _layerscale(net, spec, xs):
-    (x,) = xs
-    p = _vars(spec, ("gamma", (x.shape[-1],), "ones"))
-    return x * _bcast(p["gamma"], x)
-
-
-def _activation(net, spec, xs):
-    (x,) = xs
-    return _act(spec, x)
-
-
-def _rescaling(net, spec, xs):
-    (x,) = xs
-    o = spec.opt
-    return x * _bcast(o("scale", 1.0), x) + _bcast(o("offset", 0.0), x)
-
-
-def _zeropad(net, spec, xs):
-    (x,) = xs
-    (t, b), (lft, r) = pads2(spec.opt("padding", 1))
-    return jnp.pad(x, ((0, 0), (t, b), (lft, r), (0, 0)))
-
-
-def _cropping(net, spec, xs):
-    (x,) = xs
-    (t, b), (lft, r) = pads2(spec.opt("cropping", 0))
-    h, w = x.shape[1], x.shape[2]
-    return x[:, t:h - b, lft:w - r, :]
-
-
-def _merge(fn):
-    def apply(net, spec, xs):
-        y = xs[0]
-        for x in xs[1:]:
-            y = fn(y, x)
-        return y
-    return apply
-
-
-def _average(net, spec, xs):
-    return _merge(jnp.add)(net, spec, xs) / jnp.asarray(len(xs), xs[0].dtype)
-
-
-def _concatenate(net, spec, xs):
-    return jnp.concatenate(xs, axis=int(spec.opt("axis", -1)))
-
-
-# ------------------------------------------------------------------ table
-def _names_conv(spec):
+def _names_kernel(spec):
     return ("kernel", "bias") if spec.opt("use_bias", True) else ("kernel",)
 
 
@@ -405,84 +214,142 @@ def _names_separable(spec):
         ("bias",) if spec.opt("use_bias", True) else ())
 
 
-def _names_norm(spec):
-    return ((("gamma",) if spec.opt("scale", True) else ())
-            + (("beta",) if spec.opt("center", True) else ()))
+def _conv_params(spec, in_shape):
+    o = spec.opt
+    c = int(in_shape[-1])
+    f = _features(spec, c)
+    kh, kw = pair(o("kernel_size", 3))
+    m = int(o("depth_multiplier", 1))
+    kernel = {"conv": (kh, kw, c // int(o("groups", 1)), f),
+              "depthwise_conv": (kh, kw, c, m),
+              "dense": (c, f)}.get(spec.kind)
+    return {"kernel": (kernel, "lecun"), "bias": ((f,), "zeros"),
+            "depthwise_kernel": ((kh, kw, c, m), "lecun"),
+            "pointwise_kernel": ((1, 1, c * m, f), "lecun")}
 
 
-def _names_batchnorm(spec):
-    return _names_norm(spec) + ("moving_mean", "moving_variance")
+def _conv_macs(spec, in_shape, out_shape, channels):
+    kh, kw = pair(spec.opt("kernel_size", 3))
+    h, w = out_shape[0], out_shape[1]
+    c_in = int(in_shape[-1])
+    c_out = int(out_shape[-1]) if channels is None else channels
+    if spec.kind == "conv":
+        return h * w * kh * kw * (c_in // int(spec.opt("groups", 1))) * c_out
+    if spec.kind == "depthwise_conv":
+        return h * w * kh * kw * c_out
+    m = int(spec.opt("depth_multiplier", 1))
+    return h * w * (kh * kw * c_in * m + c_in * m * c_out)
 
 
-def _names_normalization(spec):
-    return () if spec.opt("mean") is not None else ("mean", "variance", "count")
+def _dense_macs(spec, in_shape, out_shape, channels):
+    c_out = int(out_shape[-1]) if channels is None else channels
+    return math.prod(out_shape[:-1]) * int(in_shape[-1]) * c_out
 
 
-def _none(spec):
-    return ()
+# ------------------------------------------------------------ Keras import
+def _conv_from_keras(k):
+    """Conv2D, DepthwiseConv2D, SeparableConv2D -> their kinds."""
+    extra = {}
+    if k.kind == "conv":
+        groups = int(k.get("groups", 1) or 1)
+        extra = {"groups": groups} if groups != 1 else {}
+    else:
+        extra = {"depth_multiplier": int(k.get("depth_multiplier", 1))}
+    if k.kind != "depthwise_conv":
+        extra["features"] = int(k.require("filters"))
+    return k.layer(
+        **extra,
+        kernel_size=k.pair("kernel_size"),
+        strides=k.pair("strides", 1),
+        padding=k.padding(),
+        dilation=k.pair("dilation_rate", 1),
+        use_bias=bool(k.get("use_bias", True)),
+        activation=k.activation(),
+    )
 
 
-@dataclasses.dataclass(frozen=True)
-class Kind:
-    """How one layer kind computes and what it stores.
-
-    Attributes:
-      apply: ``apply(net, spec, xs) -> y``; ``xs`` the tuple of input arrays
-        (batch first), called inside the ConvNet's compact ``__call__``.
-      params: ``params(spec) -> names`` in Keras weight (file) order.
-      keras: the Keras 3 class(es) it reproduces (documentation).
-      merge: takes two or more inputs.
-    """
-
-    apply: Callable[[Any, Any, tuple], Any]
-    params: Callable[[Any], tuple[str, ...]] = _none
-    keras: str = ""
-    merge: bool = False
+def _dense_from_keras(k):
+    return k.layer(features=int(k.require("units")),
+                   use_bias=bool(k.get("use_bias", True)),
+                   activation=k.activation())
 
 
-#: Every layer kind, its implementation and its params.
-KINDS: dict[str, Kind] = {
-    "conv": Kind(_conv, _names_conv, "Conv2D (groups, dilation)"),
-    "depthwise_conv": Kind(_depthwise_conv, _names_conv, "DepthwiseConv2D"),
-    "separable_conv": Kind(_separable_conv, _names_separable, "SeparableConv2D"),
-    "dense": Kind(_dense, _names_conv, "Dense (on the last axis)"),
-    "maxpool": Kind(_pool, keras="MaxPooling2D"),
-    "avgpool": Kind(_pool, keras="AveragePooling2D"),
-    "gap": Kind(_global, keras="GlobalAveragePooling2D"),
-    "gmp": Kind(_global, keras="GlobalMaxPooling2D"),
-    "flatten": Kind(_flatten, keras="Flatten"),
-    "reshape": Kind(_reshape, keras="Reshape"),
-    "dropout": Kind(_identity, keras="Dropout (identity at inference)"),
-    "identity": Kind(_identity, keras="Identity; a nested model's output"),
-    "batchnorm": Kind(_batchnorm, _names_batchnorm, "BatchNormalization"),
-    "layernorm": Kind(_layernorm, _names_norm, "LayerNormalization"),
-    "normalization": Kind(_normalization, _names_normalization, "Normalization"),
-    "layerscale": Kind(_layerscale, lambda s: ("gamma",), "LayerScale (ConvNeXt)"),
-    "activation": Kind(_activation, keras="Activation / ReLU"),
-    "rescaling": Kind(_rescaling, keras="Rescaling"),
-    "zeropad": Kind(_zeropad, keras="ZeroPadding2D"),
-    "cropping": Kind(_cropping, keras="Cropping2D"),
-    "add": Kind(_merge(jnp.add), keras="Add", merge=True),
-    "subtract": Kind(_merge(jnp.subtract), keras="Subtract", merge=True),
-    "multiply": Kind(_merge(jnp.multiply), keras="Multiply", merge=True),
-    "maximum": Kind(_merge(jnp.maximum), keras="Maximum", merge=True),
-    "average": Kind(_average, keras="Average", merge=True),
-    "concatenate": Kind(_concatenate, keras="Concatenate", merge=True),
-}
-
-#: Layer kinds a :class:`~jaxconvviz.models.convnet.Layer` may have.
-LAYER_KINDS: tuple[str, ...] = tuple(KINDS)
-#: Kinds that convolve (their outputs are filter maps; ``conv_layers``).
-CONV_KINDS = ("conv", "depthwise_conv", "separable_conv")
-#: Kinds that take two or more inputs.
-MERGE_KINDS = tuple(k for k, v in KINDS.items() if v.merge)
+# ------------------------------------------------------------ Keras export
+def _weighted_to_keras(spec) -> dict:
+    return dict(activation=spec.opt("activation", "linear"),
+                use_bias=bool(spec.opt("use_bias", True)),
+                kernel_initializer=keras_initializer("GlorotUniform"),
+                bias_initializer=keras_initializer("Zeros"),
+                kernel_regularizer=None, bias_regularizer=None,
+                kernel_constraint=None, bias_constraint=None)
 
 
-def apply_layer(net, spec, xs: tuple):
-    """Run one layer on its inputs (inside ``net``'s compact call)."""
-    return KINDS[spec.kind].apply(net, spec, xs)
+def _conv_to_keras(spec) -> dict:
+    o = spec.opt
+    return dict(filters=int(o("features")), kernel_size=keras_ints(o("kernel_size", 3)),
+                strides=keras_ints(o("strides", 1)), padding=o("padding", "same"),
+                data_format="channels_last", dilation_rate=keras_ints(o("dilation", 1)),
+                groups=int(o("groups", 1)), activity_regularizer=None,
+                **_weighted_to_keras(spec))
 
 
-__all__ = ["ACTIVATIONS", "KINDS", "Kind", "LAYER_KINDS", "CONV_KINDS",
-           "MERGE_KINDS", "apply_layer", "max_pool_tiled", "pair", "pads2",
+def _window_to_keras(spec) -> dict:
+    o = spec.opt
+    return dict(kernel_size=keras_ints(o("kernel_size", 3)),
+                strides=keras_ints(o("strides", 1)), padding=o("padding", "same"),
+                data_format="channels_last", dilation_rate=keras_ints(o("dilation", 1)),
+                depth_multiplier=int(o("depth_multiplier", 1)),
+                activation=o("activation", "linear"),
+                use_bias=bool(o("use_bias", True)),
+                bias_initializer=keras_initializer("Zeros"))
+
+
+def _depthwise_to_keras(spec) -> dict:
+    return dict(depthwise_initializer=keras_initializer("GlorotUniform"),
+                **_window_to_keras(spec))
+
+
+def _separable_to_keras(spec) -> dict:
+    return dict(filters=int(spec.opt("features")),
+                depthwise_initializer=keras_initializer("GlorotUniform"),
+                pointwise_initializer=keras_initializer("GlorotUniform"),
+                **_window_to_keras(spec))
+
+
+def _dense_to_keras(spec) -> dict:
+    return dict(units=int(spec.opt("features")), **_weighted_to_keras(spec))
+
+
+_CONV = dict(shape=_conv_shape, param_shapes=_conv_params, convolves=True,
+             window=_conv_window, macs=_conv_macs, from_keras=_conv_from_keras)
+
+#: The convolution and dense kinds' records.
+RECORDS = (
+    LayerKind("conv", _conv, params=_names_kernel, mac_bound=True,
+              keras=("Conv2D", "Convolution2D"), keras_class="Conv2D",
+              to_keras=_conv_to_keras, doc="Conv2D (groups, dilation)", **_CONV),
+    LayerKind("depthwise_conv", _depthwise_conv, params=_names_kernel,
+              keras=("DepthwiseConv2D",), keras_class="DepthwiseConv2D",
+              to_keras=_depthwise_to_keras, doc="DepthwiseConv2D", **_CONV),
+    LayerKind("separable_conv", _separable_conv, params=_names_separable,
+              mac_bound=True, keras=("SeparableConv2D", "SeparableConvolution2D"),
+              keras_class="SeparableConv2D", to_keras=_separable_to_keras,
+              doc="SeparableConv2D", **_CONV),
+    LayerKind("dense", _dense, shape=_dense_shape, params=_names_kernel,
+              param_shapes=_conv_params,
+              spatial=lambda spec: bool(spec.opt("spatial_dense", True)),
+              macs=_dense_macs, mac_bound=True, keras=("Dense",),
+              from_keras=_dense_from_keras, keras_class="Dense",
+              to_keras=_dense_to_keras, doc="Dense (on the last axis)"),
+)
+
+for _family in (RECORDS, pool.RECORDS, reshape.RECORDS, norm.RECORDS,
+                pointwise.RECORDS, merge.RECORDS):
+    for _record in _family:
+        if _record.kind not in KINDS:  # a reload keeps the registered records
+            register_layer_kind(_record)
+
+
+__all__ = ["ACTIVATIONS", "KINDS", "LAYER_KINDS", "CONV_KINDS", "MERGE_KINDS",
+           "RECORDS", "apply_layer", "max_pool_tiled", "pair", "pads2",
            "conv_geometry"]

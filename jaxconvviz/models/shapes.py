@@ -8,120 +8,30 @@ model input; see :meth:`ConvNet.sources
 the batch axis: ``(h, w, c)`` for feature maps, ``(units,)`` after a global
 pool or flatten. ``h`` or ``w`` below 1 means the input is too small.
 
-Imports numpy only.
+Each kind's own arithmetic (output shape, params, window, multiply-adds)
+is in its layer-kind record (:mod:`jaxconvviz.models.kinds`); this module
+walks the graph.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
-
-import numpy as np
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from jaxconvviz.errors import InputError
-from jaxconvviz.models.layers import pads2, pair
+from jaxconvviz.models.kinds.common import conv_out
+from jaxconvviz.models.kinds.registry import (
+    KINDS,
+    MAC_BOUND_KINDS,
+    RecordField,
+    param_specs,
+)
 
 Shape = tuple[int, ...]
 
-
-def conv_out(n: int, k: int, s: int, d: int, padding: str) -> int:
-    """Output length of a conv/pool along one axis (Keras/XLA conventions).
-
-    ``"same"``: ``ceil(n / s)``; ``"valid"``: ``(n - (k - 1) d - 1) // s + 1``.
-    """
-    if padding == "same":
-        return math.ceil(n / s)
-    return (n - (k - 1) * d - 1) // s + 1
-
-
-_conv_out = conv_out  # the name convnet.py used
-
-
-def _spatial(spec, shp: Shape, k, s, d, c: int) -> Shape:
-    pad = spec.opt("padding", "same" if "conv" in spec.kind else "valid")
-    h = conv_out(shp[0], k[0], s[0], d[0], pad)
-    w = conv_out(shp[1], k[1], s[1], d[1], pad)
-    return (h, w, int(c))
-
-
-def _conv_shape(spec, ins):
-    (shp,) = ins
-    o = spec.opt
-    k, s, d = pair(o("kernel_size", 3)), pair(o("strides", 1)), pair(o("dilation", 1))
-    c = shp[-1] * int(o("depth_multiplier", 1)) if spec.kind == "depthwise_conv" \
-        else o("features")
-    return _spatial(spec, shp, k, s, d, c)
-
-
-def _pool_shape(spec, ins):
-    (shp,) = ins
-    p = pair(spec.opt("pool_size", 2))
-    s = pair(spec.opt("strides", p))
-    return _spatial(spec, shp, p, s, (1, 1), shp[-1])
-
-
-def _global_shape(spec, ins):
-    (shp,) = ins
-    return (1, 1, shp[-1]) if spec.opt("keepdims", False) else (shp[-1],)
-
-
-def _reshape_shape(spec, ins):
-    (shp,) = ins
-    target = tuple(int(t) for t in spec.opt("target_shape"))
-    if -1 in target:
-        known = math.prod(t for t in target if t != -1)
-        target = tuple(math.prod(shp) // known if t == -1 else t for t in target)
-    return target
-
-
-def _pad_shape(spec, ins):
-    (shp,) = ins
-    sign = 1 if spec.kind == "zeropad" else -1
-    (t, b), (lf, r) = pads2(spec.opt("padding" if sign > 0 else "cropping", 0))
-    return (shp[0] + sign * (t + b), shp[1] + sign * (lf + r)) + tuple(shp[2:])
-
-
-def _concat_shape(spec, ins):
-    rank = len(ins[0])
-    axis = int(spec.opt("axis", -1))
-    axis = axis - 1 if axis > 0 else axis + rank  # Keras axes count the batch
-    out = list(ins[0])
-    out[axis] = sum(s[axis] for s in ins)
-    return tuple(out)
-
-
-def _broadcast_shape(spec, ins):
-    return tuple(int(a) for a in np.broadcast_shapes(*ins))
-
-
-def _same(spec, ins):
-    return ins[0]
-
-
-#: kind -> ``shape(spec, input_shapes) -> output shape`` (batch axis omitted).
-SHAPES: dict[str, Callable] = {
-    "conv": _conv_shape,
-    "depthwise_conv": _conv_shape,
-    "separable_conv": _conv_shape,
-    "dense": lambda spec, ins: tuple(ins[0][:-1]) + (int(spec.opt("features")),),
-    "maxpool": _pool_shape,
-    "avgpool": _pool_shape,
-    "gap": _global_shape,
-    "gmp": _global_shape,
-    "flatten": lambda spec, ins: (math.prod(ins[0]),),
-    "reshape": _reshape_shape,
-    "zeropad": _pad_shape,
-    "cropping": _pad_shape,
-    "concatenate": _concat_shape,
-    **{k: _broadcast_shape
-       for k in ("add", "subtract", "multiply", "maximum", "average")},
-    **{k: _same for k in ("dropout", "identity", "batchnorm", "layernorm",
-                          "normalization", "layerscale", "activation",
-                          "rescaling")},
-}
-
-#: Kinds whose output is no longer a map over the input's pixels.
-_UNSPATIAL = ("gap", "gmp", "flatten", "reshape")
+#: kind -> ``shape(spec, input_shapes) -> output shape`` (batch axis omitted):
+#: a live view of the layer-kind records' ``shape``.
+SHAPES: Mapping[str, Callable] = RecordField("shape")
 
 
 def node_shapes(layers: Sequence, sources: Sequence[tuple[int, ...]],
@@ -141,39 +51,7 @@ def node_shapes(layers: Sequence, sources: Sequence[tuple[int, ...]],
 def param_shapes(spec, in_shape: Shape) -> dict[str, Shape]:
     """Shapes of one layer's params (Keras layouts) given its input shape
     (the first input's, batch axis omitted); ``{}`` for kinds without."""
-    o = spec.opt
-    c = int(in_shape[-1])
-    k = spec.kind
-    bias = o("use_bias", True)
-    if k in ("conv", "dense", "depthwise_conv", "separable_conv"):
-        f = int(o("features")) if k != "depthwise_conv" else c * int(
-            o("depth_multiplier", 1))
-        if k == "dense":
-            out = {"kernel": (c, f)}
-        elif k == "conv":
-            out = {"kernel": (*pair(o("kernel_size", 3)), c // int(o("groups", 1)),
-                              f)}
-        elif k == "depthwise_conv":
-            out = {"kernel": (*pair(o("kernel_size", 3)), c,
-                              int(o("depth_multiplier", 1)))}
-        else:
-            m = int(o("depth_multiplier", 1))
-            out = {"depthwise_kernel": (*pair(o("kernel_size", 3)), c, m),
-                   "pointwise_kernel": (1, 1, c * m, f)}
-        if bias:
-            out["bias"] = (f,)
-        return out
-    if k in ("batchnorm", "layernorm"):
-        names = (("gamma",) if o("scale", True) else ()) + (
-            ("beta",) if o("center", True) else ())
-        if k == "batchnorm":
-            names += ("moving_mean", "moving_variance")
-        return {n: (c,) for n in names}
-    if k == "normalization" and o("mean") is None:
-        return {"mean": (c,), "variance": (c,), "count": ()}
-    if k == "layerscale":
-        return {"gamma": (c,)}
-    return {}
+    return {n: shape for n, shape, _ in param_specs(spec, in_shape)}
 
 
 def spatial_nodes(layers: Sequence, sources: Sequence[tuple[int, ...]]
@@ -185,12 +63,7 @@ def spatial_nodes(layers: Sequence, sources: Sequence[tuple[int, ...]]
     out: list[bool] = []
     for i, spec in enumerate(layers):
         fed = any(j == -1 or out[j] for j in sources[i])
-        if spec.kind in _UNSPATIAL:
-            out.append(False)
-        elif spec.kind == "dense":
-            out.append(fed and bool(spec.opt("spatial_dense", fed)))
-        else:
-            out.append(fed)
+        out.append(fed and KINDS[spec.kind].is_spatial(spec))
     return tuple(out)
 
 
@@ -198,22 +71,8 @@ def layer_macs(spec, in_shape: Shape, out_shape: Shape, *, channels: int | None 
                ) -> int:
     """Multiply-adds of one layer for one example (convs and dense layers;
     0 for the rest). ``channels``: count only that many output channels."""
-    o = spec.opt
-    if spec.kind in ("conv", "depthwise_conv", "separable_conv"):
-        kh, kw = pair(o("kernel_size", 3))
-        h, w = out_shape[0], out_shape[1]
-        c_in = int(in_shape[-1])
-        c_out = int(out_shape[-1]) if channels is None else channels
-        if spec.kind == "conv":
-            return h * w * kh * kw * (c_in // int(o("groups", 1))) * c_out
-        m = int(o("depth_multiplier", 1))
-        if spec.kind == "depthwise_conv":
-            return h * w * kh * kw * (c_out if channels is None else channels)
-        return h * w * (kh * kw * c_in * m + c_in * m * c_out)
-    if spec.kind == "dense":
-        c_out = int(out_shape[-1]) if channels is None else channels
-        return math.prod(out_shape[:-1]) * int(in_shape[-1]) * c_out
-    return 0
+    macs = KINDS[spec.kind].macs
+    return 0 if macs is None else int(macs(spec, in_shape, out_shape, channels))
 
 
 def conv_macs(model, layer: str, size: int, *, channel_only: bool = False) -> int:
@@ -241,18 +100,11 @@ def conv_macs(model, layer: str, size: int, *, channel_only: bool = False) -> in
     return total
 
 
-#: Node kinds whose cost is their multiply-adds (:func:`layer_macs`); every
-#: other node (batch norms, activations, adds, pads, depthwise convs, ...) is
-#: bound by memory traffic and counted by :func:`memory_bound_elements`.
-MAC_BOUND_KINDS = frozenset({"conv", "separable_conv", "dense"})
-
-
 def memory_bound_elements(model, layer: str, size: int) -> int:
     """Output elements of the memory-bound nodes ``layer`` depends on (every
     kind but :data:`MAC_BOUND_KINDS`; ``layer`` included), for one ``size`` x
-    ``size`` image: what a multiply-add count misses in graphs made of many
-    small nodes (MobileNet, EfficientNet: 1-2 % of VGG16's multiply-adds, yet
-    a third of its time per step on XLA:CPU)."""
+    ``size`` image: the memory traffic a multiply-add count misses, which
+    dominates graphs of many small nodes (MobileNet, EfficientNet)."""
     nodes = sorted(_ancestors_of(model, model.layer_index(layer)))
     shapes = node_shapes(model.layers, model.sources,
                          (size, size, int(model.input_shape[2])), nodes)
@@ -278,20 +130,15 @@ def receptive_fields(layers: Sequence, sources: Sequence[tuple[int, ...]],
     Global pools, flatten and reshape see the whole input: ``(0, 0)``."""
     rf: dict[int, tuple[tuple[int, int], ...]] = {-1: ((1, 1), (1, 1))}
     for i in sorted(nodes):
-        spec = layers[i]
+        record = KINDS[layers[i].kind]
         ins = [rf[j] for j in sources[i]]
-        if spec.kind in _UNSPATIAL or any(r == ((0, 0), (0, 0)) for r in ins):
+        if record.spatial is False or any(r == ((0, 0), (0, 0)) for r in ins):
             rf[i] = ((0, 0), (0, 0))
             continue
         size = tuple(max(r[a][0] for r in ins) for a in range(2))
         jump = tuple(max(r[a][1] for r in ins) for a in range(2))
-        o = spec.opt
-        if spec.kind in ("conv", "depthwise_conv", "separable_conv",
-                         "maxpool", "avgpool"):
-            pool = spec.kind.endswith("pool")
-            k = pair(o("pool_size", 2)) if pool else pair(o("kernel_size", 3))
-            s = pair(o("strides", k)) if pool else pair(o("strides", 1))
-            d = (1, 1) if pool else pair(o("dilation", 1))
+        if record.window is not None:
+            k, s, d = record.window(layers[i])
             rf[i] = tuple((size[a] + (k[a] - 1) * d[a] * jump[a], jump[a] * s[a])
                           for a in range(2))
         else:
@@ -301,8 +148,8 @@ def receptive_fields(layers: Sequence, sources: Sequence[tuple[int, ...]],
 
 
 def check_kind(kind: str) -> None:
-    if kind not in SHAPES:
-        raise InputError(f"kind must be one of {tuple(SHAPES)}; got {kind!r}.")
+    if kind not in KINDS:
+        raise InputError(f"kind must be one of {tuple(KINDS)}; got {kind!r}.")
 
 
 __all__ = ["SHAPES", "conv_out", "node_shapes", "spatial_nodes", "layer_macs",
