@@ -86,12 +86,21 @@ def __dir__():
 # -- featureviz (render engine) --
 # -- end featureviz --
 # -- attribution (CAM family, gradients, metrics) --
+from jaxconvviz.attribution.cam_registry import (  # noqa: E402
+    CamInputs,
+    CamMethod,
+    cam_method,
+    cam_methods,
+    register_cam_method,
+    unregister_cam_method,
+)
 from jaxconvviz.attribution.cams import (  # noqa: E402
-    CAM_METHODS,
     CamResult,
     cam,
+    cam_layers,
     cam_with_scores,
 )
+from jaxconvviz.attribution.explain import explain_methods  # noqa: E402
 
 # -- end attribution --
 from jaxconvviz.attribution.gradcam import grad_cam, grad_cam_with_scores  # noqa: E402
