@@ -212,20 +212,22 @@ def cam_layers(model: ConvNet) -> tuple[str, ...]:
 
 
 def check_cam_layer(model: ConvNet, layer, *, name: str = "layer") -> str:
-    """``layer`` if a CAM may target it; a pooling/dense/global layer is
-    refused naming the nearest valid layers before and after it."""
+    """``layer`` if a CAM may target it (:func:`cam_layers`); a pooling,
+    global pooling, flatten or dense layer is refused naming the nearest
+    valid layers before and after it."""
     valid = cam_layers(model)
     if isinstance(layer, str) and layer in model.layer_names and layer not in valid:
-        kind = model.layers[model.layer_index(layer)].kind
         i = model.layer_index(layer)
         before = [n for n in valid if model.layer_index(n) < i]
         after = [n for n in valid if model.layer_index(n) > i]
         near = ([repr(before[-1]) + " (before it)"] if before else []) + (
             [repr(after[0]) + " (after it)"] if after else [])
+        shown = ", ".join(valid[:60]) + (f", ... ({len(valid)} in all)"
+                                         if len(valid) > 60 else "")
         raise InputError(
-            f"{name} {layer!r} is a {kind} layer: a CAM needs a spatial layer "
-            f"that computes features; the nearest are "
-            f"{' and '.join(near) or 'none'}.")
+            f"{name} must be one of {shown}; got {layer!r}, a "
+            f"{model.layers[i].kind} layer (a CAM needs a spatial layer that "
+            f"computes features); the nearest are {' and '.join(near) or 'none'}.")
     return model.check_layer(layer, valid, name=name)
 
 

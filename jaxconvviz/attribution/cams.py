@@ -81,14 +81,17 @@ class CamResult:
 @functools.partial(xla.jit, static_argnames=("model", "layer", "method", "use_top1",
                                              "size", "chunk", "scores", "target"))
 def cam_batch(params, images, class_index, *, model: ConvNet, layer: str,
-              method: CamMethod, use_top1: bool, size=None, chunk: int = 1,
+              method: CamMethod | str, use_top1: bool, size=None, chunk: int = 1,
               scores: bool = True, target=None):
     """One compiled program per (method, model, layer, shapes):
     images RGB [0, 255] -> (cams, logits, classes).
 
-    ``scores=False`` (headless methods only, whose map needs no class): the
-    network runs only up to ``layer``; logits come back ``(n, 0)`` and
-    classes as given."""
+    ``method``: a record (:func:`cam` passes it, so a replaced record
+    compiles anew) or a registered name. ``scores=False`` (headless methods
+    only, whose map needs no class): the network runs only up to ``layer``;
+    logits come back ``(n, 0)`` and classes as given."""
+    if isinstance(method, str):
+        method = cam_method(method)
     x = model.preprocess(images)
     kw = dict(model=model, layer=layer, target=target)
     if not scores and method.headless:
@@ -121,7 +124,7 @@ def _cams(params, images_rgb, *, method, layer, class_index, model, size, run,
         params, images_rgb, layer, class_index, model, run,
         fn=f"cam(method={method!r})", headless=not scores and record.headless)
     if run is not None and run.dtype != "float32":
-        model = model.clone(dtype=jnp.dtype(run.dtype), parent=None)
+        model = model.with_dtype(jnp.dtype(run.dtype))
     model = compute_model(model, conv3x3=record.conv3x3)
     n = x.shape[0]
     bs = n if batch_size is None else min(int(batch_size), n)

@@ -48,7 +48,8 @@ def grad_cam(params: Params, images_rgb: ImagesRGB, *, layer: str | None = None,
       images_rgb: RGB float in [0, 255] (or uint8), ``(n, h, w, 3)``; VGG16
         with its top needs 224x224. ``model.preprocess`` maps them to the
         model's input domain (VGG16: caffe BGR).
-      layer: a spatial layer (``model.spatial_layers``); None (default):
+      layer: a CAM layer (:func:`~jaxconvviz.cam_layers`: spatial, not
+        pooling, global pooling or dense); None (default):
         ``model.default_layer``, the last spatial non-pooling layer
         (``block5_conv3`` for VGG16, the book's choice).
       class_index: None (each image's top-1 class from its logits), an int
@@ -67,7 +68,7 @@ def grad_cam(params: Params, images_rgb: ImagesRGB, *, layer: str | None = None,
 
     Raises:
       ValueError: params without a classifier top (says how to fetch the
-        ImageNet weights), a layer that is not spatial (lists the valid
+        ImageNet weights), a layer that is not a CAM layer (lists the valid
         ones), images of the wrong shape, class indices out of range.
     """
     return grad_cam_with_scores(params, images_rgb, layer=layer,
