@@ -352,7 +352,7 @@ def test_pooling_and_dense_layers_are_refused(tiny_params, images32):
     """A pooling layer's CAM is a resampled copy of the layer below (at 32 px
     block5_pool is 1x1: a map of 1.0); dense and flatten have no map."""
     assert "block5_pool" in jcv.tiny_vgg16().spatial_layers
-    assert "block5_pool" not in jcv.cam_layers(jcv.tiny_vgg16())
+    assert "block5_pool" not in jcv.cam_layers(model=jcv.tiny_vgg16())
     for layer, kind in (("block5_pool", "maxpool"), ("fc1", "dense"),
                         ("flatten", "flatten")):
         with pytest.raises(ValueError, match=rf"got '{layer}', a {kind} layer .*"

@@ -204,7 +204,7 @@ def check_classifier(params, model: ConvNet | None, *, fn: str) -> ConvNet:
     return model
 
 
-def cam_layers(model: ConvNet) -> tuple[str, ...]:
+def cam_layers(*, model: ConvNet) -> tuple[str, ...]:
     """The layers a CAM may target: spatial layers that compute features
     (not pooling, global pooling, flatten, reshape or dense)."""
     kinds = {s.name: s.kind for s in model.layers}
@@ -215,7 +215,7 @@ def check_cam_layer(model: ConvNet, layer, *, name: str = "layer") -> str:
     """``layer`` if a CAM may target it (:func:`cam_layers`); a pooling,
     global pooling, flatten or dense layer is refused naming the nearest
     valid layers before and after it."""
-    valid = cam_layers(model)
+    valid = cam_layers(model=model)
     if isinstance(layer, str) and layer in model.layer_names and layer not in valid:
         i = model.layer_index(layer)
         before = [n for n in valid if model.layer_index(n) < i]
