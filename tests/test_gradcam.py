@@ -566,8 +566,8 @@ ALL_METHODS = jcv.explain_methods()
 def test_cli_gradcam_every_method(tiny_cli, tiny_params, tmp_path, capsys, method):
     from PIL import Image
 
-    from jaxconvviz.cli import main
     from jaxconvviz.attribution.explain import heatmaps
+    from jaxconvviz.cli import main
 
     assert main(["gradcam", str(CAT), "--out", str(tmp_path), "--method",
                  method]) == 0

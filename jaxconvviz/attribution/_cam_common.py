@@ -80,7 +80,8 @@ def memory_budget_bytes(run: Run | None) -> int:
 def is_target(class_index) -> bool:
     """A target callable (or feature-visualization objective) rather than
     class indices."""
-    return callable(class_index) and not isinstance(class_index, (np.ndarray, jax.Array))
+    return callable(class_index) and not isinstance(class_index,
+                                                    (np.ndarray, jax.Array))
 
 
 def _as_objective_target(target):
@@ -154,19 +155,16 @@ def check_class_index(class_index, n: int, num_classes: int):
             f"class_index must be {accepted}; "
             f"got dtype {arr.dtype} ({class_index!r:.60})."
         )
-    if arr.ndim == 0:
-        arr = np.full((n,), int(arr))
-    elif arr.shape != (n,):
-        raise InputError(
-            f"class_index must be an int or have shape ({n},) (one class per "
-            f"image); got shape {arr.shape}."
-        )
-    bad = arr[(arr < 0) | (arr >= num_classes)]
-    if bad.size:
-        raise InputError(
-            f"class_index must be in {valid} (the model has {num_classes} "
-            f"output{'s' if num_classes != 1 else ''}); got {int(bad[0])}."
-        )
+    arr = np.full((n,), int(arr)) if arr.ndim == 0 else arr
+    if arr.shape != (n,):
+        raise InputError(f"class_index must be an int or have shape ({n},) (one "
+                         f"class per image); got shape {arr.shape}.")
+    outside = (arr < 0) | (arr >= num_classes)
+    if outside.any():
+        plural = "s" if num_classes != 1 else ""
+        raise InputError(f"class_index must be in {valid} (the model has "
+                         f"{num_classes} output{plural}); got "
+                         f"{int(arr[outside][0])}.")
     return arr.astype(np.int32), False
 
 

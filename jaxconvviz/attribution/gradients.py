@@ -48,8 +48,8 @@ from jax.extend import core as jex_core
 from jaxconvviz import xla
 from jaxconvviz._types import ClassIndex, ImagesRGB, Params, PRNGKey
 from jaxconvviz.attribution._cam_common import (
-    check_class_index,
     check_cam_layer,
+    check_class_index,
     check_classifier,
     check_method,
     check_run,
