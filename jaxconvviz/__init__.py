@@ -25,12 +25,16 @@ import importlib
 # (``from jaxconvviz.backend.config import x`` still works).
 from jaxconvviz._types import ImagesCaffe, ImagesRGB, ImagesU8, Params, PRNGKey
 from jaxconvviz._version import __version__
-from jaxconvviz.attribution.cams import (
-    CAM_METHODS,
-    CamResult,
-    cam,
-    cam_with_scores,
+from jaxconvviz.attribution.cam_registry import (
+    CamInputs,
+    CamMethod,
+    cam_method,
+    cam_methods,
+    register_cam_method,
+    unregister_cam_method,
 )
+from jaxconvviz.attribution.cams import CamResult, cam, cam_layers, cam_with_scores
+from jaxconvviz.attribution.explain import explain_methods
 from jaxconvviz.attribution.gradcam import grad_cam, grad_cam_with_scores
 from jaxconvviz.attribution.gradients import (
     ATTRIBUTION_METHODS,

@@ -18,19 +18,14 @@ import jax
 import numpy as np
 from matplotlib.figure import Figure
 
-from jaxconvviz.attribution.cams import CAM_METHODS
+from jaxconvviz.attribution.explain import evaluate, explain_methods
+from jaxconvviz.attribution.explain import method_label as label
 from jaxconvviz.attribution.gradients import ATTRIBUTION_METHODS
 from jaxconvviz.attribution.sanity import cascading_randomization
 from jaxconvviz.attribution.toy import CLASS_NAMES, blob_images, train_blob_net
 from jaxconvviz.commands.common import save_figure
 from jaxconvviz.commands.demo import _cam_methods
-from jaxconvviz.commands.explain import (
-    METRICS_BETTER,
-    comparison_figure,
-    evaluate,
-    label,
-    summary,
-)
+from jaxconvviz.commands.explain import METRICS_BETTER, comparison_figure, summary
 from jaxconvviz.plotting import plot_metrics
 
 
@@ -56,7 +51,7 @@ def main() -> None:
 
     xs, _, _ = blob_images(jax.random.key(args.seed + 2), 32)
     xs = np.asarray(xs)
-    methods = CAM_METHODS + ATTRIBUTION_METHODS
+    methods = explain_methods()
     _, _, big = evaluate(params, xs, methods, model=model, layer="c2", steps=16)
     means = summary(big)
     for m, row in means.items():

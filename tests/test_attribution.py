@@ -181,7 +181,7 @@ def test_smoothgrad_is_the_mean_over_the_keys_noise(two_relu):
 
 @pytest.mark.slow
 def test_guided_gradcam_is_the_product(tiny_params):
-    from jaxconvviz.attribution.cams import resize_matrix
+    from jaxconvviz.attribution._cam_common import resize_matrix
 
     x = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     gg = np.asarray(jcv.attribution(tiny_params, x, method="guided_gradcam",
@@ -209,6 +209,23 @@ def test_batched_equals_one_at_a_time(tiny_params, method):
         one = np.asarray(jcv.attribution(tiny_params, x[i:i + 1], **kw))
         np.testing.assert_allclose(one[0], full[i], rtol=1e-4,
                                    atol=1e-5 * np.abs(full[i]).max())
+
+
+def test_run_chunks_and_target_callable(tiny_params):
+    """run=Run(batch_size=2) chunks the images (same values); the logit of
+    class 7 as a target callable gives the class_index=7 saliency."""
+    from jaxconvviz.run import Run
+
+    x = np.random.default_rng(6).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    full = np.asarray(jcv.attribution(tiny_params, x, class_index=7))
+    chunked = np.asarray(jcv.attribution(tiny_params, x, class_index=7,
+                                         run=Run(batch_size=2)))
+    np.testing.assert_allclose(chunked, full, rtol=1e-5,
+                               atol=1e-6 * np.abs(full).max())
+    by_target = np.asarray(jcv.attribution(tiny_params, x,
+                                           class_index=jcv.objectives.ClassLogit(7)))
+    np.testing.assert_allclose(by_target, full, rtol=1e-6,
+                               atol=1e-7 * np.abs(full).max())
 
 
 def test_errors(tiny_params):

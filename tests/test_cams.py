@@ -12,14 +12,12 @@ import numpy as np
 import pytest
 
 import jaxconvviz as jcv
-from jaxconvviz.attribution.cams import (
-    CAM_METHODS,
-    cam_batch,
-    live_first,
-    resize_matrix,
-)
+from jaxconvviz.attribution._cam_common import resize_matrix
+from jaxconvviz.attribution.cam_perturbation import live_first
+from jaxconvviz.attribution.cams import cam_batch
 from jaxconvviz.attribution.toy import SIDE, blob_images
 from jaxconvviz.models.convnet import ConvNet, Layer
+from jaxconvviz.run import Run
 
 from .test_gradcam import (  # noqa: F401 -- fixtures and helpers
     conv_valid_relu,
@@ -27,6 +25,8 @@ from .test_gradcam import (  # noqa: F401 -- fixtures and helpers
     gap_params,
     images8,
 )
+
+CAM_METHODS = jcv.cam_methods()
 
 
 @pytest.fixture(autouse=True)
@@ -291,6 +291,75 @@ def test_matches_independent_reference(flat_case, method):
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=2e-5)
 
 
+def _logit_2(z):
+    return z[:, 2]
+
+
+def test_target_callable_gives_the_class_index_maps(flat_case):
+    """class_index=k and a target that is the logit of class k (a function,
+    or the feature-visualization objective ClassLogit(k)) give the same maps
+    for every method; a target explains no class (-1)."""
+    params, x = flat_case
+    kw = dict(layer="c2", model=flat_model())
+    for method in CAM_METHODS:
+        by_int = np.asarray(jcv.cam(params, x, method=method, class_index=2, **kw))
+        for target in (_logit_2, jcv.objectives.ClassLogit(2)):
+            got = np.asarray(jcv.cam(params, x, method=method, class_index=target,
+                                     **kw))
+            np.testing.assert_allclose(got, by_int, rtol=1e-6, atol=1e-7,
+                                       err_msg=method)
+    res = jcv.cam_with_scores(params, x, class_index=_logit_2, **kw)
+    np.testing.assert_array_equal(np.asarray(res.classes), -1)
+
+
+def test_probability_target_by_hand(flat_case):
+    """Grad-CAM of the softmax probability p_k: G = p_k (W_k - W p), so the
+    channel weights are its spatial mean (NumPy, float64). The head is
+    scaled down so that no probability saturates (in float32, 1 - p would
+    round to 0)."""
+    params, x = flat_case
+    params = {**params, "d": {k: v * np.float32(0.05)
+                              for k, v in params["d"].items()}}
+    logits, a = np_forward(params, x)
+    assert np.ptp(logits, axis=-1).max() < 5
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    wd = params["d"]["kernel"].astype(np.float64)  # (h w c, classes)
+    g = p[:, 1:2] * (wd[:, 1][None] - p @ wd.T)  # (n, h w c)
+    g = g.reshape(a.shape)
+    want = _norm(np.einsum("nhwc,nc->nhw", a, g.mean(axis=(1, 2))))
+    assert want.max() == 1.0 and (want < 1).any()
+    for target in (jcv.objectives.ClassProbability(1),
+                   lambda z: jax.nn.softmax(z, axis=-1)[:, 1]):
+        got = np.asarray(jcv.cam(params, x, class_index=target, layer="c2",
+                                 model=flat_model()))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
+
+
+def test_target_errors(flat_case):
+    params, x = flat_case
+    kw = dict(layer="c2", model=flat_model())
+    with pytest.raises(ValueError, match=r"one number per image, shape \(4,\); "
+                                         r"got shape \(4, 3\)"):
+        jcv.cam(params, x, class_index=jnp.abs, **kw)
+    with pytest.raises(ValueError, match="must read the class logits only"):
+        jcv.cam(params, x, class_index=jcv.objectives.Channel("c1", 0), **kw)
+    with pytest.raises(ValueError, match="calling .* failed"):
+        jcv.cam(params, x, class_index=lambda z: z @ jnp.ones((7,)), **kw)
+
+
+def test_pooling_and_dense_layers_are_refused(tiny_params, images32):
+    """A pooling layer's CAM is a resampled copy of the layer below (at 32 px
+    block5_pool is 1x1: a map of 1.0); dense and flatten have no map."""
+    assert "block5_pool" in jcv.tiny_vgg16().spatial_layers
+    assert "block5_pool" not in jcv.cam_layers(model=jcv.tiny_vgg16())
+    for layer, kind in (("block5_pool", "maxpool"), ("fc1", "dense"),
+                        ("flatten", "flatten")):
+        with pytest.raises(ValueError, match=rf"got '{layer}', a {kind} layer .*"
+                                             r"nearest are 'block5_conv3'"):
+            jcv.cam(tiny_params, images32, method="layercam", layer=layer)
+
+
 def test_hirescam_equals_gradcam_on_gap_models_but_not_in_general(
         gap_case, images8, flat_case):
     params, _ = gap_case
@@ -328,7 +397,8 @@ def test_eigencam_runs_without_the_head(tiny_params, images32):
     np.testing.assert_array_equal(got, np.asarray(full.cams))
     assert full.logits.shape == (3, model.num_outputs)
     fc1 = tiny_params["fc1"]["kernel"].shape
-    kw = dict(model=model, layer="block5_conv3", method="eigencam", use_top1=True)
+    kw = dict(model=model, layer="block5_conv3", method=jcv.cam_method("eigencam"),
+              use_top1=True)
     x, ci = jnp.asarray(images32), jnp.zeros(3, jnp.int32)
     with_head = cam_batch.lower(tiny_params, x, ci, **kw).as_text()
     headless = cam_batch.lower(tiny_params, x, ci, scores=False, **kw).as_text()
@@ -373,7 +443,7 @@ def test_memory_budget_chunks_give_the_same_maps(flat_case, method):
     kw = dict(method=method, layer="c2", class_index=1, model=flat_model())
     big = np.asarray(jcv.cam(params, x, **kw))
     # one image's forward is ~1.2 KB here: a 3 KB budget makes chunks of two
-    small = np.asarray(jcv.cam(params, x, memory_budget=3000, **kw))
+    small = np.asarray(jcv.cam(params, x, run=Run(memory_budget=3000), **kw))
     np.testing.assert_allclose(small, big, rtol=1e-5, atol=1e-6)
 
 
@@ -408,28 +478,36 @@ def test_errors(tiny_params, tiny_params_notop, images32):
     # an int is a square side, as size= is everywhere else
     np.testing.assert_array_equal(jcv.cam(tiny_params, images32, size=12),
                                   jcv.cam(tiny_params, images32, size=(12, 12)))
-    with pytest.raises(ValueError, match="memory_budget must be a positive int"):
-        jcv.cam(tiny_params, images32, method="scorecam", memory_budget=0)
+    with pytest.raises(ValueError, match="memory_budget must be None, a positive"):
+        jcv.cam(tiny_params, images32, method="scorecam", run=Run(memory_budget=0))
+    with pytest.raises(ValueError, match="run must be None or a jaxconvviz.Run"):
+        jcv.cam(tiny_params, images32, run={"batch_size": 2})
     with pytest.raises(ValueError, match="needs a classifier top"):
         jcv.cam(tiny_params_notop, images32, method="eigengradcam")
     with pytest.raises(ValueError, match="layer must be one of"):
         jcv.cam(tiny_params, images32, layer="fc1")
 
 
-def test_conv3x3_impl_per_call(tiny_model, flat_case, monkeypatch):
-    from jaxconvviz.attribution.cams import effective_conv3x3_impl
+def test_conv3x3_form_from_record_and_backend(tiny_model, flat_case, monkeypatch):
+    from jaxconvviz.attribution._cam_common import compute_model
+    from jaxconvviz.backend import backend
     from jaxconvviz.models import convs
 
     vgg = tiny_model
     assert vgg.conv3x3_impl == "conv"
-    # Score-CAM upgrades the default to Winograd-where-it-pays; others keep it
-    assert effective_conv3x3_impl("scorecam", vgg) == "auto"
-    assert effective_conv3x3_impl("gradcam", vgg) == "conv"
-    assert effective_conv3x3_impl("ablationcam", vgg) == "conv"
-    assert effective_conv3x3_impl("scorecam", vgg, "conv") == "conv"
-    assert effective_conv3x3_impl("gradcam", vgg, "winograd") == "winograd"
+    # Score-CAM's record prefers Winograd-where-it-pays; the others keep "conv"
+    assert jcv.cam_method("scorecam").conv3x3 == "by_shape"
+    assert [m for m in CAM_METHODS if jcv.cam_method(m).conv3x3 != "conv"] == [
+        "scorecam"]
+    assert compute_model(vgg, conv3x3="by_shape").conv3x3_impl == "auto"
+    assert compute_model(vgg).conv3x3_impl == "conv"
+    # the process default wins over the record, the model's own over both
+    with backend(conv3x3="conv"):
+        assert compute_model(vgg, conv3x3="by_shape").conv3x3_impl == "conv"
+    with backend(conv3x3="winograd"):
+        assert compute_model(vgg).conv3x3_impl == "winograd"
     wino = vgg.clone(conv3x3_impl="winograd", parent=None)
-    assert effective_conv3x3_impl("scorecam", wino) == "winograd"
+    assert compute_model(wino, conv3x3="by_shape").conv3x3_impl == "winograd"
     # the setting reaches the compiled program, and the maps stay the
     # independent reference's
     params, x = flat_case
@@ -440,16 +518,16 @@ def test_conv3x3_impl_per_call(tiny_model, flat_case, monkeypatch):
                         lambda *a: traced.append(a[0].shape) or real(*a))
     for method in ("gradcam", "scorecam"):
         traced.clear()
-        ours = np.asarray(jcv.cam(params, x, method=method, layer="c2",
-                                  class_index=k, model=flat_model(),
-                                  conv3x3_impl="winograd"))
+        with backend(conv3x3="winograd"):
+            ours = np.asarray(jcv.cam(params, x, method=method, layer="c2",
+                                      class_index=k, model=flat_model()))
         # both layers (3 and 4 input channels, 3x3 VALID) went through it
         assert {shape[-1] for shape in traced} == {3, 4}, method
         np.testing.assert_allclose(ours, reference_cam(method, params, x, k),
                                    rtol=1e-4, atol=2e-5)
-    with pytest.raises(ValueError, match="conv3x3_impl must be None or one of "
-                                         "auto, winograd, conv; got 'fast'"):
-        jcv.cam(params, x, model=flat_model(), conv3x3_impl="fast")
+    with pytest.raises(ValueError, match="Backend.conv3x3 must be one of"):
+        with backend(conv3x3="fast"):
+            pass
 
 
 # --------------------------------------------------------------- localization
@@ -490,7 +568,7 @@ def test_every_method_on_an_imported_keras_graph(keras, tmp_path):
     saliency equals jax.grad of the Keras model's logit."""
     import warnings
 
-    from jaxconvviz.attribution.cams import normalise, resize_matrix
+    from jaxconvviz.attribution._cam_common import normalise, resize_matrix
 
     L = keras.layers
     inp = keras.Input((8, 8, 3))
@@ -594,7 +672,7 @@ def test_ablationcam_at_a_non_cut_node_of_a_graph():
 def test_principal_projection_both_eigen_routes_match_svd(shape):
     """h*w <= c goes through the Gram matrix, h*w > c through the covariance;
     both equal pytorch-grad-cam's SVD projection (with the sign rule)."""
-    from jaxconvviz.attribution.cams import principal_projection
+    from jaxconvviz.attribution.cam_eigen import principal_projection
 
     m = np.random.default_rng(4).normal(size=shape).astype(np.float32)
     ours = np.asarray(principal_projection(jnp.asarray(m)))

@@ -13,6 +13,7 @@ import pytest
 import jaxconvviz as jcv
 from jaxconvviz.attribution.gradcam import grad_cam_with_scores
 from jaxconvviz.models.convnet import ConvNet, Layer
+from jaxconvviz.run import Run
 from jaxconvviz.views.heatmaps import colorize, overlay, resize_heatmaps
 
 from .conftest import CAT
@@ -161,7 +162,7 @@ def test_batched_equals_per_image_and_chunking(tiny_model, tiny_params, images32
     jcv.grad_cam(tiny_params, images32[:2], layer="block4_conv3")  # warm: n=2
     before = _grad_cam_batch._cache_size()
     chunked = np.asarray(jcv.grad_cam(tiny_params, images32, layer="block4_conv3",
-                                      batch_size=2))
+                                      run=Run(batch_size=2)))
     assert _grad_cam_batch._cache_size() == before
     np.testing.assert_allclose(chunked, full, rtol=1e-5, atol=ATOL)
     assert chunked.shape == (5, 4, 4) and chunked.dtype == np.float32
@@ -196,6 +197,10 @@ def test_bf16_compute_close_to_float32(images8):
     assert low.dtype == jnp.float32  # maps are float32 whatever the compute dtype
     assert np.isfinite(np.asarray(low)).all()
     assert np.abs(np.asarray(low) - ref).max() < 0.05
+    # Run(dtype=...) computes the same way
+    via_run = jcv.grad_cam(params, images8, layer="c1", class_index=1, model=model,
+                           run=Run(dtype="bfloat16"))
+    np.testing.assert_array_equal(np.asarray(via_run), np.asarray(low))
 
 
 # --------------------------------------------------------------- bad input
@@ -207,8 +212,17 @@ def test_errors_name_the_problem(tiny_params, tiny_params_notop, images32):
     with pytest.raises(ValueError, match=r"layer must be one of .*block5_conv3.*"
                                          r"got 'fc1'"):
         jcv.grad_cam(tiny_params, images32, layer="fc1")
-    with pytest.raises(ValueError, match=r"block5_pool; got 'conv5'"):
+    with pytest.raises(ValueError, match=r"block5_conv3; got 'conv5'"):
         jcv.grad_cam(tiny_params, images32, layer="conv5")
+    # pooling (spatial, but a resampled copy of the layer below) is refused,
+    # naming the nearest CAM layers
+    with pytest.raises(ValueError, match=r"got 'block5_pool', a maxpool layer .*"
+                                         r"nearest are 'block5_conv3' \(before it\)"):
+        jcv.grad_cam(tiny_params, images32, layer="block5_pool")
+    with pytest.raises(ValueError, match=r"got 'block3_pool', a maxpool layer .*"
+                                         r"'block3_conv3' \(before it\) and "
+                                         r"'block4_conv1' \(after it\)"):
+        jcv.cam(tiny_params, images32, method="scorecam", layer="block3_pool")
     with pytest.raises(ValueError, match=r"class_index must be in 0\.\.999 .*got 1000"):
         jcv.grad_cam(tiny_params, images32, class_index=1000)
     with pytest.raises(ValueError, match=r"0\.\.999.*got -1"):
@@ -227,8 +241,8 @@ def test_errors_name_the_problem(tiny_params, tiny_params_notop, images32):
         jcv.grad_cam(tiny_params, np.zeros((1, 32, 32, 1), np.float32))
     with pytest.raises(ValueError, match="NaN"):
         jcv.grad_cam(tiny_params, np.full((1, 32, 32, 3), np.nan, np.float32))
-    with pytest.raises(ValueError, match="batch_size must be a positive int"):
-        jcv.grad_cam(tiny_params, images32, batch_size=0)
+    with pytest.raises(ValueError, match="batch_size must be None or a positive int"):
+        jcv.grad_cam(tiny_params, images32, run=Run(batch_size=0))
     gap = gap_model()
     with pytest.raises(ValueError, match="params without layer 'd'"):
         jcv.grad_cam({"c1": gap_params(np.random.default_rng(0))["c1"]},
@@ -304,7 +318,7 @@ def test_matches_keras_oracle_small_cnn(keras):
 
 
 @pytest.mark.keras
-@pytest.mark.parametrize("layer", ["block5_conv3", "block3_pool"])
+@pytest.mark.parametrize("layer", ["block5_conv3", "block3_conv3"])
 @pytest.mark.slow
 def test_matches_keras_oracle_tiny_vgg(keras, tiny_model, tiny_params, images32,
                                        layer):
@@ -544,7 +558,7 @@ def test_cli_gradcam_without_imagenet_weights_says_how_to_fetch(monkeypatch,
 
 
 # --------------------------------------------------------------- --method, explain
-ALL_METHODS = jcv.CAM_METHODS + jcv.ATTRIBUTION_METHODS
+ALL_METHODS = jcv.explain_methods()
 
 
 @pytest.mark.slow
@@ -552,8 +566,8 @@ ALL_METHODS = jcv.CAM_METHODS + jcv.ATTRIBUTION_METHODS
 def test_cli_gradcam_every_method(tiny_cli, tiny_params, tmp_path, capsys, method):
     from PIL import Image
 
+    from jaxconvviz.attribution.explain import heatmaps
     from jaxconvviz.cli import main
-    from jaxconvviz.commands.explain import heatmaps
 
     assert main(["gradcam", str(CAT), "--out", str(tmp_path), "--method",
                  method]) == 0

@@ -19,6 +19,7 @@ from jaxconvviz.attribution.sanity import (
 )
 from jaxconvviz.attribution.toy import blob_images
 from jaxconvviz.models.convnet import ConvNet, Layer
+from jaxconvviz.run import Run
 
 
 @pytest.fixture(autouse=True)
@@ -159,6 +160,30 @@ def test_confidence_change_by_hand(lin):
     np.testing.assert_array_equal(res.increased, o > y)
     assert res.average_drop == pytest.approx(100 * drop.mean(), rel=1e-5)
     assert res.increase_in_confidence == pytest.approx(100 * (o > y).mean())
+
+
+def test_run_batch_size_gives_the_same_metrics(lin):
+    params, x, maps = lin
+    kw = dict(model=linear_model())
+    one = Run(batch_size=1)
+    a = M.confidence_change(params, x, maps, **kw)
+    b = M.confidence_change(params, x, maps, run=one, **kw)
+    np.testing.assert_allclose(b.drop, a.drop, rtol=1e-6)
+    np.testing.assert_array_equal(b.increased, a.increased)
+    d1 = M.deletion(params, x, maps, steps=2, **kw)
+    d2 = M.deletion(params, x, maps, steps=2, run=one, **kw)
+    np.testing.assert_allclose(d2.scores, d1.scores, rtol=1e-6)
+    with pytest.raises(ValueError, match="run must be None or a jaxconvviz.Run"):
+        M.deletion(params, x, maps, run=1, **kw)
+
+
+def test_sanity_checks_name_a_missing_key(tiny_params):
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    with pytest.raises(ValueError, match=r"^cascading_randomization needs key= "
+                                         r"\(a jax.random.key"):
+        cascading_randomization(tiny_params, x)
+    with pytest.raises(ValueError, match=r"^label_randomization needs key="):
+        label_randomization(tiny_params, tiny_params, x, key=0)
 
 
 def test_pointing_game_and_mass():

@@ -28,12 +28,12 @@ from __future__ import annotations
 from jaxconvviz._types import ClassIndex, Heatmaps, ImagesRGB, Params
 from jaxconvviz.attribution.cams import CamResult, cam_with_scores
 from jaxconvviz.models.convnet import ConvNet
+from jaxconvviz.run import Run
 
 
 def grad_cam(params: Params, images_rgb: ImagesRGB, *, layer: str | None = None,
              class_index: int | ClassIndex | None = None,
-             model: ConvNet | None = None, batch_size: int | None = None
-             ) -> Heatmaps:
+             model: ConvNet | None = None, run: Run | None = None) -> Heatmaps:
     """Grad-CAM heatmaps of a class at a spatial layer, one per image.
 
     ``jcv.cam(..., method="gradcam")``. Defaults follow DLwP listing 5.42
@@ -48,14 +48,17 @@ def grad_cam(params: Params, images_rgb: ImagesRGB, *, layer: str | None = None,
       images_rgb: RGB float in [0, 255] (or uint8), ``(n, h, w, 3)``; VGG16
         with its top needs 224x224. ``model.preprocess`` maps them to the
         model's input domain (VGG16: caffe BGR).
-      layer: a spatial layer (``model.spatial_layers``); None (default):
+      layer: a CAM layer (:func:`~jaxconvviz.cam_layers`: spatial, not
+        pooling, global pooling or dense); None (default):
         ``model.default_layer``, the last spatial non-pooling layer
         (``block5_conv3`` for VGG16, the book's choice).
       class_index: None (each image's top-1 class from its logits), an int
-        for all images, or an ``(n,)`` int array, in ``0..classes-1``.
+        for all images, or an ``(n,)`` int array, in ``0..classes-1``; or a
+        target callable of the logits (as :func:`~jaxconvviz.cam`).
       model: the network; None infers the VGG16 preset from ``params``.
-      batch_size: images per compiled call (None: all at once). The last
-        chunk is padded, so every chunk reuses one compilation.
+      run: execution options, :class:`~jaxconvviz.Run`; ``batch_size``:
+        images per compiled call (None: all at once). The last chunk is
+        padded, so every chunk reuses one compilation.
 
     Returns:
       ``(n, h', w')`` float32 in [0, 1], ``h', w'`` the layer's spatial size
@@ -65,19 +68,19 @@ def grad_cam(params: Params, images_rgb: ImagesRGB, *, layer: str | None = None,
 
     Raises:
       ValueError: params without a classifier top (says how to fetch the
-        ImageNet weights), a layer that is not spatial (lists the valid
+        ImageNet weights), a layer that is not a CAM layer (lists the valid
         ones), images of the wrong shape, class indices out of range.
     """
     return grad_cam_with_scores(params, images_rgb, layer=layer,
                                 class_index=class_index, model=model,
-                                batch_size=batch_size).cams
+                                run=run).cams
 
 
 def grad_cam_with_scores(params: Params, images_rgb: ImagesRGB, *,
                          layer: str | None = None,
                          class_index: int | ClassIndex | None = None,
                          model: ConvNet | None = None,
-                         batch_size: int | None = None) -> CamResult:
+                         run: Run | None = None) -> CamResult:
     """:func:`grad_cam` plus what the same forward pass computed.
 
     Args: as :func:`grad_cam`.
@@ -90,8 +93,7 @@ def grad_cam_with_scores(params: Params, images_rgb: ImagesRGB, *,
       ``class_index`` is None). Unpacks as ``cams, logits, classes``.
     """
     return cam_with_scores(params, images_rgb, method="gradcam", layer=layer,
-                           class_index=class_index, model=model,
-                           batch_size=batch_size)
+                           class_index=class_index, model=model, run=run)
 
 
 __all__ = ["grad_cam", "grad_cam_with_scores"]

@@ -47,24 +47,25 @@ from jax.extend import core as jex_core
 
 from jaxconvviz import xla
 from jaxconvviz._types import ClassIndex, ImagesRGB, Params, PRNGKey
-from jaxconvviz.attribution.cams import (
+from jaxconvviz.attribution._cam_common import (
+    check_cam_layer,
     check_class_index,
     check_classifier,
     check_method,
+    check_run,
+    check_target,
+    compute_model,
+    is_target,
     layer_and_gradient,
     normalise,
-    raw_cam,
     resize_maps,
     select,
+    target_values,
 )
 from jaxconvviz.errors import InputError
-from jaxconvviz.models import convs
 from jaxconvviz.models.convnet import ConvNet
-from jaxconvviz.models.predict import (
-    check_batch_size,
-    check_classifier_images,
-    map_in_chunks,
-)
+from jaxconvviz.models.predict import check_classifier_images, map_in_chunks
+from jaxconvviz.run import Run
 
 #: Method names accepted by :func:`attribution`.
 ATTRIBUTION_METHODS = (
@@ -195,28 +196,34 @@ def _logits(params, x_rgb, model: ConvNet):
     return out.astype(jnp.float32)
 
 
-def _class_grad(params, x_rgb, classes, *, model, guided_relus: bool):
+def _class_grad(params, x_rgb, classes, *, model, guided_relus: bool, target=None):
     def f(p, xx):
         return _logits(p, xx, model)
 
     def score(x):
         logits = (guided(f) if guided_relus else f)(params, x)
+        if target is not None:
+            return target_values(target, logits).sum()
         return jnp.take_along_axis(logits, classes[:, None], axis=-1).sum()
 
     return jax.grad(score)(x_rgb)
 
 
-def _base_attr(method, params, x, classes, baseline, *, model, steps, layer):
-    """One gradient method on one batch (classes fixed)."""
+def _base_attr(method, params, x, classes, baseline, *, model, steps, layer,
+               target=None):
+    """One gradient method on one batch (classes or target fixed)."""
+    kw = dict(model=model, target=target)
     if method == "saliency":
-        return _class_grad(params, x, classes, model=model, guided_relus=False)
+        return _class_grad(params, x, classes, guided_relus=False, **kw)
     if method == "guided_backprop":
-        return _class_grad(params, x, classes, model=model, guided_relus=True)
+        return _class_grad(params, x, classes, guided_relus=True, **kw)
     if method == "guided_gradcam":
-        gb = _class_grad(params, x, classes, model=model, guided_relus=True)
+        from jaxconvviz.attribution.cam_gradient import gradcam_map
+
+        gb = _class_grad(params, x, classes, guided_relus=True, **kw)
         a, g, _, _ = layer_and_gradient(params, model.preprocess(x), classes, False,
-                                        model=model, layer=layer)
-        cam = resize_maps(normalise(raw_cam("gradcam", a, g)), x.shape[1:3])
+                                        layer=layer, **kw)
+        cam = resize_maps(normalise(gradcam_map(a, g)), x.shape[1:3])
         return gb * cam[..., None]
     if method == "integrated_gradients":
         alphas = jnp.linspace(0.0, 1.0, steps + 1)
@@ -226,8 +233,8 @@ def _base_attr(method, params, x, classes, baseline, *, model, steps, layer):
 
         def step(acc, aw):
             alpha, w = aw
-            g = _class_grad(params, baseline + alpha * diff, classes, model=model,
-                            guided_relus=False)
+            g = _class_grad(params, baseline + alpha * diff, classes,
+                            guided_relus=False, **kw)
             return acc + w * g, None
 
         total, _ = jax.lax.scan(step, jnp.zeros_like(x), (alphas, wts))
@@ -236,14 +243,14 @@ def _base_attr(method, params, x, classes, baseline, *, model, steps, layer):
 
 
 @functools.partial(xla.jit, static_argnames=("model", "method", "base", "use_top1",
-                                             "steps", "samples", "layer"))
+                                             "steps", "samples", "layer", "target"))
 def attribution_batch(params, images, class_index, baseline, key, noise_level, *,
                       model: ConvNet, method: str, base: str, use_top1: bool,
-                      steps: int, samples: int, layer: str | None):
+                      steps: int, samples: int, layer: str | None, target=None):
     """One compiled program per (method, options, shapes) -> (attr, classes)."""
     logits = _logits(params, images, model)
-    _, classes = select(logits, class_index, use_top1)
-    kw = dict(model=model, steps=steps, layer=layer)
+    _, classes = select(logits, class_index, use_top1, target)
+    kw = dict(model=model, steps=steps, layer=layer, target=target)
     if method != "smoothgrad":
         out = _base_attr(method, params, images, classes, baseline, **kw)
         return out.astype(jnp.float32), classes
@@ -269,7 +276,7 @@ def _check_int(value, name: str, lo: int = 1) -> int:
 def attribution(params: Params, images_rgb: ImagesRGB, *, method: str = "saliency",
                 class_index: int | ClassIndex | None = None,
                 model: ConvNet | None = None, key: PRNGKey | None = None,
-                batch_size: int | None = None, **options) -> jax.Array:
+                run: Run | None = None, **options) -> jax.Array:
     """Input-space attributions of each image's class, one map per image.
 
     Args:
@@ -278,11 +285,14 @@ def attribution(params: Params, images_rgb: ImagesRGB, *, method: str = "salienc
         gradients are with respect to these pixels (through
         ``model.preprocess``).
       method: one of :data:`ATTRIBUTION_METHODS` (see the module docstring).
-      class_index: None (each image's top-1), an int, or ``(n,)`` ints.
+      class_index: None (each image's top-1), an int, ``(n,)`` ints, or a
+        target callable of the logits (as :func:`~jaxconvviz.cam`).
       model: the network; None infers the VGG16 preset from ``params``.
       key: PRNG key; required by ``smoothgrad`` (its noise), unused by the
         others.
-      batch_size: images per compiled call (None: all at once).
+      run: execution options, :class:`~jaxconvviz.Run`: ``batch_size``
+        (images per compiled call; None: all at once); its other fields are
+        not used here.
       **options: ``layer`` (guided_gradcam; None = ``model.default_layer``),
         ``steps`` (integrated_gradients: int >= 1, default 64), ``baseline``
         (integrated_gradients: None = black, a number or an RGB array
@@ -336,7 +346,7 @@ def attribution(params: Params, images_rgb: ImagesRGB, *, method: str = "salienc
         _warn_if_unguided(model)
     if "guided_gradcam" in uses:
         layer = model.default_layer if layer is None else layer
-        model.check_layer(layer, model.spatial_layers, name="layer")
+        check_cam_layer(model, layer)
     else:
         layer = None
     baseline = options.get("baseline")
@@ -350,14 +360,19 @@ def attribution(params: Params, images_rgb: ImagesRGB, *, method: str = "salienc
             f"{tuple(x.shape)}; got shape {baseline.shape}.") from None
     if not np.isfinite(baseline).all():
         raise InputError("baseline contains NaN or inf values.")
-    check_batch_size(batch_size)
-    ci, use_top1 = check_class_index(class_index, x.shape[0], model.num_outputs)
-    model = convs.for_library_gradients(model)  # faster input gradients
+    run = check_run(run)
+    target = class_index if is_target(class_index) else None
+    if target is not None:
+        ci, use_top1 = check_target(target, x.shape[0], model.num_outputs)
+    else:
+        ci, use_top1 = check_class_index(class_index, x.shape[0], model.num_outputs)
+    model = compute_model(model)
     out, _ = map_in_chunks(
         lambda xb, cb, bb: attribution_batch(
             params, xb, cb, bb, key, float(noise_level), model=model, method=method,
-            base=base, use_top1=use_top1, steps=steps, samples=samples, layer=layer),
-        (x, jnp.asarray(ci, jnp.int32), jnp.asarray(baseline)), batch_size)
+            base=base, use_top1=use_top1, steps=steps, samples=samples, layer=layer,
+            target=target),
+        (x, jnp.asarray(ci, jnp.int32), jnp.asarray(baseline)), run.batch_size)
     return out
 
 

@@ -40,15 +40,17 @@ import numpy as np
 
 from jaxconvviz import xla
 from jaxconvviz._types import ClassIndex, ImagesRGB, Params, PRNGKey
-from jaxconvviz.attribution.cams import (
+from jaxconvviz.attribution._cam_common import (
     check_class_index,
     check_classifier,
+    check_run,
     resize_maps,
     select,
 )
 from jaxconvviz.errors import InputError
 from jaxconvviz.models.convnet import ConvNet
-from jaxconvviz.models.predict import check_classifier_images
+from jaxconvviz.models.predict import check_classifier_images, map_in_chunks
+from jaxconvviz.run import Run
 
 #: RISE's insertion baseline: Gaussian blur, kernel 11, sigma 5 (pixels).
 BLUR_KERNEL, BLUR_SIGMA = 11, 5.0
@@ -115,12 +117,17 @@ def _check_maps(heatmaps, n: int) -> jax.Array:
     return jnp.asarray(a)
 
 
-def _setup(params, images_rgb, heatmaps, class_index, model, fn):
+def _setup(params, images_rgb, heatmaps, class_index, model, run, fn):
+    """-> (model, x, maps, classes, batch_size), all checked; the classes
+    are each image's explained class (the top-1 for None)."""
     model = check_classifier(params, model, fn=fn)
     x = check_classifier_images(model, images_rgb)
     maps = _check_maps(heatmaps, x.shape[0])
+    bs = check_run(run).batch_size
     ci, top1 = check_class_index(class_index, x.shape[0], model.num_outputs)
-    return model, x, maps, jnp.asarray(ci), top1
+    classes = map_in_chunks(lambda xb, cb: _classes(params, xb, cb, top1, model),
+                            (x, jnp.asarray(ci)), bs)
+    return model, x, maps, classes, bs
 
 
 def _check_steps(steps) -> int:
@@ -202,14 +209,15 @@ def _curve(params, x, base, maps, classes, *, model, steps: int, insert: bool):
 
 
 def _perturbation_curve(params, images_rgb, heatmaps, *, insert, class_index, model,
-                        steps, baseline, fn):
+                        steps, baseline, run, fn):
     steps = _check_steps(steps)
-    model, x, maps, ci, top1 = _setup(params, images_rgb, heatmaps, class_index,
-                                      model, fn)
+    model, x, maps, classes, bs = _setup(params, images_rgb, heatmaps, class_index,
+                                         model, run, fn)
     base = _baseline_images(baseline, x)
-    classes = _classes(params, x, ci, top1, model)
-    scores = np.asarray(_curve(params, x, base, maps, classes, model=model,
-                               steps=steps, insert=insert))
+    scores = np.asarray(map_in_chunks(
+        lambda xb, bb, mb, cb: _curve(params, xb, bb, mb, cb, model=model,
+                                      steps=steps, insert=insert),
+        (x, base, maps, classes), bs))
     fractions = np.linspace(0.0, 1.0, steps + 1)
     auc = np.trapezoid(scores, fractions, axis=-1)
     return PerturbationCurve(fractions, scores, auc)
@@ -218,7 +226,7 @@ def _perturbation_curve(params, images_rgb, heatmaps, *, insert, class_index, mo
 def deletion(params: Params, images_rgb: ImagesRGB, heatmaps, *,
              class_index: int | ClassIndex | None = None,
              model: ConvNet | None = None, steps: int = 16,
-             baseline="black") -> PerturbationCurve:
+             baseline="black", run: Run | None = None) -> PerturbationCurve:
     """Deletion curve: replace the most important pixels first by ``baseline``.
 
     Args:
@@ -233,25 +241,27 @@ def deletion(params: Params, images_rgb: ImagesRGB, heatmaps, *,
       baseline: what removed pixels become, in RGB [0, 255]: ``"black"``
         (default, RISE), ``"blur"`` (Gaussian, k=11, sigma=5), ``"mean"``
         (each image's mean colour), a number or an RGB array.
+      run: execution options, :class:`~jaxconvviz.Run`; ``batch_size``:
+        images per compiled call (None: all at once).
 
     Returns:
       :class:`PerturbationCurve`; a lower ``auc`` is a more faithful map.
     """
     return _perturbation_curve(params, images_rgb, heatmaps, insert=False,
                                class_index=class_index, model=model, steps=steps,
-                               baseline=baseline, fn="deletion")
+                               baseline=baseline, run=run, fn="deletion")
 
 
 def insertion(params: Params, images_rgb: ImagesRGB, heatmaps, *,
               class_index: int | ClassIndex | None = None,
               model: ConvNet | None = None, steps: int = 16,
-              baseline="blur") -> PerturbationCurve:
+              baseline="blur", run: Run | None = None) -> PerturbationCurve:
     """Insertion curve: start from ``baseline`` (default the blurred image,
     RISE) and restore the most important pixels first. Arguments as
     :func:`deletion`; a higher ``auc`` is a more faithful map."""
     return _perturbation_curve(params, images_rgb, heatmaps, insert=True,
                                class_index=class_index, model=model, steps=steps,
-                               baseline=baseline, fn="insertion")
+                               baseline=baseline, run=run, fn="insertion")
 
 
 # ------------------------------------------------------------------ ROAD
@@ -320,7 +330,7 @@ def road(params: Params, images_rgb: ImagesRGB, heatmaps, *,
          fractions=(0.1, 0.3, 0.5, 0.7, 0.9),
          class_index: int | ClassIndex | None = None,
          model: ConvNet | None = None, noise: float = 0.0,
-         key: PRNGKey | None = None) -> RoadResult:
+         key: PRNGKey | None = None, run: Run | None = None) -> RoadResult:
     """ROAD: remove and debias, MoRF and LeRF at each fraction.
 
     Args:
@@ -331,7 +341,11 @@ def road(params: Params, images_rgb: ImagesRGB, heatmaps, *,
       noise: standard deviation, RGB [0, 255] units, of the Gaussian noise
         added to imputed pixels (ROAD's "noisy" imputation); 0 (default):
         none.
-      key: PRNG key for that noise; required when ``noise > 0``.
+      key: PRNG key for that noise; required when ``noise > 0``. Each
+        chunk of ``run.batch_size`` images draws its noise from the same
+        key, so with noise the values depend on the batch size.
+      run: execution options, :class:`~jaxconvviz.Run`; ``batch_size``:
+        images per compiled call (None: all at once).
 
     Returns:
       :class:`RoadResult` of score changes (after minus before).
@@ -346,12 +360,13 @@ def road(params: Params, images_rgb: ImagesRGB, heatmaps, *,
         raise InputError(f"noise must be a number >= 0; got {noise!r}.")
     if noise > 0 and key is None:
         raise InputError("road with noise > 0 needs key= (a jax.random.key).")
-    model, x, maps, ci, top1 = _setup(params, images_rgb, heatmaps, class_index,
-                                      model, "road")
-    classes = _classes(params, x, ci, top1, model)
+    model, x, maps, classes, bs = _setup(params, images_rgb, heatmaps, class_index,
+                                         model, run, "road")
     key = jax.random.key(0) if key is None else key
-    morf, lerf = _road(params, x, maps, classes, jnp.asarray(fr, jnp.float32),
-                       float(noise), key, model=model)
+    morf, lerf = map_in_chunks(
+        lambda xb, mb, cb: _road(params, xb, mb, cb, jnp.asarray(fr, jnp.float32),
+                                 float(noise), key, model=model),
+        (x, maps, classes), bs)
     morf, lerf = np.asarray(morf), np.asarray(lerf)
     return RoadResult(fr, morf, lerf, ((lerf - morf) / 2).mean(axis=-1))
 
@@ -368,18 +383,19 @@ def _confidence(params, x, maps, classes, *, model):
 
 def confidence_change(params: Params, images_rgb: ImagesRGB, heatmaps, *,
                       class_index: int | ClassIndex | None = None,
-                      model: ConvNet | None = None) -> ConfidenceChange:
+                      model: ConvNet | None = None,
+                      run: Run | None = None) -> ConfidenceChange:
     """Average drop and increase in confidence (Grad-CAM++ paper, section 5).
 
     ``O`` is the score of the preprocessed image multiplied by the heatmap
     (upsampled to the image; heatmaps should be in [0, 1], as
     :func:`~jaxconvviz.cam` returns them). Arguments as :func:`deletion`.
     """
-    model, x, maps, ci, top1 = _setup(params, images_rgb, heatmaps, class_index,
-                                      model, "confidence_change")
-    classes = _classes(params, x, ci, top1, model)
-    y, o = (np.asarray(a, np.float64) for a in _confidence(params, x, maps, classes,
-                                                           model=model))
+    model, x, maps, classes, bs = _setup(params, images_rgb, heatmaps, class_index,
+                                         model, run, "confidence_change")
+    y, o = (np.asarray(a, np.float64) for a in map_in_chunks(
+        lambda xb, mb, cb: _confidence(params, xb, mb, cb, model=model),
+        (x, maps, classes), bs))
     drop = np.maximum(0.0, y - o) / np.maximum(y, np.finfo(np.float32).tiny)
     inc = o > y
     return ConfidenceChange(float(100 * drop.mean()), float(100 * inc.mean()),

@@ -28,17 +28,12 @@ import jax
 import numpy as np
 
 from jaxconvviz._types import ClassIndex, ImagesRGB, Params, PRNGKey
-from jaxconvviz.attribution.cams import (
-    CAM_METHODS,
-    cam_with_scores,
-    check_classifier,
-)
-from jaxconvviz.attribution.gradients import ATTRIBUTION_METHODS, attribution
+from jaxconvviz.attribution._cam_common import check_classifier, check_run
+from jaxconvviz.attribution.cams import cam_with_scores
+from jaxconvviz.attribution.explain import explain_methods, heatmaps, is_cam
 from jaxconvviz.errors import InputError
 from jaxconvviz.models.convnet import ConvNet
-
-#: Every method name the sanity checks accept.
-METHODS = CAM_METHODS + ATTRIBUTION_METHODS
+from jaxconvviz.run import Run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,24 +73,34 @@ def _check_methods(methods) -> tuple[str, ...]:
     if isinstance(methods, str):
         methods = (methods,)
     methods = tuple(methods)
-    bad = [m for m in methods if m not in METHODS]
+    valid = explain_methods()
+    bad = [m for m in methods if m not in valid]
     if not methods or bad:
         raise InputError(
-            f"methods must be a non-empty sequence of {', '.join(METHODS)}; got "
+            f"methods must be a non-empty sequence of {', '.join(valid)}; got "
             f"{methods!r}.")
     return methods
 
 
-def maps_for(params, images_rgb, method, classes, model, key, layer=None):
-    """``(n, h, w)`` maps of one method for fixed classes."""
-    if method in CAM_METHODS:
+def _check_key(key, fn: str):
+    if not (isinstance(key, jax.Array) and jax.numpy.issubdtype(
+            key.dtype, jax.dtypes.prng_key)):
+        raise InputError(f"{fn} needs key= (a jax.random.key: the new weights' "
+                         f"randomness); got {key!r:.60}.")
+    return key
+
+
+def maps_for(params, images_rgb, method, classes, model, key, layer=None,
+             run=None):
+    """``(n, h, w)`` maps of one method for fixed classes: CAMs as they
+    are, input-space attributions as ``sum |a|`` over colour (not
+    normalised)."""
+    if is_cam(method):
         return np.asarray(cam_with_scores(params, images_rgb, method=method,
                                           layer=layer, class_index=classes,
-                                          model=model).cams)
-    opts = {"layer": layer} if method == "guided_gradcam" and layer else {}
-    a = attribution(params, images_rgb, method=method, class_index=classes,
-                    model=model, key=key, **opts)
-    return np.abs(np.asarray(a)).sum(axis=-1)
+                                          model=model, run=run).cams)
+    return heatmaps(params, images_rgb, method, classes, model=model, layer=layer,
+                    key=key, run=run, normalised=False)
 
 
 def randomize_layer(params: Params, layer: str, *, key: PRNGKey) -> Params:
@@ -119,29 +124,35 @@ def randomize_layer(params: Params, layer: str, *, key: PRNGKey) -> Params:
 def cascading_randomization(params: Params, images_rgb: ImagesRGB, *,
                             methods: Sequence[str] = ("gradcam",
                                                       "guided_backprop"),
-                            key: PRNGKey, model: ConvNet | None = None,
+                            key: PRNGKey | None = None,
+                            model: ConvNet | None = None,
                             class_index: int | ClassIndex | None = None,
                             layer: str | None = None,
-                            layers: Sequence[str] | None = None) -> SanityResult:
+                            layers: Sequence[str] | None = None,
+                            run: Run | None = None) -> SanityResult:
     """Cascading model-parameter randomisation test.
 
     Args:
       params: trained weights with a classifier top.
       images_rgb: RGB [0, 255] ``(n, H, W, 3)``.
-      methods: names from :data:`METHODS` (CAM and gradient methods).
-      key: PRNG key for the new weights (and SmoothGrad's noise).
+      methods: CAM and gradient method names (:func:`explain_methods`).
+      key: PRNG key for the new weights (and SmoothGrad's noise); required.
       model: the network; None infers the VGG16 preset.
       class_index: the classes explained, fixed through all steps (None: the
         trained model's top-1 per image).
       layer: the CAM layer (None: ``model.default_layer``).
       layers: the parameterised layers to randomise, in order (None: all of
         them, from the top down).
+      run: execution options, :class:`~jaxconvviz.Run` (``batch_size``,
+        ``memory_budget``), passed to every map.
 
     Returns:
       :class:`SanityResult`; ``steps[i]`` names the layer randomised at step
       ``i`` (all layers up to it are random).
     """
     methods = _check_methods(methods)
+    key = _check_key(key, "cascading_randomization")
+    check_run(run)
     model = check_classifier(params, model, fn="cascading_randomization")
     with_params = [s.name for s in model.layers if s.has_params]
     if layers is None:
@@ -151,45 +162,49 @@ def cascading_randomization(params: Params, images_rgb: ImagesRGB, *,
         for name in layers:
             model.check_layer(name, tuple(with_params), name="layers")
     res0 = cam_with_scores(params, images_rgb, layer=layer, class_index=class_index,
-                           model=model)
+                           model=model, run=run)
     classes = np.asarray(res0.classes)
     k_maps, k_rand = jax.random.split(key)
-    original = {m: maps_for(params, images_rgb, m, classes, model, k_maps, layer)
-                for m in methods}
+    original = {m: maps_for(params, images_rgb, m, classes, model, k_maps, layer,
+                            run) for m in methods}
     corr = {m: [] for m in methods}
     current = params
     for i, name in enumerate(layers):
         current = randomize_layer(current, name, key=jax.random.fold_in(k_rand, i))
         for m in methods:
             corr[m].append(spearman(original[m], maps_for(
-                current, images_rgb, m, classes, model, k_maps, layer)))
+                current, images_rgb, m, classes, model, k_maps, layer, run)))
     return SanityResult(layers, {m: np.stack(v) for m, v in corr.items()})
 
 
 def label_randomization(params: Params, params_random_labels: Params,
                         images_rgb: ImagesRGB, *,
                         methods: Sequence[str] = ("gradcam", "guided_backprop"),
-                        key: PRNGKey, model: ConvNet | None = None,
+                        key: PRNGKey | None = None,
+                        model: ConvNet | None = None,
                         class_index: int | ClassIndex | None = None,
-                        layer: str | None = None) -> SanityResult:
+                        layer: str | None = None,
+                        run: Run | None = None) -> SanityResult:
     """Data randomisation test: maps of ``params`` (trained on the true
     labels) against ``params_random_labels`` (same model, trained on permuted
     labels), for the same classes (None: ``params``' top-1). Arguments as
     :func:`cascading_randomization`; one step, ``"labels"``."""
     methods = _check_methods(methods)
+    key = _check_key(key, "label_randomization")
+    check_run(run)
     model = check_classifier(params, model, fn="label_randomization")
     classes = np.asarray(cam_with_scores(params, images_rgb, layer=layer,
                                          class_index=class_index,
-                                         model=model).classes)
-    corr = {m: spearman(maps_for(params, images_rgb, m, classes, model, key, layer),
+                                         model=model, run=run).classes)
+    corr = {m: spearman(maps_for(params, images_rgb, m, classes, model, key, layer,
+                                 run),
                         maps_for(params_random_labels, images_rgb, m, classes, model,
-                                 key, layer))[None]
+                                 key, layer, run))[None]
             for m in methods}
     return SanityResult(("labels",), corr)
 
 
 __all__ = [
-    "METHODS",
     "SanityResult",
     "spearman",
     "randomize_layer",

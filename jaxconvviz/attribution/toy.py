@@ -2,7 +2,7 @@
 
 :func:`blob_images` draws one 8x8 square of a class colour (red, green, blue)
 at a random place on grey noise; :func:`train_blob_net` trains a small CNN
-(:func:`blob_model`) to name the colour in a few seconds on a CPU. The
+(:func:`blob_model`) to name the colour. The
 object's box is known, so a heatmap can be checked against it (the tests'
 localization check and the demo's method-comparison figure).
 
@@ -72,8 +72,7 @@ def _train_step(params, state, k, *, model: ConvNet, batch: int):
 def train_blob_net(*, key: PRNGKey, steps: int = 200, batch: int = 64
                    ) -> tuple[ConvNet, Params]:
     """Adam (1e-2) on fresh batches of blob images; 200 steps reach >= 95%
-    accuracy (about 10 s on two CPU cores, most of it compiling the step
-    once per process)."""
+    accuracy (the step is compiled once per process)."""
     model = blob_model()
     kinit, kdata = jax.random.split(key)
     keys = jax.random.split(kinit, 3)

@@ -125,20 +125,22 @@ def _cam_methods(dest, *, seed: int) -> None:
     import jax
     import numpy as np
 
-    from jaxconvviz.attribution.cams import CAM_METHODS
+    from jaxconvviz.attribution.cam_registry import cam_methods
+    from jaxconvviz.attribution.explain import evaluate
     from jaxconvviz.attribution.toy import CLASS_NAMES, blob_images, train_blob_net
     from jaxconvviz.commands.common import save_figure
-    from jaxconvviz.commands.explain import comparison_figure, evaluate
+    from jaxconvviz.commands.explain import comparison_figure
 
     say("[5/5] CAM methods on a small CNN trained on the fly (coloured squares)")
     model, params = train_blob_net(key=jax.random.key(seed))
     x, _, _ = blob_images(jax.random.key(seed + 1), 4)
     x = np.asarray(x)
-    classes, probs, table = evaluate(params, x, CAM_METHODS, model=model,
+    methods = cam_methods()
+    classes, probs, table = evaluate(params, x, methods, model=model,
                                      layer="c2", steps=16)
     rows = [f"{CLASS_NAMES[int(k)]} square\nprobability {p:.3f}"
             for k, p in zip(classes, probs, strict=True)]
-    fig = comparison_figure(np.rint(x).astype(np.uint8), table, CAM_METHODS, rows,
+    fig = comparison_figure(np.rint(x).astype(np.uint8), table, methods, rows,
                             title="CAM methods at layer c2 of a 2-conv CNN trained "
                             "to name the square's colour; del. AUC: deletion "
                             "area (lower = more faithful)")

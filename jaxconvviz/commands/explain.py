@@ -24,8 +24,7 @@ METRICS_BETTER = {"deletion AUC": "lower", "insertion AUC": "higher",
 
 
 def register(subparsers) -> None:
-    from jaxconvviz.attribution.cams import CAM_METHODS
-    from jaxconvviz.attribution.gradients import ATTRIBUTION_METHODS
+    from jaxconvviz.attribution.explain import explain_methods
 
     p = subparsers.add_parser(
         "explain",
@@ -33,7 +32,7 @@ def register(subparsers) -> None:
         description="Heatmaps of several methods side by side for each image, "
         "and a table (CSV + bar chart) of deletion/insertion AUC, average drop "
         "and increase in confidence. Methods: "
-        + ", ".join(CAM_METHODS + ATTRIBUTION_METHODS) + ".",
+        + ", ".join(explain_methods()) + ".",
     )
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     p.add_argument("--methods", default=DEFAULT_METHODS,
@@ -57,75 +56,15 @@ def register(subparsers) -> None:
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
-    from jaxconvviz.attribution.cams import CAM_METHODS
-    from jaxconvviz.attribution.gradients import ATTRIBUTION_METHODS
+    from jaxconvviz.attribution.explain import explain_methods
 
-    valid = CAM_METHODS + ATTRIBUTION_METHODS
+    valid = explain_methods()
     methods = tuple(t.strip() for t in text.split(",") if t.strip())
     bad = [m for m in methods if m not in valid]
     if not methods or bad:
         raise CLIError(f"--methods must be a comma list of {', '.join(valid)}; "
                        f"got {text!r}.")
     return methods
-
-
-def label(method: str) -> str:
-    from jaxconvviz.attribution.cams import CAM_LABELS
-    from jaxconvviz.attribution.gradients import ATTRIBUTION_LABELS
-
-    return {**CAM_LABELS, **ATTRIBUTION_LABELS}.get(method, method)
-
-
-def heatmaps(params, x, method, classes, *, model, layer, key):
-    """``(n, h, w)`` in [0, 1] of any method: CAMs as they are, input-space
-    attributions as ``sum |a|`` over colour, divided by each image's max."""
-    import jax.numpy as jnp
-
-    from jaxconvviz.attribution.cams import CAM_METHODS, cam
-    from jaxconvviz.attribution.gradients import attribution
-
-    if method in CAM_METHODS:
-        return np.asarray(cam(params, x, method=method, layer=layer,
-                              class_index=classes, model=model))
-    opts = {"layer": layer} if method == "guided_gradcam" else {}
-    a = jnp.abs(attribution(params, x, method=method, class_index=classes,
-                            model=model, key=key, **opts)).sum(-1)
-    peak = a.max(axis=(1, 2), keepdims=True)
-    return np.asarray(a / jnp.maximum(peak, np.finfo(np.float32).tiny))
-
-
-def evaluate(params, x, methods, *, model, layer=None, class_index=None,
-             steps: int = 16, key=None):
-    """Maps and metrics of every method on a batch.
-
-    Returns ``(classes (n,), probabilities (n,), {method: {"maps": (n, h, w),
-    "deletion AUC": (n,), "insertion AUC": (n,), "drop": (n,),
-    "increased": (n,)}})``.
-    """
-    import jax
-
-    from jaxconvviz.attribution.cams import cam_with_scores
-    from jaxconvviz.attribution.metrics import confidence_change, deletion, insertion
-
-    key = jax.random.key(0) if key is None else key
-    res = cam_with_scores(params, x, layer=layer, class_index=class_index,
-                          model=model)
-    classes = np.asarray(res.classes)
-    out, _ = model.forward_with(params, model.preprocess(x))
-    probs = np.asarray(out)[np.arange(len(classes)), classes]
-    table = {}
-    for m in methods:
-        maps = heatmaps(params, x, m, classes, model=model, layer=layer, key=key)
-        kw = dict(class_index=classes, model=model)
-        conf = confidence_change(params, x, maps, **kw)
-        table[m] = {
-            "maps": maps,
-            "deletion AUC": deletion(params, x, maps, steps=steps, **kw).auc,
-            "insertion AUC": insertion(params, x, maps, steps=steps, **kw).auc,
-            "drop": conf.drop,
-            "increased": conf.increased,
-        }
-    return classes, probs, table
 
 
 def summary(table) -> dict:
@@ -145,6 +84,8 @@ def comparison_figure(images_u8, table, methods, row_titles, *, alpha=0.5,
 
     ovs = np.stack([overlay(images_u8, table[m]["maps"], alpha=alpha)
                     for m in methods], axis=1)
+    from jaxconvviz.attribution.explain import method_label as label
+
     labels = [f"{label(m)}\ndel. AUC {table[m]['deletion AUC'][i]:.3f}"
               for i in range(len(images_u8)) for m in methods]
     return plot_methods(images_u8, ovs, labels, row_titles=row_titles, title=title)
@@ -153,6 +94,8 @@ def comparison_figure(images_u8, table, methods, row_titles, *, alpha=0.5,
 def run(args: argparse.Namespace) -> int:
     import jax
 
+    from jaxconvviz.attribution.explain import evaluate
+    from jaxconvviz.attribution.explain import method_label as label
     from jaxconvviz.images import to_uint8
     from jaxconvviz.models.labels import load_class_index
     from jaxconvviz.plotting import plot_metrics
@@ -172,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{desc} has no classifier top; explain needs class logits.")
     layer = args.layer
     if layer is not None:
-        model.check_layer(layer, model.spatial_layers, name="--layer")
+        from jaxconvviz.attribution.cams import check_cam_layer
+
+        check_cam_layer(model, layer, name="--layer")
     n_out = model.num_outputs
     if args.class_index is not None and not 0 <= args.class_index < n_out:
         raise CLIError(f"--class must be in 0..{n_out - 1} for {desc}; got "

@@ -23,7 +23,7 @@ IMAGENET_CLASSES = 1000
 
 
 def register(subparsers) -> None:
-    from jaxconvviz.attribution.cams import CAM_METHODS
+    from jaxconvviz.attribution.cam_registry import cam_methods
     from jaxconvviz.attribution.gradients import ATTRIBUTION_METHODS
 
     p = subparsers.add_parser(
@@ -41,7 +41,7 @@ def register(subparsers) -> None:
                    metavar="N", help="class index to explain (default: the "
                    "top-1 prediction; 386 = African_elephant)")
     p.add_argument("--method", default="gradcam",
-                   help="attribution method: a CAM (" + ", ".join(CAM_METHODS)
+                   help="attribution method: a CAM (" + ", ".join(cam_methods())
                    + ") or an input-gradient method (" + ", ".join(
                        ATTRIBUTION_METHODS) + "); default: gradcam")
     p.add_argument("--layer", default=None,
@@ -88,17 +88,18 @@ def _load(args):
 def run(args: argparse.Namespace) -> int:
     import jax
 
-    from jaxconvviz.attribution.cams import CAM_METHODS
-    from jaxconvviz.commands.explain import heatmaps, label
+    from jaxconvviz.attribution.cams import check_cam_layer
+    from jaxconvviz.attribution.explain import explain_methods, heatmaps, is_cam
+    from jaxconvviz.attribution.explain import method_label as label
     from jaxconvviz.images import load_img, to_uint8
     from jaxconvviz.models.labels import decode_predictions, load_class_index
     from jaxconvviz.plotting import plot_gradcam
     from jaxconvviz.views.heatmaps import colorize, overlay
 
     method = args.method
-    if method not in parse_valid():
-        raise CLIError(f"--method must be one of {', '.join(parse_valid())}; got "
-                       f"{method!r}.")
+    if method not in explain_methods():
+        raise CLIError(f"--method must be one of {', '.join(explain_methods())}; "
+                       f"got {method!r}.")
     if not 0.0 <= args.alpha <= 1.0:
         raise CLIError(f"--alpha must be in [0, 1]; got {args.alpha}.")
     colorize(np.zeros((1, 1, 1)), colormap=args.colormap)  # validate it early
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
             "--top`) or a Keras classifier via --model."
         )
     layer = model.default_layer if args.layer is None else args.layer
-    model.check_layer(layer, model.spatial_layers, name="--layer")
+    check_cam_layer(model, layer, name="--layer")
     n_out = model.num_outputs
     if args.class_index is not None and not 0 <= args.class_index < n_out:
         valid = ("0 (the single logit of a binary sigmoid head)" if n_out == 1
@@ -131,8 +132,7 @@ def run(args: argparse.Namespace) -> int:
                    layer=layer, key=jax.random.key(args.seed))[0]
     scores, kind = _probabilities(model, logits)
 
-    where = f"layer {layer}; " if method in CAM_METHODS or method == \
-        "guided_gradcam" else ""
+    where = f"layer {layer}; " if is_cam(method) or method == "guided_gradcam" else ""
     common.say(f"{desc}; {where}heatmap {cam.shape[0]}x{cam.shape[1]}")
     imagenet = n_out == IMAGENET_CLASSES
     if imagenet:
@@ -165,9 +165,3 @@ def run(args: argparse.Namespace) -> int:
     common.say(f"wrote {ov_path}")
     return 0
 
-
-def parse_valid() -> tuple[str, ...]:
-    from jaxconvviz.attribution.cams import CAM_METHODS
-    from jaxconvviz.attribution.gradients import ATTRIBUTION_METHODS
-
-    return CAM_METHODS + ATTRIBUTION_METHODS

@@ -184,31 +184,20 @@ def _lucid_renderer():
 
 
 def available_cam_methods() -> tuple[str, ...]:
-    """:data:`jaxconvviz.CAM_METHODS` when this version has the CAM family,
-    else ``("gradcam",)`` (:func:`jaxconvviz.grad_cam`)."""
-    import jaxconvviz as jcv
+    """The registered CAM methods (:func:`jaxconvviz.cam_methods`), in
+    display order."""
+    from jaxconvviz.attribution.cam_registry import cam_methods
 
-    methods = getattr(jcv, "CAM_METHODS", None)
-    if methods and hasattr(jcv, "cam"):
-        return tuple(str(m) for m in methods)
-    return ("gradcam",)
+    return cam_methods()
 
 
 def _cam_fns(model: ConvNet, methods: Sequence[str]) -> list[tuple[str, Callable]]:
     """``[(label, fn(params, images) -> (n, h, w) in [0, 1])]`` per method."""
-    import jaxconvviz as jcv
+    from jaxconvviz.attribution.cam_registry import cam_method
+    from jaxconvviz.attribution.cams import cam
 
-    cam = getattr(jcv, "cam", None)
-    if cam is not None and hasattr(jcv, "CAM_METHODS"):
-        import sys
-
-        labels = getattr(sys.modules[cam.__module__], "CAM_LABELS", {})
-        return [(labels.get(m, m),
-                 lambda p, x, m=m: cam(p, x, method=m, model=model))
-                for m in methods]
-    layer = model.conv_layers[-1]
-    return [(f"Grad-CAM ({layer})",
-             lambda p, x: jcv.grad_cam(p, x, layer=layer, model=model))]
+    return [(cam_method(m).label, lambda p, x, m=m: cam(p, x, method=m, model=model))
+            for m in methods]
 
 
 def build_report(
