@@ -23,16 +23,7 @@ import importlib
 __version__ = "0.1.0"
 
 from jaxconvviz._types import ImagesCaffe, ImagesRGB, ImagesU8, Params, PRNGKey  # noqa: E402
-from jaxconvviz.models.convnet import (  # noqa: E402
-    CONV_LAYERS,
-    LAYER_NAMES,
-    VGG16,
-    ConvNet,
-    Layer,
-    forward,
-    resolve_model,
-    tiny_vgg16,
-)
+from jaxconvviz.models.convnet import ConvNet, Layer  # noqa: E402
 from jaxconvviz.models.labels import decode_predictions, load_class_index  # noqa: E402
 from jaxconvviz.models.predict import activations, predict  # noqa: E402
 from jaxconvviz.models.preprocess import (  # noqa: E402
@@ -40,6 +31,14 @@ from jaxconvviz.models.preprocess import (  # noqa: E402
     caffe_to_rgb,
     deprocess_image,
     preprocess_input,
+)
+from jaxconvviz.models.vgg import (  # noqa: E402
+    CONV_LAYERS,
+    LAYER_NAMES,
+    VGG16,
+    forward,
+    resolve_model,
+    tiny_vgg16,
 )
 
 # Public names whose modules import Pillow / h5py / matplotlib: loaded lazily
@@ -114,8 +113,8 @@ from jaxconvviz.attribution.sanity import (  # noqa: E402
     cascading_randomization,
     label_randomization,
 )
-from jaxconvviz.compile_cache import use_compile_cache  # noqa: E402
-from jaxconvviz.cpu import available_cores, use_cpu_cores  # noqa: E402
+from jaxconvviz.backend.compile_cache import use_compile_cache  # noqa: E402
+from jaxconvviz.backend.cpu import available_cores, use_cpu_cores  # noqa: E402
 from jaxconvviz.featureviz import objectives, transforms  # noqa: E402, F401
 from jaxconvviz.featureviz.atlas import LayerPlan, atlas_plan, filter_atlas  # noqa: E402
 from jaxconvviz.featureviz.execution import (  # noqa: E402

@@ -46,7 +46,7 @@ whole model per ablated channel).
 
 Score-CAM's forward passes are whole-network passes, hundreds per image, so
 unless told otherwise (``conv3x3_impl=``) it computes the big 3x3
-convolutions by Winograd's algorithm (``ConvNet.conv3x3_impl="auto"``): the
+convolutions by Winograd's algorithm where it pays (``Backend.conv3x3="by_shape"``): the
 extra ~4 s of compilation is repaid within one call (VGG16, one 224 px
 image on 2 CPU cores: 68 s instead of 102 s, ``docs/benchmarks.md`` run 9).
 The other methods make one forward pass and keep the model's own setting.
@@ -63,18 +63,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconvviz import xla
 from jaxconvviz._types import ClassIndex, Heatmaps, ImagesRGB, Params
+from jaxconvviz.backend import bind, xla
 from jaxconvviz.errors import InputError
-from jaxconvviz.models import convs
-from jaxconvviz.models.convnet import ConvNet, resolve_model
-from jaxconvviz.models.convs import CONV3X3_IMPLS
+from jaxconvviz.models.convnet import ConvNet
 from jaxconvviz.models.predict import (
     check_batch_size,
     check_classifier_images,
     check_images,
     map_in_chunks,
 )
+from jaxconvviz.models.vgg import resolve_model
 
 #: Method names accepted by :func:`cam`, in display order.
 CAM_METHODS = (
@@ -572,9 +571,12 @@ def cam_batch(params, images, class_index, *, model: ConvNet, layer: str,
 
 
 #: Methods whose many whole-network forward passes repay Winograd's compile
-#: time in one call: ``conv3x3_impl=None`` runs them with ``"auto"`` when the
-#: model has the default ``"conv"``.
+#: time in one call: they prefer ``Backend.conv3x3="by_shape"`` for ``"auto"``.
 WINOGRAD_METHODS = ("scorecam",)
+
+#: ``conv3x3_impl=`` values: a ``Backend.conv3x3`` value, or 0.x's ``"auto"``
+#: (Winograd where it pays: ``"by_shape"``).
+CONV3X3_IMPLS = ("conv", "winograd", "by_shape", "auto")
 
 
 def _check_conv3x3(conv3x3_impl) -> None:
@@ -584,17 +586,23 @@ def _check_conv3x3(conv3x3_impl) -> None:
                          f"got {conv3x3_impl!r}.")
 
 
-def effective_conv3x3_impl(method: str, model: ConvNet,
-                           conv3x3_impl: str | None = None) -> str:
-    """The ``ConvNet.conv3x3_impl`` that :func:`cam` uses for ``method`` on
-    ``model``: ``conv3x3_impl`` when given; otherwise the model's own, with
-    ``"conv"`` turned into ``"auto"`` for :data:`WINOGRAD_METHODS`."""
+def _cam_model(method: str, model: ConvNet, conv3x3_impl: str | None) -> ConvNet:
+    """``model`` bound for :func:`cam`'s gradient programs (custom input
+    gradients on CPU), ``conv3x3_impl`` set on it when given, Score-CAM
+    preferring Winograd where it pays (:func:`jaxconvviz.backend.bind`)."""
     _check_conv3x3(conv3x3_impl)
     if conv3x3_impl is not None:
-        return conv3x3_impl
-    if method in WINOGRAD_METHODS and model.conv3x3_impl == "conv":
-        return "auto"
-    return model.conv3x3_impl
+        model = model.with_backend(
+            conv3x3="by_shape" if conv3x3_impl == "auto" else conv3x3_impl)
+    return bind(model, library_gradients=True,
+                prefer_conv3x3="by_shape" if method in WINOGRAD_METHODS else None)
+
+
+def effective_conv3x3_impl(method: str, model: ConvNet,
+                           conv3x3_impl: str | None = None) -> str:
+    """The ``Backend.conv3x3`` that :func:`cam` uses for ``method`` on
+    ``model`` (resolved: ``"conv"``, ``"winograd"`` or ``"by_shape"``)."""
+    return _cam_model(method, model, conv3x3_impl).backend.conv3x3
 
 
 def cam_with_scores(params: Params, images_rgb: ImagesRGB, *,
@@ -632,10 +640,7 @@ def _cams(params, images_rgb, *, method, layer, class_index, model, size,
         params, images_rgb, layer, class_index, model, batch_size,
         fn=f"cam(method={method!r})",
         headless=not scores and method in HEADLESS_METHODS)
-    impl3 = effective_conv3x3_impl(method, model, conv3x3_impl)
-    if impl3 != model.conv3x3_impl:
-        model = model.clone(conv3x3_impl=impl3, parent=None)
-    model = convs.for_library_gradients(model)  # faster input gradients
+    model = _cam_model(method, model, conv3x3_impl)  # backend fixed: see bind
     n = x.shape[0]
     bs = n if batch_size is None else min(int(batch_size), n)
     chunk = 1
@@ -681,11 +686,12 @@ def cam(params: Params, images_rgb: ImagesRGB, *, method: str = "gradcam",
       memory_budget: bytes of activations one chunk of Score-/Ablation-CAM
         forward passes may hold (default 1 GiB).
       conv3x3_impl: how this call computes the model's stride-1 3x3
-        convolutions, a ``ConvNet.conv3x3_impl`` value (``"conv"``,
-        ``"auto"``, ``"winograd"``); None: the model's setting, except that
-        Score-CAM (:data:`WINOGRAD_METHODS`) turns the default ``"conv"``
-        into ``"auto"`` (Winograd where it pays, on XLA:CPU), because its
-        hundreds of forward passes per image repay the extra compilation.
+        convolutions, a ``Backend.conv3x3`` value (``"conv"``,
+        ``"winograd"``, ``"by_shape"``; ``"auto"`` is ``"by_shape"``); None:
+        the model's backend and the process default, else ``"conv"``, except
+        that Score-CAM (:data:`WINOGRAD_METHODS`) prefers ``"by_shape"``
+        (Winograd where it pays, on XLA:CPU): its hundreds of forward passes
+        per image repay the extra compilation.
 
     Returns:
       ``(n, h, w)`` float32 in [0, 1]; each map's maximum is 1 or the map is

@@ -45,7 +45,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex_core
 
-from jaxconvviz import xla
 from jaxconvviz._types import ClassIndex, ImagesRGB, Params, PRNGKey
 from jaxconvviz.attribution.cams import (
     check_class_index,
@@ -57,8 +56,8 @@ from jaxconvviz.attribution.cams import (
     resize_maps,
     select,
 )
+from jaxconvviz.backend import bind, xla
 from jaxconvviz.errors import InputError
-from jaxconvviz.models import convs
 from jaxconvviz.models.convnet import ConvNet
 from jaxconvviz.models.predict import (
     check_batch_size,
@@ -352,7 +351,7 @@ def attribution(params: Params, images_rgb: ImagesRGB, *, method: str = "salienc
         raise InputError("baseline contains NaN or inf values.")
     check_batch_size(batch_size)
     ci, use_top1 = check_class_index(class_index, x.shape[0], model.num_outputs)
-    model = convs.for_library_gradients(model)  # faster input gradients
+    model = bind(model, library_gradients=True)  # backend fixed before tracing
     out, _ = map_in_chunks(
         lambda xb, cb, bb: attribution_batch(
             params, xb, cb, bb, key, float(noise_level), model=model, method=method,

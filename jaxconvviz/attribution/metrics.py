@@ -38,7 +38,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconvviz import xla
 from jaxconvviz._types import ClassIndex, ImagesRGB, Params, PRNGKey
 from jaxconvviz.attribution.cams import (
     check_class_index,
@@ -46,6 +45,7 @@ from jaxconvviz.attribution.cams import (
     resize_maps,
     select,
 )
+from jaxconvviz.backend import bind, xla
 from jaxconvviz.errors import InputError
 from jaxconvviz.models.convnet import ConvNet
 from jaxconvviz.models.predict import check_classifier_images
@@ -116,7 +116,7 @@ def _check_maps(heatmaps, n: int) -> jax.Array:
 
 
 def _setup(params, images_rgb, heatmaps, class_index, model, fn):
-    model = check_classifier(params, model, fn=fn)
+    model = bind(check_classifier(params, model, fn=fn), library_gradients=False)
     x = check_classifier_images(model, images_rgb)
     maps = _check_maps(heatmaps, x.shape[0])
     ci, top1 = check_class_index(class_index, x.shape[0], model.num_outputs)

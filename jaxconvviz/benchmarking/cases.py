@@ -48,6 +48,13 @@ from jaxconvviz.benchmarking.timing import (
 )
 
 
+def _auto_conv(dt: str) -> str:
+    """The convolution form ``Backend.conv="auto"`` gives the ascent at ``dt``."""
+    from jaxconvviz.backend import Backend, resolve
+
+    return resolve(Backend(), dtype=dt, library_gradients=True).conv
+
+
 def engine(name: str):
     """A public function of the filter engine by name, from
     ``featureviz.filters`` or (after the engine's refactor)
@@ -251,7 +258,7 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
                        "padding": chunk * n_chunks - n},
             # filter_patterns' loop="auto" rule (its docstring)
             "loop": jcv.featureviz.execution.resolve_loop("auto"),
-            "conv_impl": jcv.models.convs.resolve_conv_impl("auto", getattr(jnp, dt)),
+            "conv_impl": _auto_conv(dt),
             "rounds": ctx.args.rounds,
             "mean_activation": float(acts[dt].mean()),
             "samples_s": {"batched": samples[f"batched_{dt}"]},
@@ -374,7 +381,7 @@ def case_atlas(ctx: Ctx, size: int) -> list[dict]:
         rec = {
             "case": f"atlas:{size}", "kind": "atlas", "size": size, "steps": steps,
             "n": n_total, "layers": len(layers), "dtype": dt,
-            "conv_impl": jcv.models.convs.resolve_conv_impl("auto", getattr(jnp, dt)),
+            "conv_impl": _auto_conv(dt),
             "channel_only": only,
             "batched_s": warm, "cold_s": cold, "samples_s": warm_times,
             "warmup": "one full filter_atlas call with the timed arguments",

@@ -122,11 +122,11 @@ def run(args) -> dict:
     ``args.out`` after every case)."""
     import jax
 
+    from jaxconvviz.backend.cpu import use_cpu_cores
     from jaxconvviz.benchmarking import records as R
     from jaxconvviz.benchmarking import torch_peers as tp
     from jaxconvviz.benchmarking.cases import Ctx, run_case
     from jaxconvviz.benchmarking.targets import evaluate
-    from jaxconvviz.cpu import use_cpu_cores
 
     if args.cpu_devices == "auto":
         use_cpu_cores()

@@ -233,7 +233,7 @@ def _conv3x3_used(method: str, model, conv3x3) -> str:
     try:
         from jaxconvviz.attribution.cams import effective_conv3x3_impl
     except ImportError:  # an older checkout: the model's setting
-        return model.conv3x3_impl if conv3x3 is None else conv3x3
+        return model.backend.conv3x3 if conv3x3 is None else conv3x3
     return effective_conv3x3_impl(method, model, conv3x3)
 
 

@@ -32,8 +32,9 @@ import numpy as np
 from jaxconvviz import __version__
 from jaxconvviz._types import Params
 from jaxconvviz.errors import InputError, InputTypeError
-from jaxconvviz.models.convnet import ConvNet, Layer, resolve_model
+from jaxconvviz.models.convnet import ConvNet, Layer
 from jaxconvviz.models.keras_import import keras3_group_names
+from jaxconvviz.models.vgg import resolve_model
 
 #: ``keras_version`` written into the files: the Keras 3 layout they follow.
 KERAS_FORMAT_VERSION = "3.0.0"
