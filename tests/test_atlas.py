@@ -151,7 +151,7 @@ def test_memory_estimate_bounds_xla(compute):
 
     base = jcv.VGG16(include_top=False)
     model = base if compute == "float32-xla" else base.with_dtype(
-        jnp.bfloat16).with_conv_impl("matmul")
+        jnp.bfloat16).with_backend(conv="matmul")
     params = jax.eval_shape(lambda: model.init_params(jax.random.key(0)))
     layer, size = "block2_conv2", 32
 

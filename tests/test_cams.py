@@ -418,17 +418,18 @@ def test_errors(tiny_params, tiny_params_notop, images32):
 
 def test_conv3x3_impl_per_call(tiny_model, flat_case, monkeypatch):
     from jaxconvviz.attribution.cams import effective_conv3x3_impl
-    from jaxconvviz.models import convs
+    from jaxconvviz.backend import winograd as convs
 
     vgg = tiny_model
-    assert vgg.conv3x3_impl == "conv"
-    # Score-CAM upgrades the default to Winograd-where-it-pays; others keep it
-    assert effective_conv3x3_impl("scorecam", vgg) == "auto"
+    assert vgg.backend.conv3x3 == "auto"
+    # Score-CAM prefers Winograd-where-it-pays on CPU; the others "conv"
+    assert effective_conv3x3_impl("scorecam", vgg) == (
+        "by_shape" if jax.default_backend() == "cpu" else "conv")
     assert effective_conv3x3_impl("gradcam", vgg) == "conv"
     assert effective_conv3x3_impl("ablationcam", vgg) == "conv"
     assert effective_conv3x3_impl("scorecam", vgg, "conv") == "conv"
     assert effective_conv3x3_impl("gradcam", vgg, "winograd") == "winograd"
-    wino = vgg.clone(conv3x3_impl="winograd", parent=None)
+    wino = vgg.with_backend(conv3x3="winograd")
     assert effective_conv3x3_impl("scorecam", wino) == "winograd"
     # the setting reaches the compiled program, and the maps stay the
     # independent reference's
@@ -448,7 +449,7 @@ def test_conv3x3_impl_per_call(tiny_model, flat_case, monkeypatch):
         np.testing.assert_allclose(ours, reference_cam(method, params, x, k),
                                    rtol=1e-4, atol=2e-5)
     with pytest.raises(ValueError, match="conv3x3_impl must be None or one of "
-                                         "auto, winograd, conv; got 'fast'"):
+                                         "conv, winograd, by_shape, auto; got 'fast'"):
         jcv.cam(params, x, model=flat_model(), conv3x3_impl="fast")
 
 
