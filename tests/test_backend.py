@@ -50,6 +50,9 @@ def test_bad_platform_and_unknown_fields():
         Backend(conv_impl="xla")  # the 0.x name is not a field
     with pytest.raises(InputError, match="unknown Backend fields"):
         jcv.tiny_vgg16().with_backend(conv_impl="xla")
+    with pytest.raises(InputError, match="backend must be a jaxconvviz Backend; "
+                       "got dict"):
+        ConvNet(layers=(), backend={"conv": "xla"})
     with pytest.raises(InputError, match="prefer_conv3x3 must be one of"):
         resolve(Backend(), prefer_conv3x3="auto")
 

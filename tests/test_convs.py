@@ -500,7 +500,8 @@ def test_winograd_pays_only_for_big_products_that_fit_the_cache():
     xb, wb = jnp.zeros((1, 32, 32, 128)), jnp.zeros((3, 3, 128, 128))
     assert winograd.winograd_pays(1, 32, 32, 128, 128)
     assert "conv_general_dilated" not in str(jax.make_jaxpr(
-        lambda x: winograd.winograd_conv(x, wb, (1, 1), "SAME", dimension_numbers=dn))(xb))
+        lambda x: winograd.winograd_conv(x, wb, (1, 1), "SAME",
+                                         dimension_numbers=dn))(xb))
 
 
 def test_conv3x3_impl_in_a_convnet():

@@ -8,9 +8,8 @@ when layers name their ``inputs``. Per-kind computations live in
 :mod:`jaxconvviz.models.graph`, the algorithms in :mod:`jaxconvviz.backend`
 (chosen by the model's one :class:`~jaxconvviz.backend.Backend` field).
 VGG16 is a preset of it (:mod:`jaxconvviz.models.vgg`), and Keras models
-imported by
-:mod:`jaxconvviz.models.keras_import` are too, so every technique works on
-both through the same contract:
+imported by :mod:`jaxconvviz.models.keras_import` are too, so every
+technique works on both through the same contract:
 
 ``model.forward(params, x, start=None, stop=None)`` runs the layers strictly
 after ``start`` up to and including ``stop`` -- the notes' two-model split
@@ -23,9 +22,7 @@ HWIO conv kernels, ``(in, out)`` dense kernels, NHWC flatten order.
 
 ``params`` is the inner dict ``{layer_name: {"kernel": ..., "bias": ...}}``;
 BatchNormalization layers keep ``gamma``/``beta``/``moving_mean``/
-``moving_variance`` in the same dict (inference only).
-
-Imports jax, flax and numpy only.
+``moving_variance`` in the same dict (inference only). Imports jax and flax.
 """
 
 from __future__ import annotations
@@ -107,6 +104,12 @@ class ConvNet(nn.Module):
     name_: str = "convnet"
     input_name: str = "input"
     backend: Backend = Backend()
+
+    def __post_init__(self):
+        if not isinstance(self.backend, Backend):
+            raise InputError(f"backend must be a jaxconvviz Backend; got "
+                             f"{type(self.backend).__name__}.")
+        super().__post_init__()
 
     # ------------------------------------------------------------------ compute
     @nn.compact
@@ -261,8 +264,7 @@ class ConvNet(nn.Module):
         for the kernel column (and bias) of each image's channel, so its
         forward and input gradient cost ``1 / c_out`` of the full layer's.
         A filter objective (:func:`~jaxconvviz.filter_patterns`) needs
-        nothing else: VGG16's block1_conv2 at 64 px is 17x fewer
-        multiply-adds, block3_conv1 1.2x.
+        nothing else.
 
         Each image's convolution is its own call (``n <= 16``, the XLA:CPU
         chunk sizes) or one grouped convolution (``n > 16``); an image's
@@ -371,10 +373,7 @@ class ConvNet(nn.Module):
         Backend`) and/or these backend fields set, e.g.
         ``model.with_backend(conv3x3="winograd")``; ``"auto"`` unsets a
         field. An unknown field or value is an InputError."""
-        b = (self.backend if backend is None else backend)
-        if not isinstance(b, Backend):
-            raise InputError(f"backend must be a jaxconvviz Backend; got "
-                             f"{type(b).__name__}.")
+        b = self.backend if backend is None else backend
         unknown = sorted(set(fields) - set(Backend.__dataclass_fields__))
         if unknown:
             raise InputError(f"with_backend got unknown Backend fields {unknown}; "
