@@ -259,3 +259,16 @@ def test_each_algorithm_equals_the_default_within_float32_rounding(fields):
     for a, b in ((y1, y0), (g1, g0)):
         np.testing.assert_allclose(a, b, rtol=0, atol=2e-6 * float(
             jnp.abs(b).max()) + 1e-7)
+
+
+def test_jcv_backend_is_the_subpackage_and_the_context_manager():
+    import jaxconvviz.backend.xla as xla_module
+
+    assert jcv.backend.Backend is Backend and xla_module.jit is not None
+    with jcv.backend(conv3x3="winograd", loop="python") as b:
+        assert b == default_backend() == Backend(conv3x3="winograd", loop="python")
+        with pytest.raises(InputError, match="Backend.loop must be one of"):
+            with jcv.backend(loop="while"):
+                pass
+        assert default_backend() == b  # a failed block leaves the default alone
+    assert default_backend() == Backend()
