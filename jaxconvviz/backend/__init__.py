@@ -16,7 +16,13 @@ jaxconvviz.backend.xla as x`` would then fail.)
 import sys
 import types
 
-from jaxconvviz.backend.config import CHOICES, PLATFORMS, Backend, backend, default_backend
+from jaxconvviz.backend.config import (
+    CHOICES,
+    PLATFORMS,
+    Backend,
+    backend,
+    default_backend,
+)
 from jaxconvviz.backend.resolve import (
     bind,
     resolve,
