@@ -126,7 +126,7 @@ def run(args) -> dict:
     from benchmarks import torch_peers as tp
     from benchmarks.cases import Ctx, run_case
     from benchmarks.targets import evaluate
-    from jaxconvviz.cpu import use_cpu_cores
+    from jaxconvviz.backend.cpu import use_cpu_cores
 
     if args.cpu_devices == "auto":
         use_cpu_cores()

@@ -16,7 +16,13 @@ from benchmarks import torch_peers as tp
 from benchmarks.context import Ctx
 from benchmarks.timing import CompileCounter, log, sync, timed, timeit
 from jaxconvviz.featureviz import execution as ex
-from jaxconvviz.models.convs import resolve_conv_impl
+
+
+def _auto_conv(dt: str) -> str:
+    """The convolution form ``Backend.conv="auto"`` gives the ascent at ``dt``."""
+    from jaxconvviz.backend import Backend, resolve
+
+    return resolve(Backend(), dtype=dt, library_gradients=True).conv
 
 # ------------------------------------------------------- the notes' loop
 _NOTES_STEP = None
@@ -157,7 +163,7 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
                        "padding": chunk * n_chunks - n},
             # filter_patterns' loop="auto" rule (its docstring)
             "loop": ex.resolve_loop("auto"),
-            "conv_impl": resolve_conv_impl("auto", getattr(jnp, dt)),
+            "conv_impl": _auto_conv(dt),
             "rounds": ctx.args.rounds,
             "mean_activation": float(acts[dt].mean()),
             "samples_s": {"batched": samples[f"batched_{dt}"]},
@@ -280,7 +286,7 @@ def case_atlas(ctx: Ctx, size: int) -> list[dict]:
         rec = {
             "case": f"atlas:{size}", "kind": "atlas", "size": size, "steps": steps,
             "n": n_total, "layers": len(layers), "dtype": dt,
-            "conv_impl": resolve_conv_impl("auto", getattr(jnp, dt)),
+            "conv_impl": _auto_conv(dt),
             "channel_only": only,
             "batched_s": warm, "cold_s": cold, "samples_s": warm_times,
             "warmup": "one full filter_atlas call with the timed arguments",

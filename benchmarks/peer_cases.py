@@ -173,18 +173,19 @@ def _cam_pair(ctx, case, kind, model, params, net, target_layer, method, n, size
     imgs = np.asarray(ctx.jax.random.uniform(ctx.jax.random.key(3),
                                              (n, size, size, 3)) * 255.0)
 
-    extra = {} if conv3x3 is None else {"conv3x3_impl": conv3x3}
+    if conv3x3 is not None:  # "auto" is 0.x's name of "by_shape"
+        model = model.with_backend(
+            conv3x3="by_shape" if conv3x3 == "auto" else conv3x3)
 
     def ours():
-        return cam(params, imgs, method=method, model=model, size=(size, size),
-                   **extra)
+        return cam(params, imgs, method=method, model=model, size=(size, size))
 
     log(f"{kind} {method}: {n} image(s) at {size}px (ours)")
     with_compile = timed(ours)
     warm = timed(ours)
     mine = np.asarray(ours())
     rec = {"case": case, "kind": kind, "method": method, "n": n, "size": size,
-           "dtype": "float32", "conv3x3_impl": _conv3x3_used(method, model, conv3x3),
+           "dtype": "float32", "conv3x3_impl": _conv3x3_used(method, model),
            "ours_s": warm,
            "ours_cold_s": with_compile,
            "ours_s_per_image": warm / n, "chunks": {"batch_size": None},
@@ -208,12 +209,13 @@ def _cam_pair(ctx, case, kind, model, params, net, target_layer, method, n, size
     return [rec]
 
 
-def _conv3x3_used(method: str, model, conv3x3) -> str:
+def _conv3x3_used(method: str, model) -> str:
     """The 3x3 convolution setting ``jcv.cam`` ran with (Score-CAM picks
     Winograd by itself unless the case names a setting)."""
-    from jaxconvviz.attribution.cams import effective_conv3x3_impl
+    from jaxconvviz.attribution._cam_common import compute_model
+    from jaxconvviz.attribution.cam_registry import cam_method
 
-    return effective_conv3x3_impl(method, model, conv3x3)
+    return compute_model(model, conv3x3=cam_method(method).conv3x3).backend.conv3x3
 
 
 def _suffix(conv3x3: str | None) -> str:

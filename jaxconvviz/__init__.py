@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import importlib
 
-# Eager exports, one sorted import per module. ``attribution`` and ``backend``
-# the functions shadow the subpackages of the same name as attributes
-# (``from jaxconvviz.backend.config import x`` still works).
+# Eager exports, one sorted import per module. ``attribution`` the function
+# shadows the subpackage of that name as an attribute (``from
+# jaxconvviz.attribution.x import y`` still works); ``backend`` is the
+# subpackage itself, callable as the process-default context manager
+# (``with jcv.backend(conv3x3="winograd"): ...``).
 from jaxconvviz._types import ImagesCaffe, ImagesRGB, ImagesU8, Params, PRNGKey
 from jaxconvviz._version import __version__
 from jaxconvviz.attribution.cam_registry import (
@@ -52,9 +54,9 @@ from jaxconvviz.attribution.sanity import (
     cascading_randomization,
     label_randomization,
 )
-from jaxconvviz.backend import Backend, backend
-from jaxconvviz.compile_cache import use_compile_cache
-from jaxconvviz.cpu import available_cores, use_cpu_cores
+from jaxconvviz.backend import Backend
+from jaxconvviz.backend.compile_cache import use_compile_cache
+from jaxconvviz.backend.cpu import available_cores, use_cpu_cores
 from jaxconvviz.featureviz import objectives, transforms
 from jaxconvviz.featureviz.atlas import LayerPlan, atlas_plan, filter_atlas
 from jaxconvviz.featureviz.execution import (
@@ -64,16 +66,7 @@ from jaxconvviz.featureviz.execution import (
 )
 from jaxconvviz.featureviz.filters import filter_activation, filter_patterns
 from jaxconvviz.featureviz.render import STYLES, render
-from jaxconvviz.models.convnet import (
-    CONV_LAYERS,
-    LAYER_NAMES,
-    VGG16,
-    ConvNet,
-    Layer,
-    forward,
-    resolve_model,
-    tiny_vgg16,
-)
+from jaxconvviz.models.convnet import ConvNet, Layer
 from jaxconvviz.models.labels import class_label, decode_predictions, load_class_index
 from jaxconvviz.models.predict import activations, predict
 from jaxconvviz.models.preprocess import (
@@ -81,6 +74,14 @@ from jaxconvviz.models.preprocess import (
     caffe_to_rgb,
     deprocess_image,
     preprocess_input,
+)
+from jaxconvviz.models.vgg import (
+    CONV_LAYERS,
+    LAYER_NAMES,
+    VGG16,
+    forward,
+    resolve_model,
+    tiny_vgg16,
 )
 from jaxconvviz.run import Run
 from jaxconvviz.views.activation_grids import (
@@ -140,5 +141,5 @@ __all__ = sorted(
     {n for n, v in globals().items()
      if not n.startswith("_") and n != "annotations"
      and not isinstance(v, type(importlib))}
-    | set(_LAZY)
+    | set(_LAZY) | {"backend"}  # the callable subpackage
 )

@@ -172,8 +172,9 @@ _NAMED_ARG = re.compile(
 
 
 def _cpu_devices(value: str) -> None:
-    """Apply ``--cpu-devices`` before any JAX computation (see jaxconvviz.cpu)."""
-    from jaxconvviz.cpu import use_cpu_cores
+    """Apply ``--cpu-devices`` before any JAX computation (see
+    jaxconvviz.backend.cpu)."""
+    from jaxconvviz.backend.cpu import use_cpu_cores
 
     if value == "auto":
         try:
@@ -196,8 +197,8 @@ def _cpu_devices(value: str) -> None:
 
 
 def _compile_cache(value: str | None) -> None:
-    """Apply ``--compile-cache`` (see jaxconvviz.compile_cache)."""
-    from jaxconvviz.compile_cache import use_compile_cache
+    """Apply ``--compile-cache`` (see jaxconvviz.backend.compile_cache)."""
+    from jaxconvviz.backend.compile_cache import use_compile_cache
 
     try:
         use_compile_cache(value)

@@ -151,7 +151,7 @@ def test_memory_estimate_bounds_xla(compute):
 
     base = jcv.VGG16(include_top=False)
     model = base if compute == "float32-xla" else base.with_dtype(
-        jnp.bfloat16).with_conv_impl("matmul")
+        jnp.bfloat16).with_backend(conv="matmul")
     params = jax.eval_shape(lambda: model.init_params(jax.random.key(0)))
     layer, size = "block2_conv2", 32
 
@@ -334,7 +334,7 @@ def test_max_pool_tiled_equals_flax_max_pool_with_ties():
     (the first maximum of a window in row-major order gets the gradient)."""
     import flax.linen as nn
 
-    from jaxconvviz.models.convnet import max_pool_tiled
+    from jaxconvviz.models.kinds.pool import max_pool_tiled
 
     rng = np.random.default_rng(0)
     for shape, k in (((2, 8, 8, 3), (2, 2)), ((2, 7, 9, 2), (2, 2)),

@@ -491,23 +491,25 @@ def test_errors(tiny_params, tiny_params_notop, images32):
 def test_conv3x3_form_from_record_and_backend(tiny_model, flat_case, monkeypatch):
     from jaxconvviz.attribution._cam_common import compute_model
     from jaxconvviz.backend import backend
-    from jaxconvviz.models import convs
+    from jaxconvviz.backend import winograd as convs
 
     vgg = tiny_model
-    assert vgg.conv3x3_impl == "conv"
+    cpu = jax.default_backend() == "cpu"
+    assert vgg.backend.conv3x3 == "auto"
     # Score-CAM's record prefers Winograd-where-it-pays; the others keep "conv"
     assert jcv.cam_method("scorecam").conv3x3 == "by_shape"
     assert [m for m in CAM_METHODS if jcv.cam_method(m).conv3x3 != "conv"] == [
         "scorecam"]
-    assert compute_model(vgg, conv3x3="by_shape").conv3x3_impl == "auto"
-    assert compute_model(vgg).conv3x3_impl == "conv"
+    assert compute_model(vgg, conv3x3="by_shape").backend.conv3x3 == (
+        "by_shape" if cpu else "conv")
+    assert compute_model(vgg).backend.conv3x3 == "conv"
     # the process default wins over the record, the model's own over both
     with backend(conv3x3="conv"):
-        assert compute_model(vgg, conv3x3="by_shape").conv3x3_impl == "conv"
+        assert compute_model(vgg, conv3x3="by_shape").backend.conv3x3 == "conv"
     with backend(conv3x3="winograd"):
-        assert compute_model(vgg).conv3x3_impl == "winograd"
-    wino = vgg.clone(conv3x3_impl="winograd", parent=None)
-    assert compute_model(wino, conv3x3="by_shape").conv3x3_impl == "winograd"
+        assert compute_model(vgg).backend.conv3x3 == "winograd"
+    wino = vgg.with_backend(conv3x3="winograd")
+    assert compute_model(wino, conv3x3="by_shape").backend.conv3x3 == "winograd"
     # the setting reaches the compiled program, and the maps stay the
     # independent reference's
     params, x = flat_case

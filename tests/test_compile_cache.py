@@ -15,8 +15,8 @@ import jax
 import pytest
 
 import jaxconvviz as jcv
+from jaxconvviz.backend.compile_cache import prune
 from jaxconvviz.cli import main
-from jaxconvviz.compile_cache import prune
 
 ROOT = Path(__file__).resolve().parents[1]
 

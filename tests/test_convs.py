@@ -1,4 +1,6 @@
-"""Matrix-product convolutions (jaxconvviz.models.convs) against XLA's and by hand."""
+"""The convolution algorithms of jaxconvviz.backend (matrix products, Winograd,
+depthwise slices, custom VJPs) against XLA's and by hand, and their choice by
+a model's backend."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import numpy as np
 import pytest
 
 import jaxconvviz as jcv
-from jaxconvviz.models import convs
+from jaxconvviz.backend import Backend, bind, depthwise, matmul, resolve, winograd
 from jaxconvviz.models.convnet import ConvNet, Layer
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -21,7 +23,7 @@ def _xla(x, w, padding, strides=(1, 1), **kw):
 
 def _mm(x, w, padding, strides=(1, 1), **kw):
     dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, DN)
-    return convs.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn,
+    return matmul.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn,
                                       **kw)
 
 
@@ -112,22 +114,27 @@ def test_thin_contraction_goes_to_xla_bitwise():
     # kw * c_in = 9 < MIN_CONTRACTION (the RGB first layer)
     x = jax.random.normal(jax.random.key(5), (1, 8, 8, 3))
     w = jax.random.normal(jax.random.key(6), (3, 3, 3, 8))
-    assert 3 * 3 < convs.MIN_CONTRACTION
+    assert 3 * 3 < matmul.MIN_CONTRACTION
     np.testing.assert_array_equal(_mm(x, w, "SAME"), _xla(x, w, "SAME"))
 
 
-def test_resolve_conv_impl():
+def test_conv_auto_resolves_to_matmul_for_bf16_gradients_on_a_bf16_cpu():
     cpu = jax.default_backend() == "cpu"
-    from jaxconvviz.cpu import cpu_has_bf16
+    from jaxconvviz.backend.cpu import cpu_has_bf16
 
-    # matmul only where the CPU has bf16 dot instructions
-    assert convs.resolve_conv_impl("auto", jnp.bfloat16) == (
-        "matmul" if cpu and cpu_has_bf16() else "xla")
-    assert convs.resolve_conv_impl("auto", jnp.float32) == "xla"
-    assert convs.resolve_conv_impl("matmul", jnp.float32) == "matmul"
-    with pytest.raises(ValueError, match=r"conv_impl must be one of auto, xla, "
-                       r"matmul; got 'fast'"):
-        convs.resolve_conv_impl("fast")
+    def conv(dtype, library_gradients=True, **fields):
+        return resolve(Backend(**fields), dtype=dtype,
+                       library_gradients=library_gradients).conv
+
+    # matmul only where the CPU has bf16 dot instructions, in the library's
+    # own (reverse-mode) gradient programs
+    assert conv(jnp.bfloat16) == ("matmul" if cpu and cpu_has_bf16() else "xla")
+    assert conv(jnp.bfloat16, library_gradients=False) == "xla"
+    assert conv(jnp.float32) == "xla"
+    assert conv(jnp.float32, conv="matmul") == "matmul"
+    with pytest.raises(ValueError, match=r"Backend.conv must be one of 'auto', "
+                       r"'xla', 'matmul'; got 'fast'"):
+        Backend(conv="fast")
 
 
 def _wide_net():
@@ -147,8 +154,8 @@ def test_convnet_matmul_forward_and_gradient_equal_xla():
     model = _wide_net()
     params = model.init_params(jax.random.key(7), hw=(16, 16))
     x = jax.random.uniform(jax.random.key(8), (2, 16, 16, 3)) * 20 + 128
-    mm = model.with_conv_impl("matmul")
-    assert mm.conv_impl == "matmul" and model.conv_impl == "xla"
+    mm = model.with_backend(conv="matmul")
+    assert mm.backend.conv == "matmul" and model.backend.conv == "auto"
     a0, a1 = (jax.jit(m.forward)(params, x) for m in (model, mm))
     np.testing.assert_allclose(a1, a0, rtol=0, atol=1e-5 * float(jnp.abs(a0).max()))
 
@@ -285,7 +292,7 @@ def test_depthwise_sum_of_slices_equals_grouped_conv(case, gather):
                     rhs_dilation=dil, feature_group_count=c)
 
     def ours(x, k):
-        return convs.depthwise_conv2d(x, k, strides, pad, dil, gather_vjp=gather)
+        return depthwise.depthwise_conv2d(x, k, strides, pad, dil, gather_vjp=gather)
 
     want, got = jax.jit(grouped)(x, k), jax.jit(ours)(x, k)
     assert got.shape == want.shape
@@ -310,25 +317,29 @@ def test_depthwise_rejects_bad_padding_and_channels():
     x = jnp.zeros((1, 4, 4, 3))
     with pytest.raises(ValueError,
                        match="padding must be 'SAME' or 'VALID'; got 'full'"):
-        convs.depthwise_conv2d(x, jnp.zeros((3, 3, 3, 1)), padding="full")
+        depthwise.depthwise_conv2d(x, jnp.zeros((3, 3, 3, 1)), padding="full")
     with pytest.raises(ValueError, match="kernel must have 3 input channels"):
-        convs.depthwise_conv2d(x, jnp.zeros((3, 3, 4, 1)))
+        depthwise.depthwise_conv2d(x, jnp.zeros((3, 3, 4, 1)))
 
 
-@pytest.mark.parametrize("resolve,name,cpu,other,explicit,bad", [
-    (convs.resolve_depthwise_impl, "depthwise_impl", "slices", "grouped",
-     "grouped", "auto, slices, grouped; got 'fast'"),
-    (convs.resolve_pointwise_impl, "pointwise_impl", "dot", "conv", "dot",
-     "auto, dot, conv; got 'gemm'"),
-    (convs.resolve_conv3x3_impl, "conv3x3_impl", "auto", "conv", "winograd",
-     "auto, winograd, conv; got 'wino'"),
+@pytest.mark.parametrize("field,cpu,other,explicit,bad", [
+    ("depthwise", "slices", "grouped", "grouped", "'auto', 'slices', 'grouped'"),
+    ("pointwise", "dot", "conv", "dot", "'auto', 'dot', 'conv'"),
+    ("conv3x3", "conv", "conv", "winograd",
+     "'auto', 'conv', 'winograd', 'by_shape'"),
 ])
-def test_impl_resolves_per_backend_and_rejects_unknown(resolve, name, cpu, other,
-                                                       explicit, bad):
-    assert resolve("auto") == (cpu if jax.default_backend() == "cpu" else other)
-    assert resolve(explicit) == explicit
-    with pytest.raises(ValueError, match=f"{name} must be one of {bad}"):
-        resolve(bad.rsplit("'", 2)[1])
+def test_fields_resolve_per_platform_and_reject_unknown(field, cpu, other,
+                                                        explicit, bad):
+    def get(**kw):
+        return getattr(resolve(Backend(**kw)), field)
+
+    assert get() == (cpu if jax.default_backend() == "cpu" else other)
+    assert get(platform="cpu") == cpu and get(platform="gpu") == other
+    assert get(**{field: explicit}) == explicit
+    assert get(**{field: explicit, "platform": "tpu"}) == explicit
+    with pytest.raises(ValueError, match=f"Backend.{field} must be one of {bad}; "
+                       "got 'fast'"):
+        Backend(**{field: "fast"})
 
 
 # ------------------------------------------------------------ 1x1 as products
@@ -349,7 +360,7 @@ def test_pointwise_conv_equals_xla_and_its_input_gradient(shape, strides, paddin
     dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, DN)
 
     def ours(x):
-        return convs.pointwise_conv(x, w, strides, padding, dimension_numbers=dn)
+        return matmul.pointwise_conv(x, w, strides, padding, dimension_numbers=dn)
 
     want = _xla(x, w, padding, strides)
     got = ours(x)
@@ -379,7 +390,7 @@ def test_pointwise_conv_falls_back_to_the_convolution(kh, groups, padding, lhs_d
     kw = dict(dimension_numbers=dn, feature_group_count=groups, lhs_dilation=lhs_dil)
 
     def ours(x):
-        return convs.pointwise_conv(x, w, (1, 1), padding, **kw)
+        return matmul.pointwise_conv(x, w, (1, 1), padding, **kw)
 
     assert "conv_general_dilated" in _prims(ours, x)
     np.testing.assert_array_equal(
@@ -391,22 +402,22 @@ def test_pointwise_impl_in_a_convnet():
               Layer("c1", "conv", (("features", 4), ("kernel_size", 1),
                                    ("strides", 2))))
     dot = ConvNet(layers, input_shape=(8, 8, 3), preprocessing="none",
-                  pointwise_impl="dot")
-    conv = dot.clone(pointwise_impl="conv", parent=None)
+                  backend=Backend(pointwise="dot"))
+    conv = dot.with_backend(pointwise="conv")
     p = dot.init_params(jax.random.key(0))
     x = jnp.asarray(np.random.default_rng(7).normal(size=(2, 8, 8, 3)), jnp.float32)
     assert _prims(lambda x: dot.forward(p, x), x).count("conv_general_dilated") == 1
     assert _prims(lambda x: conv.forward(p, x), x).count("conv_general_dilated") == 2
     np.testing.assert_allclose(dot.forward(p, x), conv.forward(p, x),
                                rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="pointwise_impl must be one of"):
-        dot.clone(pointwise_impl="fast", parent=None).forward(p, x)
+    with pytest.raises(ValueError, match="Backend.pointwise must be one of"):
+        dot.with_backend(pointwise="fast")
 
 
 # ------------------------------------------------------------ 3x3 Winograd
 def _winograd(x, w, padding, **kw):
     dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, DN)
-    return convs.winograd_conv(x, w, (1, 1), padding, dimension_numbers=dn,
+    return winograd.winograd_conv(x, w, (1, 1), padding, dimension_numbers=dn,
                                by_shape=False, **kw)
 
 
@@ -465,7 +476,7 @@ def test_winograd_conv_falls_back_to_the_convolution(kh, stride, groups, padding
     kw = dict(dimension_numbers=dn, feature_group_count=groups, rhs_dilation=rhs_dil)
 
     def ours(x):
-        return convs.winograd_conv(x, w, (stride, stride), padding, by_shape=False,
+        return winograd.winograd_conv(x, w, (stride, stride), padding, by_shape=False,
                                    **kw)
 
     assert "conv_general_dilated" in _prims(ours, x)
@@ -474,22 +485,23 @@ def test_winograd_conv_falls_back_to_the_convolution(kh, stride, groups, padding
 
 
 def test_winograd_pays_only_for_big_products_that_fit_the_cache():
-    assert convs.winograd_pays(4, 28, 28, 512, 512)       # VGG16 block4, 4 images
-    assert convs.winograd_pays(4, 56, 56, 128, 256)       # block3_conv1
-    assert not convs.winograd_pays(1, 14, 14, 512, 512)   # 49 tiles: thin products
-    assert not convs.winograd_pays(4, 56, 56, 64, 64)     # 64 channels
-    assert not convs.winograd_pays(4, 112, 112, 128, 128)  # 25.7 MB input
-    assert not convs.winograd_pays(16, 56, 56, 128, 256)   # ... with 128 channels
-    assert convs.winograd_pays(16, 28, 28, 512, 512)       # fine with 512
+    assert winograd.winograd_pays(4, 28, 28, 512, 512)       # VGG16 block4, 4 images
+    assert winograd.winograd_pays(4, 56, 56, 128, 256)       # block3_conv1
+    assert not winograd.winograd_pays(1, 14, 14, 512, 512)   # 49 tiles: thin products
+    assert not winograd.winograd_pays(4, 56, 56, 64, 64)     # 64 channels
+    assert not winograd.winograd_pays(4, 112, 112, 128, 128)  # 25.7 MB input
+    assert not winograd.winograd_pays(16, 56, 56, 128, 256)   # ... with 128 channels
+    assert winograd.winograd_pays(16, 28, 28, 512, 512)       # fine with 512
     # by_shape: a small layer stays a convolution, a big one does not
     x, w = jnp.zeros((1, 8, 8, 4)), jnp.zeros((3, 3, 4, 4))
     dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, DN)
     assert "conv_general_dilated" in _prims(
-        lambda x: convs.winograd_conv(x, w, (1, 1), "SAME", dimension_numbers=dn), x)
+        lambda x: winograd.winograd_conv(x, w, (1, 1), "SAME", dimension_numbers=dn), x)
     xb, wb = jnp.zeros((1, 32, 32, 128)), jnp.zeros((3, 3, 128, 128))
-    assert convs.winograd_pays(1, 32, 32, 128, 128)
+    assert winograd.winograd_pays(1, 32, 32, 128, 128)
     assert "conv_general_dilated" not in str(jax.make_jaxpr(
-        lambda x: convs.winograd_conv(x, wb, (1, 1), "SAME", dimension_numbers=dn))(xb))
+        lambda x: winograd.winograd_conv(x, wb, (1, 1), "SAME",
+                                         dimension_numbers=dn))(xb))
 
 
 def test_conv3x3_impl_in_a_convnet():
@@ -498,9 +510,9 @@ def test_conv3x3_impl_in_a_convnet():
               Layer("c3", "conv", (("features", 4), ("kernel_size", 3),
                                    ("strides", 2))))
     wino = ConvNet(layers, input_shape=(9, 9, 3), preprocessing="none",
-                   conv3x3_impl="winograd")
-    conv = wino.clone(conv3x3_impl="conv", parent=None)
-    auto = wino.clone(conv3x3_impl="auto", parent=None)
+                   backend=Backend(conv3x3="winograd"))
+    conv = wino.with_backend(conv3x3="conv")
+    auto = wino.with_backend(conv3x3="by_shape")
     p = wino.init_params(jax.random.key(0))
     x = jnp.asarray(np.random.default_rng(10).normal(size=(2, 9, 9, 3)), jnp.float32)
     # the strided layer stays a convolution; the tiny layers are not worth it
@@ -515,8 +527,8 @@ def test_conv3x3_impl_in_a_convnet():
     gw = jax.jit(jax.grad(lambda x: wino.forward(p, x, stop="c2")[..., 1].mean()))(x)
     gc = jax.jit(jax.grad(lambda x: conv.forward(p, x, stop="c2")[..., 1].mean()))(x)
     np.testing.assert_allclose(gw, gc, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="conv3x3_impl must be one of"):
-        wino.clone(conv3x3_impl="fast", parent=None).forward(p, x)
+    with pytest.raises(ValueError, match="Backend.conv3x3 must be one of"):
+        wino.with_backend(conv3x3="fast")
 
 
 # ------------------------------------------------- the custom input gradients
@@ -537,7 +549,7 @@ def test_hwio_vjp_equals_jax_transpose(case):
     w = jnp.asarray(rng.normal(size=(kh, kw, 5, 6)), jnp.float32)
 
     def ours(x, w):
-        return convs.hwio_vjp_conv(x, w, (1, 1), pad, dimension_numbers=DN)
+        return matmul.hwio_vjp_conv(x, w, (1, 1), pad, dimension_numbers=DN)
 
     y, yr = jax.jit(ours)(x, w), jax.jit(lambda x, w: _xla(x, w, pad))(x, w)
     np.testing.assert_allclose(y, yr, rtol=1e-5, atol=1e-5)
@@ -559,8 +571,9 @@ def test_hwio_vjp_equals_jax_transpose(case):
 
 def test_hwio_vjp_falls_back_and_is_chosen_for_loops():
     """Strided, 1x1 and grouped convolutions go to the fallback unchanged;
-    for_library_gradients picks "custom" on XLA:CPU only for conv_vjp=None;
-    a bad conv_vjp is a ValueError naming it; the default model keeps
+    bind(library_gradients=True) picks "custom" on XLA:CPU only for
+    conv_vjp="auto"; a bad conv_vjp is a ValueError naming it; the default
+    model keeps
     forward mode (jax.jvp) for the user's own programs, depthwise layers
     included."""
     calls = []
@@ -573,16 +586,18 @@ def test_hwio_vjp_falls_back_and_is_chosen_for_loops():
     for w, strides, groups in ((jnp.ones((3, 3, 4, 2)), (2, 2), 1),
                                (jnp.ones((1, 1, 4, 2)), (1, 1), 1),
                                (jnp.ones((3, 3, 2, 2)), (1, 1), 2)):
-        convs.hwio_vjp_conv(x, w, strides, "SAME", dimension_numbers=DN,
+        matmul.hwio_vjp_conv(x, w, strides, "SAME", dimension_numbers=DN,
                             feature_group_count=groups, fallback=spy)
     assert calls == [(2, 2), (1, 1), (1, 1)]
     m = jcv.tiny_vgg16()
-    assert m.conv_vjp is None
-    assert convs.for_library_gradients(m).conv_vjp == (
-        "custom" if jax.default_backend() == "cpu" else None)
-    for kept in (m.clone(conv_vjp="jax", parent=None),
-                 m.clone(conv_vjp="custom", parent=None)):
-        assert convs.for_library_gradients(kept) is kept
+    assert m.backend.conv_vjp == "auto"
+    assert bind(m, library_gradients=True).backend.conv_vjp == (
+        "custom" if jax.default_backend() == "cpu" else "jax")
+    assert bind(m, library_gradients=False).backend.conv_vjp == "jax"
+    for vjp in ("jax", "custom"):
+        kept = bind(m.with_backend(conv_vjp=vjp), library_gradients=True)
+        assert kept.backend.conv_vjp == vjp
+        assert bind(kept, library_gradients=True) is kept
     dw = ConvNet(layers=(
         Layer.make("c", "conv", features=3, kernel_size=3, padding="same"),
         Layer.make("d", "depthwise_conv", kernel_size=3, padding="same",
@@ -591,9 +606,9 @@ def test_hwio_vjp_falls_back_and_is_chosen_for_loops():
     xs = jnp.ones((1, 6, 6, 3))
     _, tangent = jax.jvp(lambda z: dw.forward(p, z), (xs,), (xs,))
     assert np.isfinite(np.asarray(tangent)).all()
-    with pytest.raises(ValueError, match=r"conv_vjp must be None or one of jax, "
-                       r"custom; got 'fast'"):
-        convs.for_library_gradients(m.clone(conv_vjp="fast", parent=None))
+    with pytest.raises(ValueError, match=r"Backend.conv_vjp must be one of "
+                       r"'auto', 'jax', 'custom'; got 'fast'"):
+        m.with_backend(conv_vjp="fast")
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU layout")
@@ -612,10 +627,10 @@ def test_integrated_gradients_loop_has_no_transposed_kernel_convolution():
             jax.random.key(0), 0.0)
     counts = [attribution_batch.lower(*args, model=model, **kw).compile(
     ).as_text().count("_01oi->") for model in (
-        convs.for_library_gradients(m), m.clone(conv_vjp="jax", parent=None))]
+        bind(m, library_gradients=True), m.with_backend(conv_vjp="jax"))]
     assert counts[0] == 0 and counts[1] >= 9, counts  # 10 convs below block5_conv3
     ours = jcv.attribution(params, x, method="integrated_gradients", steps=3, model=m)
     ref = jcv.attribution(params, x, method="integrated_gradients", steps=3,
-                          model=m.clone(conv_vjp="jax", parent=None))
+                          model=m.with_backend(conv_vjp="jax"))
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6 * float(
         np.abs(ref).max()))

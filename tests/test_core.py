@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import jaxconvviz as jcv
-from jaxconvviz.models.convnet import ConvNet, Layer, vgg_from_params
+from jaxconvviz.models.convnet import ConvNet, Layer
+from jaxconvviz.models.vgg import vgg_from_params
 
 from .conftest import CAT, ELEPHANT
 

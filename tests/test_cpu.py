@@ -175,7 +175,7 @@ def test_auto_devices_by_multiply_adds():
 
 
 def test_bf16_flags_from_cpuinfo():
-    from jaxconvviz.cpu import cpu_flags_have_bf16
+    from jaxconvviz.backend.cpu import cpu_flags_have_bf16
 
     zen4 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n"
     zen3 = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma\n"

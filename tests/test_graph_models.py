@@ -87,7 +87,7 @@ def test_only_ancestors_are_computed(resnet_params):
     """The compiled program of forward(stop=X) holds exactly X's conv
     ancestors: 'side' and 'last_conv' never run for stop='out'."""
     # counted as convolutions: 1x1 convs as convs, not as the CPU's matmuls
-    m, p = _tiny_resnet().clone(pointwise_impl="conv", parent=None), resnet_params
+    m, p = _tiny_resnet().with_backend(pointwise="conv"), resnet_params
     x = jnp.ones((1, 8, 8, 3))
     for stop, convs in (("conv2a", 2), ("add", 3), ("out", 3), ("side", 4),
                         ("cat", 4), ("logits", 5)):
@@ -145,7 +145,7 @@ def test_metadata_memo_follows_the_layers_and_the_input_name():
     m = _tiny_resnet()
     assert m.layer_index("cat") == 6 and m.param_layers == (
         "conv1", "conv2a", "conv2b", "side", "last_conv", "logits")
-    clone = m.clone(conv3x3_impl="auto", parent=None)
+    clone = m.with_backend(conv3x3="by_shape")
     assert clone.layers is m.layers and clone.default_layer == "last_conv"
     # a layer tuple without the classifier: new facts, not the cached ones
     cut = m.with_layers(m.layers[:-2])
@@ -568,16 +568,16 @@ def test_application_matches_keras_node_by_node(keras, saved_apps, name):
         # CPU) into ~1e-2. Its graph is checked with Keras' own algorithm;
         # the two algorithms agree within 1e-5 (test_convs), and the other
         # depthwise models here run the default.
-        model = model.clone(depthwise_impl="grouped", parent=None)
+        model = model.with_backend(depthwise="grouped")
     if name == "DenseNet121":
         # 120 layers of random-weight concatenations: the default 1x1
-        # algorithm on CPU (matrix products, jaxconvviz.models.convs.
+        # algorithm on CPU (matrix products, jaxconvviz.backend.matmul.
         # pointwise_conv) differs from Keras' convolution in summation order
         # only, and that reaches 2.3e-5 on a prediction of 0.5 (relative
         # 4.6e-5). The 1e-5 bar is checked with Keras' algorithm; the
         # default is held to 1e-4 below.
         default = model
-        model = model.clone(pointwise_impl="conv", parent=None)
+        model = model.with_backend(pointwise="conv")
         with jax.default_matmul_precision("float32"):
             pred = np.asarray(jax.jit(default.forward)(params, x))
         np.testing.assert_allclose(pred, np.asarray(km.predict(x, verbose=0)),
@@ -706,7 +706,7 @@ def test_filter_patterns_on_resnet50_block_output(keras, saved_apps):
     one = np.asarray(jcv.filter_patterns(params, "conv2_block1_out", [5], **kw))
     assert both.shape == (2, 32, 32, 3) and np.isfinite(both).all()
     np.testing.assert_allclose(both[1], one[0], rtol=1e-5, atol=1e-3)
-    conv_model = model.clone(pointwise_impl="conv", parent=None)  # 1x1 as convs
+    conv_model = model.with_backend(pointwise="conv")  # 1x1 as convs
     jaxpr = jax.make_jaxpr(lambda p, x: conv_model.forward(
         p, x, stop="conv2_block1_out"))(params, jnp.zeros((1, 32, 32, 3)))
     # conv1 + conv2_block1's 1/2/3 convs and its shortcut conv

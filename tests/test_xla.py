@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import jaxconvviz as jcv
-from jaxconvviz import xla
 from jaxconvviz.attribution import cams, gradients, metrics
+from jaxconvviz.backend import xla
 from jaxconvviz.models import predict
 
 

@@ -12,10 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxconvviz.backend import bind
 from jaxconvviz.errors import InputError
-from jaxconvviz.models import convs
-from jaxconvviz.models.convnet import ConvNet, resolve_model
+from jaxconvviz.models.convnet import ConvNet
 from jaxconvviz.models.predict import check_classifier_images, check_images
+from jaxconvviz.models.vgg import resolve_model
 from jaxconvviz.run import Run
 
 #: Bytes of activations one chunk of a perturbation CAM may hold when
@@ -276,21 +277,10 @@ def compute_model(model: ConvNet, *, conv3x3: str = "conv") -> ConvNet:
     where it pays, for programs of many whole-network forward passes).
 
     Precedence: the model's own setting, then the process default
-    (``jcv.backend(conv3x3=...)``), then the program's preference."""
-    # SEAM(backend): the one read of the backend choices in attribution/;
-    # the lead swaps this body for the backend helper's ``bind``.
-    from jaxconvviz.backend import default_backend
-
-    default = default_backend()
-    impl3 = model.conv3x3_impl
-    if impl3 == "conv":  # the model leaves the choice open (old default)
-        choice = default.conv3x3 if default.conv3x3 != "auto" else conv3x3
-        impl3 = {"conv": "conv", "winograd": "winograd", "by_shape": "auto"}[choice]
-    if impl3 != model.conv3x3_impl:
-        model = model.clone(conv3x3_impl=impl3, parent=None)
-    if model.conv_vjp is None and default.conv_vjp != "auto":
-        model = model.clone(conv_vjp=default.conv_vjp, parent=None)
-    return convs.for_library_gradients(model)  # faster input gradients
+    (``jcv.backend(conv3x3=...)``), then the program's preference; the
+    backend is bound before tracing (:func:`jaxconvviz.backend.bind`)."""
+    return bind(model, library_gradients=True,
+                prefer_conv3x3=None if conv3x3 == "conv" else conv3x3)
 
 
 # ------------------------------------------------------------------ core

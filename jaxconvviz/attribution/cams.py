@@ -32,7 +32,6 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxconvviz import xla
 from jaxconvviz._types import ClassIndex, Heatmaps, ImagesRGB, Params
 
 # The families register their methods on import, in display order.
@@ -52,6 +51,7 @@ from jaxconvviz.attribution._cam_common import (
     run_batch_size,
 )
 from jaxconvviz.attribution.cam_registry import CamInputs, CamMethod, cam_method
+from jaxconvviz.backend import xla
 from jaxconvviz.models.convnet import ConvNet
 from jaxconvviz.models.predict import map_in_chunks
 from jaxconvviz.run import Run

@@ -45,7 +45,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex_core
 
-from jaxconvviz import xla
 from jaxconvviz._types import ClassIndex, ImagesRGB, Params, PRNGKey
 from jaxconvviz.attribution._cam_common import (
     check_cam_layer,
@@ -62,6 +61,7 @@ from jaxconvviz.attribution._cam_common import (
     select,
     target_values,
 )
+from jaxconvviz.backend import xla
 from jaxconvviz.errors import InputError
 from jaxconvviz.models.convnet import ConvNet
 from jaxconvviz.models.predict import check_classifier_images, map_in_chunks

@@ -38,7 +38,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconvviz import xla
 from jaxconvviz._types import ClassIndex, ImagesRGB, Params, PRNGKey
 from jaxconvviz.attribution._cam_common import (
     check_class_index,
@@ -47,6 +46,7 @@ from jaxconvviz.attribution._cam_common import (
     resize_maps,
     select,
 )
+from jaxconvviz.backend import xla
 from jaxconvviz.errors import InputError
 from jaxconvviz.models.convnet import ConvNet
 from jaxconvviz.models.predict import check_classifier_images, map_in_chunks

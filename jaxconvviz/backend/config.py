@@ -11,7 +11,12 @@ built on purpose (``Backend(platform="gpu")``).
 Precedence, as :func:`jax.default_matmul_precision`: a field set on the
 model's backend (``ConvNet.backend``) wins over the process default set with
 :func:`backend` (``with jcv.backend(conv3x3="winograd"): ...``), which wins
-over ``"auto"``'s per-platform rule.
+over ``"auto"``'s per-platform rule (:mod:`jaxconvviz.backend.resolve`).
+The library's entry points apply all three before tracing
+(:func:`~jaxconvviz.backend.bind`), so a compiled program's cache key holds
+every choice it was built with; the layers of a model read only its own
+``backend`` field, so under your own ``jax.jit`` of ``model.forward`` set
+the field (``model.with_backend(...)``) or bind the model yourself.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     # (auto: matmul only for bfloat16 on an XLA:CPU with bf16 dot instructions)
     "conv": ("auto", "xla", "matmul"),
     # stride-1 3x3 float32 convolutions: "conv" (as Keras), "winograd"
-    # (F(2x2,3x3) everywhere), "by_shape" (Winograd where measured faster on
-    # XLA:CPU). auto: "conv", or the program's own preference (Score-CAM).
+    # (F(2x2,3x3) everywhere), "by_shape" (Winograd where it pays on XLA:CPU;
+    # "conv" elsewhere). auto: "conv", or the program's own preference
+    # (Score-CAM: "by_shape").
     "conv3x3": ("auto", "conv", "winograd", "by_shape"),
     # depthwise: shifted slices (auto on CPU) or grouped lax conv (elsewhere)
     "depthwise": ("auto", "slices", "grouped"),

@@ -68,7 +68,7 @@ def load_model_and_params(args: argparse.Namespace, *, include_top: bool):
     gets the nearest valid one suggested.
     """
     from jaxconvviz.models import weights as W
-    from jaxconvviz.models.convnet import resolve_model
+    from jaxconvviz.models.vgg import resolve_model
 
     download = bool(getattr(args, "download", False))
     model_arg = getattr(args, "model", None)

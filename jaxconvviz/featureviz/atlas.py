@@ -65,7 +65,8 @@ from jaxconvviz.featureviz.render import (
     run_spec,
     warn_unmoved,
 )
-from jaxconvviz.models.convnet import ConvNet, resolve_model
+from jaxconvviz.models.convnet import ConvNet
+from jaxconvviz.models.vgg import resolve_model
 
 
 # ---------------------------------------------------------------- validation

@@ -38,8 +38,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxconvviz.backend import CHOICES, bind
 from jaxconvviz.errors import InputError
-from jaxconvviz.models import convs, shapes
+from jaxconvviz.models import shapes
 from jaxconvviz.models.convnet import ConvNet
 
 try:  # jax >= 0.6.1
@@ -318,13 +319,17 @@ def resolve_loop(loop: str) -> str:
 
 
 def with_compute(model: ConvNet, dt, conv_impl) -> ConvNet:
-    """``model`` computing in ``dt`` with convs by ``conv_impl`` (``"auto"``
-    resolved for ``dt``; a bad value is a ValueError), and with the input
-    gradient rules of the library's gradient programs
-    (:func:`~jaxconvviz.models.convs.for_library_gradients`)."""
+    """``model`` computing in ``dt`` with ``Backend.conv`` set to
+    ``conv_impl`` unless ``"auto"`` (a bad value is a ValueError), bound for
+    the library's gradient programs (:func:`jaxconvviz.backend.bind`)."""
+    if conv_impl not in CHOICES["conv"]:
+        raise InputError(f"conv_impl must be one of {', '.join(CHOICES['conv'])}; "
+                         f"got {conv_impl!r}.")
     if dt != jnp.float32:
         model = model.with_dtype(dt)
-    return convs.for_library_gradients(model.with_conv_impl(conv_impl))
+    if conv_impl != "auto":
+        model = model.with_backend(conv=conv_impl)
+    return bind(model, library_gradients=True)
 
 
 # ------------------------------------------------------------------ planning

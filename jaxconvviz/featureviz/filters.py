@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxconvviz._types import Params, PRNGKey
+from jaxconvviz.backend import bind
 from jaxconvviz.errors import InputError
 from jaxconvviz.featureviz import execution as ex
 from jaxconvviz.featureviz.execution import (  # noqa: F401 - public re-exports
@@ -65,7 +66,8 @@ from jaxconvviz.featureviz.render import (  # noqa: F401 - public re-exports
     run_request,
     warn_unmoved,
 )
-from jaxconvviz.models.convnet import ConvNet, resolve_model
+from jaxconvviz.models.convnet import ConvNet
+from jaxconvviz.models.vgg import resolve_model
 
 
 def _spec(layer: str, steps: int, step_size: float, preprocess: bool,
@@ -220,12 +222,12 @@ def filter_patterns(
         response is negative everywhere on the start image has an exactly
         zero post-ReLU gradient and never moves ("dead"); its pre-ReLU
         gradient is not zero, so it still finds a pattern.
-      conv_impl: how the convolutions are computed (replaces
-        ``model.conv_impl``): ``"xla"``, ``"matmul"`` (as matrix products,
-        :mod:`jaxconvviz.models.convs`) or ``"auto"``: matmul for bfloat16 on
+      conv_impl: how the convolutions are computed (sets
+        ``model.backend.conv``): ``"xla"``, ``"matmul"`` (as matrix products,
+        :mod:`jaxconvviz.backend.matmul`) or ``"auto"``: matmul for bfloat16 on
         XLA:CPU, where XLA's dot has bf16 kernels its convolutions lack
         (faster than float32 from the second VGG16 layer on), xla otherwise
-        (:func:`~jaxconvviz.models.convs.resolve_conv_impl`).
+        (:func:`~jaxconvviz.backend.resolve`).
       devices: devices of this process to split the filters of each chunk
         over (a 1-D mesh; params replicated, no communication); None: all of
         ``jax.local_devices()``, i.e. one device unless there are several
@@ -338,6 +340,7 @@ def filter_activation(
             f"{x.shape[0]} images and {fidx.shape[0]} filters."
         )
     ex.check_size(model, layer, min(x.shape[1], x.shape[2]))
+    model = bind(model, library_gradients=False)
     return _activation_jit(params, x, jnp.asarray(fidx), model=model, layer=layer,
                            preprocess=bool(preprocess))
 

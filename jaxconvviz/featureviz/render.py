@@ -53,8 +53,9 @@ from jaxconvviz.featureviz.transforms import (
     check_transforms,
     margin,
 )
-from jaxconvviz.models.convnet import ConvNet, resolve_model
+from jaxconvviz.models.convnet import ConvNet
 from jaxconvviz.models.preprocess import caffe_to_rgb
+from jaxconvviz.models.vgg import resolve_model
 
 #: Styles accepted by :func:`render` and ``filter_atlas(style=...)``.
 STYLES = ("lucid", "book")

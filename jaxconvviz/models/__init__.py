@@ -1,6 +1,6 @@
 """Networks and their weights.
 
-The Keras-named ConvNet (VGG16 presets, imported Keras models), convolutions,
+The Keras-named ConvNet (its graph, VGG16 presets, imported Keras models),
 preprocessing, labels, forward/predict and weight files.
 """
 

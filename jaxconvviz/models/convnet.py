@@ -4,10 +4,12 @@ One module class, :class:`ConvNet`, runs a static tuple of :class:`Layer`
 specs in topological order: a chain, or a graph (ResNet, MobileNet, ...)
 when layers name their ``inputs``. Per-kind computations live in
 :mod:`jaxconvviz.models.layers` (a dispatch table), analytic shapes in
-:mod:`jaxconvviz.models.shapes`. VGG16 is a preset of it (:func:`VGG16`,
-:func:`tiny_vgg16`), and Keras models imported by
-:mod:`jaxconvviz.models.keras_import` are too, so every technique works on
-both through the same contract:
+:mod:`jaxconvviz.models.shapes`, the graph (:class:`Layer`, topology) in
+:mod:`jaxconvviz.models.graph`, the algorithms in :mod:`jaxconvviz.backend`
+(chosen by the model's one :class:`~jaxconvviz.backend.Backend` field).
+VGG16 is a preset of it (:mod:`jaxconvviz.models.vgg`), and Keras models
+imported by :mod:`jaxconvviz.models.keras_import` are too, so every
+technique works on both through the same contract:
 
 ``model.forward(params, x, start=None, stop=None)`` runs the layers strictly
 after ``start`` up to and including ``stop`` -- the notes' two-model split
@@ -20,17 +22,12 @@ HWIO conv kernels, ``(in, out)`` dense kernels, NHWC flatten order.
 
 ``params`` is the inner dict ``{layer_name: {"kernel": ..., "bias": ...}}``;
 BatchNormalization layers keep ``gamma``/``beta``/``moving_mean``/
-``moving_variance`` in the same dict (inference only).
-
-Imports jax, flax and numpy only.
+``moving_variance`` in the same dict (inference only). Imports jax and flax.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,12 +36,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxconvviz._types import ImagesRGB, Params
-from jaxconvviz.errors import InputError, InputTypeError
-from jaxconvviz.models import convs
+from jaxconvviz.backend.config import Backend
+from jaxconvviz.errors import InputError
+from jaxconvviz.models.graph import Layer, ancestors, bypasses, graph_sources, memoized
 from jaxconvviz.models.layers import (
     ACTIVATIONS,
     CONV_KINDS,
-    KINDS,
     LAYER_KINDS,
     MERGE_KINDS,
     apply_layer,
@@ -52,76 +49,11 @@ from jaxconvviz.models.layers import (
 )
 from jaxconvviz.models.layers import conv_geometry as _conv_geometry
 from jaxconvviz.models.preprocess import PREPROCESS_MODES, preprocess_mode
-from jaxconvviz.models.shapes import conv_out as _conv_out  # noqa: F401
 from jaxconvviz.models.shapes import node_shapes, spatial_nodes
 from jaxconvviz.models.shapes import param_shapes as _param_shapes
 
 #: Pixel domains a model's input may expect (see :meth:`ConvNet.preprocess`).
 PREPROCESSING = PREPROCESS_MODES
-
-
-@dataclasses.dataclass(frozen=True)
-class Layer:
-    """One layer: Keras name, kind (one of :data:`LAYER_KINDS`), static options,
-    and the layers it reads.
-
-    ``options`` is a sorted tuple of ``(key, value)`` pairs so the spec is
-    hashable and a whole model can be a static ``jit`` argument. ``inputs``
-    names the layers whose outputs this one takes (in order; the model's
-    ``input_name`` is the image input); empty means the previous layer (or
-    the input, for the first layer), so a chain needs none. Merge kinds
-    (:data:`~jaxconvviz.models.layers.MERGE_KINDS`) take two or more.
-    """
-
-    name: str
-    kind: str
-    options: tuple[tuple[str, Any], ...] = ()
-    inputs: tuple[str, ...] = ()
-
-    @classmethod
-    def make(cls, name: str, kind: str, *, inputs: tuple[str, ...] = (),
-             **options: Any) -> Layer:
-        if kind not in LAYER_KINDS:
-            raise InputError(f"kind must be one of {LAYER_KINDS}; got {kind!r}.")
-        act = options.get("activation")
-        if act is not None and act not in ACTIVATIONS:
-            raise InputError(
-                f"layer {name!r}: activation must be one of "
-                f"{sorted(ACTIVATIONS)}; got {act!r}."
-            )
-        if isinstance(inputs, str) or not all(isinstance(i, str) for i in inputs):
-            raise InputError(
-                f"layer {name!r}: inputs must be a tuple of layer names; got "
-                f"{inputs!r}.")
-        return cls(name, kind, tuple(sorted(options.items())), tuple(inputs))
-
-    def __hash__(self) -> int:
-        # Cached (not pickled: str hashes differ between processes). A model
-        # is a static jit argument, so its layers are hashed at every call of
-        # a compiled technique: 2 ms a call for DenseNet121's 428 layers.
-        h = self.__dict__.get("_hash")
-        if h is None:
-            h = hash((self.name, self.kind, self.options, self.inputs))
-            object.__setattr__(self, "_hash", h)
-        return h
-
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
-
-    def opt(self, key: str, default: Any = None) -> Any:
-        for k, v in self.options:
-            if k == key:
-                return v
-        return default
-
-    @property
-    def has_params(self) -> bool:
-        return bool(self.param_names)
-
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        """Names of this layer's params in Keras weight order (file order)."""
-        return KINDS[self.kind].params(self)
 
 
 #: Final activations that mark a classifier head (the logits are their input).
@@ -130,105 +62,6 @@ _HEAD_ACTIVATIONS = ("softmax", "sigmoid", "linear")
 #: :meth:`ConvNet.channel_forward` convolves up to this many images one by
 #: one; larger batches as one grouped convolution.
 _CHANNEL_UNROLL = 16
-
-
-#: Derived facts of a layer tuple (names, index, sources, shapes...), keyed
-#: by the tuple's identity: see :func:`_memo`.
-_MEMO: dict[int, tuple[tuple, dict]] = {}
-_MEMO_MODELS = 64
-_MEMO_ENTRIES = 4096
-
-
-def _memo(layers: tuple) -> dict:
-    """A dict of facts derived from exactly this ``layers`` tuple.
-
-    Why identity and not ``functools.lru_cache``: a model's metadata
-    (``layer_index``, ``sources``, ``output_shape``, ``default_layer``...) is
-    read dozens of times per call of a technique, and an ``lru_cache`` keyed
-    by the tuple hashes its hundreds of frozen ``Layer`` dataclasses every
-    time (Python caches no tuple hash). Measured on a 2-core CPU, that and
-    the repeated lookups were 5.3 ms of MobileNetV2's 14 ms one-image
-    Grad-CAM and 20 ms of DenseNet121's 72 ms. The entry holds the tuple
-    itself, so its ``id`` cannot be reused while the entry lives; clones of
-    a model share the tuple and so the facts.
-    """
-    hit = _MEMO.get(id(layers))
-    if hit is None or hit[0] is not layers:
-        if len(_MEMO) >= _MEMO_MODELS:
-            _MEMO.pop(next(iter(_MEMO)))
-        hit = _MEMO[id(layers)] = (layers, {})
-    elif len(hit[1]) > _MEMO_ENTRIES:  # e.g. output_shape at many sizes
-        hit[1].clear()
-    return hit[1]
-
-
-def _memoized(layers: tuple, key, compute):
-    facts = _memo(layers)
-    try:
-        return facts[key]
-    except KeyError:
-        value = facts[key] = compute()
-        return value
-
-
-@functools.lru_cache(maxsize=256)
-def _graph(layers: tuple[Layer, ...], input_name: str) -> tuple[tuple[int, ...], ...]:
-    """Per layer, the indices of its inputs (-1: the model input); checks the
-    topology (known names in topological order, arity, no dead ends)."""
-    index: dict[str, int] = {}
-    sources: list[tuple[int, ...]] = []
-    for i, spec in enumerate(layers):
-        if spec.name in index or spec.name == input_name:
-            raise InputError(f"two layers (or a layer and the input) are named "
-                             f"{spec.name!r}.")
-        if spec.inputs:
-            try:
-                src = tuple(-1 if n == input_name else index[n] for n in spec.inputs)
-            except KeyError as e:
-                raise InputError(
-                    f"layer {spec.name!r} reads {e.args[0]!r}, which is not the "
-                    f"input {input_name!r} nor a layer before it (layers must be "
-                    "in topological order).") from None
-        else:
-            src = (i - 1,)
-        merge = KINDS[spec.kind].merge
-        if (len(src) < 2) if merge else (len(src) != 1):
-            raise InputError(
-                f"layer {spec.name!r} ({spec.kind}) takes "
-                f"{'two or more inputs' if merge else 'one input'}; got "
-                f"{len(src)} ({', '.join(spec.inputs) or 'the previous layer'}).")
-        index[spec.name] = i
-        sources.append(src)
-    if layers:
-        used = _ancestors(tuple(sources), len(layers) - 1)
-        dead = [s.name for i, s in enumerate(layers) if i not in used]
-        if dead:
-            raise InputError(
-                f"layers {dead} do not feed the output layer "
-                f"{layers[-1].name!r} (the last one); drop them or reorder.")
-    return tuple(sources)
-
-
-@functools.lru_cache(maxsize=4096)
-def _ancestors(sources: tuple[tuple[int, ...], ...], i: int) -> frozenset[int]:
-    """Layer ``i`` and every layer it depends on (not the input, -1)."""
-    seen, todo = {i}, [i]
-    while todo:
-        for j in sources[todo.pop()]:
-            if j >= 0 and j not in seen:
-                seen.add(j)
-                todo.append(j)
-    return frozenset(seen)
-
-
-@functools.lru_cache(maxsize=1024)
-def _bypasses(sources: tuple[tuple[int, ...], ...], cut: int) -> frozenset[int]:
-    """Layers reachable from the input on a path that avoids layer ``cut``."""
-    reach: set[int] = set()
-    for i, src in enumerate(sources):
-        if i != cut and any(j == -1 or j in reach for j in src):
-            reach.add(i)
-    return frozenset(reach)
 
 
 class ConvNet(nn.Module):
@@ -251,57 +84,17 @@ class ConvNet(nn.Module):
       dtype: compute dtype of convs and dense layers (params stay float32);
         ``jnp.bfloat16`` halves memory traffic on accelerators.
       name_: display name.
-      conv_impl: how conv layers are computed: ``"xla"``
-        (``lax.conv_general_dilated``, the default) or ``"matmul"``
-        (:func:`jaxconvviz.models.convs.conv_general_dilated`: the same values up to
-        summation order, faster bfloat16 ascent steps on XLA:CPUs with bf16
-        instructions,
-        reverse-mode derivatives only). Not ``"auto"``: a model is one
-        program; the techniques resolve ``"auto"`` per backend.
       input_name: the name layers use in ``Layer.inputs`` for the image input
         (the Keras InputLayer's name for imported models).
-      depthwise_impl: how depthwise convolutions (``DepthwiseConv2D``, the
-        first half of ``SeparableConv2D``) are computed, one of
-        :data:`~jaxconvviz.models.convs.DEPTHWISE_IMPLS`: ``"auto"`` (the
-        default: ``"slices"`` on XLA:CPU, ``"grouped"`` elsewhere),
-        ``"slices"`` (:func:`~jaxconvviz.models.convs.depthwise_conv2d`, a
-        sum of shifted slices, 20-40x faster on XLA:CPU) or ``"grouped"``
-        (``lax.conv_general_dilated`` with one group per channel, as Keras'
-        JAX backend computes it). The values agree up to float32 summation
-        order. Where ``conv_vjp`` is ``"custom"`` the slices' derivative is
-        a custom VJP (reverse mode only).
-      pointwise_impl: how 1x1 convolutions (``Conv2D`` with a 1x1 kernel,
-        the second half of ``SeparableConv2D``) are computed, one of
-        :data:`~jaxconvviz.models.convs.POINTWISE_IMPLS`: ``"auto"`` (the
-        default: ``"dot"`` on XLA:CPU, ``"conv"`` elsewhere), ``"dot"``
-        (:func:`~jaxconvviz.models.convs.pointwise_conv`, a strided slice and
-        a matrix product, 16 % faster ResNet50 Grad-CAM on XLA:CPU) or
-        ``"conv"`` (``lax.conv_general_dilated``). The values agree up to
-        float32 summation order.
-      conv3x3_impl: how stride-1 3x3 float32 convolutions are computed, one
-        of :data:`~jaxconvviz.models.convs.CONV3X3_IMPLS`: ``"conv"`` (the
-        default: ``lax.conv_general_dilated``, as Keras), ``"auto"`` (on
-        XLA:CPU Winograd F(2x2, 3x3) for the layer shapes where it was
-        measured faster, :func:`~jaxconvviz.models.convs.winograd_pays`;
-        ``"conv"`` elsewhere) or ``"winograd"``
-        (:func:`~jaxconvviz.models.convs.winograd_conv` for every such
-        layer). Winograd takes about a quarter off VGG16's forward pass for
-        4 images at 224 px on XLA:CPU but adds about 0.5 s of compilation
-        per layer (4 s for VGG16), so it is for long runs (many images, big
-        batches), not the default; ``jcv.cam`` uses ``"auto"`` for
-        Score-CAM by itself (its ``conv3x3_impl`` argument). The values agree within
-        float32 rounding (~1e-6 relative). Winograd layers have reverse-mode
-        derivatives only; use ``"conv"`` for ``jax.jvp``.
-      conv_vjp: how convolutions' input gradients are computed: None (the
-        default: JAX's own rules under your ``jax.grad``/``jax.jvp`` of
-        ``forward``/``logits``; the custom VJPs inside the library's own
-        gradient programs on XLA:CPU -- the ascent and render engine, the
-        gradient CAMs and attributions -- where JAX's rules run 3-7x slower
-        in loops and depthwise layers), ``"jax"`` (JAX's rules everywhere;
-        forward mode works) or ``"custom"`` (the custom VJPs everywhere:
-        :func:`~jaxconvviz.models.convs.hwio_vjp_conv`, the gather form of
-        :func:`~jaxconvviz.models.convs.depthwise_conv2d`; reverse mode
-        only). Values agree up to float32 summation order.
+      backend: how the layers are computed, a :class:`~jaxconvviz.backend.
+        Backend` of value-neutral algorithm choices (convolution form, 3x3
+        Winograd, depthwise, pointwise, custom VJPs); every field
+        ``"auto"`` by default. Fields set here win over the process default
+        (``with jcv.backend(...)``), which wins over ``"auto"``'s rule for
+        the platform; the library's entry points bind all three before
+        tracing (:func:`jaxconvviz.backend.bind`), while this model's own
+        :meth:`forward` (under your ``jax.jit``/``jax.grad``) reads only
+        this field and resolves ``"auto"`` for user programs.
     """
 
     layers: tuple[Layer, ...]
@@ -309,12 +102,14 @@ class ConvNet(nn.Module):
     preprocessing: str = "caffe"
     dtype: Any = jnp.float32
     name_: str = "convnet"
-    conv_impl: str = "xla"
     input_name: str = "input"
-    depthwise_impl: str = "auto"
-    pointwise_impl: str = "auto"
-    conv3x3_impl: str = "conv"
-    conv_vjp: str | None = None
+    backend: Backend = Backend()
+
+    def __post_init__(self):
+        if not isinstance(self.backend, Backend):
+            raise InputError(f"backend must be a jaxconvviz Backend; got "
+                             f"{type(self.backend).__name__}.")
+        super().__post_init__()
 
     # ------------------------------------------------------------------ compute
     @nn.compact
@@ -323,13 +118,13 @@ class ConvNet(nn.Module):
                  capture: tuple[str, ...] | None = None):
         sources = self.sources
         i1 = len(self.layers) - 1 if stop is None else self.layer_index(stop)
-        need = _ancestors(sources, i1)
+        need = ancestors(sources, i1)
         x = x.astype(self.dtype)
         if start is None:
             values = {-1: x}
         else:  # a cut node (checked by forward): the layers between it and stop
             i0 = self.layer_index(start)
-            need = need - _ancestors(sources, i0)
+            need = need - ancestors(sources, i0)
             values = {i0: x}
         captured = {}
         for i in sorted(need):
@@ -377,13 +172,13 @@ class ConvNet(nn.Module):
         i0 = self.layer_index(start)
         i1 = len(self.layers) - 1 if stop is None else self.layer_index(stop)
         stop_name = self.layers[i1].name
-        if i0 >= i1 or i0 not in _ancestors(sources, i1):
+        if i0 >= i1 or i0 not in ancestors(sources, i1):
             raise InputError(
                 f"start must come before stop; got start={start!r} "
                 f"(layer {i0}) and stop={stop_name!r} (layer {i1})"
                 + ("." if i0 >= i1 else f"; {stop_name!r} does not depend on "
                    f"{start!r}."))
-        if i1 in _bypasses(sources, i0):
+        if i1 in bypasses(sources, i0):
             raise InputError(
                 f"start={start!r} is not a cut of the graph: {stop_name!r} also "
                 f"depends on the input through a path that avoids {start!r} (a "
@@ -431,7 +226,7 @@ class ConvNet(nn.Module):
             if strip:
                 model = self.without_activation(stop)
         i1 = len(self.layers) - 1 if stop is None else self.layer_index(stop)
-        need = _ancestors(self.sources, i1)
+        need = ancestors(self.sources, i1)
         late = [n_ for n_ in capture + tuple(perturb)
                 if self.layer_index(n_) not in need]
         if late:
@@ -451,7 +246,7 @@ class ConvNet(nn.Module):
         passed over for the layer that computes the same tensor
         (``out_relu`` for a transfer-learning model around MobileNetV2)."""
         flags = self._spatial_flags
-        cands = _memoized(self.layers, ("default", self.input_name), lambda: [
+        cands = memoized(self.layers, ("default", self.input_name), lambda: [
             s.name for s, f in zip(self.layers, flags, strict=True)
             if f and s.kind not in ("maxpool", "avgpool", "identity")])
         if not cands:
@@ -469,8 +264,7 @@ class ConvNet(nn.Module):
         for the kernel column (and bias) of each image's channel, so its
         forward and input gradient cost ``1 / c_out`` of the full layer's.
         A filter objective (:func:`~jaxconvviz.filter_patterns`) needs
-        nothing else: VGG16's block1_conv2 at 64 px is 17x fewer
-        multiply-adds, block3_conv1 1.2x.
+        nothing else.
 
         Each image's convolution is its own call (``n <= 16``, the XLA:CPU
         chunk sizes) or one grouped convolution (``n > 16``); an image's
@@ -574,13 +368,18 @@ class ConvNet(nn.Module):
     def with_dtype(self, dtype) -> ConvNet:
         return self.clone(dtype=dtype, parent=None)
 
-    def with_conv_impl(self, conv_impl: str) -> ConvNet:
-        """This model with convs computed by ``conv_impl`` (``"auto"`` resolved
-        for the default backend and this model's dtype; see
-        :func:`jaxconvviz.models.convs.resolve_conv_impl`)."""
-        impl = convs.resolve_conv_impl(conv_impl, self.dtype)
-        return self if impl == self.conv_impl else self.clone(conv_impl=impl,
-                                                              parent=None)
+    def with_backend(self, backend: Backend | None = None, **fields) -> ConvNet:
+        """This model with ``backend`` (a whole :class:`~jaxconvviz.backend.
+        Backend`) and/or these backend fields set, e.g.
+        ``model.with_backend(conv3x3="winograd")``; ``"auto"`` unsets a
+        field. An unknown field or value is an InputError."""
+        b = self.backend if backend is None else backend
+        unknown = sorted(set(fields) - set(Backend.__dataclass_fields__))
+        if unknown:
+            raise InputError(f"with_backend got unknown Backend fields {unknown}; "
+                             f"known: {', '.join(Backend.__dataclass_fields__)}.")
+        b = b.replace(**fields) if fields else b
+        return self if b == self.backend else self.clone(backend=b, parent=None)
 
     def preprocess(self, images_rgb: ImagesRGB):
         """Map RGB [0, 255] images to this model's input domain
@@ -594,8 +393,8 @@ class ConvNet(nn.Module):
 
         Raises ValueError for an invalid topology (unknown or later input
         names, wrong arity, layers that do not feed the last one)."""
-        return _memoized(self.layers, ("sources", self.input_name),
-                         lambda: _graph(self.layers, self.input_name))
+        return memoized(self.layers, ("sources", self.input_name),
+                         lambda: graph_sources(self.layers, self.input_name))
 
     @property
     def is_chain(self) -> bool:
@@ -604,13 +403,13 @@ class ConvNet(nn.Module):
 
     @property
     def layer_names(self) -> tuple[str, ...]:
-        return _memoized(self.layers, "names",
+        return memoized(self.layers, "names",
                          lambda: tuple(s.name for s in self.layers))
 
     @property
     def param_layers(self) -> tuple[str, ...]:
         """The layers that have params (kernels, biases, BN statistics...)."""
-        return _memoized(self.layers, "param_layers", lambda: tuple(
+        return memoized(self.layers, "param_layers", lambda: tuple(
             s.name for s in self.layers if s.has_params))
 
     @property
@@ -628,7 +427,7 @@ class ConvNet(nn.Module):
         """Layers whose output is a ``(h, w, c)`` feature map over the input's
         pixels (see :func:`jaxconvviz.models.shapes.spatial_nodes`)."""
         flags = self._spatial_flags
-        return _memoized(self.layers, ("spatial", self.input_name), lambda: tuple(
+        return memoized(self.layers, ("spatial", self.input_name), lambda: tuple(
             s.name for s, f in zip(self.layers, flags, strict=True) if f))
 
     @property
@@ -638,7 +437,7 @@ class ConvNet(nn.Module):
         sigmoid, linear), whose output is a vector per image."""
         if not self.layers:
             return False
-        return _memoized(self.layers, ("has_top", self.input_name, self.input_shape),
+        return memoized(self.layers, ("has_top", self.input_name, self.input_shape),
                          self._has_top)
 
     def _has_top(self) -> bool:
@@ -659,7 +458,7 @@ class ConvNet(nn.Module):
         return int(self.output_shape(self._logits_node[0], self._probe_hw)[-1])
 
     def layer_index(self, layer: str) -> int:
-        index = _memoized(self.layers, "index", lambda: {
+        index = memoized(self.layers, "index", lambda: {
             s.name: i for i, s in enumerate(self.layers)})
         i = index.get(layer) if isinstance(layer, str) else None
         if i is None:
@@ -696,10 +495,10 @@ class ConvNet(nn.Module):
         i = self.layer_index(layer)
         h, w = hw
         sources, c = self.sources, self.input_shape[2]
-        return _memoized(
+        return memoized(
             self.layers, ("shape", self.input_name, c, h, w, i),
             lambda: node_shapes(self.layers, sources, (h, w, c),
-                                _ancestors(sources, i))[i])
+                                ancestors(sources, i))[i])
 
     @property
     def _probe_hw(self) -> tuple[int, int]:
@@ -715,7 +514,7 @@ class ConvNet(nn.Module):
         try:
             shapes = node_shapes(self.layers, self.sources,
                                  (n, n, self.input_shape[2]),
-                                 _ancestors(self.sources, i))
+                                 ancestors(self.sources, i))
         except ValueError:  # mismatched merges: some branch is already empty
             return False
         return all(len(s) != 3 or (s[0] >= 1 and s[1] >= 1)
@@ -724,7 +523,7 @@ class ConvNet(nn.Module):
     @property
     def _spatial_flags(self) -> tuple[bool, ...]:
         sources = self.sources
-        return _memoized(self.layers, ("spatial_flags", self.input_name),
+        return memoized(self.layers, ("spatial_flags", self.input_name),
                          lambda: spatial_nodes(self.layers, sources))
 
     def min_input_size(self, layer: str) -> int:
@@ -796,160 +595,4 @@ class ConvNet(nn.Module):
                     )
 
 
-# ----------------------------------------------------------------- VGG16
-VGG16_WIDTHS = (64, 128, 256, 512, 512)
-VGG16_DEPTHS = (2, 2, 3, 3, 3)
-TINY_WIDTHS = (4, 4, 8, 8, 8)
-
-
-@functools.lru_cache(maxsize=64)
-def _vgg_layers(widths, depths, include_top, fc_width, num_classes):
-    # cached: the same tuple object for the same preset, so the VGG16 that
-    # jcv.cam(params, x) infers from params at every call hits _memo
-    layers: list[Layer] = []
-    for b, (width, depth) in enumerate(zip(widths, depths, strict=True), start=1):
-        for i in range(1, depth + 1):
-            layers.append(Layer.make(f"block{b}_conv{i}", "conv", features=int(width),
-                                     kernel_size=3, padding="same",
-                                     activation="relu"))
-        layers.append(Layer.make(f"block{b}_pool", "maxpool", pool_size=2,
-                                 strides=2, padding="valid"))
-    if include_top:
-        layers += [
-            Layer.make("flatten", "flatten"),
-            Layer.make("fc1", "dense", features=int(fc_width), activation="relu"),
-            Layer.make("fc2", "dense", features=int(fc_width), activation="relu"),
-            Layer.make("predictions", "dense", features=int(num_classes),
-                       activation="softmax"),
-        ]
-    return tuple(layers)
-
-
-def VGG16(  # noqa: N802 -- named as keras.applications.VGG16
-    include_top: bool = True,
-    *,
-    block_widths: tuple[int, ...] = VGG16_WIDTHS,
-    block_depths: tuple[int, ...] = VGG16_DEPTHS,
-    fc_width: int = 4096,
-    num_classes: int = 1000,
-    input_size: int = 224,
-    dtype: Any = jnp.float32,
-) -> ConvNet:
-    """Keras' VGG16 as a :class:`ConvNet`, layer names and layouts identical.
-
-    13 ``same`` 3x3 ReLU convs in five blocks (64, 128, 256, 512, 512 wide),
-    each block ending in a 2x2/2 max pool; with ``include_top`` also
-    ``flatten``, ``fc1``/``fc2`` (4096, ReLU) and ``predictions`` (1000,
-    softmax). Input: caffe BGR (see :func:`~jaxconvviz.preprocess_input`),
-    224x224 with the top, any size >= 32 without.
-
-    The keyword arguments build smaller presets of the same class (see
-    :func:`tiny_vgg16`) with the same layer names.
-    """
-    if len(block_widths) != 5 or len(block_depths) != 5:
-        raise InputError(
-            f"block_widths and block_depths must have 5 entries; got "
-            f"{block_widths!r} and {block_depths!r}."
-        )
-    return ConvNet(
-        layers=_vgg_layers(tuple(map(int, block_widths)),
-                           tuple(map(int, block_depths)), bool(include_top),
-                           int(fc_width), int(num_classes)),
-        input_shape=(input_size, input_size, 3) if include_top else (None, None, 3),
-        preprocessing="caffe",
-        dtype=dtype,
-        name_="vgg16",
-    )
-
-
-def tiny_vgg16(include_top: bool = True, *, num_classes: int = 1000,
-               dtype: Any = jnp.float32) -> ConvNet:
-    """A tiny preset of VGG16 for fast tests: same 22 layer names, widths
-    (4, 4, 8, 8, 8), ``fc_width=16``, 32x32 input with the top."""
-    return VGG16(include_top, block_widths=TINY_WIDTHS, fc_width=16,
-                 num_classes=num_classes, input_size=32, dtype=dtype)
-
-
-_FULL = VGG16(include_top=True)
-#: Keras VGG16 layer names in order (22 with the top).
-LAYER_NAMES: tuple[str, ...] = _FULL.layer_names
-#: The 13 conv layer names in order.
-CONV_LAYERS: tuple[str, ...] = _FULL.conv_layers
-
-
-def vgg_from_params(params: Params, *, dtype: Any = jnp.float32) -> ConvNet:
-    """Infer the VGG16 preset (full or tiny, with or without top) from params."""
-    if not isinstance(params, Mapping) or "block1_conv1" not in params:
-        keys = sorted(params)[:8] if isinstance(params, Mapping) else type(params)
-        raise InputError(
-            "params do not look like VGG16 params (no 'block1_conv1'); pass "
-            f"model= for other networks (e.g. from jcv.load_keras_model). Got "
-            f"keys {keys}."
-        )
-    try:
-        widths = tuple(int(params[f"block{b}_conv1"]["kernel"].shape[-1])
-                       for b in range(1, 6))
-        depths = tuple(
-            sum(1 for k in params if re.fullmatch(rf"block{b}_conv\d+", k))
-            for b in range(1, 6)
-        )
-    except KeyError as e:
-        raise InputError(f"VGG16 params are missing layer {e.args[0]!r}.") from None
-    include_top = "predictions" in params
-    if include_top:
-        fc_in, fc_width = params["fc1"]["kernel"].shape
-        num_classes = int(params["predictions"]["kernel"].shape[-1])
-        side = math.isqrt(int(fc_in) // widths[-1])
-        input_size = side * 32
-    else:
-        fc_width, num_classes, input_size = 4096, 1000, 224
-    return VGG16(include_top, block_widths=widths, block_depths=depths,
-                 fc_width=int(fc_width), num_classes=num_classes,
-                 input_size=input_size, dtype=dtype)
-
-
-def resolve_model(params: Params, *, model: ConvNet | None = None) -> ConvNet:
-    """``model`` if given, else the VGG16 preset the params belong to."""
-    if model is None:
-        return vgg_from_params(params)
-    if not isinstance(model, ConvNet):
-        raise InputTypeError(
-            f"model must be a jaxconvviz ConvNet (from jcv.VGG16 or "
-            f"jcv.load_keras_model); got {type(model).__name__}."
-        )
-    return model
-
-
-def forward(params: Params, x, *, start: str | None = None, stop: str | None = None,
-            model: ConvNet | None = None):
-    """Pure forward pass of VGG16 (or ``model``) from ``start`` to ``stop``.
-
-    Args:
-      params: ``{layer_name: {"kernel", "bias"}}``.
-      x: caffe-BGR images ``(n, h, w, 3)`` when ``start`` is None (see
-        :func:`~jaxconvviz.preprocess_input`), else the activation of ``start``.
-      start: run the layers strictly after this one (None: from the input).
-      stop: up to and including this one (None: to the last layer).
-      model: the network; None infers the VGG16 preset from ``params``.
-
-    Returns:
-      The activation of ``stop``: ``(n, h', w', c)`` for spatial layers,
-      ``(n, units)`` after ``flatten``; ``predictions`` gives probabilities.
-    """
-    return resolve_model(params, model=model).forward(params, x, start=start, stop=stop)
-
-
-__all__ = [
-    "Layer",
-    "ConvNet",
-    "LAYER_KINDS",
-    "MERGE_KINDS",
-    "PREPROCESSING",
-    "VGG16",
-    "tiny_vgg16",
-    "LAYER_NAMES",
-    "CONV_LAYERS",
-    "forward",
-    "resolve_model",
-    "vgg_from_params",
-]
+__all__ = ["ConvNet", "Layer", "LAYER_KINDS", "MERGE_KINDS", "PREPROCESSING"]

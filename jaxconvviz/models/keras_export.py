@@ -35,9 +35,10 @@ from jaxconvviz._atomic import atomic_write
 from jaxconvviz._types import Params
 from jaxconvviz._version import __version__
 from jaxconvviz.errors import InputError, InputTypeError
-from jaxconvviz.models.convnet import ConvNet, Layer, resolve_model
+from jaxconvviz.models.convnet import ConvNet, Layer
 from jaxconvviz.models.keras_import import keras3_group_names
 from jaxconvviz.models.kinds.registry import KINDS
+from jaxconvviz.models.vgg import resolve_model
 
 #: ``keras_version`` written into the files: the Keras 3 layout they follow.
 KERAS_FORMAT_VERSION = "3.0.0"

@@ -16,15 +16,15 @@ Imports jax, flax and numpy only.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxconvviz.errors import InputError
-from jaxconvviz.models import convs
+from jaxconvviz.backend.algorithms import conv_algorithms as _conv_algorithms
+from jaxconvviz.backend.algorithms import conv_fn as _conv_fn
+from jaxconvviz.backend.algorithms import depthwise as _depthwise_by_backend
 from jaxconvviz.models.kinds import merge, norm, pointwise, pool, reshape
 from jaxconvviz.models.kinds.common import (
     ACTIVATIONS,
@@ -60,43 +60,11 @@ def _bcast(v, x):
     return v.reshape((1,) * (x.ndim - v.ndim) + v.shape) if v.ndim else v
 
 
-def _conv_fn(net):
-    if net.conv_impl not in ("xla", "matmul"):
-        raise InputError(f"conv_impl must be 'xla' or 'matmul'; got "
-                         f"{net.conv_impl!r} (use with_conv_impl).")
-    return convs.conv_general_dilated if net.conv_impl == "matmul" else (
-        jax.lax.conv_general_dilated)
 
 
 # ---------------------------------------------------------------- per kind
 def _act(spec, y):
     return ACTIVATIONS[spec.opt("activation", "linear")](y)
-
-
-def _conv_algorithms(net, base):
-    """``base`` (a ``conv_general_dilated``) with the XLA:CPU algorithms
-    chosen by ``net``: 1x1 kernels as matrix products where
-    ``net.pointwise_impl`` resolves to ``"dot"``
-    (:func:`~jaxconvviz.models.convs.pointwise_conv`) and 3x3 kernels as
-    Winograd where ``net.conv3x3_impl`` asks for it
-    (:func:`~jaxconvviz.models.convs.winograd_conv`; by layer shape for
-    ``"auto"`` on XLA:CPU), over convolutions whose input gradient is
-    :func:`~jaxconvviz.models.convs.hwio_vjp_conv`'s where ``net.conv_vjp``
-    is ``"custom"``. The bf16 ``"matmul"`` convolutions are matrix products
-    with their own VJP already and are left alone."""
-    if net.conv_impl != "xla":
-        return base
-    fn = base
-    convs.check_conv_vjp(net.conv_vjp)
-    if net.conv_vjp == "custom":
-        fn = functools.partial(convs.hwio_vjp_conv, fallback=fn)
-    impl3 = convs.resolve_conv3x3_impl(net.conv3x3_impl)
-    if impl3 != "conv":
-        fn = functools.partial(convs.winograd_conv, fallback=fn,
-                               by_shape=impl3 == "auto")
-    if convs.resolve_pointwise_impl(net.pointwise_impl) == "dot":
-        fn = functools.partial(convs.pointwise_conv, fallback=fn)
-    return fn
 
 
 def _conv(net, spec, xs):
@@ -116,26 +84,10 @@ def _conv(net, spec, xs):
 
 
 def _depthwise(net, spec, x, kernel):
-    """Keras' depthwise conv: kernel ``(kh, kw, c, m)`` -> output channel
-    ``c * m + j`` (the jax backend's reshape to one group per channel).
-
-    ``net.depthwise_impl`` picks the algorithm: ``"auto"`` is
-    :func:`~jaxconvviz.models.convs.depthwise_conv2d`'s sum of shifted
-    slices on XLA:CPU (20-40x faster there than the grouped convolution, same
-    values up to summation order) and the grouped ``lax`` convolution
-    elsewhere (cuDNN has fast depthwise kernels; not measured against the
-    slices)."""
-    kh, kw, c, m = kernel.shape
-    strides, padding, dilation = conv_geometry(spec)
-    if convs.resolve_depthwise_impl(net.depthwise_impl) == "slices":
-        convs.check_conv_vjp(net.conv_vjp)
-        return convs.depthwise_conv2d(x, kernel.astype(net.dtype), strides,
-                                      padding, dilation,
-                                      gather_vjp=net.conv_vjp == "custom")
-    return _conv_fn(net)(
-        x, kernel.astype(net.dtype).reshape(kh, kw, 1, c * m), strides, padding,
-        rhs_dilation=dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=c)
+    """Keras' depthwise conv of ``x`` by ``kernel`` ``(kh, kw, c, m)``, the
+    algorithm chosen by ``net.backend`` (:func:`jaxconvviz.backend.
+    algorithms.depthwise`)."""
+    return _depthwise_by_backend(net, x, kernel, *conv_geometry(spec))
 
 
 def _depthwise_conv(net, spec, xs):

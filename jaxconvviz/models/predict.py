@@ -12,10 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxconvviz import xla
 from jaxconvviz._types import ImagesRGB, Params
+from jaxconvviz.backend import bind, xla
 from jaxconvviz.errors import InputError
-from jaxconvviz.models.convnet import ConvNet, resolve_model
+from jaxconvviz.models.convnet import ConvNet
+from jaxconvviz.models.vgg import resolve_model
 
 
 def check_images(images, *, name: str = "images_rgb", channels: int | None = 3):
@@ -118,7 +119,8 @@ def predict(params: Params, images_rgb: ImagesRGB, *, model: ConvNet | None = No
             "'predictions'. Use jcv.load_vgg16('imagenet', include_top=True) "
             "(CLI: jaxconvviz weights fetch imagenet --top)."
         )
-    return _predict(params, check_classifier_images(model, images_rgb), model)
+    return _predict(params, check_classifier_images(model, images_rgb),
+                    bind(model, library_gradients=False))
 
 
 @functools.partial(xla.jit, static_argnames=("model", "layers"))
@@ -161,6 +163,7 @@ def activations(params: Params, images_rgb: ImagesRGB, *, layers,
             )
     check_batch_size(batch_size)
     wanted = tuple(dict.fromkeys(layers))
+    model = bind(model, library_gradients=False)  # backend fixed before tracing
     return dict(map_in_chunks(
         lambda xb: _activations(params, xb, model, wanted), (x,), batch_size))
 

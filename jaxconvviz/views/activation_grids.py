@@ -24,12 +24,13 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from jaxconvviz import xla
 from jaxconvviz._types import Params
+from jaxconvviz.backend import xla
 from jaxconvviz.errors import InputError
-from jaxconvviz.models.convnet import ConvNet, resolve_model
+from jaxconvviz.models.convnet import ConvNet
 from jaxconvviz.models.predict import activations as _activations
 from jaxconvviz.models.predict import check_layers
+from jaxconvviz.models.vgg import resolve_model
 from jaxconvviz.pixels import check_pixel_range
 
 #: The book's display mapping: standard score * SCALE + OFFSET, clipped.

@@ -23,7 +23,8 @@ import numpy as np
 
 from jaxconvviz._types import Params
 from jaxconvviz.errors import InputError
-from jaxconvviz.models.convnet import ConvNet, resolve_model
+from jaxconvviz.models.convnet import ConvNet
+from jaxconvviz.models.vgg import resolve_model
 
 
 class KernelGrid(NamedTuple):

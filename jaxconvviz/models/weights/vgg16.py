@@ -91,7 +91,7 @@ def load_vgg16(source: str | os.PathLike, *, include_top: bool = False,
         ``include_top=True``, or a shape mismatch (names file, layer, shapes).
       OSError: a failed download (the message says how to fetch the file).
     """
-    from jaxconvviz.models.convnet import VGG16
+    from jaxconvviz.models.vgg import VGG16
 
     if not isinstance(source, str | os.PathLike):
         raise InputTypeError(
