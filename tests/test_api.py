@@ -103,7 +103,10 @@ def test_version_backend_and_run_are_exported():
     assert meta["tool"]["setuptools"]["dynamic"]["version"] == {
         "attr": "jaxconvviz._version.__version__"}
     assert jcv.__version__ == _version.__version__
-    assert jcv.Backend is config.Backend and jcv.backend is config.backend
+    # the subpackage itself is the context manager (it stays importable)
+    import jaxconvviz.backend as backend_pkg
+
+    assert jcv.Backend is config.Backend and jcv.backend is backend_pkg
     assert jcv.Run is Run
     assert {"Backend", "backend", "Run", "class_label"} <= set(jcv.__all__)
     with jcv.backend(conv3x3="winograd"):

@@ -19,6 +19,17 @@ from jaxconvviz.models.predict import check_classifier_images, check_images
 from jaxconvviz.models.vgg import resolve_model
 from jaxconvviz.run import Run
 
+#: Input-space attribution methods (:func:`jaxconvviz.attribution`), whose
+#: names CAM methods may not take.
+ATTRIBUTION_METHODS = (
+    "saliency",
+    "guided_backprop",
+    "guided_gradcam",
+    "integrated_gradients",
+    "smoothgrad",
+)
+
+
 #: Bytes of activations one chunk of a perturbation CAM may hold when
 #: ``Run.memory_budget`` is None.
 DEFAULT_MEMORY_BUDGET = 1 << 30

@@ -21,6 +21,8 @@ import jax.numpy as jnp
 from jaxconvviz.attribution._cam_common import TINY
 from jaxconvviz.attribution.cam_registry import CamMethod, register_cam_method
 
+__all__ = ["eigencam", "eigengradcam", "principal_projection"]
+
 
 def _top_eigenvector(sym, squarings: int = 12):
     """Unit top eigenvector of each symmetric PSD ``(n, k, k)`` matrix: the

@@ -28,6 +28,9 @@ from jaxconvviz.attribution.cam_registry import (
     weighted_sum,
 )
 
+__all__ = ["gradcam", "gradcam_elementwise", "gradcam_map", "gradcam_pp", "hirescam",
+           "layercam", "xgradcam"]
+
 
 def gradcam_map(a, g):
     """Grad-CAM from ``(A, G)``: the channel weights are ``G`` averaged

@@ -39,6 +39,8 @@ from jaxconvviz.attribution.cam_registry import (
 from jaxconvviz.errors import InputError
 from jaxconvviz.models.convnet import ConvNet
 
+__all__ = ["ablation_scores", "ablationcam", "chunk_for", "masked_scores", "scorecam"]
+
 
 def per_image_bytes(params, model: ConvNet, hw: tuple[int, int]) -> int:
     """Bytes of every layer's output for one image (the forward pass's

@@ -138,7 +138,7 @@ def register_cam_method(record: CamMethod, *, replace: bool = False) -> CamMetho
     taken name is an error. Returns the record."""
     if not isinstance(record, CamMethod):
         raise InputError(f"register_cam_method takes a CamMethod; got {record!r:.60}.")
-    from jaxconvviz.attribution.gradients import ATTRIBUTION_METHODS
+    from jaxconvviz.attribution._cam_common import ATTRIBUTION_METHODS
 
     if record.name in ATTRIBUTION_METHODS:
         raise InputError(f"CamMethod.name {record.name!r} is an attribution "

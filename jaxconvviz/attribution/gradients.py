@@ -47,6 +47,7 @@ from jax.extend import core as jex_core
 
 from jaxconvviz._types import ClassIndex, ImagesRGB, Params, PRNGKey
 from jaxconvviz.attribution._cam_common import (
+    ATTRIBUTION_METHODS,
     check_cam_layer,
     check_class_index,
     check_classifier,
@@ -68,13 +69,6 @@ from jaxconvviz.models.predict import check_classifier_images, map_in_chunks
 from jaxconvviz.run import Run
 
 #: Method names accepted by :func:`attribution`.
-ATTRIBUTION_METHODS = (
-    "saliency",
-    "guided_backprop",
-    "guided_gradcam",
-    "integrated_gradients",
-    "smoothgrad",
-)
 
 ATTRIBUTION_LABELS = {
     "saliency": "Saliency",

@@ -28,6 +28,8 @@ from typing import Any
 
 from jaxconvviz.errors import InputError
 
+__all__ = ["CHOICES", "PLATFORMS", "Backend", "backend", "default_backend"]
+
 #: Accepted values of each field (``"auto"`` first); booleans for the two
 #: switches.
 CHOICES: dict[str, tuple[Any, ...]] = {
