@@ -118,13 +118,14 @@ from jaxconvviz.compile_cache import use_compile_cache  # noqa: E402
 from jaxconvviz.cpu import available_cores, use_cpu_cores  # noqa: E402
 from jaxconvviz.featureviz import objectives, transforms  # noqa: E402, F401
 from jaxconvviz.featureviz.atlas import LayerPlan, atlas_plan, filter_atlas  # noqa: E402
-from jaxconvviz.featureviz.execution import (  # noqa: E402
+from jaxconvviz.featureviz.filters import filter_activation  # noqa: E402
+from jaxconvviz.featureviz.progress import (  # noqa: E402
     DeadFilterWarning,
     Progress,
     SlowOnCPUWarning,
 )
-from jaxconvviz.featureviz.filters import filter_activation, filter_patterns  # noqa: E402
-from jaxconvviz.featureviz.render import STYLES, render  # noqa: E402
+from jaxconvviz.featureviz.render import filter_patterns, render  # noqa: E402
+from jaxconvviz.featureviz.styles import Book, Lucid  # noqa: E402
 from jaxconvviz.views.activation_grids import (  # noqa: E402
     activation_grid,
     activation_grids,

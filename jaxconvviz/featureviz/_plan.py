@@ -1,24 +1,9 @@
-"""How feature visualizations run: validation, chunks, devices, memory, progress.
+"""Feature-visualization internals: argument checks, chunk planning,
+devices, memory and the CPU time model (private: the public surface is
+:func:`~jaxconvviz.filter_atlas`, :func:`~jaxconvviz.atlas_plan` and
+:func:`~jaxconvviz.featureviz.atlas.estimate_seconds`).
 
-What is optimised (objective, parameterization, transforms, optimizer,
-steps) is a hashable spec (:mod:`jaxconvviz.featureviz.render`); this
-module is the *how*, shared by :func:`~jaxconvviz.filter_patterns`,
-:func:`~jaxconvviz.filter_atlas` and :func:`~jaxconvviz.render`:
-
-* argument checks that raise before any compute (:func:`check_layer`,
-  :func:`check_size`, :func:`check_fits`, ...);
-* chunk planning: filters per compiled call from a per-filter memory
-  estimate and a per-device budget (:func:`plan_chunks`,
-  :func:`filter_memory_bytes`), capped on XLA:CPU at the measured speed
-  optimum (:func:`default_batch_size`);
-* devices: the filter axis of each chunk split over a 1-D mesh
-  (:func:`filter_mesh`, :func:`per_device`: ``shard_map``, no communication);
-* the one chunk runner, :func:`run_layer`: it dispatches every chunk of a
-  layer and fetches the previous chunk while the next one runs;
-* progress: :class:`Progress` (a tqdm bar on a TTY, a plain line per chunk
-  otherwise) and an up-front time estimate on CPU (:func:`estimate_seconds`).
-
-Imports jax and numpy only (tqdm lazily, for the bar).
+Imports jax and numpy only.
 """
 
 from __future__ import annotations
@@ -26,9 +11,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import sys
-import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -39,7 +21,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxconvviz.errors import InputError
-from jaxconvviz.models import convs, shapes
+from jaxconvviz.models import shapes
 from jaxconvviz.models.convnet import ConvNet
 
 try:  # jax >= 0.6.1
@@ -47,89 +29,43 @@ try:  # jax >= 0.6.1
 except ImportError:  # pragma: no cover - older jax
     from jax.experimental.shard_map import shard_map as _shard_map
 
-#: Step-loop forms: ``"fori"`` (steps inside the program), ``"python"`` (a
-#: Python loop over one jitted step) or ``"auto"`` (fori: on XLA:CPU too
-#: since the library's programs take the custom input gradients, 8-25 %
-#: faster than the Python loop and bit-identical to it).
-LOOPS = ("auto", "fori", "python")
-#: Compute dtypes accepted.
-DTYPES = ("float32", "bfloat16", "float16")
-
-#: Largest chunk on XLA:CPU (see :func:`default_batch_size`). Measured with
-#: the HED VGG16, 64 px, Python loop, on a shared 2-core CPU: block3_conv1
-#: 0.82-1.04 s per filter (40 steps) for chunks of 1-16 (flat within noise);
-#: per filter for 10 steps, block5_conv3 0.84 s (chunk 1), 0.45 (4), 0.39
-#: (8), 0.36 (16); block2_conv1 0.10 s (1, 4) but 0.12 s (8, 16);
-#: block3_conv3 0.23 s (1), 0.21 (2), 0.24 (4). Accelerators run every
-#: requested filter at once.
+#: Largest chunk per device on XLA:CPU (see :func:`default_batch_size`):
+#: batching pays for deep layers (small feature maps) and costs cache for
+#: early ones; accelerators run every requested filter at once.
 CPU_BATCH_SIZE = 16
 #: On XLA:CPU a chunk holds about ``CPU_ROWS / (h' * w')`` filters, ``h' * w'``
-#: the target layer's feature-map size: batching pays where the maps are
-#: small (deep layers) and costs cache where they are large.
+#: the target layer's feature-map size.
 CPU_ROWS = 512
-#: On XLA:CPU split across several devices (:func:`~jaxconvviz.use_cpu_cores`)
+#: On XLA:CPU, split across several devices (:func:`~jaxconvviz.use_cpu_cores`)
 #: only layers whose forward pass costs at least this many multiply-adds per
-#: image (:func:`conv_macs`); lighter ones run on one device, where a call's
-#: fixed cost dominates. Measured on 2 cores, ms per filter and step, one
-#: device vs two: block1_conv1 at 64 px (7.1 M) 0.91 vs 1.22, at 150 px
-#: (39 M) 7.4 vs 4.6, at 224 px (87 M) 12.3 vs 9.4; block1_conv2 at 64 px
-#: (158 M) 13.6 vs 8.9.
+#: image (:func:`~jaxconvviz.models.shapes.conv_macs`); lighter ones run on one device, where a
+#: call's fixed cost dominates (docs/benchmarks.md).
 CPU_SHARD_MIN_MACS = 20_000_000
 #: Name of the mesh axis the filters are split over.
 MESH_AXIS = "filters"
-
 #: Fraction of a GPU/TPU's free memory a derived budget uses.
 ACCELERATOR_MEMORY_FRACTION = 0.8
 #: Fraction of the host's available memory a derived budget uses on XLA:CPU.
 CPU_MEMORY_FRACTION = 0.5
 #: Per-filter multiplier on the summed activation sizes (float32 bytes) in
-#: :func:`filter_memory_bytes`. XLA's own accounting (``memory_analysis()``)
-#: of one ascent step is 2x-4x the summed activations on XLA:CPU
-#: (docs/design-notes.md); 5 leaves headroom.
+#: :func:`filter_memory_bytes`: headroom over XLA's own accounting of one
+#: ascent step (docs/design-notes.md).
 ACTIVATION_FACTOR = 5.0
 #: Fixed per-device overhead as a multiple of the float32 parameter bytes.
 PARAM_FACTOR = 3.0
-#: XLA:CPU throughput used for the up-front time estimate, in multiply-adds
-#: per second for one ascent step (forward + input gradient = 3x the forward
-#: multiply-adds), from the block3_conv1 measurement behind
-#: :data:`CPU_BATCH_SIZE` (docs/design-notes.md).
+#: The one CPU time model (:func:`estimate_seconds`): XLA:CPU multiply-adds
+#: per second per CPU device, for the forward and input-gradient
+#: multiply-adds of an ascent step (docs/design-notes.md).
 CPU_MACS_PER_SECOND = 5e10
-#: XLA:CPU seconds per output element of a memory-bound node
+#: ... and seconds per output element of a memory-bound node
 #: (:func:`jaxconvviz.models.shapes.memory_bound_elements`: batch norms,
-#: activations, adds, pads, depthwise convs) per image per ascent step,
-#: forward and backward: fitted on ResNet50, MobileNetV2 and EfficientNetB0
-#: render steps (5-16 ns measured; docs/design-notes.md).
+#: activations, adds, pads, depthwise convs) per image per ascent step.
 CPU_SECONDS_PER_ELEMENT = 1e-8
-#: :func:`warn_if_slow` warns when the estimate exceeds this many seconds.
+#: Runs estimated over this many seconds on XLA:CPU warn first.
 CPU_WARN_SECONDS = 60.0
-
-
-class SlowOnCPUWarning(UserWarning):
-    """A feature-visualization run on XLA:CPU is estimated to take long."""
-
-
-class DeadFilterWarning(UserWarning):
-    """Filters whose gradient was exactly zero at every step (their images
-    never moved from the start): the result shows the start noise."""
-
-
-def warn_dead(layer: str, fidx, moved, *, hint: str, stacklevel: int = 3
-              ) -> list[int]:
-    """Warn (:class:`DeadFilterWarning`) naming the filters of ``layer`` whose
-    images never moved (``moved[i]`` False). Returns their indices.
-    ``stacklevel``: as for :func:`warnings.warn`, counted from here (3: the
-    caller of the function that calls this)."""
-    dead = [int(k) for k, m in zip(np.asarray(fidx).tolist(),
-                                   np.asarray(moved).tolist(), strict=True)
-            if not m]
-    if dead:
-        warnings.warn(
-            f"{len(dead)} of {len(moved)} filters of {layer} had an exactly zero "
-            f"gradient at every step, so their images are the start noise: "
-            f"{dead[:16]}{' ...' if len(dead) > 16 else ''}; {hint}",
-            DeadFilterWarning, stacklevel=stacklevel)
-    return dead
-
+#: Work of one ascent step in forward passes: book (forward + input
+#: gradient) and lucid (Adam and the Fourier transforms on top).
+STEP_FACTOR = {"book": 3.0, "lucid": 4.0}
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6,
           "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12, "kib": 2**10,
@@ -237,29 +173,9 @@ def key_parts(key) -> tuple[np.ndarray, str | None]:
     return np.asarray(key), None
 
 
-def resolve_stop_dead(stop_dead, *, pre_activation: bool) -> bool:
-    """``stop_dead=None`` -> on for the post-ReLU objective
-    (``pre_activation=False``), where silent filters occur; off otherwise
-    (the pre-ReLU gradient is not zero, so the check would only cost its
-    host sync)."""
-    if stop_dead is None:
-        return not pre_activation
-    return check_bool(stop_dead, "stop_dead")
-
-
 def key_of(kd, key_impl: str | None):
     """Inverse of :func:`key_parts` (inside or outside jit)."""
     return kd if key_impl is None else jax.random.wrap_key_data(kd, impl=key_impl)
-
-
-def check_dtype(dtype):
-    try:
-        name = jnp.dtype(dtype).name
-    except TypeError:
-        name = None
-    if name not in DTYPES:
-        raise InputError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}.")
-    return jnp.dtype(name)
 
 
 def check_init(init, f: int, size: int, channels: int):
@@ -297,44 +213,7 @@ def check_devices(devices, default: Callable[[], list], default_name: str) -> tu
     return devs
 
 
-def check_local_devices(devices) -> tuple:
-    devs = check_devices(devices, jax.local_devices, "all of jax.local_devices()")
-    pid = jax.process_index()
-    remote = [d for d in devs if d.process_index != pid]
-    if remote:
-        raise InputError(
-            f"devices must belong to this process (filter_patterns does not span "
-            f"hosts; filter_atlas does); got {remote[0]!r} of process "
-            f"{remote[0].process_index}.")
-    return devs
-
-
-def resolve_loop(loop: str) -> str:
-    if loop not in LOOPS:
-        raise InputError(f"loop must be one of {', '.join(LOOPS)}; got {loop!r}.")
-    if loop == "auto":  # fori everywhere since the custom input gradient
-        return "fori"    # (convs.hwio_vjp_conv, docs/design-notes.md)
-    return loop
-
-
-def with_compute(model: ConvNet, dt, conv_impl) -> ConvNet:
-    """``model`` computing in ``dt`` with convs by ``conv_impl`` (``"auto"``
-    resolved for ``dt``; a bad value is a ValueError), and with the input
-    gradient rules of the library's gradient programs
-    (:func:`~jaxconvviz.models.convs.for_library_gradients`)."""
-    if dt != jnp.float32:
-        model = model.with_dtype(dt)
-    return convs.for_library_gradients(model.with_conv_impl(conv_impl))
-
-
 # ------------------------------------------------------------------ planning
-def conv_macs(model: ConvNet, layer: str, size: int, *,
-              channel_only: bool = False) -> int:
-    """Multiply-adds of one ``size`` x ``size`` image's forward pass up to
-    ``layer``, over its ancestors only (graphs included): see
-    :func:`jaxconvviz.models.shapes.conv_macs`."""
-    return shapes.conv_macs(model, layer, size, channel_only=channel_only)
-
 
 def auto_devices(devs: tuple, model: ConvNet, layer: str, size: int, *,
                  channel_only: bool = False) -> tuple:
@@ -342,25 +221,24 @@ def auto_devices(devs: tuple, model: ConvNet, layer: str, size: int, *,
     all of ``devs``, except on CPU for layers under :data:`CPU_SHARD_MIN_MACS`
     (the first device only)."""
     if (len(devs) > 1 and devs[0].platform == "cpu"
-            and conv_macs(model, layer, size, channel_only=channel_only)
+            and shapes.conv_macs(model, layer, size, channel_only=channel_only)
             < CPU_SHARD_MIN_MACS):
         return devs[:1]
     return devs
 
 
-def resolve_channel_only(channel_only: bool | None, model: ConvNet,
-                         layer: str) -> bool:
+def resolve_channel_only(channel_only, model: ConvNet, layer: str,
+                         platform: str) -> bool:
     """Whether the ascent on ``layer`` computes only each filter's channel of
     it (:meth:`~jaxconvviz.ConvNet.channel_forward`).
 
-    None (the default): on XLA:CPU for conv layers, where every step is
-    faster (docs/design-notes.md); the whole layer elsewhere until it is
-    measured on an accelerator.
+    ``"auto"`` (or None): on ``platform`` ``"cpu"`` for conv layers, where
+    every step is faster (docs/design-notes.md); the whole layer elsewhere.
     Pool and other non-conv layers always run whole.
     """
     kind = model.layer(layer).kind
-    if channel_only is None:
-        return jax.default_backend() == "cpu" and kind == "conv"
+    if channel_only is None or channel_only == "auto":
+        return platform == "cpu" and kind == "conv"
     if not isinstance(channel_only, bool):
         raise InputError(
             f"channel_only must be None, True or False; got {channel_only!r}.")
@@ -371,33 +249,14 @@ def resolve_channel_only(channel_only: bool | None, model: ConvNet,
     return channel_only
 
 
-def default_batch_size(n_filters: int, model: ConvNet | None = None,
-                       layer: str | None = None, size: int | None = None) -> int:
-    """Chunk size used when ``batch_size=None``.
-
-    GPU/TPU: all ``n_filters``. XLA:CPU: ``ceil(CPU_ROWS / (h' * w'))``
-    filters with ``h' x w'`` the feature map of ``layer`` at ``size`` px, at
-    most :data:`CPU_BATCH_SIZE` (VGG16 at 64 px: 1 filter per chunk up to
-    block2, 2 at block3, 8 at block4, 16 at block5); without a layer,
-    :data:`CPU_BATCH_SIZE`.
-    """
-    if jax.default_backend() != "cpu":
-        return n_filters
-    if model is None or layer is None or size is None:
-        return min(n_filters, CPU_BATCH_SIZE)
+def cpu_batch_size(n_filters: int, model: ConvNet, layer: str, size: int) -> int:
+    """Filters per device and call on XLA:CPU when ``Run.batch_size`` is None:
+    ``ceil(CPU_ROWS / (h' * w'))`` with ``h' x w'`` the feature map of
+    ``layer`` at ``size`` px, at most :data:`CPU_BATCH_SIZE` and
+    ``n_filters`` (VGG16 at 64 px: 1 filter up to block2, 2 at block3, 8 at
+    block4, 16 at block5). Accelerators take every filter at once."""
     h, w = model.output_shape(layer, (size, size))[:2]
     return max(1, min(n_filters, CPU_BATCH_SIZE, -(-CPU_ROWS // max(1, h * w))))
-
-
-def chunk_size(f: int, n_dev: int, batch_size: int | None, model: ConvNet,
-               layer: str, size: int) -> int:
-    """Filters per compiled call when ``f`` filters are split over ``n_dev``
-    devices (``1 <= n_dev <= f``): a multiple of ``n_dev``; per device
-    :func:`default_batch_size`, or ``batch_size`` split over the devices."""
-    per_dev = -(-f // n_dev)
-    if batch_size is None:
-        return default_batch_size(per_dev, model, layer, size) * n_dev
-    return min(-(-batch_size // n_dev), per_dev) * n_dev
 
 
 def filter_mesh(devs) -> Mesh:
@@ -601,130 +460,24 @@ def plan_chunks(n_filters: int, *, per_filter_bytes: int, budget_bytes: int,
     return chunk, n_chunks
 
 
-# ------------------------------------------------------------------ progress
+# ------------------------------------------------------------------ time model
 def estimate_seconds(model: ConvNet, plans: Sequence[LayerPlan], size: int,
                      steps: int, *, step_factor: float = 3.0) -> float:
     """Seconds a CPU run of ``plans`` is estimated to take, per image step
     (padded chunks included, split over the devices): forward multiply-adds
-    (:func:`conv_macs`) x ``step_factor`` (forward + input gradient) at
+    (:func:`~jaxconvviz.models.shapes.conv_macs`) x ``step_factor``
+    (:data:`STEP_FACTOR`) at
     :data:`CPU_MACS_PER_SECOND`, plus the memory-bound nodes' output
     elements at :data:`CPU_SECONDS_PER_ELEMENT` (what makes MobileNet-like
     graphs slow on a CPU although they have few multiply-adds)."""
     total = 0.0
     for p in plans:
-        macs = conv_macs(model, p.layer, size, channel_only=p.channel_only)
+        macs = shapes.conv_macs(model, p.layer, size, channel_only=p.channel_only)
         elems = shapes.memory_bound_elements(model, p.layer, size)
         per_image_step = (macs * step_factor / CPU_MACS_PER_SECOND
                           + elems * CPU_SECONDS_PER_ELEMENT)
         total += per_image_step * steps * p.chunk * p.n_chunks / p.n_devices
     return total
-
-
-def format_seconds(s: float) -> str:
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 5400:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.1f} h"
-
-
-def warn_if_slow(model: ConvNet, plans: Sequence[LayerPlan], size: int, steps: int,
-                 *, what: str, step_factor: float = 3.0,
-                 threshold: float = CPU_WARN_SECONDS) -> float | None:
-    """On XLA:CPU, warn (:class:`SlowOnCPUWarning`) before computing when the
-    estimate (:func:`estimate_seconds`) exceeds ``threshold`` seconds.
-    Returns the estimate on CPU, None elsewhere."""
-    if jax.default_backend() != "cpu":
-        return None
-    est = estimate_seconds(model, plans, size, steps, step_factor=step_factor)
-    if est > threshold:
-        n = sum(p.n_filters for p in plans)
-        warnings.warn(
-            f"{what} on CPU: {n} filters of {len(plans)} layer(s), {steps} steps "
-            f"at {size} px, estimated {format_seconds(est)} (from "
-            f"{CPU_MACS_PER_SECOND:.2g} multiply-adds/s measured per CPU device); "
-            f"a GPU runs this in seconds to minutes.",
-            SlowOnCPUWarning, stacklevel=3)
-    return est
-
-
-class Progress:
-    """Progress of a chunked run, on ``stream`` (default ``sys.stderr``).
-
-    On a TTY a tqdm bar; otherwise (CI logs, ``| tee``) one plain line per
-    chunk: ``"<desc>: <layer> chunk c/n: done/total filters, 12 s elapsed,
-    ~40 s left"``. Pass it as ``progress=`` to the feature-visualization
-    functions (``progress=True`` makes one); a plain callable
-    ``progress(done, total)`` is also accepted there.
-    """
-
-    def __init__(self, total: int | None = None, *, desc: str = "render",
-                 stream=None, tty: bool | None = None, estimate: float | None = None):
-        self.stream = sys.stderr if stream is None else stream
-        isatty = getattr(self.stream, "isatty", lambda: False)
-        self.tty = bool(isatty()) if tty is None else tty
-        self.desc, self.total, self.estimate = desc, total, estimate
-        self.t0 = time.perf_counter()
-        self._bar = None
-        self.lines: list[str] = []
-
-    def start(self, total: int, estimate: float | None = None) -> None:
-        """Called by the runner before the first chunk."""
-        self.total = total
-        if estimate is not None:
-            self.estimate = estimate
-        self.t0 = time.perf_counter()
-        if self.estimate is not None and not self.tty:
-            self._say(f"{self.desc}: {total} filters, estimated "
-                      f"{format_seconds(self.estimate)}")
-        if self.tty:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, unit="filter", desc=self.desc,
-                             file=self.stream, leave=False)
-
-    def update(self, done: int, total: int, *, layer: str = "", chunk: int = 0,
-               n_chunks: int = 0) -> None:
-        """Called by the runner after each chunk's results are on the host."""
-        if self.total is None:
-            self.start(total)
-        if self._bar is not None:
-            self._bar.set_postfix_str(layer, refresh=False)
-            self._bar.update(done - self._bar.n)
-            return
-        el = time.perf_counter() - self.t0
-        left = el / done * (total - done) if done else math.nan
-        where = f"{layer} chunk {chunk}/{n_chunks}: " if layer else ""
-        self._say(f"{self.desc}: {where}{done}/{total} filters, "
-                  f"{format_seconds(el)} elapsed, ~{format_seconds(left)} left")
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-    def _say(self, line: str) -> None:
-        self.lines.append(line)
-        print(line, file=self.stream, flush=True)
-
-    def __call__(self, done: int, total: int) -> None:
-        self.update(done, total)
-
-
-def as_progress(progress, desc: str):
-    """``progress=`` as accepted by the public functions: None, True (a
-    :class:`Progress` on stderr), a :class:`Progress` or a callable
-    ``progress(done, total)``."""
-    if progress is None or progress is False:
-        return None
-    if progress is True:
-        return Progress(desc=desc)
-    if isinstance(progress, Progress) or callable(progress):
-        return progress
-    raise InputError(
-        f"progress must be None, True, a jaxconvviz Progress or a callable "
-        f"progress(done, total); got {progress!r:.80}.")
-
 
 # ------------------------------------------------------------------ runner
 def all_addressable(devs) -> bool:
@@ -758,75 +511,3 @@ def fetch(x: jax.Array) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-@dataclass
-class Counter:
-    """Filters done over a whole run (several layers), for progress."""
-
-    total: int
-    done: int = 0
-
-
-def run_layer(run_chunk: Callable[[np.ndarray], object],
-              finish: Callable[[object], object],
-              plan: LayerPlan, fidx: np.ndarray, *, progress=None,
-              counter: Counter | None = None) -> list:
-    """The chunk runner: ``run_chunk(indices)`` for every chunk of ``plan``
-    (the last one padded with its last index), each result passed through
-    ``finish`` (e.g. a copy to the host) once the next chunk has been
-    dispatched, so the host fetch of chunk ``c`` overlaps the compute of
-    chunk ``c + 1``. With ``progress``, chunk ``c`` is reported (filters
-    done, time left) when its result is ready, not when it was dispatched.
-
-    Returns:
-      ``[finish(result of chunk c) for c in range(plan.n_chunks)]``; rows past
-      ``plan.n_filters`` in the last one are padding.
-    """
-    pad = plan.chunk * plan.n_chunks - fidx.shape[0]
-    fidx_p = np.concatenate([fidx, np.repeat(fidx[-1:], pad)])
-    counter = Counter(plan.n_filters) if counter is None else counter
-    outs: list = []
-    pending = None
-
-    def land(c, x):
-        outs.append(finish(x))
-        if progress is not None:
-            # Dispatch is asynchronous (CPU too): without this wait a chunk
-            # would be reported done, and the time left estimated, when it
-            # was only queued. Chunk c + 1 is already queued, so the device
-            # does not idle while the host waits.
-            jax.block_until_ready(x)
-        counter.done += min(plan.chunk, plan.n_filters - c * plan.chunk)
-        if isinstance(progress, Progress):
-            progress.update(counter.done, counter.total, layer=plan.layer,
-                            chunk=c + 1, n_chunks=plan.n_chunks)
-        elif progress is not None:
-            progress(counter.done, counter.total)
-
-    for c in range(plan.n_chunks):
-        x = run_chunk(fidx_p[c * plan.chunk:(c + 1) * plan.chunk])
-        if pending is not None:
-            land(*pending)
-        pending = (c, x)
-    land(*pending)
-    return outs
-
-
-__all__ = [
-    "LOOPS", "DTYPES", "CPU_BATCH_SIZE", "CPU_ROWS", "CPU_SHARD_MIN_MACS",
-    "MESH_AXIS", "ACCELERATOR_MEMORY_FRACTION", "CPU_MEMORY_FRACTION",
-    "ACTIVATION_FACTOR", "PARAM_FACTOR", "CPU_MACS_PER_SECOND", "CPU_WARN_SECONDS",
-    "SlowOnCPUWarning", "DeadFilterWarning", "warn_dead", "resolve_stop_dead",
-    "short", "check_layer",
-    "check_filters", "check_size",
-    "check_step_size", "check_positive_int", "check_bool", "check_key",
-    "key_parts", "key_of", "check_dtype", "check_init", "check_devices",
-    "check_local_devices", "resolve_loop", "with_compute", "conv_macs",
-    "auto_devices", "resolve_channel_only", "default_batch_size", "chunk_size",
-    "filter_mesh", "filter_shardings", "per_device", "parse_memory_budget",
-    "host_available_bytes", "device_memory_budget", "param_bytes",
-    "filter_memory_bytes", "check_fits", "LayerPlan", "plan_chunks",
-    "estimate_seconds", "CPU_SECONDS_PER_ELEMENT", "format_seconds",
-    "warn_if_slow", "Progress",
-    "as_progress", "all_addressable", "first_local", "to_global", "fetch",
-    "Counter", "run_layer",
-]
