@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import jaxconvviz as jcv
+from jaxconvviz.backend import Backend
 from jaxconvviz.cli import main
 from jaxconvviz.featureviz import _engine
 from jaxconvviz.featureviz import _plan as pl
@@ -329,6 +330,9 @@ def test_entry_points_share_one_signature_of_at_most_12_parameters():
     (lambda: Lucid(transforms=(1, 2)), "transforms must be a sequence"),
     (lambda: Book(objective=lambda c: 0), "objective must be None"),
     (lambda: Run(progress="yes"), "progress"),
+    (lambda: Run(batch_size=0), "batch_size must be None or a positive int"),
+    (lambda: Run(dtype=jnp.int32), "dtype must be one of"),
+    (lambda: Backend(loop="scan"), "loop must be one of 'auto', 'fori', 'python'"),
 ])
 def test_styles_reject_bad_options(make, match):
     with pytest.raises(ValueError, match=match):
