@@ -84,11 +84,11 @@ def _book_vs_lucid(weights: str, dest, *, seed: int, size: int, steps: int) -> N
     import jax
     import numpy as np
 
-    from jaxconvviz.commands.common import load_model_and_params, save_figure
     import jaxconvviz as jcv
+    from jaxconvviz.commands.common import load_model_and_params, save_figure
     from jaxconvviz.images import load_img
-    from jaxconvviz.run import Run
     from jaxconvviz.plotting import plot_side_by_side
+    from jaxconvviz.run import Run
     from jaxconvviz.views.grids import tile_grid
 
     layer, n, lucid_steps = SIDE_BY_SIDE

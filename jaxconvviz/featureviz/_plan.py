@@ -38,8 +38,8 @@ CPU_BATCH_SIZE = 16
 CPU_ROWS = 512
 #: On XLA:CPU, split across several devices (:func:`~jaxconvviz.use_cpu_cores`)
 #: only layers whose forward pass costs at least this many multiply-adds per
-#: image (:func:`~jaxconvviz.models.shapes.conv_macs`); lighter ones run on one device, where a
-#: call's fixed cost dominates (docs/benchmarks.md).
+#: image (:func:`~jaxconvviz.models.shapes.conv_macs`); lighter ones run on
+#: one device, where a call's fixed cost dominates (docs/benchmarks.md).
 CPU_SHARD_MIN_MACS = 20_000_000
 #: Name of the mesh axis the filters are split over.
 MESH_AXIS = "filters"

@@ -42,7 +42,7 @@ from jaxconvviz.featureviz import _engine
 from jaxconvviz.featureviz import _plan as pl
 from jaxconvviz.featureviz._plan import LayerPlan
 from jaxconvviz.featureviz.objectives import Objective
-from jaxconvviz.featureviz.styles import Book, Lucid, check_style
+from jaxconvviz.featureviz.styles import BOOK, Book, Lucid, check_style
 from jaxconvviz.models.convnet import ConvNet, resolve_model
 from jaxconvviz.run import Run
 
@@ -53,7 +53,7 @@ def filter_atlas(
     layers: Sequence[str] | None = None,
     filters_per_layer: int | Mapping[str, Sequence[int]] | None = None,
     key: PRNGKey | None = None,
-    style: Book | Lucid = Book(),
+    style: Book | Lucid = BOOK,
     size: int | None = None,
     steps: int | None = None,
     objective: Objective | None = None,
@@ -110,7 +110,7 @@ def atlas_plan(
     *,
     layers: Sequence[str] | None = None,
     filters_per_layer=None,
-    style: Book | Lucid = Book(),
+    style: Book | Lucid = BOOK,
     size: int | None = None,
     model: ConvNet | None = None,
     run: Run | None = None,
@@ -138,7 +138,7 @@ def atlas_plan(
 
 
 def estimate_seconds(model: ConvNet, n_filters: Mapping[str, int], *,
-                     style: Book | Lucid = Book(), size: int | None = None,
+                     style: Book | Lucid = BOOK, size: int | None = None,
                      steps: int | None = None) -> float:
     """Seconds XLA:CPU is estimated to take for ``n_filters[layer]`` filters
     of each layer on one device: the one CPU time model of the library

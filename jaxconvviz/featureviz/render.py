@@ -21,34 +21,42 @@ import jax
 from jaxconvviz._types import Params, PRNGKey
 from jaxconvviz.featureviz import _engine
 from jaxconvviz.featureviz.objectives import Objective
-from jaxconvviz.featureviz.styles import Book, Lucid
+from jaxconvviz.featureviz.styles import BOOK, LUCID, Book, Lucid
 from jaxconvviz.models.convnet import ConvNet
 from jaxconvviz.run import Run
 
 
-def _one_layer(params, layer, filter_indices, *, desc, **kw) -> jax.Array:
-    req = _engine.prepare(
-        params, lambda m: _engine.select_one(m, layer, filter_indices),
-        desc=f"{desc} {layer}", **kw)
-    return _engine.execute(params, req, to_host=False)[0]
+def _entry_point(name: str, default_style, doc: str):
+    """A one-layer entry point: the one request path with ``default_style``."""
+
+    def entry(
+        params: Params,
+        layer: str,
+        filter_indices,
+        *,
+        key: PRNGKey | None = None,
+        style: Book | Lucid = default_style,
+        size: int | None = None,
+        steps: int | None = None,
+        objective: Objective | None = None,
+        model: ConvNet | None = None,
+        thresholds: Sequence[int] | None = None,
+        init=None,
+        run: Run | None = None,
+    ) -> jax.Array:
+        req = _engine.prepare(
+            params, lambda m: _engine.select_one(m, layer, filter_indices),
+            key=key, style=style, size=size, steps=steps, objective=objective,
+            model=model, run=run, thresholds=thresholds, init=init,
+            desc=f"{name} {layer}")
+        return _engine.execute(params, req, to_host=False)[0]
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = doc
+    return entry
 
 
-def render(
-    params: Params,
-    layer: str,
-    filter_indices,
-    *,
-    key: PRNGKey | None = None,
-    style: Book | Lucid = Lucid(),
-    size: int | None = None,
-    steps: int | None = None,
-    objective: Objective | None = None,
-    model: ConvNet | None = None,
-    thresholds: Sequence[int] | None = None,
-    init=None,
-    run: Run | None = None,
-) -> jax.Array:
-    """Feature visualizations of filters of ``layer``, lucid's style by default.
+_RENDER_DOC = """Feature visualizations of filters of ``layer`` (lucid's style).
 
     Every filter of the request is optimised in one compiled program per
     chunk (chunked and sharded as :func:`~jaxconvviz.filter_atlas`).
@@ -91,27 +99,8 @@ def render(
         thresholds, init or run option, or a size whose memory estimate
         exceeds the budget. All before any compute.
     """
-    return _one_layer(params, layer, filter_indices, key=key, style=style,
-                      size=size, steps=steps, objective=objective, model=model,
-                      thresholds=thresholds, init=init, run=run, desc="render")
 
-
-def filter_patterns(
-    params: Params,
-    layer: str,
-    filter_indices,
-    *,
-    key: PRNGKey | None = None,
-    style: Book | Lucid = Book(),
-    size: int | None = None,
-    steps: int | None = None,
-    objective: Objective | None = None,
-    model: ConvNet | None = None,
-    thresholds: Sequence[int] | None = None,
-    init=None,
-    run: Run | None = None,
-) -> jax.Array:
-    """Input patterns that maximise filters of ``layer``: :func:`render` in
+_PATTERNS_DOC = """Input patterns that maximise filters of ``layer``: :func:`render` in
     the book's configuration (``style=Book()``, DLwP listings 5.32-5.38).
 
     For each filter ``k``: start from ``uniform(0, 1) * 20 + 128`` (drawn from
@@ -128,10 +117,9 @@ def filter_patterns(
     ``Book(preprocess=True)``; display them with
     :func:`~jaxconvviz.atlas_grid` or ``style.to_rgb``).
     """
-    return _one_layer(params, layer, filter_indices, key=key, style=style,
-                      size=size, steps=steps, objective=objective, model=model,
-                      thresholds=thresholds, init=init, run=run,
-                      desc="filter_patterns")
+
+render = _entry_point("render", LUCID, _RENDER_DOC)
+filter_patterns = _entry_point("filter_patterns", BOOK, _PATTERNS_DOC)
 
 
 __all__ = ["render", "filter_patterns"]

@@ -36,7 +36,11 @@ import jax.numpy as jnp
 from jaxconvviz.errors import InputError
 from jaxconvviz.featureviz.objectives import Objective
 from jaxconvviz.featureviz.param import FourierParam
-from jaxconvviz.featureviz.transforms import STANDARD_TRANSFORMS, check_transforms, margin
+from jaxconvviz.featureviz.transforms import (
+    STANDARD_TRANSFORMS,
+    check_transforms,
+    margin,
+)
 from jaxconvviz.models.preprocess import caffe_to_rgb
 
 #: Book constants (DLwP listings 5.34 and 5.36): gradient RMS epsilon, start
@@ -227,6 +231,9 @@ class Lucid:
 
 #: The style classes.
 STYLES = (Book, Lucid)
+#: The default styles (module-level instances, used as argument defaults).
+BOOK = Book()
+LUCID = Lucid()
 
 
 def check_style(style) -> Book | Lucid:
@@ -237,4 +244,5 @@ def check_style(style) -> Book | Lucid:
 
 
 __all__ = ["Book", "Lucid", "STYLES", "GRAD_EPS", "START_SCALE", "START_OFFSET",
-           "BOOK_CONTRAST", "IMAGE_DTYPES", "book_display", "check_style"]
+           "BOOK_CONTRAST", "IMAGE_DTYPES", "BOOK", "LUCID", "book_display",
+           "check_style"]
