@@ -12,8 +12,8 @@ import pytest
 import jaxconvviz as jcv
 from jaxconvviz.backend import Backend, backend
 from jaxconvviz.featureviz import _plan as pl
-from jaxconvviz.models.shapes import conv_macs
 from jaxconvviz.models.convnet import ConvNet, Layer
+from jaxconvviz.models.shapes import conv_macs
 
 
 def _net(**conv):

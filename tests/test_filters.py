@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import jaxconvviz as jcv
-from jaxconvviz.cli import main
 from jaxconvviz.backend import Backend, backend
+from jaxconvviz.cli import main
 from jaxconvviz.featureviz import _programs as R
 from jaxconvviz.featureviz._programs import book_start_images_jit
 from jaxconvviz.models.convnet import ConvNet, Layer
