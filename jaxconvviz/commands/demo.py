@@ -70,8 +70,8 @@ def _default_size() -> int:
 
 
 #: The book-vs-lucid figure: the first 16 filters of this layer, lucid style
-#: with this many steps (~60 s at 64 px on 2 free CPU cores; the book panel
-#: is cut from step 1's atlas, so it costs nothing).
+#: with this many steps (the book panel is cut from step 1's atlas, so only
+#: the lucid images are computed).
 SIDE_BY_SIDE = ("block4_conv1", 16, 32)
 
 
