@@ -150,25 +150,21 @@ def test_memory_estimate_bounds_xla(compute):
     """The analytic per-filter bytes are an upper bound of XLA's own
     accounting of one ascent step (slope between two chunk sizes), also for
     the bf16 matrix-product convolutions (their row im2col copies)."""
-    from jaxconvviz.featureviz._programs import RenderSpec, program
+    from jaxconvviz.featureviz.atlas import lowered_step
 
-    base = jcv.VGG16(include_top=False)
-    model = base if compute == "float32-xla" else base.with_dtype(
-        jnp.bfloat16).with_conv_impl("matmul")
+    model = jcv.VGG16(include_top=False)
     params = jax.eval_shape(lambda: model.init_params(jax.random.key(0)))
     layer, size = "block2_conv2", 32
+    bf16 = compute == "bfloat16-matmul"
+    run = Run(dtype="bfloat16" if bf16 else "float32")
 
     def temp(bs):
-        x = jax.ShapeDtypeStruct((bs, size, size, 3), jnp.float32)
-        i = jax.ShapeDtypeStruct((bs,), jnp.int32)
-        s = jax.ShapeDtypeStruct((), jnp.float32)
-        spec = RenderSpec(layer=layer, style=jcv.Book(), steps=1)
-        step = program(spec, model, size, 3, False, None, None).step
-        c = step.lower(params, x, i, s, jnp.int32(0)).compile()
-        return c.memory_analysis().temp_size_in_bytes
+        with backend(conv="matmul" if bf16 else "auto"):
+            low = lowered_step(params, layer, bs, size=size, model=model, run=run)
+        return low.compile().memory_analysis().temp_size_in_bytes
 
     slope = (temp(6) - temp(2)) / 4
-    assert 0 < slope <= filter_memory_bytes(base, layer, size)
+    assert 0 < slope <= filter_memory_bytes(model, layer, size)
 
 
 def test_parse_memory_budget():

@@ -156,4 +156,42 @@ def estimate_seconds(model: ConvNet, n_filters: Mapping[str, int], *,
                                step_factor=pl.STEP_FACTOR[style.name])
 
 
-__all__ = ["filter_atlas", "atlas_plan", "estimate_seconds", "LayerPlan"]
+
+def lowered_step(params: Params, layer: str, n_filters: int, *,
+                 style: Book | Lucid = BOOK, size: int | None = None,
+                 model: ConvNet | None = None, run: Run | None = None):
+    """One optimisation step of a chunk of ``n_filters`` filters of
+    ``layer`` on one device, exactly as the engine compiles it (the style,
+    ``run.dtype`` and the model's backend applied), lowered and not run:
+    a :class:`jax.stages.Lowered` for cost and memory analysis
+    (``.compile().cost_analysis()``, ``.memory_analysis()``)."""
+    import jax.numpy as jnp
+
+    from jaxconvviz.featureviz import _programs as pg
+
+    run = Run() if run is None else run
+    style = check_style(style)
+    model = resolve_model(params, model=model)
+    layer = pl.check_layer(model, layer)
+    n = pl.check_positive_int(n_filters, "n_filters")
+    size = pl.check_size(model, layer, style.size if size is None else size,
+                         margin=style.margin)
+    backend = _engine._backend_of(model)
+    spec = pg.RenderSpec(layer=layer, style=style.replace(size=size), steps=1,
+                         objective=style.objective,
+                         pre_activation=style.pre_activation)
+    only = (False if style.objective is not None else pl.resolve_channel_only(
+        backend.channel_only, model, layer, _engine._platform(backend)))
+    compute = spec.model_for(_engine._compute_model(model, backend,
+                                                    jnp.dtype(run.dtype)))
+    c = int(model.input_shape[2])
+    kd, impl = pl.key_parts(jax.random.key(0))
+    prog = pg.program(spec, compute, size, c, only, None, impl)
+    ids = jax.ShapeDtypeStruct((n,), jnp.int32)
+    state = jax.eval_shape(prog.init, kd, ids)
+    return prog.step.lower(params, state, ids, np.float32(prog.hyper()),
+                           np.int32(0))
+
+
+__all__ = ["filter_atlas", "atlas_plan", "estimate_seconds", "lowered_step",
+           "LayerPlan"]
