@@ -124,26 +124,10 @@ def check_size(model: ConvNet, layer: str, size, *, margin: int = 0) -> int:
     return int(size)
 
 
-def check_step_size(step_size, name: str = "step_size") -> float:
-    try:
-        value = float(step_size)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value):
-        raise InputError(f"{name} must be a finite number; got {step_size!r}.")
-    return value
-
-
 def check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise InputError(f"{name} must be an integer >= 1; got {value!r}.")
     return int(value)
-
-
-def check_bool(value, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise InputError(f"{name} must be True or False; got {value!r}.")
-    return value
 
 
 def check_key(key):
