@@ -94,19 +94,15 @@ def check_filters(model: ConvNet, layer: str, filter_indices) -> np.ndarray:
             "filter_indices must be concrete (a list, range or array), not a "
             "traced value: call it outside jit."
         )
-    a = np.asarray(filter_indices)
-    n = model.channels(layer)
+    a, n = np.asarray(filter_indices), model.channels(layer)
     if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
-        raise InputError(
-            f"filter_indices must be a non-empty 1-D sequence of integers "
-            f"(e.g. range(16) or [3]); got {short(filter_indices)}."
-        )
-    bad = a[(a < 0) | (a >= n)]
-    if bad.size:
-        raise InputError(
-            f"filter_indices must be in 0..{n - 1}: layer {layer!r} has {n} "
-            f"channels; got out-of-range {bad[:5].tolist()}."
-        )
+        raise InputError("filter_indices must be a non-empty 1-D sequence of "
+                         f"integers (e.g. range(16) or [3]); got "
+                         f"{short(filter_indices)}.")
+    bad = a[(a < 0) | (a >= n)][:5].tolist()
+    if bad:
+        raise InputError(f"filter_indices must be in 0..{n - 1}: layer {layer!r} "
+                         f"has {n} channels; got out-of-range {bad}.")
     return a.astype(np.int32)
 
 
