@@ -59,13 +59,14 @@ from jaxconvviz.backend.compile_cache import use_compile_cache
 from jaxconvviz.backend.cpu import available_cores, use_cpu_cores
 from jaxconvviz.featureviz import objectives, transforms
 from jaxconvviz.featureviz.atlas import LayerPlan, atlas_plan, filter_atlas
-from jaxconvviz.featureviz.execution import (
+from jaxconvviz.featureviz.filters import filter_activation
+from jaxconvviz.featureviz.progress import (
     DeadFilterWarning,
     Progress,
     SlowOnCPUWarning,
 )
-from jaxconvviz.featureviz.filters import filter_activation, filter_patterns
-from jaxconvviz.featureviz.render import STYLES, render
+from jaxconvviz.featureviz.render import filter_patterns, render
+from jaxconvviz.featureviz.styles import Book, Lucid
 from jaxconvviz.models.convnet import ConvNet, Layer
 from jaxconvviz.models.labels import class_label, decode_predictions, load_class_index
 from jaxconvviz.models.predict import activations, predict

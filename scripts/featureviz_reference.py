@@ -51,15 +51,24 @@ def tiny_params():
     return {k: v for k, v in p.items() if k not in ("fc1", "fc2", "predictions")}
 
 
+def _style(kw):
+    """The cases' keywords (0.x spelling) as a Book style and the rest."""
+    kw = dict(kw)
+    names = ("steps", "size", "step_size", "preprocess", "pre_activation")
+    style = jcv.Book(**{n: kw.pop(n) for n in names if n in kw})
+    return style, kw
+
+
 def run_case(params, kind, kw):
     """``{name: (images, activation)}`` for one case (atlas: one per layer)."""
     key = jax.random.key(7)
+    style, rest = _style(kw)
     if kind == "patterns":
-        x = jcv.filter_patterns(params, key=key, **kw)
+        x = jcv.filter_patterns(params, key=key, style=style, **rest)
         act = jcv.filter_activation(params, x, kw["layer"], kw["filter_indices"],
                                     preprocess=kw.get("preprocess", False))
         return {"": (np.asarray(x), np.asarray(act))}
-    res = jcv.filter_atlas(params, key=key, **kw)
+    res = jcv.filter_atlas(params, key=key, style=style, **rest)
     out = {}
     for layer, x in res.items():
         idx = range(x.shape[0])

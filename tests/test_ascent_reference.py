@@ -44,8 +44,8 @@ def test_one_step_equals_the_reference(tiny_params, tiny_model, pre_activation):
     layer, filters = "block2_conv1", [0, 2, 3]
     x0 = _start(len(filters), 32)
     got = np.asarray(jcv.filter_patterns(
-        tiny_params, layer, filters, init=x0, steps=1, step_size=1.0, size=32,
-        pre_activation=pre_activation, model=tiny_model))
+        tiny_params, layer, filters, init=x0, steps=1, size=32, model=tiny_model,
+        style=jcv.Book(step_size=1.0, pre_activation=pre_activation)))
     for i, k in enumerate(filters):
         want, _ = _reference(tiny_params, tiny_model, layer, k, x0[i], steps=1,
                              step_size=1.0, pre_activation=pre_activation)
@@ -57,8 +57,8 @@ def test_many_steps_reach_the_reference_activation(tiny_params, tiny_model):
     layer, filters, steps = "block3_conv1", [1, 4, 6], 12
     x0 = _start(len(filters), 32, seed=1)
     got = jcv.filter_patterns(tiny_params, layer, filters, init=x0, steps=steps,
-                              step_size=1.0, size=32, pre_activation=True,
-                              model=tiny_model)
+                              size=32, model=tiny_model,
+                              style=jcv.Book(step_size=1.0, pre_activation=True))
     reached = np.asarray(jcv.filter_activation(
         tiny_params, got, layer, filters, model=tiny_model.without_activation(
             layer)))
@@ -76,8 +76,8 @@ def test_real_weights_reach_the_reference_activation(hed_params):
     layer, filters, steps = "block2_conv1", [3, 17, 40], 10
     x0 = _start(len(filters), 40, seed=2)
     got = jcv.filter_patterns(hed_params, layer, filters, init=x0, steps=steps,
-                              step_size=1.0, size=40, pre_activation=True,
-                              model=model)
+                              size=40, model=model,
+                              style=jcv.Book(step_size=1.0, pre_activation=True))
     reached = np.asarray(jcv.filter_activation(
         hed_params, got, layer, filters, model=model.without_activation(layer)))
     for i, k in enumerate(filters):

@@ -18,14 +18,16 @@ import numpy as np
 import pytest
 
 import jaxconvviz as jcv
-from jaxconvviz.featureviz.atlas import (
+from jaxconvviz.backend import backend
+from jaxconvviz.featureviz._plan import (
     ACTIVATION_FACTOR,
-    atlas_plan,
-    filter_atlas,
+    cpu_batch_size,
     filter_memory_bytes,
     parse_memory_budget,
     plan_chunks,
 )
+from jaxconvviz.featureviz.atlas import atlas_plan, filter_atlas
+from jaxconvviz.run import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("block1_conv2", "block3_conv1")  # tiny VGG16: 4 and 8 filters
@@ -53,8 +55,8 @@ def test_atlas_equals_filter_patterns_any_chunking(tiny, reference):
     for bs in (None, 3):  # 3: uneven chunks (8 -> 3 x 3, one padded)
         seen = []
         out = filter_atlas(params, layers=LAYERS, key=jax.random.key(0), model=model,
-                           batch_size=bs, **KW,
-                           progress=lambda d, t, s=seen: s.append((d, t)))
+                           **KW, run=Run(batch_size=bs, progress=lambda d, t, s=seen:
+                                         s.append((d, t))))
         # progress counts filters over the whole atlas, rising to the total
         assert seen[-1] == (12, 12)
         assert [d for d, _ in seen] == sorted({d for d, _ in seen})
@@ -71,11 +73,11 @@ def test_budget_chunks_equal_unchunked(tiny, reference):
     per = filter_memory_bytes(model, layer, 32)
     fixed = 3 * sum(np.size(v) * 4 for v in jax.tree.leaves(params))
     budget = fixed + 3 * per  # room for exactly 3 filters
-    (plan,) = atlas_plan(params, layers=[layer], size=32, memory_budget=budget,
-                         model=model, devices=jax.devices()[:1])
+    run = Run(memory_budget=budget, devices=jax.devices()[:1])
+    (plan,) = atlas_plan(params, layers=[layer], size=32, model=model, run=run)
     assert (plan.chunk, plan.n_chunks) == (3, 3)
     out = filter_atlas(params, layers=[layer], key=jax.random.key(0), model=model,
-                       memory_budget=budget, devices=jax.devices()[:1], **KW)
+                       run=run, **KW)
     np.testing.assert_allclose(out[layer], reference[layer], rtol=0, atol=1e-5)
 
 
@@ -83,8 +85,9 @@ def test_budget_chunks_equal_unchunked(tiny, reference):
 def test_python_loop_and_filter_selection(tiny, reference):
     model, params = tiny
     sel = {"block3_conv1": [5, 2]}
-    out = filter_atlas(params, layers=["block3_conv1"], filters_per_layer=sel,
-                       key=jax.random.key(0), model=model, loop="python", **KW)
+    with backend(loop="python"):
+        out = filter_atlas(params, layers=["block3_conv1"], filters_per_layer=sel,
+                           key=jax.random.key(0), model=model, **KW)
     np.testing.assert_allclose(out["block3_conv1"], reference["block3_conv1"][[5, 2]],
                                rtol=0, atol=1e-5)
     out = filter_atlas(params, layers=LAYERS, filters_per_layer=6,
@@ -147,24 +150,21 @@ def test_memory_estimate_bounds_xla(compute):
     """The analytic per-filter bytes are an upper bound of XLA's own
     accounting of one ascent step (slope between two chunk sizes), also for
     the bf16 matrix-product convolutions (their row im2col copies)."""
-    from jaxconvviz.featureviz import filters as F
+    from jaxconvviz.featureviz.atlas import lowered_step
 
-    base = jcv.VGG16(include_top=False)
-    model = base if compute == "float32-xla" else base.with_dtype(
-        jnp.bfloat16).with_backend(conv="matmul")
+    model = jcv.VGG16(include_top=False)
     params = jax.eval_shape(lambda: model.init_params(jax.random.key(0)))
     layer, size = "block2_conv2", 32
+    bf16 = compute == "bfloat16-matmul"
+    run = Run(dtype="bfloat16" if bf16 else "float32")
 
     def temp(bs):
-        x = jax.ShapeDtypeStruct((bs, size, size, 3), jnp.float32)
-        i = jax.ShapeDtypeStruct((bs,), jnp.int32)
-        s = jax.ShapeDtypeStruct((), jnp.float32)
-        c = F.book_step_jit.lower(params, x, i, s, model=model, layer=layer,
-                                  preprocess=False).compile()
-        return c.memory_analysis().temp_size_in_bytes
+        with backend(conv="matmul" if bf16 else "auto"):
+            low = lowered_step(params, layer, bs, size=size, model=model, run=run)
+        return low.compile().memory_analysis().temp_size_in_bytes
 
     slope = (temp(6) - temp(2)) / 4
-    assert 0 < slope <= filter_memory_bytes(base, layer, size)
+    assert 0 < slope <= filter_memory_bytes(model, layer, size)
 
 
 def test_parse_memory_budget():
@@ -191,19 +191,23 @@ def test_bad_arguments_raise_before_compute(tiny):
         (dict(key=k, filters_per_layer={"block1_conv1": [99]}), "filter_indices"),
         (dict(key=k, layers=["block1_conv1"],
               filters_per_layer={"block2_conv1": [0]}), "filters_per_layer"),
-        (dict(key=k, devices=[]), "devices"),
-        (dict(key=k, devices=["cpu"]), "devices"),
-        (dict(key=k, memory_budget="huge"), "memory_budget"),
-        (dict(key=k, dtype=jnp.int8), "dtype"),
-        (dict(key=k, loop="scan"), "loop"),
+        (dict(key=k, run=Run(devices=["cpu"])), "devices"),
+        (dict(key=k, run=Run(memory_budget="huge")), "memory_budget"),
         (dict(key=k, steps=0), "steps"),
         (dict(key=k, size=4), "size"),
-        (dict(key=k, batch_size=0), "batch_size"),
-        (dict(key=k, step_size=float("nan")), "step_size"),
+        (dict(key=k, style="book"), "style"),
+        (dict(key=k, objective="mean"), "objective"),
     ]
     for kwargs, msg in cases:
         with pytest.raises(ValueError, match=msg):
             filter_atlas(params, model=model, **{"size": 32, **kwargs})
+    # execution options are checked where they are made
+    for make, msg in ((lambda: Run(devices=[]), "devices"),
+                      (lambda: Run(dtype=jnp.int8), "dtype"),
+                      (lambda: Run(batch_size=0), "batch_size"),
+                      (lambda: jcv.Book(step_size=float("nan")), "step_size")):
+        with pytest.raises(ValueError, match=msg):
+            make()
 
 
 @pytest.mark.slow
@@ -211,7 +215,7 @@ def test_bf16_atlas_reaches_float32_activations(tiny, reference):
     model, params = tiny
     layer = "block3_conv1"
     out = filter_atlas(params, layers=[layer], key=jax.random.key(0), model=model,
-                       dtype=jnp.bfloat16, **KW)
+                       run=Run(dtype="bfloat16"), **KW)
     idx = range(model.channels(layer))
     a16 = np.asarray(jcv.filter_activation(params, out[layer], layer, idx,
                                            model=model))
@@ -237,13 +241,14 @@ _SCRIPT = textwrap.dedent("""
     # explicit devices: every layer sharded (devices=None keeps the tiny
     # model's light layers on one CPU device, checked below)
     dv = jax.devices() if mode == "devices" else None
-    res = jcv.filter_atlas(params, devices=dv, **kw)
+    from jaxconvviz.run import Run
+    res = jcv.filter_atlas(params, run=Run(devices=dv), **kw)
     plan = jcv.atlas_plan(params, layers=kw["layers"], size=32, model=model,
-                          devices=dv)
+                          run=Run(devices=dv))
     info = {"n_devices": jax.device_count(), "processes": jax.process_count(),
             "plan": [(p.layer, p.chunk, p.n_chunks, p.n_devices) for p in plan]}
     if mode == "devices":  # the same atlas on one of the four devices
-        one = jcv.filter_atlas(params, devices=jax.devices()[:1], **kw)
+        one = jcv.filter_atlas(params, run=Run(devices=jax.devices()[:1]), **kw)
         info["one_vs_four"] = max(float(np.abs(one[k] - res[k]).max()) for k in res)
         auto = jcv.atlas_plan(params, layers=kw["layers"], size=32, model=model)
         info["auto_plan"] = [(p.layer, p.chunk, p.n_chunks, p.n_devices)
@@ -389,14 +394,12 @@ def test_cli_all_layers_writes_every_conv_layer(tmp_path, monkeypatch):
 
 def test_cpu_default_chunk_by_feature_map_size():
     """XLA:CPU: ceil(512 / (h' * w')) filters per chunk, at most 16."""
-    from jaxconvviz.featureviz.filters import default_batch_size
-
     assert jax.default_backend() == "cpu"
     m = jcv.VGG16(include_top=False)
-    got = {layer: default_batch_size(512, m, layer, 64) for layer in
+    got = {layer: cpu_batch_size(512, m, layer, 64) for layer in
            ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1",
             "block5_conv3")}
     assert got == {"block1_conv1": 1, "block2_conv1": 1, "block3_conv1": 2,
                    "block4_conv1": 8, "block5_conv3": 16}
-    assert default_batch_size(3, m, "block5_conv3", 64) == 3
-    assert default_batch_size(512, m, "block5_conv3", 256) == 2  # 16x16 maps
+    assert cpu_batch_size(3, m, "block5_conv3", 64) == 3
+    assert cpu_batch_size(512, m, "block5_conv3", 256) == 2  # 16x16 maps

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 import jaxconvviz as jcv
-from jaxconvviz.featureviz import filters as F
+from jaxconvviz.backend import Backend, backend
+from jaxconvviz.featureviz import _plan as pl
 from jaxconvviz.models.convnet import ConvNet, Layer
+from jaxconvviz.models.shapes import conv_macs
 
 
 def _net(**conv):
@@ -122,9 +124,10 @@ def test_one_step_equals_the_whole_layer_step(tiny, layer):
             ).astype(np.float32)
     kw = dict(init=init, steps=1, size=16, model=model)
     with jax.default_matmul_precision("float32"):
-        a = jcv.filter_patterns(params, layer, [0, 1, 2, 3], channel_only=True, **kw)
-        b = jcv.filter_patterns(params, layer, [0, 1, 2, 3], channel_only=False,
-                                **kw)
+        with backend(channel_only=True):
+            a = jcv.filter_patterns(params, layer, [0, 1, 2, 3], **kw)
+        with backend(channel_only=False):
+            b = jcv.filter_patterns(params, layer, [0, 1, 2, 3], **kw)
     assert float(np.abs(np.asarray(a) - init).max()) > 0.1  # it moved
     np.testing.assert_allclose(a, b, rtol=0, atol=2e-4)
 
@@ -133,37 +136,49 @@ def test_one_step_equals_the_whole_layer_step(tiny, layer):
 def test_ascent_reaches_the_same_activation(tiny, key):
     model, params = tiny
     kw = dict(key=key, steps=10, size=16, model=model)
-    acts = [np.asarray(F.filter_activation(
-        params, jcv.filter_patterns(params, "block3_conv2", range(6),
-                                    channel_only=c, **kw),
-        "block3_conv2", range(6), model=model)) for c in (True, False)]
+    acts = []
+    for c in (True, False):
+        with backend(channel_only=c):
+            x = jcv.filter_patterns(params, "block3_conv2", range(6), **kw)
+        acts.append(np.asarray(jcv.filter_activation(params, x, "block3_conv2",
+                                                     range(6), model=model)))
     np.testing.assert_allclose(acts[0], acts[1], rtol=1e-3, atol=1e-3)
     assert acts[0].max() > 0
 
 
 def test_default_by_backend_and_layer_kind(tiny):
     model, _ = tiny
-    cpu = jax.default_backend() == "cpu"
-    assert F.resolve_channel_only(None, model, "block2_conv1") is cpu
-    assert F.resolve_channel_only(None, model, "block2_pool") is False
-    assert F.resolve_channel_only(False, model, "block2_conv1") is False
-    assert F.resolve_channel_only(True, model, "block2_conv1") is True
+    here = jax.default_backend()
+    assert pl.resolve_channel_only("auto", model, "block2_conv1", here) is (
+        here == "cpu")
+    # "auto" resolves for a named platform, whichever one runs
+    assert pl.resolve_channel_only("auto", model, "block2_conv1", "cpu") is True
+    assert pl.resolve_channel_only("auto", model, "block2_conv1", "gpu") is False
+    assert pl.resolve_channel_only("auto", model, "block2_pool", "cpu") is False
+    assert pl.resolve_channel_only(False, model, "block2_conv1", "cpu") is False
+    assert pl.resolve_channel_only(True, model, "block2_conv1", "gpu") is True
+    # ... and through the model's backend / the process default
+    params = jcv.tiny_vgg16(include_top=False).init_params(jax.random.key(0))
+    for platform, want in (("cpu", True), ("gpu", False)):
+        with backend(platform=platform):
+            (plan,) = jcv.atlas_plan(params, layers=["block2_conv1"], size=16,
+                                     model=model)
+        assert plan.channel_only is want
 
 
-@pytest.mark.parametrize("bad,msg", [
-    (dict(layer="block2_pool", channel_only=True),
-     "channel_only=True needs a conv layer; 'block2_pool' is a maxpool layer"),
-    (dict(layer="block2_conv1", channel_only="yes"),
-     "channel_only must be None, True or False; got 'yes'"),
-])
-def test_bad_channel_only(tiny, key, bad, msg):
+def test_bad_channel_only(tiny, key):
     model, params = tiny
-    with pytest.raises(ValueError, match=msg):
-        jcv.filter_patterns(params, bad["layer"], [0], key=key, size=16,
-                            model=model, channel_only=bad["channel_only"])
-    with pytest.raises(ValueError, match=msg):
-        jcv.filter_atlas(params, layers=[bad["layer"]], key=key, size=16,
-                         model=model, channel_only=bad["channel_only"])
+    msg = "channel_only=True needs a conv layer; 'block2_pool' is a maxpool layer"
+    with backend(channel_only=True):
+        with pytest.raises(ValueError, match=msg):
+            jcv.filter_patterns(params, "block2_pool", [0], key=key, size=16,
+                                model=model)
+        with pytest.raises(ValueError, match=msg):
+            jcv.filter_atlas(params, layers=["block2_pool"], key=key, size=16,
+                             model=model)
+    with pytest.raises(ValueError, match=r"channel_only must be one of 'auto', "
+                       r"True, False; got 'yes'"):
+        Backend(channel_only="yes")
 
 
 @pytest.mark.slow
@@ -171,17 +186,18 @@ def test_macs_plan_and_atlas(tiny, key):
     vgg = jcv.VGG16(include_top=False)
     # block1_conv2 at 64 px: block1_conv1 whole (27 * 64 per pixel), then
     # one output channel of block1_conv2 (576 per pixel)
-    assert F.conv_macs(vgg, "block1_conv2", 64, channel_only=True) == \
+    assert conv_macs(vgg, "block1_conv2", 64, channel_only=True) == \
         64 * 64 * (27 * 64 + 576)
-    assert F.conv_macs(vgg, "block1_pool", 64, channel_only=True) == \
-        F.conv_macs(vgg, "block1_pool", 64)  # ends in a pool: nothing to cut
+    assert conv_macs(vgg, "block1_pool", 64, channel_only=True) == \
+        conv_macs(vgg, "block1_pool", 64)  # ends in a pool: nothing to cut
     model, params = tiny
     plans = jcv.atlas_plan(params, layers=["block1_conv2", "block1_pool"],
-                           size=16, model=model, channel_only=None)
+                           size=16, model=model)
     cpu = jax.default_backend() == "cpu"
     assert [p.channel_only for p in plans] == [cpu, False]
-    got = jcv.filter_atlas(params, layers=["block1_conv2"], size=16, steps=2,
-                           key=key, model=model, channel_only=True)
-    want = jcv.filter_patterns(params, "block1_conv2", range(4), size=16,
-                               steps=2, key=key, model=model, channel_only=True)
+    with backend(channel_only=True):
+        got = jcv.filter_atlas(params, layers=["block1_conv2"], size=16, steps=2,
+                               key=key, model=model)
+        want = jcv.filter_patterns(params, "block1_conv2", range(4), size=16,
+                                   steps=2, key=key, model=model)
     np.testing.assert_allclose(got["block1_conv2"], want, rtol=0, atol=1e-5)

@@ -40,14 +40,19 @@ _SCRIPT = textwrap.dedent("""
         "whole_layer": ("block3_conv1", range(6), {"channel_only": False}),
         "bf16_matmul": ("block3_conv2", range(5), {"dtype": "bfloat16"}),
     }
+    from jaxconvviz.backend import backend
+    from jaxconvviz.run import Run
     for name, (layer, fidx, extra) in cases.items():
-        a = jcv.filter_patterns(params, layer, fidx, devices=one, **kw, **extra)
-        b = jcv.filter_patterns(params, layer, fidx, devices=jax.devices(), **kw,
-                                **extra, progress=lambda d, t: done.append((d, t)))
+        with backend(channel_only=extra.pop("channel_only", "auto")):
+            a = jcv.filter_patterns(params, layer, fidx, run=Run(devices=one, **extra),
+                                    **kw)
+            b = jcv.filter_patterns(params, layer, fidx, **kw, run=Run(
+                devices=jax.devices(), progress=lambda d, t: done.append((d, t)),
+                **extra))
+            # devices=None: the tiny model at 32 px is below CPU_SHARD_MIN_MACS,
+            # so the default stays on one device, bitwise
+            c = jcv.filter_patterns(params, layer, fidx, run=Run(**extra), **kw)
         info["diff"][name] = float(np.abs(np.asarray(a) - np.asarray(b)).max())
-        # devices=None: the tiny model at 32 px is below CPU_SHARD_MIN_MACS,
-        # so the default stays on one device, bitwise
-        c = jcv.filter_patterns(params, layer, fidx, **kw, **extra)
         info.setdefault("default_vs_one", []).append(
             float(np.abs(np.asarray(a) - np.asarray(c)).max()))
         info.setdefault("on", []).append(str(b.sharding.device_set))
@@ -55,10 +60,10 @@ _SCRIPT = textwrap.dedent("""
     # bit of a batched convolution decides which pixel gets the gradient
     init = (np.random.default_rng(0).uniform(0, 20, (3, 32, 32, 3)) + 118
             ).astype(np.float32)
-    a = jcv.filter_patterns(params, "block3_conv1", [1, 2, 4], init=init, devices=one,
-                            size=32, steps=3, model=model)
-    b = jcv.filter_patterns(params, "block3_conv1", [1, 2, 4], init=init,
-                            size=32, steps=3, model=model, devices=jax.devices())
+    a = jcv.filter_patterns(params, "block3_conv1", [1, 2, 4], init=init,
+                            run=Run(devices=one), size=32, steps=3, model=model)
+    b = jcv.filter_patterns(params, "block3_conv1", [1, 2, 4], init=init, size=32,
+                            steps=3, model=model, run=Run(devices=jax.devices()))
     info["diff"]["init"] = float(np.abs(np.asarray(a) - np.asarray(b)).max())
     info["progress_last"] = done[-1]
     print(json.dumps(info))
@@ -123,12 +128,15 @@ def test_filter_patterns_bad_devices():
     model = jcv.tiny_vgg16(include_top=False)
     params = model.init_params(jax.random.key(1))
     kw = dict(key=jax.random.key(0), size=32, steps=1, model=model)
+    from jaxconvviz.run import Run
+
     for bad in ([], "cpu", [jax.devices()[0], jax.devices()[0]], 3):
         with pytest.raises(ValueError, match="devices must be"):
-            jcv.filter_patterns(params, "block1_conv1", [0], devices=bad, **kw)
+            jcv.filter_patterns(params, "block1_conv1", [0], run=Run(devices=bad),
+                                **kw)
     # an explicit single device is used as given (results on it)
-    out = jcv.filter_patterns(params, "block1_conv1", [0, 1], devices=jax.devices(),
-                              **kw)
+    out = jcv.filter_patterns(params, "block1_conv1", [0, 1],
+                              run=Run(devices=jax.devices()), **kw)
     ref = jcv.filter_patterns(params, "block1_conv1", [0, 1], **kw)
     np.testing.assert_array_equal(np.asarray(out), np.asarray(ref))
 
@@ -148,11 +156,8 @@ def test_auto_devices_by_multiply_adds():
     """Light CPU layers stay on one device; the count is by hand."""
     from types import SimpleNamespace
 
-    from jaxconvviz.featureviz.filters import (
-        CPU_SHARD_MIN_MACS,
-        auto_devices,
-        conv_macs,
-    )
+    from jaxconvviz.featureviz._plan import CPU_SHARD_MIN_MACS, auto_devices
+    from jaxconvviz.models.shapes import conv_macs
 
     vgg = jcv.VGG16(include_top=False)
     # block1_conv1: 64*64 pixels * 27 * 64 = 7.08 M; block1_conv2 adds

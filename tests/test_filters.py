@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 
 import jaxconvviz as jcv
+from jaxconvviz.backend import Backend, backend
 from jaxconvviz.cli import main
-from jaxconvviz.featureviz import filters as F
+from jaxconvviz.featureviz import _programs as R
+from jaxconvviz.featureviz._programs import book_start_images_jit
 from jaxconvviz.models.convnet import ConvNet, Layer
+from jaxconvviz.run import Run
 
 from .conftest import keras_vgg16
 
@@ -77,10 +80,10 @@ def test_one_step_matches_hand_gradient_on_one_conv():
     x0 = np.stack([img, img])  # the same start for filters 0 and 1
     filters = [0, 1]
     with jax.default_matmul_precision("float32"):
-        x1 = F.filter_patterns(params, "conv", filters, init=x0, steps=1,
-                               step_size=0.5, size=5, model=model,
-                               pre_activation=False)  # the book's objective
-        act = F.filter_activation(params, x0, "conv", filters, model=model)
+        x1 = jcv.filter_patterns(params, "conv", filters, init=x0, steps=1, size=5,
+                                 model=model, style=jcv.Book(
+                                     step_size=0.5, pre_activation=False))
+        act = jcv.filter_activation(params, x0, "conv", filters, model=model)
     for i, f in enumerate(filters):
         z = conv_same_np(x0[i], k, b)[..., f]
         assert np.abs(z).min() > 1e-3  # no ReLU kink within rounding
@@ -103,9 +106,9 @@ def test_step_is_rms_normalised_with_book_epsilon(scale):
     r = np.array([np.sqrt(np.mean(mean_act_grad_np(x0[i], k, b, i)[1] ** 2))
                   for i in range(2)])
     with jax.default_matmul_precision("float32"):
-        x1 = jcv.filter_patterns(params, "conv", [0, 1], init=x0, steps=1,
-                                 step_size=3.0, size=6, model=model,
-                                 pre_activation=False)
+        x1 = jcv.filter_patterns(params, "conv", [0, 1], init=x0, steps=1, size=6,
+                                 model=model, style=jcv.Book(
+                                     step_size=3.0, pre_activation=False))
     delta = (np.asarray(x1, np.float64) - x0) / 3.0
     np.testing.assert_allclose(rms(delta), r * scale / (r * scale + 1e-5),
                                rtol=2e-5)
@@ -120,11 +123,11 @@ def test_dead_filter_does_not_move_and_is_finite():
                       r"\[0, 1\]; they are silent .* post-ReLU objective; "
                       r"pre_activation=True \(the default\) revives them") as rec:
         x = jcv.filter_patterns(params, "conv", [0, 1], init=x0, steps=3, size=6,
-                                model=model, pre_activation=False)
+                                model=model, style=jcv.Book(pre_activation=False))
     with pytest.warns(jcv.DeadFilterWarning, match=r"\[1\]") as rec2:
         jcv.filter_atlas(one_conv_params(bias=[1e4, -1e4]), layers=["conv"],
                          size=6, steps=2, key=jax.random.key(0), model=model,
-                         pre_activation=False)
+                         style=jcv.Book(pre_activation=False))
     # the warnings point at the caller's line, not inside the package
     for r in (*rec, *rec2):
         if issubclass(r.category, jcv.DeadFilterWarning):
@@ -146,7 +149,7 @@ def test_dead_filter_does_not_move_and_is_finite():
 
 def test_start_is_book_uniform_per_filter_key():
     key = jax.random.key(11)
-    x0 = F._start_images(key, jnp.asarray([5, 2]), size=8, channels=3)
+    x0 = book_start_images_jit(key, jnp.asarray([5, 2]), size=8, channels=3)
     for i, f in enumerate([5, 2]):
         want = jax.random.uniform(jax.random.fold_in(key, f), (8, 8, 3)) * 20 + 128
         np.testing.assert_allclose(x0[i], want, rtol=2e-7)  # jit may fuse an FMA
@@ -156,7 +159,7 @@ def test_start_is_book_uniform_per_filter_key():
 def test_ascent_increases_the_objective(tiny_notop):
     model, params = tiny_notop
     key, filters = jax.random.key(0), [0, 3, 5]
-    x0 = F._start_images(key, jnp.asarray(filters), size=S, channels=3)
+    x0 = book_start_images_jit(key, jnp.asarray(filters), size=S, channels=3)
     x = jcv.filter_patterns(params, L, filters, key=key, steps=10, size=S,
                             model=model)
     before = jcv.filter_activation(params, x0, L, filters, model=model)
@@ -170,13 +173,13 @@ def test_ascent_increases_the_objective(tiny_notop):
 def test_batched_equals_one_at_a_time(tiny_notop, loop):
     model, params = tiny_notop
     key, layer, filters = jax.random.key(5), L, [6, 0, 3, 7]
-    kw = dict(key=key, size=S, model=model, loop=loop)
-    with jax.default_matmul_precision("float32"):
+    kw = dict(key=key, size=S, model=model)
+    with jax.default_matmul_precision("float32"), backend(loop=loop):
         batch1 = jcv.filter_patterns(params, layer, filters, steps=1, **kw)
         batch = jcv.filter_patterns(params, layer, filters, steps=6, **kw)
         act = jcv.filter_activation(params, batch, layer, filters, model=model)
         for i, f in enumerate(filters):
-            x0 = F._start_images(key, jnp.asarray([f]), size=S, channels=3)
+            x0 = book_start_images_jit(key, jnp.asarray([f]), size=S, channels=3)
             one1 = jcv.filter_patterns(params, layer, [f], steps=1, **kw)
             one = jcv.filter_patterns(params, layer, [f], steps=6, **kw)
             # first step: the normalised gradient of filter f alone
@@ -190,8 +193,10 @@ def test_batched_equals_one_at_a_time(tiny_notop, loop):
 def test_fori_and_python_loops_agree(tiny_notop):
     model, params = tiny_notop
     kw = dict(key=jax.random.key(2), size=S, steps=5, model=model)
-    a = jcv.filter_patterns(params, L, range(4), loop="fori", **kw)
-    b = jcv.filter_patterns(params, L, range(4), loop="python", **kw)
+    with backend(loop="fori"):
+        a = jcv.filter_patterns(params, L, range(4), **kw)
+    with backend(loop="python"):
+        b = jcv.filter_patterns(params, L, range(4), **kw)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-3)
 
 
@@ -208,10 +213,10 @@ def test_same_key_is_bitwise_reproducible(tiny_notop):
 @pytest.mark.parametrize("loop", ["python", "fori"])
 def test_other_filters_same_count_do_not_recompile(tiny_notop, loop):
     model, params = tiny_notop
-    kw = dict(key=jax.random.key(0), size=S, steps=5, model=model, loop=loop,
-              batch_size=4)
-    from jaxconvviz.featureviz import render as R
-
+    kw = dict(key=jax.random.key(0), size=S, steps=5, model=model,
+              run=Run(batch_size=4))
+    loop_ctx = backend(loop=loop)
+    loop_ctx.__enter__()
     jcv.filter_patterns(params, L, [0, 1, 2, 3], **kw)
     misses = R.program.cache_info().misses
     progs = []
@@ -232,6 +237,7 @@ def test_other_filters_same_count_do_not_recompile(tiny_notop, loop):
         jcv.filter_patterns(params, L, [4, 6, 1, 0, 2, 3, 5], **kw)
     finally:
         R.program = real
+        loop_ctx.__exit__(None, None, None)
     assert all(q is p for q in progs)
     assert R.program.cache_info().misses == misses
     assert jitted._cache_size() == n_step
@@ -243,12 +249,13 @@ def test_chunked_equals_unchunked(tiny_notop):
     kw = dict(key=jax.random.key(4), size=S, steps=4, model=model)
     filters = [7, 1, 2, 6, 4, 0, 3, 5, 2]
     seen = []
-    whole = jcv.filter_patterns(params, L, filters, batch_size=9, **kw)
-    chunked = jcv.filter_patterns(params, L, filters, batch_size=4,
-                                  progress=lambda d, t: seen.append((d, t)), **kw)
+    whole = jcv.filter_patterns(params, L, filters, run=Run(batch_size=9), **kw)
+    chunked = jcv.filter_patterns(params, L, filters, **kw, run=Run(
+        batch_size=4, progress=lambda d, t: seen.append((d, t))))
     assert chunked.shape == (9, S, S, 3) and chunked.dtype == jnp.float32
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-3)
-    assert seen == [(4, 9), (8, 9), (9, 9)]
+    # at most 4 per call: 3 equal chunks of 3 (no padding)
+    assert seen == [(3, 9), (6, 9), (9, 9)]
     np.testing.assert_array_equal(chunked[2], chunked[8])  # same filter, same key
 
 
@@ -258,7 +265,7 @@ def test_bfloat16_network_reaches_similar_activations(tiny_notop):
     kw = dict(key=jax.random.key(1), size=S, steps=8, model=model)
     filters = [0, 1, 2, 3]
     x32 = jcv.filter_patterns(params, L, filters, **kw)
-    x16 = jcv.filter_patterns(params, L, filters, dtype=jnp.bfloat16, **kw)
+    x16 = jcv.filter_patterns(params, L, filters, run=Run(dtype="bfloat16"), **kw)
     assert x16.dtype == jnp.float32 and bool(jnp.isfinite(x16).all())
     a32 = jcv.filter_activation(params, x32, L, filters, model=model)
     a16 = jcv.filter_activation(params, x16, L, filters, model=model)
@@ -270,7 +277,7 @@ def test_bfloat16_network_reaches_similar_activations(tiny_notop):
 def test_init_replaces_key_drawn_starts(tiny_notop):
     model, params = tiny_notop
     key, filters = jax.random.key(8), [2, 4, 1, 6]
-    x0 = F._start_images(key, jnp.asarray(filters), size=S, channels=3)
+    x0 = book_start_images_jit(key, jnp.asarray(filters), size=S, channels=3)
     kw = dict(size=S, steps=3, model=model)
     a = jcv.filter_patterns(params, L, filters, key=key, **kw)
     b = jcv.filter_patterns(params, L, filters, init=x0, **kw)
@@ -288,8 +295,8 @@ def test_preprocess_true_differentiates_through_caffe(tiny_notop):
     filters, layer = [1, 5], L
     with jax.default_matmul_precision("float32"):
         got = jcv.filter_patterns(params, layer, filters, init=x_rgb, steps=1,
-                                  preprocess=True, model=model, size=S,
-                                  pre_activation=False)
+                                  model=model, size=S, style=jcv.Book(
+                                      preprocess=True, pre_activation=False))
         # hand composition: RGB -> caffe BGR -> forward -> mean of channel f
         @jax.jit
         @jax.grad
@@ -310,7 +317,8 @@ def test_preprocess_true_differentiates_through_caffe(tiny_notop):
     with jax.default_matmul_precision("float32"):
         caffe = jcv.filter_patterns(params, layer, filters,
                                     init=jcv.preprocess_input(x_rgb), steps=1,
-                                    model=model, size=S, pre_activation=False)
+                                    model=model, size=S,
+                                    style=jcv.Book(pre_activation=False))
     np.testing.assert_allclose(np.flip(np.asarray(caffe - jcv.preprocess_input(
         x_rgb)), -1), got - x_rgb, rtol=1e-4, atol=1e-4)
 
@@ -335,17 +343,14 @@ BAD = [
     (dict(size=3), "at least 4 px for layer 'block3_conv1'"),
     (dict(size=32.0), "size must be an integer"),
     (dict(steps=0), "steps must be an integer >= 1"),
-    (dict(step_size=float("nan")), "step_size must be a finite"),
+    (dict(style="book"), "style must be jcv.Book(...) or jcv.Lucid(...)"),
     (dict(key=None), "key is required"),
     (dict(key=np.array([1, 2, 3], np.uint32)), "key must be one PRNG key"),
     (dict(key=0), "key must be one PRNG key"),
     (dict(init=np.zeros((1, 32, 32, 3))), "init must have shape"),
     (dict(init=np.zeros((2, 16, 16, 3))), "(2, 32, 32, 3)"),
     (dict(init=np.full((2, 32, 32, 3), np.nan)), "init contains NaN"),
-    (dict(batch_size=0), "batch_size must be an integer >= 1"),
-    (dict(dtype=jnp.int32), "dtype must be one of"),
-    (dict(loop="scan"), "loop must be one of auto, fori, python"),
-    (dict(preprocess="yes"), "preprocess must be True or False"),
+    (dict(run=Run(batch_size=None, memory_budget=-5)), "memory_budget must be"),
 ]
 
 
@@ -355,8 +360,6 @@ def test_bad_input_raises_before_compute(tiny_notop, bad, msg, monkeypatch):
 
     def boom(*a, **k):
         raise AssertionError("computed before validating")
-
-    from jaxconvviz.featureviz import render as R
 
     monkeypatch.setattr(R, "program", boom)
     kw = dict(key=jax.random.key(0), size=32, steps=2, model=model)
@@ -509,9 +512,10 @@ def test_one_ascent_step_matches_keras_book_code(keras, hed_params, channel_only
         grads = np.asarray(grads, np.float64)
         grads /= np.sqrt(np.mean(np.square(grads))) + 1e-5  # listing 5.34
         want = x0 + grads * 1.0  # listing 5.36, step = 1
-        got = jcv.filter_patterns(hed_params, layer_name, [filter_index], init=x0,
-                                  steps=1, size=40, channel_only=channel_only,
-                                  pre_activation=False)  # the book's objective
+        with backend(channel_only=channel_only):
+            got = jcv.filter_patterns(hed_params, layer_name, [filter_index],
+                                      init=x0, steps=1, size=40,
+                                      style=jcv.Book(pre_activation=False))
         act = jcv.filter_activation(hed_params, x0, layer_name, [filter_index])
     np.testing.assert_allclose(act[0], float(loss), rtol=1e-5)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=2e-4)
@@ -529,10 +533,11 @@ def test_pre_activation_revives_a_dead_filter(key):
     params = one_conv_params(features=1, bias=[-1e4])
     init = jnp.full((1, 6, 6, 3), 128.0)
     dead = jcv.filter_patterns(params, "conv", [0], init=init, steps=1,
-                               size=6, model=model, pre_activation=False)
+                               size=6, model=model,
+                               style=jcv.Book(pre_activation=False))
     np.testing.assert_array_equal(dead, init)
     moved = jcv.filter_patterns(params, "conv", [0], init=init, steps=1, size=6,
-                                model=model, pre_activation=True)
+                                model=model, style=jcv.Book(pre_activation=True))
     # d mean(z) / d x[p, c] = sum of kernel taps that see pixel p, / 36
     k = np.asarray(params["conv"]["kernel"], np.float64)[..., 0]  # (3, 3, 3)
     g = np.zeros((6, 6, 3))
@@ -550,13 +555,12 @@ def test_pre_activation_equals_book_where_the_relu_is_open(key):
     model = one_conv_model(features=1)
     params = one_conv_params(features=1, bias=[1e4])  # always positive
     a = jcv.filter_patterns(params, "conv", [0], key=key, steps=3, size=6,
-                            model=model, pre_activation=False)
+                            model=model, style=jcv.Book(pre_activation=False))
     b = jcv.filter_patterns(params, "conv", [0], key=key, steps=3, size=6,
-                            model=model, pre_activation=True)
+                            model=model, style=jcv.Book(pre_activation=True))
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="pre_activation must be True or False"):
-        jcv.filter_patterns(params, "conv", [0], key=key, size=6, model=model,
-                            pre_activation="yes")
+        jcv.Book(pre_activation="yes")
 
 
 def test_cli_pre_activation_flag(hed_path, tmp_path, capsys):
@@ -571,13 +575,14 @@ def test_atlas_pre_activation_equals_filter_patterns(key):
     model = one_conv_model(features=3)
     params = one_conv_params(features=3, bias=[-1e4, 0.0, 1e4])
     want = jcv.filter_patterns(params, "conv", [0, 1, 2], key=key, steps=2,
-                               size=6, model=model, pre_activation=True)
+                               size=6, model=model,
+                               style=jcv.Book(pre_activation=True))
     got = jcv.filter_atlas(params, layers=["conv"], size=6, steps=2, key=key,
-                           model=model, pre_activation=True)["conv"]
+                           model=model, style=jcv.Book(pre_activation=True))["conv"]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
     assert not np.allclose(got[0], jcv.filter_atlas(
         params, layers=["conv"], size=6, steps=2, key=key, model=model,
-        pre_activation=False)["conv"][0])
+        style=jcv.Book(pre_activation=False))["conv"][0])
     # the default is the pre-ReLU objective (the book's is pre_activation=False)
     np.testing.assert_array_equal(got, jcv.filter_atlas(
         params, layers=["conv"], size=6, steps=2, key=key, model=model)["conv"])
@@ -595,16 +600,14 @@ def _kill(params, layer, filters):
 
 
 def _record_plans(monkeypatch):
-    from jaxconvviz.featureviz import execution as ex
-
     seen = []
-    real = ex.run_layer
+    real = R.dispatch
 
-    def spy(run_chunk, finish, plan, fidx, **kw):
+    def spy(run_chunk, finish, plan, ids):
         seen.append((plan.layer, plan.n_filters))
-        return real(run_chunk, finish, plan, fidx, **kw)
+        return real(run_chunk, finish, plan, ids)
 
-    monkeypatch.setattr(ex, "run_layer", spy)
+    monkeypatch.setattr(R, "dispatch", spy)
     return seen
 
 
@@ -616,21 +619,20 @@ def test_dead_filters_stop_after_one_step_same_result(monkeypatch, tiny_model,
     summation order aside) and the dead rows are their start images."""
     params = _kill(tiny_params, "block3_conv1", [1, 4, 6])
     kw = dict(key=jax.random.key(3), steps=4, size=32, model=tiny_model,
-              pre_activation=False, batch_size=4, loop=loop)
+              style=jcv.Book(pre_activation=False), run=Run(batch_size=4))
     filters = list(range(8))
     # filter 7 is silent on the start images with these random weights too
-    with pytest.warns(jcv.DeadFilterWarning, match=r"4 of 8 .*\[1, 4, 6, 7\]"):
-        full = jcv.filter_patterns(params, "block3_conv1", filters, stop_dead=False,
-                                   **kw)
+    with pytest.warns(jcv.DeadFilterWarning, match=r"4 of 8 .*\[1, 4, 6, 7\]"), \
+            backend(loop=loop, stop_dead=False):
+        full = jcv.filter_patterns(params, "block3_conv1", filters, **kw)
     seen = _record_plans(monkeypatch)
-    with pytest.warns(jcv.DeadFilterWarning, match=r"\[1, 4, 6, 7\]"):
+    with pytest.warns(jcv.DeadFilterWarning, match=r"\[1, 4, 6, 7\]"), \
+            backend(loop=loop):
         fast = jcv.filter_patterns(params, "block3_conv1", filters, **kw)
     assert seen == [("block3_conv1", 8), ("block3_conv1", 4)]  # 8 x 1 + 4 x 3 steps
     np.testing.assert_allclose(np.asarray(fast), np.asarray(full), rtol=1e-6,
                                atol=1e-4)
     # dead rows: bit for bit the book's start images of their own filters
-    from jaxconvviz.featureviz.render import book_start_images_jit
-
     x0 = book_start_images_jit(kw["key"], jnp.asarray([1, 4, 6, 7]), size=32,
                                channels=3)
     np.testing.assert_array_equal(np.asarray(fast)[[1, 4, 6, 7]], np.asarray(x0))
@@ -642,14 +644,12 @@ def test_atlas_stops_dead_filters_with_the_same_atlas(monkeypatch, tiny_model,
                    list(range(8)))  # a whole chunk dead in block4_conv1
     kw = dict(layers=["block3_conv2", "block4_conv1"], filters_per_layer=8,
               size=32, steps=3, key=jax.random.key(1), model=tiny_model,
-              pre_activation=False, batch_size=4)
-    with pytest.warns(jcv.DeadFilterWarning):
-        full = jcv.filter_atlas(params, stop_dead=False, **kw)
+              style=jcv.Book(pre_activation=False), run=Run(batch_size=4))
+    with pytest.warns(jcv.DeadFilterWarning), backend(stop_dead=False):
+        full = jcv.filter_atlas(params, **kw)
     seen = _record_plans(monkeypatch)
     with pytest.warns(jcv.DeadFilterWarning):
         fast = jcv.filter_atlas(params, **kw)
-    from jaxconvviz.featureviz.render import book_start_images_jit
-
     x0 = np.asarray(book_start_images_jit(kw["key"], jnp.arange(8), size=32,
                                           channels=3))
     alive = int(np.any(full["block3_conv2"] != x0, axis=(1, 2, 3)).sum())
@@ -660,14 +660,14 @@ def test_atlas_stops_dead_filters_with_the_same_atlas(monkeypatch, tiny_model,
         np.testing.assert_allclose(fast[layer], full[layer], rtol=1e-6, atol=1e-4)
     # pre_activation=True (the default): no stop, one pass per layer
     seen.clear()
-    jcv.filter_atlas(params, **{**kw, "pre_activation": True})
+    jcv.filter_atlas(params, **{**kw, "style": jcv.Book(pre_activation=True)})
     assert seen == [("block3_conv2", 8), ("block4_conv1", 8)]
 
 
-def test_stop_dead_must_be_a_bool(tiny_model, tiny_params):
-    with pytest.raises(ValueError, match=r"stop_dead must be True or False; got 'yes'"):
-        jcv.filter_patterns(tiny_params, "block1_conv1", [0], key=jax.random.key(0),
-                            size=32, model=tiny_model, stop_dead="yes")
+def test_stop_dead_must_be_a_bool():
+    with pytest.raises(ValueError, match=r"stop_dead must be one of 'auto', True, "
+                       r"False; got 'yes'"):
+        Backend(stop_dead="yes")
 
 
 # -------------------------------------------- bfloat16 image storage (opt-in)
@@ -680,7 +680,7 @@ def test_bf16_image_storage_is_one_rounding_per_step(tiny_model, tiny_params):
     kw = dict(size=32, model=tiny_model, init=x0, steps=1)
     f32 = jcv.filter_patterns(tiny_params, "block3_conv1", range(4), **kw)
     b16 = jcv.filter_patterns(tiny_params, "block3_conv1", range(4),
-                              image_dtype="bfloat16", **kw)
+                              style=jcv.Book(image_dtype="bfloat16"), **kw)
     assert b16.dtype == jnp.float32
     np.testing.assert_array_equal(
         np.asarray(b16), np.asarray(f32.astype(jnp.bfloat16).astype(jnp.float32)))
@@ -696,7 +696,7 @@ def test_bf16_image_storage_reaches_the_float32_activation(tiny_model, tiny_para
     idx = list(range(8))
     f32 = jcv.filter_patterns(tiny_params, "block3_conv1", idx, **kw)
     b16 = jcv.filter_patterns(tiny_params, "block3_conv1", idx,
-                              image_dtype="bfloat16", **kw)
+                              style=jcv.Book(image_dtype="bfloat16"), **kw)
     a32, a16 = (np.asarray(jcv.filter_activation(tiny_params, x, "block3_conv1",
                                                  idx, model=tiny_model))
                 for x in (f32, b16))
@@ -708,17 +708,15 @@ def test_bf16_image_storage_reaches_the_float32_activation(tiny_model, tiny_para
     np.testing.assert_array_equal(np.asarray(b16), np.asarray(
         jnp.asarray(b16).astype(jnp.bfloat16).astype(jnp.float32)))
     atlas = jcv.filter_atlas(tiny_params, layers=["block3_conv1"],
-                             filters_per_layer=8, image_dtype="bfloat16",
-                             batch_size=4, **kw)
+                             filters_per_layer=8,
+                             style=jcv.Book(image_dtype="bfloat16"),
+                             run=Run(batch_size=4), **kw)
     np.testing.assert_allclose(atlas["block3_conv1"], np.asarray(b16), atol=1.0)
 
 
-def test_image_dtype_errors(tiny_model, tiny_params):
-    kw = dict(key=jax.random.key(0), size=32, model=tiny_model)
+def test_image_dtype_errors():
     with pytest.raises(ValueError, match=r"image_dtype must be one of float32, "
                        r"bfloat16; got 'float16'"):
-        jcv.filter_patterns(tiny_params, "block1_conv1", [0], image_dtype="float16",
-                            **kw)
-    with pytest.raises(ValueError, match=r"image_dtype apply to style='book' only"):
-        jcv.filter_atlas(tiny_params, layers=["block1_conv1"], filters_per_layer=1,
-                         style="lucid", image_dtype="bfloat16", **kw)
+        jcv.Book(image_dtype="float16")
+    with pytest.raises(TypeError, match="image_dtype"):  # a Book option only
+        jcv.Lucid(image_dtype="bfloat16")

@@ -701,7 +701,7 @@ def test_filter_patterns_on_resnet50_block_output(keras, saved_apps):
     _, path = saved_apps("ResNet50")
     model, params = load_keras_model(path, preprocessing="caffe")
     kw = dict(key=jax.random.key(0), steps=2, size=32, model=model,
-              preprocess=True)
+              style=jcv.Book(preprocess=True))
     both = np.asarray(jcv.filter_patterns(params, "conv2_block1_out", [0, 5], **kw))
     one = np.asarray(jcv.filter_patterns(params, "conv2_block1_out", [5], **kw))
     assert both.shape == (2, 32, 32, 3) and np.isfinite(both).all()

@@ -15,19 +15,22 @@ import numpy as np
 import pytest
 
 import jaxconvviz as jcv
+from jaxconvviz.backend import Backend
 from jaxconvviz.cli import main
-from jaxconvviz.featureviz import execution as ex
+from jaxconvviz.featureviz import _engine
+from jaxconvviz.featureviz import _plan as pl
 from jaxconvviz.featureviz import objectives as O
 from jaxconvviz.featureviz import transforms as T
-from jaxconvviz.featureviz.param import COLOR_CORRELATION_NORMALIZED, FourierParam
-from jaxconvviz.featureviz.render import (
-    Lucid,
+from jaxconvviz.featureviz._programs import (
     RenderSpec,
-    book_display,
     lucid_network_input,
     objective_values,
-    render,
 )
+from jaxconvviz.featureviz.param import COLOR_CORRELATION_NORMALIZED, FourierParam
+from jaxconvviz.featureviz.progress import Progress
+from jaxconvviz.featureviz.render import render
+from jaxconvviz.featureviz.styles import Book, Lucid, book_display
+from jaxconvviz.run import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = ROOT / "tests" / "data" / "featureviz_reference.npz"
@@ -260,6 +263,27 @@ def test_render_batch_equals_alone_and_thresholds(tiny_notop):
     np.testing.assert_allclose(snaps[0], two, atol=1e-5)
 
 
+def test_batched_equals_alone_up_to_rounding_and_is_reproducible(tiny_notop):
+    """What holds for "batched == alone": a filter's image does not depend on
+    the other filters of the request, up to the float summation order of
+    differently batched convolutions (XLA:CPU picks its algorithm per shape:
+    a batch of one, and some batch sizes at some layers, round differently;
+    the optimisation amplifies it over many steps); the same request is
+    bit-reproducible."""
+    model, params = tiny_notop
+    others = [0, 1, 2, 4, 5, 6, 7]
+    for style in (Lucid(steps=4, size=S), Book(steps=4, size=S)):
+        kw = dict(key=jax.random.key(0), style=style, model=model)
+        got = [np.asarray(render(params, L, others[:n] + [3],
+                                 run=Run(batch_size=n + 1), **kw))[-1]
+               for n in (0, 1, 2, 7)]
+        for g in got[1:]:
+            np.testing.assert_allclose(g, got[0], rtol=0, atol=0.05)
+        again = np.asarray(render(params, L, others[:7] + [3],
+                                  run=Run(batch_size=8), **kw))[-1]
+        np.testing.assert_array_equal(again, got[-1])
+
+
 @pytest.mark.slow
 def test_render_lucid_raises_its_objective(tiny_notop):
     model, params = tiny_notop
@@ -279,28 +303,75 @@ def test_render_lucid_raises_its_objective(tiny_notop):
 
 
 def test_render_book_style_is_the_books_patterns_for_display(tiny_notop):
+    """render(style=Book()) is filter_patterns (one path, one pixel domain:
+    the model input, caffe BGR); Book.to_rgb maps it for display."""
     model, params = tiny_notop
     kw = dict(key=jax.random.key(0), size=S, steps=3, model=model)
-    got = np.asarray(render(params, L, [0, 1], style="book", **kw))
+    style = Book()
+    raw_r = render(params, L, [0, 1], style=style, **kw)
     raw = jcv.filter_patterns(params, L, [0, 1], **kw)
+    np.testing.assert_array_equal(np.asarray(raw_r), np.asarray(raw))
+    got = np.asarray(style.to_rgb(raw_r, model))
     np.testing.assert_allclose(got, book_display(raw, model, False), atol=1e-4)
     # display: the book's deprocess_image as float, in RGB order
     u8 = jcv.deprocess_image(jcv.caffe_to_rgb(raw))
     assert np.abs(got - u8.astype(np.float32)).max() <= 1.0
+    assert style.domain(model).startswith("caffe BGR")
+    assert Book(preprocess=True).domain(model) == Lucid().domain(model) == (
+        "RGB [0, 255]")
+
+
+def test_entry_points_share_one_signature_of_at_most_12_parameters():
+    import inspect
+
+    sigs = {f.__name__: inspect.signature(f).parameters
+            for f in (jcv.render, jcv.filter_patterns, jcv.filter_atlas)}
+    assert all(len(p) <= 12 for p in sigs.values())
+    for name in ("key", "style", "size", "steps", "objective", "model", "run"):
+        # the same meaning everywhere: None = the style's (key: see init)
+        assert {p[name].default is None or name == "style"
+                for p in sigs.values()} == {True}, name
+    assert sigs["render"]["style"].default == Lucid()
+    assert sigs["filter_patterns"]["style"].default == Book()
+    assert sigs["filter_atlas"]["style"].default == Book()
+    assert (Book().steps, Book().size, Lucid().steps, Lucid().size) == (
+        40, 150, 512, 128)
+    assert hash(Lucid()) == hash(Lucid()) and Book(steps=3) != Book()
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: Book(steps=0), "Book.steps must be an integer >= 1"),
+    (lambda: Lucid(size=1.5), "Lucid.size must be an integer >= 1"),
+    (lambda: Book(step_size=float("nan")), "step_size must be a finite number"),
+    (lambda: Book(image_dtype="float16"), "image_dtype must be one of float32, "
+                                          "bfloat16; got 'float16'"),
+    (lambda: Book(preprocess="yes"), "preprocess must be True or False"),
+    (lambda: Lucid(pre_activation="yes"), "pre_activation must be True or False"),
+    (lambda: Lucid(learning_rate=0.0), "learning_rate must be > 0"),
+    (lambda: Lucid(transforms=(1, 2)), "transforms must be a sequence"),
+    (lambda: Book(objective=lambda c: 0), "objective must be None"),
+    (lambda: Run(progress="yes"), "progress"),
+    (lambda: Run(batch_size=0), "batch_size must be None or a positive int"),
+    (lambda: Run(dtype=jnp.int32), "dtype must be one of"),
+    (lambda: Backend(loop="scan"), "loop must be one of 'auto', 'fori', 'python'"),
+])
+def test_styles_reject_bad_options(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
 
 
 @pytest.mark.parametrize("kw,match", [
     (dict(layer=None), "layer is required"),
-    (dict(style="deepdream"), "style must be one of"),
+    (dict(style="deepdream"), "style must be jcv.Book"),
     (dict(thresholds=(5, 2)), "thresholds"),
     (dict(steps=0), "steps"),
     (dict(size=0), "size must be at least 1 px"),
-    (dict(style="book", size=2), "size must be at least 4 px"),
+    (dict(style=Book(), size=2), "size must be at least 4 px"),
     (dict(filter_indices=[99]), "filter_indices"),
     (dict(key=None), "key is required"),
-    (dict(step_size=0.5), "book' only"),
-    (dict(style="book", learning_rate=0.1), "lucid' only"),
-    (dict(progress="yes"), "progress"),
+    (dict(init=np.zeros((1, S, S, 3))), "init .* applies to the Book style"),
+    (dict(run="fast"), "run must be None or a jcv.Run"),
+    (dict(run=Run(memory_budget="lots")), "memory_budget must be"),
 ])
 def test_render_rejects_bad_input_before_compute(tiny_notop, kw, match):
     model, params = tiny_notop
@@ -327,11 +398,11 @@ def test_size_beyond_memory_is_an_error_with_estimate_and_limit(tiny_notop):
 def test_progress_plain_lines_when_not_a_tty(tiny_notop):
     model, params = tiny_notop
     buf = io.StringIO()
-    prog = ex.Progress(desc="atlas", stream=buf)
+    prog = Progress(desc="atlas", stream=buf)
     assert not prog.tty
     jcv.filter_atlas(params, layers=["block1_conv1", L], filters_per_layer=2,
                      size=S, steps=1, key=jax.random.key(0), model=model,
-                     batch_size=1, progress=prog)
+                     run=Run(batch_size=1, progress=prog))
     lines = buf.getvalue().splitlines()
     chunk_lines = [ln for ln in lines if "chunk" in ln]
     assert len(chunk_lines) == 4  # 2 layers x 2 chunks of 1 filter
@@ -339,11 +410,10 @@ def test_progress_plain_lines_when_not_a_tty(tiny_notop):
     assert chunk_lines[-1].startswith(f"atlas: {L} chunk 2/2: 4/4 filters")
 
 
-def test_progress_reports_a_chunk_when_its_result_is_ready():
-    """Dispatch is asynchronous: run_layer reports chunk c only after
-    waiting for its result (the demo once printed every chunk of a layer as
-    done, "~0 s left", at the moment the last one was queued), and chunk
-    c + 1 is dispatched before that wait, so the device never idles."""
+def test_progress_reports_a_chunk_when_its_result_is_ready(monkeypatch):
+    """Dispatch is asynchronous: the engine reports chunk c only after
+    waiting for its result (not when it was queued), and every chunk is
+    dispatched before the first wait, so the device never idles."""
     events = []
 
     class Pending:  # a queued result: ready once waited for
@@ -354,30 +424,42 @@ def test_progress_reports_a_chunk_when_its_result_is_ready():
             events.append(("ready", self.c))
             return self
 
-    def run_chunk(ids):
-        c = sum(1 for e in events if e[0] == "dispatch")
-        events.append(("dispatch", c))
-        return Pending(c)
+    def run_spec(params, spec, model, plan, fidx, **kw):
+        out = []
+        for c in range(plan.n_chunks):
+            events.append(("dispatch", c))
+            out.append(Pending(c))
+        return out
 
-    plan = ex.LayerPlan(layer="l", n_filters=5, chunk=2, n_chunks=3, n_devices=1,
+    monkeypatch.setattr(_engine.pg, "run_spec", run_spec)
+    monkeypatch.setattr(_engine.pg, "concat_chunks", lambda outs, n, t: outs)
+    monkeypatch.setattr(_engine, "_on_first_device", lambda x, devs, n: x)
+    plan = pl.LayerPlan(layer="l", n_filters=5, chunk=2, n_chunks=3, n_devices=1,
                         per_filter_bytes=0, budget_bytes=0)
-    ex.run_layer(run_chunk, lambda x: x, plan, np.arange(5),
-                 progress=lambda done, total: events.append(("report", done)))
-    assert events == [("dispatch", 0), ("dispatch", 1), ("ready", 0), ("report", 2),
-                      ("dispatch", 2), ("ready", 1), ("report", 4),
+    spec = RenderSpec(layer="l", style=Lucid(), steps=1)
+    req = _engine.Request(
+        model=None, compute=None, style=Lucid(), specs={"l": spec},
+        fsel={"l": np.arange(5)}, plans=[plan], devs=(), key=None, size=8,
+        init=None, loop="fori", stop_dead=False,
+        run=Run(progress=lambda done, total: events.append(("report", done))),
+        estimate=None, desc="test")
+    _engine.execute({}, req, to_host=False)
+    assert events == [("dispatch", 0), ("dispatch", 1), ("dispatch", 2),
+                      ("ready", 0), ("report", 2), ("ready", 1), ("report", 4),
                       ("ready", 2), ("report", 5)]
 
 
 def test_atlas_warns_up_front_on_cpu_with_an_estimate(tiny_notop, monkeypatch):
     model, params = tiny_notop
-    monkeypatch.setattr(ex, "CPU_MACS_PER_SECOND", 1.0)  # make it "slow"
+    monkeypatch.setattr(pl, "CPU_MACS_PER_SECOND", 1.0)  # make it "slow"
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         jcv.filter_atlas(params, layers=[L], filters_per_layer=1, size=S, steps=1,
                          key=jax.random.key(0), model=model)
-    msgs = [str(w.message) for w in rec if issubclass(w.category,
-                                                       ex.SlowOnCPUWarning)]
-    assert len(msgs) == 1 and "estimated" in msgs[0]
+    msgs = [(str(w.message), w.filename) for w in rec
+            if issubclass(w.category, jcv.SlowOnCPUWarning)]
+    assert len(msgs) == 1 and "estimated" in msgs[0][0]
+    assert msgs[0][1] == __file__  # it points at the caller's line
 
 
 def test_cpu_estimate_counts_multiply_adds_and_memory_bound_nodes():
@@ -392,21 +474,61 @@ def test_cpu_estimate_counts_multiply_adds_and_memory_bound_nodes():
         mk("act", "activation", activation="relu"),
     ), input_shape=(None, None, 3), preprocessing="none")
     macs, elems = 4 * 4 * 27 * 6, 2 * 4 * 4 * 6
-    plan = ex.LayerPlan(layer="act", n_filters=5, chunk=3, n_chunks=2, n_devices=2,
+    plan = pl.LayerPlan(layer="act", n_filters=5, chunk=3, n_chunks=2, n_devices=2,
                         per_filter_bytes=1, budget_bytes=1)
-    per_image_step = (macs * 3 / ex.CPU_MACS_PER_SECOND
-                      + elems * ex.CPU_SECONDS_PER_ELEMENT)
-    assert ex.estimate_seconds(model, [plan], 8, 10) == pytest.approx(
+    per_image_step = (macs * 3 / pl.CPU_MACS_PER_SECOND
+                      + elems * pl.CPU_SECONDS_PER_ELEMENT)
+    assert pl.estimate_seconds(model, [plan], 8, 10) == pytest.approx(
         per_image_step * 10 * 6 / 2)  # 2 chunks of 3 (one padded) on 2 devices
+    # the public surface: the same model, one device, no padding
+    from jaxconvviz.featureviz.atlas import estimate_seconds
+
+    assert estimate_seconds(model, {"act": 5}, style=Book(size=8, steps=10)) == (
+        pytest.approx(per_image_step * 10 * 5))
+    lucid = (macs * 4 / pl.CPU_MACS_PER_SECOND + elems * pl.CPU_SECONDS_PER_ELEMENT)
+    assert estimate_seconds(model, {"act": 5}, style=Lucid(transforms=(), size=8,
+                                                           steps=10)) == (
+        pytest.approx(lucid * 10 * 5))
 
 
 def test_atlas_lucid_style_equals_render(tiny_notop):
     model, params = tiny_notop
     kw = dict(size=S, steps=2, key=jax.random.key(4), model=model)
-    res = jcv.filter_atlas(params, layers=[L], filters_per_layer=3, style="lucid",
+    res = jcv.filter_atlas(params, layers=[L], filters_per_layer=3, style=Lucid(),
                            **kw)
     want = np.asarray(render(params, L, range(3), **kw))
     np.testing.assert_allclose(res[L], want, atol=1e-4)
+    pats = np.asarray(jcv.filter_patterns(params, L, range(3), style=Lucid(), **kw))
+    np.testing.assert_array_equal(pats, np.asarray(render(params, L, range(3), **kw)))
+
+
+@pytest.mark.parametrize("style", [Book(), Lucid()], ids=["book", "lucid"])
+def test_every_objective_through_every_entry_point(tiny_notop, style):
+    """A Direction objective (and a fixed-channel one) through render,
+    filter_patterns and filter_atlas: the same images, and the optimisation
+    raises that objective."""
+    model, params = tiny_notop
+    v = tuple(float(x) for x in np.arange(8) - 3)
+    obj = O.Direction(L, v) + O.Channel(L, 5)
+    kw = dict(key=jax.random.key(2), size=S, steps=3, model=model,
+              objective=obj, style=style)
+    a = np.asarray(render(params, L, [0, 1], **kw))
+    b = np.asarray(jcv.filter_patterns(params, L, [0, 1], **kw))
+    c = jcv.filter_atlas(params, layers=[L], filters_per_layer=2, **kw)[L]
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(c, a, rtol=1e-5, atol=1e-3)
+    if style.name == "lucid":
+        assert 0 <= a.min() and a.max() <= 255
+        return
+    # book: the (pre-ReLU) objective rose from step 1 to step 3
+    x1 = np.asarray(render(params, L, [0, 1], **{**kw, "steps": 1}))
+    m = model.without_activation(L)
+
+    def val(x):
+        act = np.asarray(m.forward(params, jnp.asarray(x), stop=L))
+        return (act @ np.asarray(v)).mean((1, 2)) + act[..., 5].mean((1, 2))
+
+    assert np.all(val(a) > val(x1))
 
 
 # ------------------------------------------------------------ CLI
@@ -475,7 +597,7 @@ def robustness(params, images_rgb, layer, fidx, *, seed):
 def test_lucid_quality_vs_book_on_block4_conv1(hed_params, record_property):
     layer, fidx, size, steps = "block4_conv1", list(range(6)), 48, 48
     kw = dict(key=jax.random.key(0), size=size, steps=steps)
-    lucid = np.asarray(render(hed_params, layer, fidx, style="lucid", **kw))
+    lucid = np.asarray(render(hed_params, layer, fidx, **kw))
     raw = jcv.filter_patterns(hed_params, layer, fidx, **kw)
     book = np.asarray(book_display(raw, jcv.resolve_model(hed_params), False))
     hf_l, hf_b = hf_fraction(lucid).mean(), hf_fraction(book).mean()

@@ -141,9 +141,6 @@ def _init_distributed() -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
-    from jaxconvviz.featureviz.atlas import parse_memory_budget
-
-    parse_memory_budget(args.memory_budget)  # ValueError names it, before work
     if args.filters is None:
         args.filters = ":" if args.all_layers else "0:64"
     if args.distributed:
@@ -179,26 +176,39 @@ def _filters(args, n: int) -> list[int]:
     return parse_slice(text, name="--filters", n=n)
 
 
+def _style(args, model):
+    """The style of the flags: --style, --steps, --size, --step-size,
+    --domain, --pre-activation / --book-objective."""
+    import jaxconvviz as jcv
+
+    kw = dict(steps=args.steps, size=args.size, pre_activation=args.pre_activation)
+    if args.style == "lucid":
+        return jcv.Lucid(**kw)
+    rgb = args.domain == "rgb" or (args.domain == "auto" and bool(args.model))
+    return jcv.Book(step_size=args.step_size, preprocess=rgb, **kw)
+
+
+def _run(args, progress):
+    from jaxconvviz.run import Run
+
+    return Run(batch_size=args.batch_size, memory_budget=args.memory_budget,
+               dtype=args.dtype, progress=progress)
+
+
 def _atlas_many(args, model, params, desc, layers, d) -> None:
     """Every layer in one filter_atlas run (chunked, sharded); process 0 writes."""
     import jax
-    import jax.numpy as jnp
 
-    from jaxconvviz.featureviz.atlas import filter_atlas
+    import jaxconvviz as jcv
+    from jaxconvviz.backend import backend
 
     sel = {layer: _filters(args, model.channels(layer)) for layer in layers}
-    rgb = args.domain == "rgb" or (args.domain == "auto" and bool(args.model))
     main = jax.process_index() == 0
-    book = args.style == "book"
-    res = filter_atlas(
-        params, layers=layers, filters_per_layer=sel, size=args.size,
-        steps=args.steps, key=jax.random.key(args.seed),
-        dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32,
-        memory_budget=args.memory_budget,
-        step_size=args.step_size if book else None,
-        preprocess=rgb if book else None, batch_size=args.batch_size, model=model,
-        progress=main, pre_activation=args.pre_activation,
-        conv_impl=args.conv_impl, style=args.style)
+    with backend(conv=args.conv_impl):
+        res = jcv.filter_atlas(params, layers=layers, filters_per_layer=sel,
+                               key=jax.random.key(args.seed),
+                               style=_style(args, model), model=model,
+                               run=_run(args, main))
     if not main:
         return
     for layer in layers:
@@ -207,39 +217,28 @@ def _atlas_many(args, model, params, desc, layers, d) -> None:
 
 def _atlas_one(args, model, params, desc, layer, d, pats=None) -> None:
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
-    from jaxconvviz.featureviz.filters import filter_activation, filter_patterns
-    from jaxconvviz.featureviz.render import render
+    import jaxconvviz as jcv
+    from jaxconvviz.backend import backend
     from jaxconvviz.plotting import plot_atlas
     from jaxconvviz.views.grids import atlas_grid, tile_grid
 
     idx = _filters(args, model.channels(layer))
     rgb = args.domain == "rgb" or (args.domain == "auto" and bool(args.model))
-    dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
     lucid = args.style == "lucid"
-    if pats is None and lucid:  # (--all-layers passes the filter_atlas result)
-        pats = render(params, layer, idx, key=jax.random.key(args.seed),
-                      style="lucid", size=args.size, steps=args.steps, model=model,
-                      pre_activation=args.pre_activation,
-                      batch_size=args.batch_size, dtype=dtype, progress=True,
-                      conv_impl=args.conv_impl)
-    elif pats is None:
-        pats = filter_patterns(
-            params, layer, idx, key=jax.random.key(args.seed),
-            steps=args.steps, step_size=args.step_size, size=args.size,
-            preprocess=rgb, model=model, batch_size=args.batch_size,
-            dtype=dtype, progress=True,
-            pre_activation=args.pre_activation, conv_impl=args.conv_impl,
-        )
+    if pats is None:  # (--all-layers passes the filter_atlas result)
+        with backend(conv=args.conv_impl):
+            pats = jcv.render(params, layer, idx, key=jax.random.key(args.seed),
+                              style=_style(args, model), model=model,
+                              run=_run(args, True))
     if lucid:
         u8 = np.clip(np.rint(np.asarray(pats, np.float32)), 0, 255).astype(np.uint8)
         grid = tile_grid(u8, n_cols=args.cols, margin=args.margin)
         dead = 0
     else:
-        act = filter_activation(params, pats, layer, idx, preprocess=rgb,
-                                model=model)
+        act = jcv.filter_activation(params, pats, layer, idx, preprocess=rgb,
+                                    model=model)
         dead = int((act <= 0).sum())
         grid = atlas_grid(pats, n_cols=args.cols, margin=args.margin)
     if grid.shape[-1] == 1:

@@ -70,8 +70,8 @@ def _default_size() -> int:
 
 
 #: The book-vs-lucid figure: the first 16 filters of this layer, lucid style
-#: with this many steps (~60 s at 64 px on 2 free CPU cores; the book panel
-#: is cut from step 1's atlas, so it costs nothing).
+#: with this many steps (the book panel is cut from step 1's atlas, so only
+#: the lucid images are computed).
 SIDE_BY_SIDE = ("block4_conv1", 16, 32)
 
 
@@ -84,10 +84,11 @@ def _book_vs_lucid(weights: str, dest, *, seed: int, size: int, steps: int) -> N
     import jax
     import numpy as np
 
+    import jaxconvviz as jcv
     from jaxconvviz.commands.common import load_model_and_params, save_figure
-    from jaxconvviz.featureviz.render import render
     from jaxconvviz.images import load_img
     from jaxconvviz.plotting import plot_side_by_side
+    from jaxconvviz.run import Run
     from jaxconvviz.views.grids import tile_grid
 
     layer, n, lucid_steps = SIDE_BY_SIDE
@@ -103,11 +104,13 @@ def _book_vs_lucid(weights: str, dest, *, seed: int, size: int, steps: int) -> N
                               (k % 8) * (size + 5):(k % 8) * (size + 5) + size]
                          for k in range(n)])
     else:
-        book = render(params, layer, range(n), key=jax.random.key(seed),
-                      style="book", size=size, steps=steps, model=model)
-    lucid = render(params, layer, range(n), key=jax.random.key(seed),
-                   style="lucid", size=size, steps=lucid_steps, model=model,
-                   progress=True)
+        style = jcv.Book(size=size, steps=steps)
+        book = style.to_rgb(jcv.render(params, layer, range(n),
+                                       key=jax.random.key(seed), style=style,
+                                       model=model), model)
+    lucid = jcv.render(params, layer, range(n), key=jax.random.key(seed),
+                       style=jcv.Lucid(size=size, steps=lucid_steps), model=model,
+                       run=Run(progress=True))
     grids = [tile_grid(np.clip(np.rint(np.asarray(x, np.float32)), 0, 255).astype(
         np.uint8), n_cols=4, margin=3) for x in (book, lucid)]
     fig = plot_side_by_side(*grids, layer=layer, filter_indices=list(range(n)),

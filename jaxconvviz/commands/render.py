@@ -86,9 +86,19 @@ def to_u8(images):
 
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
-    from jaxconvviz.featureviz.execution import parse_memory_budget
+    import jaxconvviz as jcv
+    from jaxconvviz.run import Run
 
-    parse_memory_budget(args.memory_budget)
+    # every option checked (Run, style) before the weights load
+    run_opts = Run(batch_size=args.batch_size, memory_budget=args.memory_budget,
+                   dtype=args.dtype, progress=True)
+    pre = not args.post_activation
+    if args.style == "lucid":
+        style = jcv.Lucid(steps=args.steps, size=args.size, pre_activation=pre,
+                          learning_rate=0.05 if args.lr is None else args.lr)
+    else:
+        style = jcv.Book(steps=args.steps, size=args.size, pre_activation=pre,
+                         step_size=1.0 if args.step_size is None else args.step_size)
     model, params, desc = common.load_model_and_params(args, include_top=False)
     model.check_layer(args.layer, model.spatial_layers, name="--layer")
     idx = common.parse_slice(args.filters, name="--filters",
@@ -96,18 +106,13 @@ def run(args: argparse.Namespace) -> int:
     d = common.out_dir(args.out)
 
     import jax
-    import jax.numpy as jnp
 
-    from jaxconvviz.featureviz.render import render
     from jaxconvviz.plotting import plot_atlas
     from jaxconvviz.views.grids import tile_grid
 
-    imgs = render(params, args.layer, idx, key=jax.random.key(args.seed),
-                  style=args.style, size=args.size, steps=args.steps, model=model,
-                  pre_activation=not args.post_activation, learning_rate=args.lr,
-                  step_size=args.step_size, batch_size=args.batch_size,
-                  dtype=jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32,
-                  memory_budget=args.memory_budget, progress=True)
+    imgs = jcv.render(params, args.layer, idx, key=jax.random.key(args.seed),
+                      style=style, model=model, run=run_opts)
+    imgs = style.to_rgb(imgs, model)  # display RGB [0, 255]
     u8 = to_u8(imgs)
     if u8.shape[-1] == 1:
         u8 = u8[..., 0]

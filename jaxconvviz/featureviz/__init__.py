@@ -1,10 +1,16 @@
 """Feature visualization.
 
-One rendering engine (:mod:`~jaxconvviz.featureviz.render`: what to optimise
-as a hashable spec, in the book's style or lucid's), its objectives,
-parameterization and transforms, and the execution layer it shares with
-filter patterns and whole-network atlases
-(:mod:`~jaxconvviz.featureviz.execution`: chunks, devices, memory, progress).
+Public: :func:`~jaxconvviz.render`, :func:`~jaxconvviz.filter_patterns`,
+:func:`~jaxconvviz.filter_atlas` (one request path, :mod:`.render` and
+:mod:`.atlas`), the styles :class:`~jaxconvviz.Book` and
+:class:`~jaxconvviz.Lucid` (:mod:`.styles`), :mod:`.objectives`,
+:mod:`.transforms`, :mod:`.param`, :mod:`.progress`, and the planning
+surface :func:`~jaxconvviz.atlas_plan` and
+:func:`~jaxconvviz.featureviz.atlas.estimate_seconds`.
+
+Private (no other package imports them): ``_engine`` (the one validation,
+planning and chunk/progress loop), ``_plan`` (checks, memory, devices, the
+CPU time model) and ``_programs`` (the compiled programs).
 """
 
 __all__: list[str] = []  # the public names are re-exported by jaxconvviz

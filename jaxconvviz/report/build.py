@@ -3,8 +3,8 @@ folder a temporary one and renames it into place).
 
 Compute goes through the library's public functions (filter patterns,
 activations, kernels, predictions, Grad-CAM / the CAM family, and the
-lucid-style renderer when :func:`jaxconvviz.render` exists); this module only
-arranges their results as HTML pages and compressed images.
+lucid-style renderer :func:`jaxconvviz.render`); this module only arranges
+their results as HTML pages and compressed images.
 
 Layout of a report folder::
 
@@ -39,10 +39,6 @@ PATCH_PX = 96
 GRID_MAX_WIDTH = 1280
 #: Filters in each layer's strip on the index page.
 STRIP = 8
-#: Multiply-adds per second of the ascent on the whole CPU, used only for the
-#: estimate printed before a run (forward + backward counted as 3 forwards,
-#: see :func:`ascent_macs`); where it comes from: docs/design-notes.md.
-CPU_MACS_PER_S = 2.0e10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +65,7 @@ def ascent_macs(model: ConvNet, layers: Sequence[str], n_filters: Mapping[str, i
                 size: int, steps: int) -> int:
     """Multiply-adds of the book-style ascent of ``n_filters[layer]`` filters
     per layer (forward + backward counted as 3 forwards)."""
-    from jaxconvviz.featureviz.filters import conv_macs
+    from jaxconvviz.models.shapes import conv_macs
 
     return sum(3 * steps * n_filters[layer] * conv_macs(model, layer, size)
                for layer in layers)
@@ -77,28 +73,19 @@ def ascent_macs(model: ConvNet, layers: Sequence[str], n_filters: Mapping[str, i
 
 def estimate_seconds(model: ConvNet, layers: Sequence[str],
                      n_filters: Mapping[str, int], size: int, steps: int, *,
-                     lucid_steps: int = 0,
-                     macs_per_s: float = CPU_MACS_PER_S) -> float:
+                     lucid_steps: int = 0) -> float:
     """Rough CPU time of a report: the book ascent (and ``lucid_steps`` of the
-    lucid style, which sees ``size + 24`` px) at ``macs_per_s`` plus its
-    memory-bound nodes' elements (graph models) at
-    :data:`~jaxconvviz.featureviz.execution.CPU_SECONDS_PER_ELEMENT`, plus ~1.5 s
-    per layer (compilation) and ~0.02 s per unit page."""
-    from jaxconvviz.featureviz.execution import CPU_SECONDS_PER_ELEMENT
-    from jaxconvviz.models.shapes import memory_bound_elements
+    lucid style) by the library's one CPU time model
+    (:func:`jaxconvviz.featureviz.atlas.estimate_seconds`), plus ~1.5 s per
+    layer (compilation) and ~0.02 s per unit page."""
+    import jaxconvviz as jcv
+    from jaxconvviz.featureviz.atlas import estimate_seconds as ascent_seconds
 
-    def elements(px, n_steps):  # memory-bound nodes (graph models)
-        return sum(n_steps * n_filters[layer] * memory_bound_elements(model, layer, px)
-                   for layer in layers)
-
-    units = sum(n_filters[layer] for layer in layers)
-    macs = ascent_macs(model, layers, n_filters, size, steps)
-    elems = elements(size, steps)
+    n = {layer: n_filters[layer] for layer in layers}
+    est = ascent_seconds(model, n, style=jcv.Book(size=size, steps=steps))
     if lucid_steps:
-        macs += ascent_macs(model, layers, n_filters, size + 24, lucid_steps)
-        elems += elements(size + 24, lucid_steps)
-    return (macs / macs_per_s + elems * CPU_SECONDS_PER_ELEMENT
-            + 1.5 * len(layers) + 0.02 * units)
+        est += ascent_seconds(model, n, style=jcv.Lucid(size=size, steps=lucid_steps))
+    return est + 1.5 * len(layers) + 0.02 * sum(n.values())
 
 
 class _Writer:
@@ -176,13 +163,6 @@ def _kernel_image(kg, *, px: int = 24, cols: int = 32, gap: int = 2) -> np.ndarr
     return tile_grid(tiles, n_cols=min(cols, len(tiles)), margin=gap)
 
 
-def _lucid_renderer():
-    """:func:`jaxconvviz.render` if this version has it, else None."""
-    import jaxconvviz as jcv
-
-    return getattr(jcv, "render", None)
-
-
 def available_cam_methods() -> tuple[str, ...]:
     """The registered CAM methods (:func:`jaxconvviz.cam_methods`), in
     display order."""
@@ -234,9 +214,9 @@ def build_report(
       filters_per_layer: the first ``n`` filters of each layer (None: all).
       size: pattern side in pixels.
       steps: book-style ascent steps.
-      style: ``"book"`` (gradient ascent, DLwP), ``"lucid"`` (needs
-        :func:`jaxconvviz.render`; the book patterns are shown beside) or
-        ``"auto"`` (lucid too when ``render`` exists).
+      style: ``"book"`` (gradient ascent, DLwP) or ``"lucid"`` /
+        ``"auto"`` (lucid's style too, :func:`jaxconvviz.render`; the book
+        patterns are shown beside).
       lucid_steps: optimisation steps of the lucid style (lucid: 512).
       cam_methods: CAM methods on the images page (models with a top); None:
         every one of :func:`available_cam_methods`.
@@ -260,11 +240,7 @@ def build_report(
     layers = tuple(model.conv_layers if layers is None else layers)
     if style not in ("auto", "book", "lucid"):
         raise InputError(f"style must be 'auto', 'book' or 'lucid'; got {style!r}.")
-    render = _lucid_renderer()
-    if style == "lucid" and render is None:
-        raise InputError("style 'lucid' needs jaxconvviz.render, which this "
-                         "version does not have; use style 'book' or 'auto'.")
-    use_lucid = style != "book" and render is not None
+    use_lucid = style != "book"
     _check(model, layers, images, size, filters_per_layer, top_k, steps)
     methods = available_cam_methods() if cam_methods is None else tuple(cam_methods)
     bad = [m for m in methods if m not in available_cam_methods()]
@@ -303,17 +279,18 @@ def build_report(
         tl = time.perf_counter()
         idx = sel[layer]
         pats = np.asarray(jcv.filter_patterns(
-            params, layer, idx, key=key, steps=steps, size=size, preprocess=True,
-            model=model, pre_activation=pre_activation))
+            params, layer, idx, key=key, model=model,
+            style=jcv.Book(steps=steps, size=size, preprocess=True,
+                           pre_activation=pre_activation)))
         reached = np.asarray(jcv.filter_activation(params, pats, layer, idx,
                                                    preprocess=True, model=model))
         book = jcv.deprocess_image(pats)
         book = np.repeat(book, 3, -1) if book.shape[-1] == 1 else book
         lucid = None
         if use_lucid:
-            # render returns RGB [0, 255] floats (the display pixels)
-            lucid = _u8_rgb(render(params, layer, idx, key=key, style="lucid",
-                                   size=size, steps=lucid_steps, model=model))
+            # the Lucid style's results are RGB [0, 255] floats
+            lucid = _u8_rgb(jcv.render(params, layer, idx, key=key, model=model,
+                                       style=jcv.Lucid(size=size, steps=lucid_steps)))
         tiles, lucid_tiles = [], []
         for j, k in enumerate(idx):
             data, ext = encode.tile(book[j])

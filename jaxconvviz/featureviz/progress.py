@@ -1,0 +1,113 @@
+"""Progress and warnings of feature-visualization runs (public).
+
+:class:`Progress` reports a chunked run (``Run(progress=...)``);
+:class:`SlowOnCPUWarning` and :class:`DeadFilterWarning` are what the
+runs warn with. Imports the standard library only (tqdm lazily, for the bar).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+from jaxconvviz.errors import InputError
+
+
+class SlowOnCPUWarning(UserWarning):
+    """A feature-visualization run on XLA:CPU is estimated to take long."""
+
+
+class DeadFilterWarning(UserWarning):
+    """Filters whose gradient was exactly zero at every step (their images
+    never moved from the start): the result shows the start noise."""
+
+
+def format_seconds(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+class Progress:
+    """Progress of a chunked run, on ``stream`` (default ``sys.stderr``).
+
+    On a TTY a tqdm bar; otherwise (CI logs, ``| tee``) one plain line per
+    chunk: ``"<desc>: <layer> chunk c/n: done/total filters, 12 s elapsed,
+    ~40 s left"``. Pass it as ``Run(progress=...)`` to the feature-visualization
+    functions (``progress=True`` makes one); a plain callable
+    ``progress(done, total)`` is also accepted there.
+    """
+
+    def __init__(self, total: int | None = None, *, desc: str = "render",
+                 stream=None, tty: bool | None = None, estimate: float | None = None):
+        self.stream = sys.stderr if stream is None else stream
+        isatty = getattr(self.stream, "isatty", lambda: False)
+        self.tty = bool(isatty()) if tty is None else tty
+        self.desc, self.total, self.estimate = desc, total, estimate
+        self.t0 = time.perf_counter()
+        self._bar = None
+        self.lines: list[str] = []
+
+    def start(self, total: int, estimate: float | None = None) -> None:
+        """Called by the runner before the first chunk."""
+        self.total = total
+        if estimate is not None:
+            self.estimate = estimate
+        self.t0 = time.perf_counter()
+        if self.estimate is not None and not self.tty:
+            self._say(f"{self.desc}: {total} filters, estimated "
+                      f"{format_seconds(self.estimate)}")
+        if self.tty:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="filter", desc=self.desc,
+                             file=self.stream, leave=False)
+
+    def update(self, done: int, total: int, *, layer: str = "", chunk: int = 0,
+               n_chunks: int = 0) -> None:
+        """Called by the runner after each chunk's results are on the host."""
+        if self.total is None:
+            self.start(total)
+        if self._bar is not None:
+            self._bar.set_postfix_str(layer, refresh=False)
+            self._bar.update(done - self._bar.n)
+            return
+        el = time.perf_counter() - self.t0
+        left = el / done * (total - done) if done else math.nan
+        where = f"{layer} chunk {chunk}/{n_chunks}: " if layer else ""
+        self._say(f"{self.desc}: {where}{done}/{total} filters, "
+                  f"{format_seconds(el)} elapsed, ~{format_seconds(left)} left")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def _say(self, line: str) -> None:
+        self.lines.append(line)
+        print(line, file=self.stream, flush=True)
+
+    def __call__(self, done: int, total: int) -> None:
+        self.update(done, total)
+
+
+def as_progress(progress, desc: str):
+    """``progress=`` as accepted by the public functions: None, True (a
+    :class:`Progress` on stderr), a :class:`Progress` or a callable
+    ``progress(done, total)``."""
+    if progress is None or progress is False:
+        return None
+    if progress is True:
+        return Progress(desc=desc)
+    if isinstance(progress, Progress) or callable(progress):
+        return progress
+    raise InputError(
+        f"progress must be None, True, a jaxconvviz Progress or a callable "
+        f"progress(done, total); got {progress!r:.80}.")
+
+
+
+__all__ = ["Progress", "SlowOnCPUWarning", "DeadFilterWarning", "format_seconds"]
