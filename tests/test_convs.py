@@ -167,22 +167,34 @@ def test_convnet_matmul_forward_and_gradient_equal_xla():
     np.testing.assert_allclose(g1, g0, rtol=0, atol=1e-5 * float(jnp.abs(g0).max()))
 
 
+def _patterns(params, layer, filters, *, conv, dtype="float32", batch_size=None,
+              pre_activation=True, atlas=False, **kw):
+    """filter_patterns (or, with ``atlas``, filter_atlas) with ``Backend.conv``
+    set for the call and ``Run(dtype=, batch_size=)``."""
+    style = jcv.Book(pre_activation=pre_activation)
+    run = jcv.Run(dtype=dtype, batch_size=batch_size)
+    with jcv.backend(conv=conv):
+        if atlas:
+            return jcv.filter_atlas(params, layers=layer, filters_per_layer=filters,
+                                    style=style, run=run, **kw)
+        return jcv.filter_patterns(params, layer, filters, style=style, run=run, **kw)
+
+
 @pytest.mark.slow
 def test_filter_patterns_conv_impl_single_step_and_activation():
     model = _wide_net()
     params = model.init_params(jax.random.key(9), hw=(16, 16))
     key = jax.random.key(0)
     kw = dict(key=key, size=16, model=model, steps=1, pre_activation=False)
-    x0 = jcv.filter_patterns(params, "c4", range(6), conv_impl="xla", **kw)
-    x1 = jcv.filter_patterns(params, "c4", range(6), conv_impl="matmul", **kw)
+    x0 = _patterns(params, "c4", range(6), conv="xla", **kw)
+    x1 = _patterns(params, "c4", range(6), conv="matmul", **kw)
     # one normalised step of size 1 from the same start: pixels agree closely
     np.testing.assert_allclose(x1, x0, rtol=0, atol=1e-4)
     # bf16 with the matmul path reaches (nearly) the activation of float32
     kw["steps"] = 10
-    a32 = jcv.filter_activation(params, jcv.filter_patterns(
-        params, "c4", range(6), conv_impl="xla", **kw), "c4", range(6), model=model)
-    p16 = jcv.filter_patterns(params, "c4", range(6), conv_impl="matmul",
-                              dtype=jnp.bfloat16, **kw)
+    a32 = jcv.filter_activation(params, _patterns(
+        params, "c4", range(6), conv="xla", **kw), "c4", range(6), model=model)
+    p16 = _patterns(params, "c4", range(6), conv="matmul", dtype="bfloat16", **kw)
     a16 = jcv.filter_activation(params, p16, "c4", range(6), model=model)
     assert p16.dtype == jnp.float32
     rel = np.abs(np.asarray(a16) - np.asarray(a32)) / np.asarray(a32)
@@ -191,14 +203,11 @@ def test_filter_patterns_conv_impl_single_step_and_activation():
 
 
 def test_bad_conv_impl_is_a_value_error_before_compute():
-    model = _wide_net()
-    params = model.init_params(jax.random.key(9), hw=(16, 16))
-    with pytest.raises(ValueError, match="conv_impl must be one of"):
-        jcv.filter_patterns(params, "c4", [0], key=jax.random.key(0), size=16,
-                            model=model, conv_impl="cudnn")
-    with pytest.raises(ValueError, match="conv_impl must be one of"):
-        jcv.filter_atlas(params, key=jax.random.key(0), size=16, model=model,
-                         conv_impl="cudnn")
+    with pytest.raises(ValueError, match="Backend.conv must be one of"):
+        jcv.Backend(conv="cudnn")
+    with pytest.raises(ValueError, match="Backend.conv must be one of"):
+        with jcv.backend(conv="cudnn"):
+            pass
 
 
 @pytest.mark.hed
@@ -208,15 +217,14 @@ def test_vgg16_one_step_and_bf16_ascent_match_xla(hed_params):
     the XLA-conv step (which the Keras oracle checks in test_filters), and a
     bf16 ascent through them reaches the activation of the XLA bf16 one."""
     kw = dict(key=jax.random.key(0), size=40)
-    x0 = jcv.filter_patterns(hed_params, "block3_conv1", range(4), steps=1,
-                             conv_impl="xla", **kw)
-    x1 = jcv.filter_patterns(hed_params, "block3_conv1", range(4), steps=1,
-                             conv_impl="matmul", **kw)
+    x0 = _patterns(hed_params, "block3_conv1", range(4), steps=1, conv="xla", **kw)
+    x1 = _patterns(hed_params, "block3_conv1", range(4), steps=1, conv="matmul",
+                   **kw)
     np.testing.assert_allclose(x1, x0, rtol=0, atol=2e-4)
     acts = {}
     for impl in ("xla", "matmul"):
-        p = jcv.filter_patterns(hed_params, "block3_conv1", range(8), steps=8,
-                                dtype=jnp.bfloat16, conv_impl=impl, **kw)
+        p = _patterns(hed_params, "block3_conv1", range(8), steps=8,
+                      dtype="bfloat16", conv=impl, **kw)
         acts[impl] = np.asarray(jcv.filter_activation(hed_params, p, "block3_conv1",
                                                       range(8)))
     live = acts["xla"] > 1.0
@@ -240,9 +248,8 @@ def test_cli_atlas_conv_impl(tmp_path, monkeypatch):
             "--steps", "2", "--cols", "2", "--dtype", "bfloat16",
             "--conv-impl", "matmul", "--out", str(tmp_path)]
     assert main(argv) == 0
-    pats = jcv.filter_patterns(params, "c4", range(4), key=jax.random.key(0),
-                               size=16, steps=2, model=model, dtype=jnp.bfloat16,
-                               conv_impl="matmul")
+    pats = _patterns(params, "c4", range(4), key=jax.random.key(0), size=16,
+                     steps=2, model=model, dtype="bfloat16", conv="matmul")
     np.testing.assert_array_equal(decode_png(tmp_path / "atlas_c4.png"),
                                   jcv.atlas_grid(pats, n_cols=2))
     with pytest.raises(SystemExit) as e:
@@ -257,11 +264,10 @@ def test_filter_atlas_bf16_matmul_equals_filter_patterns():
     model = _wide_net()
     params = model.init_params(jax.random.key(11), hw=(16, 16))
     kw = dict(key=jax.random.key(2), size=16, steps=3, model=model,
-              dtype=jnp.bfloat16, conv_impl="matmul")
-    atlas = jcv.filter_atlas(params, layers=["c2", "c4"], filters_per_layer=5,
-                             batch_size=5, **kw)
+              dtype="bfloat16", conv="matmul", batch_size=5)
+    atlas = _patterns(params, ["c2", "c4"], 5, atlas=True, **kw)
     for layer in ("c2", "c4"):
-        pats = jcv.filter_patterns(params, layer, range(5), batch_size=5, **kw)
+        pats = _patterns(params, layer, range(5), **kw)
         np.testing.assert_array_equal(atlas[layer], np.asarray(pats))
 
 

@@ -27,17 +27,10 @@ MAX_LINES = 600
 #: Modules whose ``import jaxconvviz as jcv`` (lazy, in the CAM and
 #: feature-visualization parts of the report) the 1.0 refactor replaces on
 #: other branches (issue 33); the merge empties this set.
-BACK_UP_PENDING = {"jaxconvviz.report.build"}
+BACK_UP_PENDING: set[str] = set()
 #: Files being split by the 1.0 refactor on other branches (issue 33); the
 #: merge empties this set.
-SPLIT_PENDING = {
-    "jaxconvviz/attribution/cams.py",
-    "jaxconvviz/featureviz/execution.py",
-    "jaxconvviz/featureviz/render.py",
-    "jaxconvviz/models/convnet.py",
-    "jaxconvviz/models/convs.py",
-    "jaxconvviz/models/keras_import.py",
-}
+SPLIT_PENDING: set[str] = set()
 
 
 def _module_files() -> dict[str, Path]:

@@ -179,13 +179,13 @@ def _filters(args, n: int) -> list[int]:
 def _style(args, model):
     """The style of the flags: --style, --steps, --size, --step-size,
     --domain, --pre-activation / --book-objective."""
-    import jaxconvviz as jcv
+    from jaxconvviz.featureviz.styles import Book, Lucid
 
     kw = dict(steps=args.steps, size=args.size, pre_activation=args.pre_activation)
     if args.style == "lucid":
-        return jcv.Lucid(**kw)
+        return Lucid(**kw)
     rgb = args.domain == "rgb" or (args.domain == "auto" and bool(args.model))
-    return jcv.Book(step_size=args.step_size, preprocess=rgb, **kw)
+    return Book(step_size=args.step_size, preprocess=rgb, **kw)
 
 
 def _run(args, progress):
@@ -199,13 +199,13 @@ def _atlas_many(args, model, params, desc, layers, d) -> None:
     """Every layer in one filter_atlas run (chunked, sharded); process 0 writes."""
     import jax
 
-    import jaxconvviz as jcv
     from jaxconvviz.backend import backend
+    from jaxconvviz.featureviz.atlas import filter_atlas
 
     sel = {layer: _filters(args, model.channels(layer)) for layer in layers}
     main = jax.process_index() == 0
     with backend(conv=args.conv_impl):
-        res = jcv.filter_atlas(params, layers=layers, filters_per_layer=sel,
+        res = filter_atlas(params, layers=layers, filters_per_layer=sel,
                                key=jax.random.key(args.seed),
                                style=_style(args, model), model=model,
                                run=_run(args, main))
@@ -219,8 +219,9 @@ def _atlas_one(args, model, params, desc, layer, d, pats=None) -> None:
     import jax
     import numpy as np
 
-    import jaxconvviz as jcv
     from jaxconvviz.backend import backend
+    from jaxconvviz.featureviz.filters import filter_activation
+    from jaxconvviz.featureviz.render import render
     from jaxconvviz.plotting import plot_atlas
     from jaxconvviz.views.grids import atlas_grid, tile_grid
 
@@ -229,7 +230,7 @@ def _atlas_one(args, model, params, desc, layer, d, pats=None) -> None:
     lucid = args.style == "lucid"
     if pats is None:  # (--all-layers passes the filter_atlas result)
         with backend(conv=args.conv_impl):
-            pats = jcv.render(params, layer, idx, key=jax.random.key(args.seed),
+            pats = render(params, layer, idx, key=jax.random.key(args.seed),
                               style=_style(args, model), model=model,
                               run=_run(args, True))
     if lucid:
@@ -237,7 +238,7 @@ def _atlas_one(args, model, params, desc, layer, d, pats=None) -> None:
         grid = tile_grid(u8, n_cols=args.cols, margin=args.margin)
         dead = 0
     else:
-        act = jcv.filter_activation(params, pats, layer, idx, preprocess=rgb,
+        act = filter_activation(params, pats, layer, idx, preprocess=rgb,
                                     model=model)
         dead = int((act <= 0).sum())
         grid = atlas_grid(pats, n_cols=args.cols, margin=args.margin)

@@ -84,8 +84,9 @@ def _book_vs_lucid(weights: str, dest, *, seed: int, size: int, steps: int) -> N
     import jax
     import numpy as np
 
-    import jaxconvviz as jcv
     from jaxconvviz.commands.common import load_model_and_params, save_figure
+    from jaxconvviz.featureviz.render import render
+    from jaxconvviz.featureviz.styles import Book, Lucid
     from jaxconvviz.images import load_img
     from jaxconvviz.plotting import plot_side_by_side
     from jaxconvviz.run import Run
@@ -104,12 +105,12 @@ def _book_vs_lucid(weights: str, dest, *, seed: int, size: int, steps: int) -> N
                               (k % 8) * (size + 5):(k % 8) * (size + 5) + size]
                          for k in range(n)])
     else:
-        style = jcv.Book(size=size, steps=steps)
-        book = style.to_rgb(jcv.render(params, layer, range(n),
+        style = Book(size=size, steps=steps)
+        book = style.to_rgb(render(params, layer, range(n),
                                        key=jax.random.key(seed), style=style,
                                        model=model), model)
-    lucid = jcv.render(params, layer, range(n), key=jax.random.key(seed),
-                       style=jcv.Lucid(size=size, steps=lucid_steps), model=model,
+    lucid = render(params, layer, range(n), key=jax.random.key(seed),
+                       style=Lucid(size=size, steps=lucid_steps), model=model,
                        run=Run(progress=True))
     grids = [tile_grid(np.clip(np.rint(np.asarray(x, np.float32)), 0, 255).astype(
         np.uint8), n_cols=4, margin=3) for x in (book, lucid)]

@@ -86,7 +86,8 @@ def to_u8(images):
 
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
-    import jaxconvviz as jcv
+    from jaxconvviz.featureviz.render import render
+    from jaxconvviz.featureviz.styles import Book, Lucid
     from jaxconvviz.run import Run
 
     # every option checked (Run, style) before the weights load
@@ -94,10 +95,10 @@ def run(args: argparse.Namespace) -> int:
                    dtype=args.dtype, progress=True)
     pre = not args.post_activation
     if args.style == "lucid":
-        style = jcv.Lucid(steps=args.steps, size=args.size, pre_activation=pre,
+        style = Lucid(steps=args.steps, size=args.size, pre_activation=pre,
                           learning_rate=0.05 if args.lr is None else args.lr)
     else:
-        style = jcv.Book(steps=args.steps, size=args.size, pre_activation=pre,
+        style = Book(steps=args.steps, size=args.size, pre_activation=pre,
                          step_size=1.0 if args.step_size is None else args.step_size)
     model, params, desc = common.load_model_and_params(args, include_top=False)
     model.check_layer(args.layer, model.spatial_layers, name="--layer")
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from jaxconvviz.plotting import plot_atlas
     from jaxconvviz.views.grids import tile_grid
 
-    imgs = jcv.render(params, args.layer, idx, key=jax.random.key(args.seed),
+    imgs = render(params, args.layer, idx, key=jax.random.key(args.seed),
                       style=style, model=model, run=run_opts)
     imgs = style.to_rgb(imgs, model)  # display RGB [0, 255]
     u8 = to_u8(imgs)

@@ -48,7 +48,6 @@ from jaxconvviz.models.convnet import ConvNet
 from jaxconvviz.models.vgg import resolve_model
 from jaxconvviz.run import Run
 
-
 #: The atlas's default style: the book's ascent at the atlas's customary
 #: 128 px (a whole network's filters; ``filter_patterns`` keeps the book's
 #: 150 px).

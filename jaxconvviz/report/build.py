@@ -28,10 +28,18 @@ from pathlib import Path
 import numpy as np
 
 from jaxconvviz.errors import InputError
+from jaxconvviz.featureviz.filters import filter_activation
+from jaxconvviz.featureviz.render import filter_patterns, render
+from jaxconvviz.featureviz.styles import Book, Lucid
 from jaxconvviz.models.convnet import ConvNet
+from jaxconvviz.models.labels import decode_predictions
+from jaxconvviz.models.predict import activations, predict
+from jaxconvviz.models.preprocess import deprocess_image
 from jaxconvviz.report import encode
 from jaxconvviz.report import html as H
 from jaxconvviz.report.receptive import crop_patch, receptive_field, top_units
+from jaxconvviz.views.activation_grids import activation_grid
+from jaxconvviz.views.kernels import kernel_grid, weight_histogram
 
 #: Side of a top-k patch on unit pages (css and file pixels).
 PATCH_PX = 96
@@ -78,13 +86,12 @@ def estimate_seconds(model: ConvNet, layers: Sequence[str],
     lucid style) by the library's one CPU time model
     (:func:`jaxconvviz.featureviz.atlas.estimate_seconds`), plus ~1.5 s per
     layer (compilation) and ~0.02 s per unit page."""
-    import jaxconvviz as jcv
     from jaxconvviz.featureviz.atlas import estimate_seconds as ascent_seconds
 
     n = {layer: n_filters[layer] for layer in layers}
-    est = ascent_seconds(model, n, style=jcv.Book(size=size, steps=steps))
+    est = ascent_seconds(model, n, style=Book(size=size, steps=steps))
     if lucid_steps:
-        est += ascent_seconds(model, n, style=jcv.Lucid(size=size, steps=lucid_steps))
+        est += ascent_seconds(model, n, style=Lucid(size=size, steps=lucid_steps))
     return est + 1.5 * len(layers) + 0.02 * sum(n.values())
 
 
@@ -232,8 +239,6 @@ def build_report(
     """
     import jax
 
-    import jaxconvviz as jcv
-
     t0 = time.perf_counter()
     say = log or (lambda _msg: None)
     dest = Path(dest)
@@ -260,7 +265,7 @@ def build_report(
                                  or model.channels(layer)))) for layer in layers}
 
     # ---- activations of every visualised layer, one forward pass
-    acts = {k: np.asarray(v) for k, v in jcv.activations(
+    acts = {k: np.asarray(v) for k, v in activations(
         params, x, layers=layers, model=model).items()}
     photos = []
     for i, im in enumerate(images):
@@ -278,19 +283,19 @@ def build_report(
     for li, layer in enumerate(layers):
         tl = time.perf_counter()
         idx = sel[layer]
-        pats = np.asarray(jcv.filter_patterns(
+        pats = np.asarray(filter_patterns(
             params, layer, idx, key=key, model=model,
-            style=jcv.Book(steps=steps, size=size, preprocess=True,
+            style=Book(steps=steps, size=size, preprocess=True,
                            pre_activation=pre_activation)))
-        reached = np.asarray(jcv.filter_activation(params, pats, layer, idx,
+        reached = np.asarray(filter_activation(params, pats, layer, idx,
                                                    preprocess=True, model=model))
-        book = jcv.deprocess_image(pats)
+        book = deprocess_image(pats)
         book = np.repeat(book, 3, -1) if book.shape[-1] == 1 else book
         lucid = None
         if use_lucid:
             # the Lucid style's results are RGB [0, 255] floats
-            lucid = _u8_rgb(jcv.render(params, layer, idx, key=key, model=model,
-                                       style=jcv.Lucid(size=size, steps=lucid_steps)))
+            lucid = _u8_rgb(render(params, layer, idx, key=key, model=model,
+                                       style=Lucid(size=size, steps=lucid_steps)))
         tiles, lucid_tiles = [], []
         for j, k in enumerate(idx):
             data, ext = encode.tile(book[j])
@@ -328,7 +333,6 @@ def build_report(
 # ------------------------------------------------------------------ pages
 def _images_page(out: _Writer, params, model: ConvNet, x, names, photos,
                  methods) -> None:
-    import jaxconvviz as jcv
     from jaxconvviz.views.heatmaps import overlay
 
     parts = ["<h1>Images</h1>"]
@@ -340,10 +344,10 @@ def _images_page(out: _Writer, params, model: ConvNet, x, names, photos,
                      "them.</p>")
     preds, cams = None, []
     if model.has_top:
-        probs = np.asarray(jcv.predict(params, x, model=model))
+        probs = np.asarray(predict(params, x, model=model))
         if probs.shape[1] == 1000:
             preds = [[(name, float(p)) for _, name, p in row]
-                     for row in jcv.decode_predictions(probs, top=5)]
+                     for row in decode_predictions(probs, top=5)]
         else:
             top = np.argsort(-probs, axis=1, kind="stable")[:, :5]
             preds = [[(f"class {c}", float(probs[i, c])) for c in row]
@@ -387,8 +391,6 @@ def _layer_nav(layers, layer, root: str) -> str:
 
 def _layer_page(out: _Writer, params, model, layer, idx, tiles, a, names, ever_on,
                 rf, size, pre_activation, layers) -> None:
-    import jaxconvviz as jcv
-
     c = model.channels(layer)
     dead = int((~ever_on).sum())
     cells = []
@@ -399,19 +401,19 @@ def _layer_page(out: _Writer, params, model, layer, idx, tiles, a, names, ever_o
                      f"{k}</a>")
     grids = []
     for i, name in enumerate(names):
-        g = np.asarray(jcv.activation_grid(a[i], images_per_row=16))
+        g = np.asarray(activation_grid(a[i], images_per_row=16))
         g = encode.fit_width(_u8_rgb(g[..., None]), GRID_MAX_WIDTH)
         p = out.put(f"img/act/{layer}_{i}.jpg", encode.jpeg(g), "activations")
         grids.append(f"<figure>{H.img('../' + p, f'{name} at {layer}', cls='wide')}"
                      f"<figcaption>{H.esc(name)}: all {c} channels of {layer} "
                      f"({a.shape[1]}x{a.shape[2]} each), channel k at row k // 16"
                      "</figcaption></figure>")
-    kg = jcv.kernel_grid(params, layer, model=model)
+    kg = kernel_grid(params, layer, model=model)
     kimg = _kernel_image(kg)
     kp = out.put(f"img/kernels/{layer}.png", encode.png(kimg), "kernels")
     what = ("RGB: each filter's 3 input channels (grey = 0)" if kg.rgb
             else "mean over the input channels; blue < 0 < red")
-    hist = jcv.weight_histogram(params, layer, model=model, bins=40)
+    hist = weight_histogram(params, layer, model=model, bins=40)
     svg = H.svg_histogram(hist.counts, hist.edges, label=f"{layer} kernel weights")
     objective = "pre-ReLU" if pre_activation else "post-ReLU"
     body = f"""<h1>{H.esc(layer)}</h1>
