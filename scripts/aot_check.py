@@ -1,15 +1,15 @@
-"""Compile the library's GPU and TPU programs without a device, and check them (issue 30).
+"""Compile the library's GPU and TPU programs without a device, and check them.
 
 Run in its own virtualenv (``scripts/aot-requirements.txt``: one pinned jax, the CUDA
 plugin, libtpu for ``--tpu``), never the library's test one::
 
-    python scripts/aot_check.py --gpu                 # H100 SXM and H200, ~minutes on 2 cores
-    python scripts/aot_check.py --gpu --targets h200  # one of them
-    python scripts/aot_check.py --tpu                 # TPU v5e (libtpu 0.0.42.*), slow on a CPU
+    python scripts/aot_check.py --gpu                 # H100 SXM and H200
+    python scripts/aot_check.py --targets h200        # one of them
+    python scripts/aot_check.py --tpu                 # TPU v5e (libtpu 0.0.42.*), slow
 
-For each target, every program is lowered with inputs as ``jax.ShapeDtypeStruct`` on a
-compile-only device (``jax.experimental.topologies``) and compiled by the target's own XLA
-pipeline. Per program it reports, and checks:
+For each target, every program is lowered with inputs as ``jax.ShapeDtypeStruct``
+on a compile-only device (``jax.experimental.topologies``) and compiled by the
+target's own XLA pipeline. Per program it reports, and checks:
 
 * ``convs``: on GPU every convolution lowered to a cuDNN custom call (no ``convolution``
   op left for a generic emitter); on TPU the native convolutions are counted;
@@ -39,9 +39,6 @@ import sys
 import time
 import traceback
 from pathlib import Path
-
-os.environ.setdefault("JAX_PLATFORMS", "cpu")       # the compile-only devices are extra
-os.environ["JAXCONVVIZ_XLA_OPTIONS"] = "off"        # XLA:CPU options would reach the GPU compile
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -208,6 +205,7 @@ def hlo_traffic(text: str) -> dict:
             for group in re.findall(r"branch_computations=\{([^}]*)\}", line):
                 todo += [g.strip().lstrip("%") for g in group.split(",")]
     bytes_, n_cudnn, n_conv, n_custom = 0, 0, 0, 0
+    by_kind: dict[str, int] = {}
     for c in top:
         shapes: dict[str, str] = {}
         for line in comps[c]:
@@ -223,16 +221,22 @@ def hlo_traffic(text: str) -> dict:
             ins = sum(shape_bytes(shapes.get(a.strip().lstrip("%"), ""))
                       for a in args.split(",") if a.strip())
             bytes_ += out + ins
+            kind = ("cudnn" if "__cudnn$conv" in line else
+                    "fusion" if op == "fusion" else
+                    "copy" if op in ("copy", "transpose", "copy-start") else "other")
+            by_kind[kind] = by_kind.get(kind, 0) + out + ins
             n_custom += op == "custom-call"
             n_conv += op == "convolution"
             if op in ("call", "async-start"):  # its callee is counted itself
                 bytes_ -= out + ins
+                by_kind["other"] -= out + ins
     # convolutions inside fusions (TPU fuses them): count in every computation
     n_conv_all = len(re.findall(r"\sconvolution\(", text))
     n_cudnn = len(re.findall(r'custom_call_target="__cudnn\$conv', text))
     host = sorted({p for p in HOST_PATTERNS if re.search(p, text)})
     n_while = len(re.findall(r"\swhile\(", text))
-    return {"fused_bytes": bytes_, "cudnn_convs": n_cudnn, "convolution_ops": n_conv,
+    return {"fused_bytes": bytes_, "fused_bytes_by_kind": by_kind,
+            "cudnn_convs": n_cudnn, "convolution_ops": n_conv,
             "convolution_ops_all": n_conv_all, "custom_calls": n_custom,
             "host_transfers": host, "while_loops": n_while}
 
@@ -263,7 +267,8 @@ def compile_one(name: str, fn, args, *, platform: str, kwargs=None) -> dict:
     compiled = lowered.compile()
     t2 = time.perf_counter()
     mem = compiled.memory_analysis()
-    rec = {"program": name, "lower_s": round(t1 - t0, 3), "compile_s": round(t2 - t1, 3),
+    rec = {"program": name, "lower_s": round(t1 - t0, 3),
+           "compile_s": round(t2 - t1, 3),
            "argument_bytes": int(mem.argument_size_in_bytes),
            "output_bytes": int(mem.output_size_in_bytes),
            "alias_bytes": int(mem.alias_size_in_bytes),
@@ -560,14 +565,17 @@ def roofline(recs: list[dict], target: str) -> dict:
             total += s
             total_flops += calls * r["flops"]
         if len(layers) == len(VGG_LAYERS):
-            out[f"atlas_{dt}"] = {"s": round(total, 3), "tflop": round(total_flops / 1e12, 1),
+            out[f"atlas_{dt}"] = {"s": round(total, 3),
+                                  "tflop": round(total_flops / 1e12, 1),
                                   "per_layer": layers}
     for r in recs:
-        if r["program"].startswith("gradcam:") and "error" not in r:
-            pk32 = pk["tf32_flops"]
-            tc, tm = r["flops"] / pk32, r["fused_bytes"] / pk["hbm_bytes_per_s"]
-            out["gradcam_64"] = {"s": round(max(tc, tm), 4), "compute_s": round(tc, 4),
-                                 "memory_s": round(tm, 4), "tflop": r["flops"] / 1e12}
+        for prefix, key in (("gradcam:", "gradcam_64"),
+                            ("activations:", "activations_64")):
+            if r["program"].startswith(prefix) and "error" not in r:
+                tc = r["flops"] / pk["tf32_flops"]
+                tm = r["fused_bytes"] / pk["hbm_bytes_per_s"]
+                out[key] = {"s": round(max(tc, tm), 5), "compute_s": round(tc, 5),
+                            "memory_s": round(tm, 5), "tflop": r["flops"] / 1e12}
     return out
 
 
@@ -624,6 +632,64 @@ def _say(target: str, r: dict) -> None:
           f"chunk {r.get('chunk', '-')}", flush=True)
 
 
+MEASURED_H100 = ROOT / "docs" / "benchmarks_data" / "h100_atlas_run1.json"
+
+
+def markdown_table(folder: Path) -> str:
+    """The roofline table of docs/roofline.md from the committed JSONs: predicted
+    seconds per VGG16 layer and in all (H100, H200; f32 as TF32, bf16) beside the
+    one H100 measurement (``h100_atlas_run1.json``)."""
+    docs = {t: json.loads((folder / f"aot_{t}.json").read_text())
+            for t in ("h100", "h200") if (folder / f"aot_{t}.json").exists()}
+    meas = {}
+    if MEASURED_H100.exists():
+        for c in json.loads(MEASURED_H100.read_text()).get("cases", []):
+            meas[{"float32": "f32", "bfloat16": "bf16"}[c["dtype"]]] = c
+    rows = ["| layer | dtype | H100 predicted s | H100 measured s | measured / "
+            "predicted | H200 predicted s | bound |",
+            "|---|---|---:|---:|---:|---:|---|"]
+    for dt in ("f32", "bf16"):
+        a100 = docs["h100"]["roofline"][f"atlas_{dt}"]
+        a200 = docs.get("h200", docs["h100"])["roofline"][f"atlas_{dt}"]
+        m = meas.get(dt, {})
+        for layer in VGG_LAYERS:
+            p1, p2 = a100["per_layer"][layer], a200["per_layer"][layer]
+            ms = m.get("per_layer", {}).get(layer, {}).get("s")
+            rows.append(f"| {layer} | {dt} | {p1['s']:.3f} | "
+                        + (f"{ms:.3f} | {ms / p1['s']:.1f}x" if ms else "- | -")
+                        + f" | {p2['s']:.3f} | {p1['bound']} |")
+        ms = m.get("batched_s")
+        rows.append(f"| **atlas, 4,224 filters** | **{dt}** | **{a100['s']:.2f}** | "
+                    + (f"**{ms:.1f}** | **{ms / a100['s']:.1f}x**" if ms else "- | -")
+                    + f" | **{a200['s']:.2f}** | |")
+    # measured on the same H100 (docs/benchmarks.md): Grad-CAM directly timed
+    # (TF32 default), activations by the benchmark (h100_filters_gradcam_run1.json)
+    for key, what, ms in (("gradcam_64", "Grad-CAM, 64 images 224 px", 9.8),
+                          ("activations_64", "activations, 64 images 224 px", 8.98)):
+        g1 = docs["h100"]["roofline"].get(key)
+        g2 = docs.get("h200", docs["h100"])["roofline"].get(key)
+        if g1:
+            bound = "compute" if g1["compute_s"] >= g1["memory_s"] else "memory"
+            rows.append(f"| {what} | f32 | {g1['s'] * 1e3:.1f} ms | {ms} ms | "
+                        f"{ms / (g1['s'] * 1e3):.1f}x | {g2['s'] * 1e3:.1f} ms | "
+                        f"{bound} |")
+    return "\n".join(rows)
+
+
+def rescore(path: Path) -> tuple[dict, int]:
+    """Re-run the checks, the planner calibration and the roofline on a written
+    JSON (after a change of the estimator or the peaks): nothing is compiled."""
+    doc = json.loads(path.read_text())
+    target, recs = doc["target"], doc["programs"]
+    for r in recs:
+        if "error" not in r:
+            r["failed"] = check(r, doc["platform"])
+    memory_checks(recs, target)
+    doc["roofline"] = roofline(recs, target)
+    doc["n_failed"] = sum(bool(r.get("failed")) for r in recs)
+    return doc, doc["n_failed"]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--gpu", action="store_true", help="H100 SXM and H200 (XLA:GPU)")
@@ -635,7 +701,20 @@ def main(argv=None) -> int:
     p.add_argument("--only", help="regex on program names")
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--dump", help="write each program's optimised HLO text here")
+    p.add_argument("--rescore", action="store_true",
+                   help="recompute the checks, calibration and roofline of the "
+                   "targets' JSONs in --out without compiling")
+    p.add_argument("--table", action="store_true",
+                   help="print the roofline table of docs/roofline.md from the "
+                   "JSONs in --out, and exit (nothing compiled)")
     args = p.parse_args(argv)
+    if args.table:
+        print(markdown_table(Path(args.out)))
+        return 0
+    # before any backend starts: the compile-only devices come on top of the CPU,
+    # and the library's XLA:CPU compiler options must not reach a GPU/TPU compile
+    jax.config.update("jax_platforms", os.environ.get("JAX_PLATFORMS") or "cpu")
+    os.environ["JAXCONVVIZ_XLA_OPTIONS"] = "off"
     global DUMP_DIR
     DUMP_DIR = Path(args.dump) if args.dump else None
     targets = [t for t in (["h100", "h200"] if args.gpu else [])
@@ -649,7 +728,10 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     n_bad = 0
     for target in targets:
-        doc, bad = run_target(target, args)
+        if args.rescore:
+            doc, bad = rescore(out / f"aot_{target}.json")
+        else:
+            doc, bad = run_target(target, args)
         n_bad += bad
         path = out / f"aot_{target}.json"
         path.write_text(json.dumps(doc, indent=1) + "\n")

