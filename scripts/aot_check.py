@@ -646,7 +646,7 @@ def markdown_table(folder: Path) -> str:
         for c in json.loads(MEASURED_H100.read_text()).get("cases", []):
             meas[{"float32": "f32", "bfloat16": "bf16"}[c["dtype"]]] = c
     rows = ["| layer | dtype | H100 predicted s | H100 measured s | measured / "
-            "predicted | H200 predicted s | bound |",
+            "predicted | H200 predicted s | bound (H100 / H200) |",
             "|---|---|---:|---:|---:|---:|---|"]
     for dt in ("f32", "bf16"):
         a100 = docs["h100"]["roofline"][f"atlas_{dt}"]
@@ -657,7 +657,7 @@ def markdown_table(folder: Path) -> str:
             ms = m.get("per_layer", {}).get(layer, {}).get("s")
             rows.append(f"| {layer} | {dt} | {p1['s']:.3f} | "
                         + (f"{ms:.3f} | {ms / p1['s']:.1f}x" if ms else "- | -")
-                        + f" | {p2['s']:.3f} | {p1['bound']} |")
+                        + f" | {p2['s']:.3f} | {p1['bound']} / {p2['bound']} |")
         ms = m.get("batched_s")
         rows.append(f"| **atlas, 4,224 filters** | **{dt}** | **{a100['s']:.2f}** | "
                     + (f"**{ms:.1f}** | **{ms / a100['s']:.1f}x**" if ms else "- | -")
@@ -673,6 +673,27 @@ def markdown_table(folder: Path) -> str:
             rows.append(f"| {what} | f32 | {g1['s'] * 1e3:.1f} ms | {ms} ms | "
                         f"{ms / (g1['s'] * 1e3):.1f}x | {g2['s'] * 1e3:.1f} ms | "
                         f"{bound} |")
+    return "\n".join(rows)
+
+
+def memory_table(folder: Path, target: str = "h100") -> str:
+    """MiB per filter of every calibration step in ``aot_<target>.json``: XLA:GPU's
+    buffer assignment, the calibrated estimate, the library's (rows of the
+    docs/roofline.md table)."""
+    doc = json.loads((folder / f"aot_{target}.json").read_text())
+    by = {}
+    for r in doc["programs"]:
+        if r.get("calibration") and "xla_per_filter_bytes" in r:
+            by.setdefault((r["model"], r["layer"]), {})[r["dtype"]] = r
+    rows = []
+    for (model, layer), d in by.items():
+        f, b = d.get("f32"), d.get("bf16")
+        cell = lambda r, k: f"{r[k] / 2**20:.1f}" if r else "-"  # noqa: E731
+        rows.append(f"| {model} {layer} | {cell(f, 'xla_per_filter_bytes')} | "
+                    f"{cell(f, 'estimate_per_filter_bytes')} | "
+                    f"{cell(b, 'xla_per_filter_bytes')} | "
+                    f"{cell(b, 'estimate_per_filter_bytes')} | "
+                    f"{cell(f or b, 'library_per_filter_bytes')} |")
     return "\n".join(rows)
 
 
@@ -709,7 +730,7 @@ def main(argv=None) -> int:
                    "JSONs in --out, and exit (nothing compiled)")
     args = p.parse_args(argv)
     if args.table:
-        print(markdown_table(Path(args.out)))
+        print(markdown_table(Path(args.out)) + "\n\n" + memory_table(Path(args.out)))
         return 0
     # before any backend starts: the compile-only devices come on top of the CPU,
     # and the library's XLA:CPU compiler options must not reach a GPU/TPU compile
