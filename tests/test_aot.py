@@ -18,6 +18,7 @@ import pytest
 import jaxconvviz as jcv
 from jaxconvviz.backend import memory
 from jaxconvviz.featureviz import execution as ex
+from jaxconvviz.models.zoo import build_application
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "docs" / "benchmarks_data"
@@ -70,7 +71,7 @@ def test_estimate_within_2x_of_compiled_and_plan_under_budget(target):
     for r in recs:
         assert "error" not in r, r
         if r["model"] not in models:
-            models[r["model"]] = jcv.models.zoo.build_application(
+            models[r["model"]] = build_application(
                 r["model"], include_top=False)
         dt = {"f32": "float32", "bf16": "bfloat16"}[r["dtype"]]
         est = memory.filter_memory_bytes(models[r["model"]], r["layer"], r["size"],

@@ -47,10 +47,13 @@ ACTIVATION_FACTOR = {"float32": 1.35, "bfloat16": 1.35, "float16": 1.35}
 #: stored (the first conv reads the image): its input gradient needs no
 #: forward values, only the cotangent, and XLA holds about half of it.
 FIRST_LAYER_WEIGHT = 0.5
-#: TPU: XLA:TPU pads the minor (channel) dimension of its buffers to 128 lanes,
-#: so narrow early layers take more than their size; until a TPU fit exists
-#: the TPU estimate is the GPU one (no cuDNN margin) times this.
-TPU_PADDING_FACTOR = 2.0
+#: TPU v5e: multiplier on the GPU estimate without its cuDNN margin, per
+#: dtype, fitted to XLA:TPU's buffer assignment of the VGG16 step at
+#: block1_conv2, block3_conv1 and block5_conv3 (128 px; docs/roofline.md):
+#: XLA:TPU pads the minor dimension of its buffers to 128 lanes and keeps
+#: more of the deep layers than XLA:GPU (1.3-1.9x from block3 on) but less
+#: at block1 (0.5-0.7x), so block1 layers are overestimated 2.3-2.4x.
+TPU_FACTOR = {"float32": 1.25, "bfloat16": 1.5, "float16": 1.5}
 #: float32 copies of the image per filter: the state, the update, its gradient
 #: and the normalised step.
 IMAGE_COPIES = 4
@@ -113,7 +116,7 @@ def filter_memory_bytes(model, layer: str, size: int, *, platform: str,
       (:func:`stored_elements`) in ``dtype`` plus :data:`IMAGE_COPIES`
       float32 images, times ``1 +``
       :data:`CUDNN_WORKSPACE_MARGIN`; on TPU the GPU estimate without the
-      cuDNN margin, times :data:`TPU_PADDING_FACTOR`.
+      cuDNN margin, times ``TPU_FACTOR[dtype]``.
     """
     if platform not in PLATFORMS:
         raise InputError(f"platform must be one of {', '.join(map(repr, PLATFORMS))}; "
@@ -131,10 +134,10 @@ def filter_memory_bytes(model, layer: str, size: int, *, platform: str,
            + IMAGE_COPIES * 4 * image)
     if platform == "gpu":
         return int(per * (1 + CUDNN_WORKSPACE_MARGIN))
-    return int(per * TPU_PADDING_FACTOR)
+    return int(per * TPU_FACTOR[name])
 
 
 __all__ = ["filter_memory_bytes", "activation_elements", "stored_elements",
            "ACTIVATION_FACTOR", "CPU_ACTIVATION_FACTOR", "CUDNN_WORKSPACE_MARGIN",
-           "FIRST_LAYER_WEIGHT", "IMAGE_COPIES", "STORED_KINDS", "TPU_PADDING_FACTOR",
+           "FIRST_LAYER_WEIGHT", "IMAGE_COPIES", "STORED_KINDS", "TPU_FACTOR",
            "PLATFORMS"]
