@@ -16,7 +16,8 @@ Fit (``scripts/aot_check.py --gpu``, docs/roofline.md): every VGG16 conv layer
 at 128 px and four layers each of ResNet50 and MobileNetV2, float32 and
 bfloat16, XLA:GPU for an H100; the factor is the largest ratio observed, so
 the planned chunk never exceeds the budget, and the estimate stays within 2x
-of the compiled bytes for every layer fitted. XLA:CPU keeps the library's
+of the compiled bytes for every layer fitted. TPU v5e (``--tpu``): three
+VGG16 layers, the same rule with its own factor. XLA:CPU keeps the library's
 original rule (:data:`CPU_ACTIVATION_FACTOR` x the float32 activations, from
 ``memory_analysis()`` on XLA:CPU, docs/design-notes.md).
 
@@ -47,13 +48,12 @@ ACTIVATION_FACTOR = {"float32": 1.35, "bfloat16": 1.35, "float16": 1.35}
 #: stored (the first conv reads the image): its input gradient needs no
 #: forward values, only the cotangent, and XLA holds about half of it.
 FIRST_LAYER_WEIGHT = 0.5
-#: TPU v5e: multiplier on the GPU estimate without its cuDNN margin, per
-#: dtype, fitted to XLA:TPU's buffer assignment of the VGG16 step at
-#: block1_conv2, block3_conv1 and block5_conv3 (128 px; docs/roofline.md):
-#: XLA:TPU pads the minor dimension of its buffers to 128 lanes and keeps
-#: more of the deep layers than XLA:GPU (1.3-1.9x from block3 on) but less
-#: at block1 (0.5-0.7x), so block1 layers are overestimated 2.3-2.4x.
-TPU_FACTOR = {"float32": 1.25, "bfloat16": 1.5, "float16": 1.5}
+#: TPU v5e: multiplier on the stored activation bytes without the target
+#: layer's own output (:func:`stored_elements` with ``own=False``), per dtype,
+#: fitted to XLA:TPU's buffer assignment of the VGG16 step at block1_conv2,
+#: block3_conv1 and block5_conv3 at 128 px (docs/roofline.md): the largest
+#: ratio, rounded up. Fewer layers than the GPU fit: a first estimate.
+TPU_ACTIVATION_FACTOR = {"float32": 1.7, "bfloat16": 2.25, "float16": 2.25}
 #: float32 copies of the image per filter: the state, the update, its gradient
 #: and the normalised step.
 IMAGE_COPIES = 4
@@ -76,16 +76,19 @@ def activation_elements(model, layer: str, size: int, *,
     return elems
 
 
-def stored_elements(model, layer: str, size: int) -> float:
+def stored_elements(model, layer: str, size: int, *, own: bool = True) -> float:
     """Elements of the outputs of :data:`STORED_KINDS` layers up to and
     including ``layer`` (the target layer's own output is its cotangent in
     the backward pass), the target weighted by :data:`FIRST_LAYER_WEIGHT`
-    when no stored layer precedes it."""
+    when no stored layer precedes it; ``own=False``: without the target's
+    output (XLA:TPU fuses the cotangent into the backward convolution)."""
     before = activation_elements(model, layer, size, kinds=STORED_KINDS)
-    own = int(np.prod(model.output_shape(layer, (size, size))))
+    out = int(np.prod(model.output_shape(layer, (size, size))))
     if model.layer(layer).kind in STORED_KINDS:
-        before -= own
-    return before + own * (FIRST_LAYER_WEIGHT if before == 0 else 1.0)
+        before -= out
+    if not own:
+        return before
+    return before + out * (FIRST_LAYER_WEIGHT if before == 0 else 1.0)
 
 
 def _dtype_name(dtype) -> str:
@@ -115,8 +118,9 @@ def filter_memory_bytes(model, layer: str, size: int, *, platform: str,
       ``ACTIVATION_FACTOR[dtype]`` x the stored activations
       (:func:`stored_elements`) in ``dtype`` plus :data:`IMAGE_COPIES`
       float32 images, times ``1 +``
-      :data:`CUDNN_WORKSPACE_MARGIN`; on TPU the GPU estimate without the
-      cuDNN margin, times ``TPU_FACTOR[dtype]``.
+      :data:`CUDNN_WORKSPACE_MARGIN`; on TPU ``TPU_ACTIVATION_FACTOR[dtype]``
+      x the stored activations without the target's own output, plus the
+      images.
     """
     if platform not in PLATFORMS:
         raise InputError(f"platform must be one of {', '.join(map(repr, PLATFORMS))}; "
@@ -130,14 +134,16 @@ def filter_memory_bytes(model, layer: str, size: int, *, platform: str,
     if factor is None:
         raise InputError(f"dtype must be one of {', '.join(ACTIVATION_FACTOR)}; got "
                          f"{dtype!r}.")
-    per = (factor * jnp.dtype(name).itemsize * stored_elements(model, layer, size)
-           + IMAGE_COPIES * 4 * image)
-    if platform == "gpu":
-        return int(per * (1 + CUDNN_WORKSPACE_MARGIN))
-    return int(per * TPU_FACTOR[name])
+    item = jnp.dtype(name).itemsize
+    images = IMAGE_COPIES * 4 * image
+    if platform == "tpu":
+        return int(TPU_ACTIVATION_FACTOR[name] * item
+                   * stored_elements(model, layer, size, own=False) + images)
+    per = factor * item * stored_elements(model, layer, size) + images
+    return int(per * (1 + CUDNN_WORKSPACE_MARGIN))
 
 
 __all__ = ["filter_memory_bytes", "activation_elements", "stored_elements",
            "ACTIVATION_FACTOR", "CPU_ACTIVATION_FACTOR", "CUDNN_WORKSPACE_MARGIN",
-           "FIRST_LAYER_WEIGHT", "IMAGE_COPIES", "STORED_KINDS", "TPU_FACTOR",
-           "PLATFORMS"]
+           "FIRST_LAYER_WEIGHT", "IMAGE_COPIES", "STORED_KINDS",
+           "TPU_ACTIVATION_FACTOR", "PLATFORMS"]
