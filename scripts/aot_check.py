@@ -314,8 +314,8 @@ def check(rec: dict, platform: str) -> list[str]:
 
 # ----------------------------------------------------------------- the programs
 def _ascent_args(prog, params, n: int, *, lucid: bool, rows, repl):
-    from jaxconvviz.featureviz import execution as ex  # noqa: F401
-
+    """``(params, state, ids, hyper, t)`` structs of ``prog.step``/``prog.ascend``
+    for a chunk of ``n`` filters (lucid: the state from ``prog.init``'s shapes)."""
     ids = jax.ShapeDtypeStruct((n,), jnp.int32, sharding=rows)
     if lucid:
         kd = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=repl)
