@@ -2,9 +2,9 @@
 
 Every public name of ``jaxconvviz`` (its ``__all__``) with its signature and
 the first line of its docstring, grouped by the subpackage it lives in.
-``tests/test_api.py`` checks that the README holds exactly this table::
+``tests/test_api.py`` checks that ``docs/api.md`` holds exactly this table::
 
-    python scripts/api_table.py            # rewrite the table in README.md
+    python scripts/api_table.py            # rewrite the table in docs/api.md
     python scripts/api_table.py --check    # exit 1 if it is out of date
 """
 
@@ -106,16 +106,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
-    readme = ROOT / "README.md"
+    readme = ROOT / "docs" / "api.md"
     text = readme.read_text()
     if START not in text or END not in text:
-        print(f"README.md has no {START} ... {END} block", file=sys.stderr)
+        print(f"docs/api.md has no {START} ... {END} block", file=sys.stderr)
         return 1
     a, b = text.index(START) + len(START), text.index(END)
     new = text[:a] + "\n" + table() + text[b:]
     if args.check:
         if new != text:
-            print("README.md's API table is out of date: run "
+            print("docs/api.md's API table is out of date: run "
                   "python scripts/api_table.py", file=sys.stderr)
             return 1
         return 0

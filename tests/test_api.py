@@ -71,7 +71,7 @@ def test_target_layer_defaults_to_the_models_choice():
 
 
 @pytest.mark.slow
-def test_readme_api_table_is_current():
+def test_api_table_is_current():
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "api_table.py"),
                         "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -188,12 +188,14 @@ def test_activations_in_chunks_equal_one_call(tiny_params, key):
     x = jax.random.uniform(key, (5, 32, 32, 3)) * 255
     whole = jcv.activations(tiny_params, x, layers="block2_conv1")
     before = _activations._cache_size()
-    chunked = jcv.activations(tiny_params, x, layers="block2_conv1", batch_size=2)
+    chunked = jcv.activations(tiny_params, x, layers="block2_conv1",
+                              run=jcv.Run(batch_size=2))
     np.testing.assert_allclose(chunked["block2_conv1"], whole["block2_conv1"],
                                rtol=1e-6, atol=1e-6)
     assert _activations._cache_size() == before + 1  # 2+2+(1 padded to 2)
-    with pytest.raises(ValueError, match="batch_size must be a positive int"):
-        jcv.activations(tiny_params, x, layers="block2_conv1", batch_size=0)
+    with pytest.raises(ValueError, match="Run.batch_size must be None or a positive"):
+        jcv.activations(tiny_params, x, layers="block2_conv1",
+                        run=jcv.Run(batch_size=0))
 
 
 def test_predict_errors(tiny_params, tiny_params_notop):

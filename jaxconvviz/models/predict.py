@@ -17,6 +17,7 @@ from jaxconvviz.backend import bind, xla
 from jaxconvviz.errors import InputError
 from jaxconvviz.models.convnet import ConvNet
 from jaxconvviz.models.vgg import resolve_model
+from jaxconvviz.run import Run
 
 
 def check_images(images, *, name: str = "images_rgb", channels: int | None = 3):
@@ -135,7 +136,7 @@ def _activations(params, images, model, layers):
 
 
 def activations(params: Params, images_rgb: ImagesRGB, *, layers,
-                model: ConvNet | None = None, batch_size: int | None = None
+                model: ConvNet | None = None, run: Run | None = None
                 ) -> dict[str, jax.Array]:
     """Activations of several layers in one forward pass.
 
@@ -144,8 +145,10 @@ def activations(params: Params, images_rgb: ImagesRGB, *, layers,
       images_rgb: RGB float in [0, 255], ``(n, h, w, c)``.
       layers: layer names (any order; a single name is accepted too).
       model: the network; None infers the VGG16 preset from ``params``.
-      batch_size: images per compiled call (None: all at once); bounds memory
-        for large batches, every chunk reusing one compilation.
+      run: execution options (:class:`~jaxconvviz.Run`): ``batch_size``
+        (images per compiled call; None: all at once) bounds memory for large
+        batches, every chunk reusing one compilation; ``dtype`` the compute
+        dtype (float32 results); ``devices``/``progress`` are not used.
 
     Returns:
       ``{layer: (n, h', w', c') float32}`` (``(n, units)`` for dense layers),
@@ -161,7 +164,13 @@ def activations(params: Params, images_rgb: ImagesRGB, *, layers,
                 f"images_rgb of {x.shape[1]}x{x.shape[2]} px are too small for "
                 f"layer {name!r}; it needs at least {model.min_input_size(name)} px."
             )
-    check_batch_size(batch_size)
+    if run is None:
+        run = Run()
+    elif not isinstance(run, Run):
+        raise InputError(f"run must be None or a jcv.Run(...); got {run!r:.80}.")
+    batch_size = run.batch_size
+    if run.dtype != "float32":
+        model = model.with_dtype(jnp.dtype(run.dtype))
     wanted = tuple(dict.fromkeys(layers))
     model = bind(model, library_gradients=False)  # backend fixed before tracing
     return dict(map_in_chunks(
