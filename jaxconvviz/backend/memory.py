@@ -21,6 +21,11 @@ VGG16 layers, the same rule with its own factor. XLA:CPU keeps the library's
 original rule (:data:`CPU_ACTIVATION_FACTOR` x the float32 activations, from
 ``memory_analysis()`` on XLA:CPU, docs/design-notes.md).
 
+The feature-visualization planner (``featureviz._plan.filter_memory_bytes``,
+used by its ``check_fits`` and ``_engine.plan_layers``) calls
+:func:`filter_memory_bytes` with the platform of the devices it plans and the
+compute dtype: this module holds the one rule for every platform.
+
 Imports numpy only (jax for dtypes).
 """
 

@@ -49,13 +49,14 @@ def _backend_of(model: ConvNet) -> Backend:
     return model.backend.over(default_backend())
 
 
-def _compute_model(model: ConvNet, dtype) -> ConvNet:
-    """``model`` computing in ``dtype``, bound for the library's gradient
-    programs (:func:`jaxconvviz.backend.bind`: every algorithm field
-    resolved for the platform before tracing)."""
+def _compute_model(model: ConvNet, backend: Backend, dtype) -> ConvNet:
+    """``model`` computing in ``dtype`` with ``backend`` (its choices over
+    the process default, :func:`_backend_of`), bound for the library's
+    gradient programs (:func:`jaxconvviz.backend.bind`: every algorithm
+    field resolved for the platform before tracing)."""
     if dtype != jnp.float32:
         model = model.with_dtype(dtype)
-    return bind(model, library_gradients=True)
+    return bind(model.with_backend(backend), library_gradients=True)
 
 
 # ---------------------------------------------------------------- checks
@@ -163,14 +164,18 @@ class Request:
 
 def plan_layers(model: ConvNet, params, fsel: dict, size: int, budget, devs: tuple,
                 batch_size, *, auto: bool, channel_only, platform: str,
-                one_device: bool = False) -> list:
+                one_device: bool = False, dtype=jnp.float32) -> list:
     """One :class:`~jaxconvviz.featureviz._plan.LayerPlan` per layer: equal
     chunks that fit the per-device budget (the smallest of all processes'),
     at most ``batch_size`` filters per call (None: every filter on an
     accelerator, :func:`~jaxconvviz.featureviz._plan.cpu_batch_size` per
     device on XLA:CPU), the filter axis split over ``devs`` (``auto``: light
-    CPU layers on the first device only). Raises before any compute when a
-    filter cannot fit the budget or the results the host."""
+    CPU layers on the first device only). The per-filter memory estimate
+    (:func:`~jaxconvviz.featureviz._plan.filter_memory_bytes`) is the one
+    calibrated for the platform of ``devs`` and the compute ``dtype``;
+    ``platform`` (the backend's) resolves ``channel_only``. Raises before
+    any compute when a filter cannot fit the budget or the results the
+    host."""
     if batch_size is not None:
         batch_size = pl.check_positive_int(batch_size, "batch_size")
     if budget is None:
@@ -183,11 +188,12 @@ def plan_layers(model: ConvNet, params, fsel: dict, size: int, budget, devs: tup
                                                                np.int32))
             budget = int(np.min(mib)) << 20
     cpu = devs[0].platform == "cpu"
+    mem = dict(platform=devs[0].platform, dtype=jnp.dtype(dtype).name)
     fixed = int(pl.PARAM_FACTOR * pl.param_bytes(params))
     n_all = sum(int(f.shape[0]) for f in fsel.values())
     for layer in fsel:  # before any compute: the estimate and the limit
         pl.check_fits(model, layer, size, budget_bytes=budget, fixed_bytes=fixed,
-                      n_filters=n_all)
+                      n_filters=n_all, **mem)
     plans = []
     for layer, f in fsel.items():
         n = int(f.shape[0])
@@ -199,7 +205,7 @@ def plan_layers(model: ConvNet, params, fsel: dict, size: int, budget, devs: tup
         else:
             n_dev = len(devs)
         n_dev = min(n_dev, n) if pl.all_addressable(devs) else n_dev
-        per = pl.filter_memory_bytes(model, layer, size)
+        per = pl.filter_memory_bytes(model, layer, size, **mem)
         cap = pl.cpu_batch_size(n, model, layer, size) if cpu else None
         chunk, n_chunks = pl.plan_chunks(n, per_filter_bytes=per, budget_bytes=budget,
                                          n_devices=n_dev, fixed_bytes=fixed,
@@ -255,12 +261,13 @@ def prepare(params, fsel_of, *, key, style, size, steps, objective, model,
     devs = pl.check_devices(run.devices, jax.devices, "all of jax.devices()")
     net = size + style.margin
     channel_only = False if objective is not None else backend.channel_only
-    compute = _compute_model(model, jnp.dtype(run.dtype))
+    compute = _compute_model(model, backend, jnp.dtype(run.dtype))
     plans = plan_layers(model, params, fsel, net,
                         pl.parse_memory_budget(run.memory_budget), devs,
                         run.batch_size, auto=run.devices is None,
                         channel_only=channel_only, platform=compute.backend.platform,
-                        one_device=objective is not None and objective.couples_images)
+                        one_device=objective is not None and objective.couples_images,
+                        dtype=jnp.dtype(run.dtype))
     est = warn_if_slow(model, plans, net, steps, style=style, what=desc)
     return Request(model, compute, style, specs, fsel, plans, devs, key, size,
                    init, compute.backend.loop,

@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxconvviz.backend import memory as _memory
 from jaxconvviz.backend.config import Backend
 from jaxconvviz.errors import InputError
 from jaxconvviz.models import shapes
@@ -48,10 +49,11 @@ MESH_AXIS = "filters"
 ACCELERATOR_MEMORY_FRACTION = 0.8
 #: Fraction of the host's available memory a derived budget uses on XLA:CPU.
 CPU_MEMORY_FRACTION = 0.5
-#: Per-filter multiplier on the summed activation sizes (float32 bytes) in
-#: :func:`filter_memory_bytes`: headroom over XLA's own accounting of one
-#: ascent step (docs/design-notes.md).
-ACTIVATION_FACTOR = 5.0
+#: XLA:CPU's per-filter multiplier on the summed activation sizes (float32
+#: bytes) in :func:`filter_memory_bytes`: headroom over XLA's own accounting
+#: of one ascent step (docs/design-notes.md). The rule and its constant live
+#: in :mod:`jaxconvviz.backend.memory` (``CPU_ACTIVATION_FACTOR``).
+ACTIVATION_FACTOR = _memory.CPU_ACTIVATION_FACTOR
 #: Fixed per-device overhead as a multiple of the float32 parameter bytes.
 PARAM_FACTOR = 3.0
 #: The one CPU time model (:func:`estimate_seconds`): XLA:CPU multiply-adds
@@ -332,20 +334,31 @@ def param_bytes(params) -> int:
     return int(sum(np.prod(np.shape(leaf)) * 4 for leaf in jax.tree.leaves(params)))
 
 
-def filter_memory_bytes(model: ConvNet, layer: str, size: int) -> int:
-    """Estimated device bytes one filter adds to an ascent step at ``layer``.
+def memory_platform(platform: str) -> str:
+    """The platform whose memory rule applies to devices of ``platform``
+    (``jax.Device.platform`` or a ``Backend.platform``): ``"gpu"`` for
+    CUDA and ROCm, ``"tpu"``, and XLA:CPU's (the most conservative) for
+    the CPU and any other plugin."""
+    if platform in ("gpu", "cuda", "rocm"):
+        return "gpu"
+    return "tpu" if platform == "tpu" else "cpu"
 
-    ``ACTIVATION_FACTOR`` x the float32 bytes of every activation up to and
-    including ``layer`` for one ``size`` x ``size`` image (stored forward
-    values, backward buffers and work space), plus four float32 copies of the
-    image. Analytic: nothing is compiled.
+
+def filter_memory_bytes(model: ConvNet, layer: str, size: int, *,
+                        platform: str = "cpu", dtype="float32") -> int:
+    """Estimated device bytes one filter adds to an ascent step at ``layer``
+    compiled for ``platform`` (:func:`memory_platform`) in the compute
+    ``dtype``: :func:`jaxconvviz.backend.memory.filter_memory_bytes`, the
+    estimate calibrated per platform and dtype against XLA's buffer
+    assignment. On XLA:CPU (the dtype ignored): ``ACTIVATION_FACTOR`` x the
+    float32 bytes of every activation up to and including ``layer`` for one
+    ``size`` x ``size`` image (stored forward values, backward buffers and
+    work space), plus four float32 copies of the image. Analytic: nothing
+    is compiled.
     """
-    elems = 0
-    for spec in model.layers[: model.layer_index(layer) + 1]:
-        shape = model.output_shape(spec.name, (size, size))
-        elems += int(np.prod(shape))
-    image = size * size * int(model.input_shape[2])
-    return int(ACTIVATION_FACTOR * 4 * elems + 4 * 4 * image)
+    return _memory.filter_memory_bytes(model, layer, size,
+                                       platform=memory_platform(platform),
+                                       dtype=jnp.dtype(dtype).name)
 
 
 def _gb(n: float) -> str:
@@ -354,14 +367,15 @@ def _gb(n: float) -> str:
 
 def check_fits(model: ConvNet, layer: str, size: int, *, budget_bytes: int,
                fixed_bytes: int, n_filters: int = 1, host_bytes: int | None = None,
-               flag: str = "size") -> int:
+               flag: str = "size", platform: str = "cpu", dtype="float32") -> int:
     """Raise before any compute when one filter of ``layer`` at ``size`` px
     cannot fit the per-device budget, or the ``n_filters`` results cannot fit
-    host memory. Returns the per-filter estimate (bytes).
+    host memory. Returns the per-filter estimate (bytes, :func:`filter_memory_bytes`
+    for the devices' ``platform`` and the compute ``dtype``).
 
     The message gives the estimate and the limit.
     """
-    per = filter_memory_bytes(model, layer, size)
+    per = filter_memory_bytes(model, layer, size, platform=platform, dtype=dtype)
     if per + fixed_bytes > budget_bytes:
         raise InputError(
             f"{flag}={size} px needs an estimated {_gb(per)} per filter at layer "
@@ -390,7 +404,8 @@ class LayerPlan:
       chunk: filters per compiled call (a multiple of ``n_devices``).
       n_chunks: calls; ``chunk * n_chunks - n_filters`` are padding.
       n_devices: devices the filter axis is split over.
-      per_filter_bytes: :func:`filter_memory_bytes` estimate.
+      per_filter_bytes: :func:`filter_memory_bytes` estimate (for the
+        devices' platform and the compute dtype).
       budget_bytes: per-device budget the chunk was cut from.
       channel_only: whether the ascent computes only each filter's channel
         of the layer (:func:`resolve_channel_only`).
