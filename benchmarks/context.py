@@ -38,9 +38,17 @@ class Ctx:
                 self.params = load_vgg16(args.weights)
                 self.weights = args.weights
         self.steps = args.steps
-        self.channel_only = {"auto": None, "on": True, "off": False}[
+        #: ``--channel-only`` as ``Backend.channel_only``: "auto" (the
+        #: library's rule), True or False; set on :attr:`ascent_model`.
+        self.channel_only = {"auto": "auto", "on": True, "off": False}[
             args.channel_only]
         self.peers = bool(args.peers)
+
+    @property
+    def ascent_model(self):
+        """The filters/atlas cases' model: :attr:`model` with
+        ``Backend.channel_only`` from ``--channel-only``."""
+        return self.model.with_backend(channel_only=self.channel_only)
 
     @property
     def dtypes(self) -> tuple[str, ...]:

@@ -15,14 +15,25 @@ from benchmarks import flops as fl
 from benchmarks import torch_peers as tp
 from benchmarks.context import Ctx
 from benchmarks.timing import CompileCounter, log, sync, timed, timeit
-from jaxconvviz.featureviz import execution as ex
 
 
-def _auto_conv(dt: str) -> str:
-    """The convolution form ``Backend.conv="auto"`` gives the ascent at ``dt``."""
-    from jaxconvviz.backend import Backend, resolve
+def _resolved(model, dt: str):
+    """``model``'s backend (over the process default) as the ascent resolves
+    it at compute dtype ``dt``: the ``Backend`` the engine compiles with
+    (its ``conv`` and ``loop`` are recorded)."""
+    from jaxconvviz.backend import default_backend, resolve
 
-    return resolve(Backend(), dtype=dt, library_gradients=True).conv
+    return resolve(model.backend.over(default_backend()), dtype=dt,
+                   library_gradients=True)
+
+
+def _plan(ctx: Ctx, model, layers, size: int, fpl, run=None):
+    """The chunking the library plans for these layers (``jcv.atlas_plan``,
+    the planner ``filter_patterns`` and ``filter_atlas`` share) with the
+    book style."""
+    return ctx.jcv.atlas_plan(ctx.params, layers=layers, filters_per_layer=fpl,
+                              style=ctx.jcv.Book(), size=size, model=model,
+                              run=run)
 
 # ------------------------------------------------------- the notes' loop
 _NOTES_STEP = None
@@ -78,12 +89,12 @@ def time_notes_jax(params, model, layer, size, steps, n_time, key) -> float:
     return (time.perf_counter() - t0) / n_time
 
 
-def _xla_ascent(ctx, layer, size, chunk, n_chunks, dt, only) -> dict:
+def _xla_ascent(ctx, model, layer, size, chunk, n_chunks, dt, only) -> dict:
     """XLA's FLOPs of the library's ascent: one-step program x steps x chunks."""
     if not ctx.args.xla_flops:
         return {"xla_flops_note": "not counted (--no-xla-flops)"}
     try:
-        per_step = fl.ascent_step_xla_flops(ctx.params, ctx.model, layer, size,
+        per_step = fl.ascent_step_xla_flops(ctx.params, model, layer, size,
                                             chunk, dtype=dt, channel_only=only)
     except Exception as e:  # noqa: BLE001 - a missing count is a result too
         return {"xla_flops_error": f"{type(e).__name__}: {e}"}
@@ -104,8 +115,9 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
     """
     import numpy as np
 
-    jcv, jnp = ctx.jcv, ctx.jnp
+    jcv = ctx.jcv
     steps = ctx.steps
+    model = ctx.ascent_model
     m = ctx.n_time(n)
     log(f"filters {layer} {size}px n={n}: notes' loop on {m} filters, "
         f"{ctx.args.rounds} round(s)")
@@ -120,9 +132,8 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
     for dt in ctx.dtypes:
         def run(dt=dt):
             return jcv.filter_patterns(ctx.params, layer, range(n), key=ctx.key,
-                                       size=size, steps=steps, model=ctx.model,
-                                       dtype=getattr(jnp, dt),
-                                       channel_only=ctx.channel_only)
+                                       size=size, steps=steps, model=model,
+                                       run=jcv.Run(dtype=dt))
 
         runs[dt] = run
         log(f"  compile batched {dt}")
@@ -137,18 +148,15 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
             samples[name].append(timer())
     base = min(samples["jax_notes"]) if "jax_notes" in samples else None
     torch_s = min(samples["torch_notes"]) if "torch_notes" in samples else None
-    only = ex.resolve_channel_only(ctx.channel_only, ctx.model, layer)
-    devs = ex.auto_devices(tuple(ctx.jax.local_devices()), ctx.model, layer, size,
-                           channel_only=only)
-    n_dev = min(n, len(devs))
-    chunk = ex.chunk_size(n, n_dev, None, ctx.model, layer, size)
-    n_chunks = -(-n // chunk)
+    (plan,) = _plan(ctx, model, [layer], size, n)
+    only, n_dev = plan.channel_only, plan.n_devices
+    chunk, n_chunks = plan.chunk, plan.n_chunks
     base_flops = fl.ascent_flops(ctx.model, layer, size, steps, n)
     out, acts = [], {}
     for dt in ctx.dtypes:
         warm = min(samples[f"batched_{dt}"])
         acts[dt] = np.asarray(jcv.filter_activation(
-            ctx.params, runs[dt](), layer, range(n), model=ctx.model))
+            ctx.params, runs[dt](), layer, range(n), model=model))
         flops = fl.ascent_flops(ctx.model, layer, size, steps, n, only)
         rec = {
             "case": f"filters:{layer}:{size}:{n}", "kind": "filters", "layer": layer,
@@ -161,14 +169,14 @@ def case_filters(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
             "chunks": {"chunk": chunk, "n_chunks": n_chunks,
                        "chunk_per_device": chunk // n_dev,
                        "padding": chunk * n_chunks - n},
-            # filter_patterns' loop="auto" rule (its docstring)
-            "loop": ex.resolve_loop("auto"),
-            "conv_impl": _auto_conv(dt),
+            # the step-loop form and convolution form the backend resolves
+            "loop": _resolved(model, dt).loop,
+            "conv_impl": _resolved(model, dt).conv,
             "rounds": ctx.args.rounds,
             "mean_activation": float(acts[dt].mean()),
             "samples_s": {"batched": samples[f"batched_{dt}"]},
         }
-        rec.update(_xla_ascent(ctx, layer, size, chunk, n_chunks, dt, only))
+        rec.update(_xla_ascent(ctx, model, layer, size, chunk, n_chunks, dt, only))
         if "xla_gflop" in rec:
             rec["xla_tflops"] = rec["xla_gflop"] / warm / 1e3
         if base is not None:
@@ -227,8 +235,8 @@ def case_atlas(ctx: Ctx, size: int) -> list[dict]:
     """
     import numpy as np
 
-    jcv, jnp = ctx.jcv, ctx.jnp
-    model, steps = ctx.model, ctx.steps
+    jcv = ctx.jcv
+    model, steps = ctx.ascent_model, ctx.steps
     layers, fpl, counts = _atlas_layers(ctx)
     n_total = sum(counts.values())
     log(f"atlas {size}px: {n_total} filters over {len(layers)} layers")
@@ -240,13 +248,11 @@ def case_atlas(ctx: Ctx, size: int) -> list[dict]:
             per = time_notes_jax(ctx.params, model, layer, size, steps, nb, ctx.key)
             base_layers[layer] = per * 1e3
             base_total += per * counts[layer]
-    only = {layer: ex.resolve_channel_only(ctx.channel_only, model, layer)
-            for layer in layers}
+    plan = _plan(ctx, model, layers, size, fpl,
+                 run=jcv.Run(memory_budget=ctx.args.memory_budget))
+    only = {p.layer: p.channel_only for p in plan}
     flops = sum(fl.ascent_flops(model, layer, size, steps, counts[layer], only[layer])
                 for layer in layers)
-    plan = jcv.atlas_plan(ctx.params, model=model, layers=layers, size=size,
-                          filters_per_layer=fpl, memory_budget=ctx.args.memory_budget,
-                          channel_only=ctx.channel_only)
     out = []
     for dt in ctx.dtypes:
         stamps: list[tuple[int, float]] = []
@@ -260,9 +266,9 @@ def case_atlas(ctx: Ctx, size: int) -> list[dict]:
 
             return jcv.filter_atlas(
                 ctx.params, model=model, layers=layers, size=size, steps=steps,
-                key=ctx.key, dtype=getattr(jnp, dt), filters_per_layer=fpl,
-                memory_budget=ctx.args.memory_budget, progress=progress,
-                channel_only=ctx.channel_only)
+                key=ctx.key, filters_per_layer=fpl,
+                run=jcv.Run(dtype=dt, memory_budget=ctx.args.memory_budget,
+                            progress=progress))
 
         log(f"  filter_atlas {dt}: warm-up call with the timed arguments")
         with CompileCounter() as cc_cold:
@@ -286,7 +292,7 @@ def case_atlas(ctx: Ctx, size: int) -> list[dict]:
         rec = {
             "case": f"atlas:{size}", "kind": "atlas", "size": size, "steps": steps,
             "n": n_total, "layers": len(layers), "dtype": dt,
-            "conv_impl": _auto_conv(dt),
+            "conv_impl": _resolved(model, dt).conv,
             "channel_only": only,
             "batched_s": warm, "cold_s": cold, "samples_s": warm_times,
             "warmup": "one full filter_atlas call with the timed arguments",
@@ -302,7 +308,7 @@ def case_atlas(ctx: Ctx, size: int) -> list[dict]:
         if ctx.args.xla_flops:
             xla, errs = 0.0, []
             for p in plan:
-                r = _xla_ascent(ctx, p.layer, size, p.chunk, p.n_chunks, dt,
+                r = _xla_ascent(ctx, model, p.layer, size, p.chunk, p.n_chunks, dt,
                                 p.channel_only)
                 if "xla_gflop" in r:
                     xla += r["xla_gflop"]
@@ -364,8 +370,9 @@ def case_notes(ctx: Ctx, size: int, n_time: int = 2) -> list[dict]:
 
 
 def case_loops(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
-    """The step-loop forms (fori, python) x chunk sizes of filter_patterns."""
-    jcv, jnp = ctx.jcv, ctx.jnp
+    """The step-loop forms (``Backend.loop``: fori, python) x chunk sizes
+    (``Run.batch_size``) of filter_patterns."""
+    jcv = ctx.jcv
     out = []
     sizes = sorted({1, 2, 4, 8, 16, n} & set(range(1, n + 1)))
     if ctx.args.loop_chunks:
@@ -379,8 +386,8 @@ def case_loops(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
                 def run(loop=loop, bs=bs, dt=dt):
                     return jcv.filter_patterns(
                         ctx.params, layer, range(n), key=ctx.key, size=size,
-                        steps=ctx.steps, model=ctx.model, dtype=getattr(jnp, dt),
-                        loop=loop, batch_size=bs)
+                        steps=ctx.steps, model=ctx.model.with_backend(loop=loop),
+                        run=jcv.Run(dtype=dt, batch_size=bs))
 
                 cold, warm, samples = timeit(run, repeat=ctx.args.repeat)
                 log(f"  loops {layer} {dt} {loop} chunk {bs}: {warm * 1e3:.0f} ms")
@@ -396,11 +403,11 @@ def case_loops(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
 
 
 def case_channel(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
-    """``channel_only`` on vs off, interleaved over ``--rounds``, fastest
-    kept, per dtype; with the activation each reaches."""
+    """``Backend.channel_only`` on vs off, interleaved over ``--rounds``,
+    fastest kept, per dtype; with the activation each reaches."""
     import numpy as np
 
-    jcv, jnp = ctx.jcv, ctx.jnp
+    jcv = ctx.jcv
     out = []
     for dt in ctx.dtypes:
         runs = {}
@@ -408,8 +415,8 @@ def case_channel(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
             def run(only=only, dt=dt):
                 return jcv.filter_patterns(
                     ctx.params, layer, range(n), key=ctx.key, size=size,
-                    steps=ctx.steps, model=ctx.model, dtype=getattr(jnp, dt),
-                    channel_only=only)
+                    steps=ctx.steps, model=ctx.model.with_backend(channel_only=only),
+                    run=jcv.Run(dtype=dt))
 
             sync(run())  # compile
             runs[only] = run

@@ -51,40 +51,32 @@ def compiled_flops(compiled) -> float | None:
 
 
 def ascent_step_xla_flops(params, model, layer: str, size: int, chunk: int, *,
-                          dtype: str = "float32", channel_only: bool = False,
-                          conv_impl: str = "auto",
+                          dtype: str = "float32", channel_only=False,
+                          conv: str = "auto",
                           pre_activation: bool | None = None) -> float | None:
     """XLA's FLOPs of ONE ascent step of a chunk of ``chunk`` filters, from
     the step program the library compiles for :func:`jaxconvviz.filter_patterns`
-    and :func:`jaxconvviz.filter_atlas` (the render engine's book-style
-    ``Program.step`` on one device: its spec, compute model and
-    ``channel_only`` built as those functions build them).
+    and :func:`jaxconvviz.filter_atlas` (the engine's book-style step on one
+    device, lowered by :func:`jaxconvviz.featureviz.atlas.lowered_step`).
 
-    ``pre_activation`` None: ``filter_patterns``' default. Multiply by steps
-    and chunks for a whole request. Raises whatever the engine raises if its
-    public pieces change (the caller records it).
+    ``channel_only`` and ``conv`` are set on the model's backend
+    (``Backend.channel_only``: True, False or "auto"; ``Backend.conv``,
+    "auto": the model's own),
+    ``dtype`` is ``Run.dtype``; ``pre_activation`` None: ``jcv.Book()``'s
+    default. Multiply by steps and chunks for a whole request. Raises
+    whatever the engine raises if its public pieces change (the caller
+    records it).
     """
-    import inspect
-
-    import jax
-    import jax.numpy as jnp
-
     import jaxconvviz as jcv
-    from jaxconvviz.featureviz import execution as ex
-    from jaxconvviz.featureviz import render as rd
+    from jaxconvviz.featureviz.atlas import lowered_step
 
-    if pre_activation is None:
-        pre_activation = inspect.signature(jcv.filter_patterns).parameters[
-            "pre_activation"].default
-    spec = rd.RenderSpec(layer=layer, style=rd.Book(step_size=1.0, preprocess=False),
-                         steps=1, pre_activation=pre_activation)
-    m = spec.model_for(ex.with_compute(model, getattr(jnp, dtype), conv_impl))
-    c = int(model.input_shape[2])
-    prog = rd.program(spec, m, size, c, channel_only, None, None)
-    x = jax.ShapeDtypeStruct((chunk, size, size, c), jnp.float32)
-    ids = jax.ShapeDtypeStruct((chunk,), jnp.int32)
-    return compiled_flops(prog.step.lower(params, x, ids, jnp.float32(prog.hyper()),
-                                          jnp.int32(0)).compile())
+    style = jcv.Book() if pre_activation is None else jcv.Book(
+        pre_activation=pre_activation)
+    m = model.with_backend(channel_only=channel_only,
+                           **({} if conv == "auto" else {"conv": conv}))
+    lowered = lowered_step(params, layer, chunk, style=style, size=size, model=m,
+                           run=jcv.Run(dtype=dtype))
+    return compiled_flops(lowered.compile())
 
 
 def jit_xla_flops(fn, *args) -> float | None:

@@ -23,7 +23,7 @@ def case_gradcam(ctx: Ctx, n: int, size: int) -> list[dict]:
     bs = ctx.args.gradcam_batch
 
     def batched():
-        return jcv.grad_cam(params, imgs, model=model, batch_size=bs)
+        return jcv.grad_cam(params, imgs, model=model, run=jcv.Run(batch_size=bs))
 
     def loop():
         return [jcv.grad_cam(params, imgs[i:i + 1], model=model) for i in range(n)]

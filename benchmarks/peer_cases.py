@@ -210,12 +210,17 @@ def _cam_pair(ctx, case, kind, model, params, net, target_layer, method, n, size
 
 
 def _conv3x3_used(method: str, model) -> str:
-    """The 3x3 convolution setting ``jcv.cam`` ran with (Score-CAM picks
-    Winograd by itself unless the case names a setting)."""
-    from jaxconvviz.attribution._cam_common import compute_model
-    from jaxconvviz.attribution.cam_registry import cam_method
+    """The 3x3 convolution form ``jcv.cam`` ran with (``Backend.conv3x3``
+    resolved: the model's setting, else the process default, else the
+    method's preference, ``jcv.cam_method(method).conv3x3``; Score-CAM
+    prefers ``"by_shape"``, Winograd where it pays)."""
+    import jaxconvviz as jcv
+    from jaxconvviz.backend import bind
 
-    return compute_model(model, conv3x3=cam_method(method).conv3x3).backend.conv3x3
+    pref = jcv.cam_method(method).conv3x3
+    bound = bind(model, library_gradients=True,
+                 prefer_conv3x3=None if pref == "conv" else pref)
+    return bound.backend.conv3x3
 
 
 def _suffix(conv3x3: str | None) -> str:
@@ -230,9 +235,10 @@ def case_cam(ctx, method: str = "gradcam", n: int = 4, size: int = 224,
     shared by both), per image, ``n`` RGB images at ``size`` px, top-1
     class, target layer block5_conv3's output (torchvision
     ``features[29]``). Target: >= 4x; Score-CAM and Ablation-CAM >= 1.5x.
-    ``conv3x3`` is ``jcv.cam``'s ``conv3x3_impl`` (``"auto"``: Winograd
-    where it pays, ``cam:gradcam:4:224:auto``; ``"conv"``; absent: the
-    library's default for the method)."""
+    ``conv3x3`` is the model's ``Backend.conv3x3`` (``"by_shape"``, or
+    ``"auto"``, 0.x's name of it: Winograd where it pays,
+    ``cam:gradcam:4:224:auto``; ``"conv"``; ``"winograd"``; absent: the
+    method's preference, ``jcv.cam_method(method).conv3x3``)."""
     case = f"cam:{method}:{n}:{size}{_suffix(conv3x3)}"
     target = TARGETS.get(f"cam_{method}", TARGETS["cam"])
     model, params = classifier(ctx, size)

@@ -90,9 +90,10 @@ def plot(paths: list[str], out: str) -> None:
 
 
 _UNIT = {"render": "filter"}
-#: Bar colour by the 3x3 convolution setting a CAM record ran with.
-_SETTING_COLOURS = {"conv": "tab:blue", "auto": "tab:green", "winograd": "tab:green",
-                    None: "tab:gray"}
+#: Bar colour by the 3x3 convolution setting a CAM record ran with
+#: (``Backend.conv3x3`` resolved; 0.x records name "by_shape" "auto").
+_SETTING_COLOURS = {"conv": "tab:blue", "by_shape": "tab:green", "auto": "tab:green",
+                    "winograd": "tab:green", None: "tab:gray"}
 
 
 def _peer_label(c: dict) -> str:
@@ -157,7 +158,7 @@ def plot_peers(paths: list[str], out: str) -> None:
                   "(higher is better)")
     ax.grid(axis="x", alpha=0.3)
     handles = [Patch(color=_SETTING_COLOURS[k], label=f"3x3 convolutions: {k}")
-               for k in ("conv", "auto") if k in settings]
+               for k in ("conv", "by_shape", "auto", "winograd") if k in settings]
     handles += [Line2D([], [], color="black", lw=1.6, label="target of the issue"),
                 Line2D([], [], color="0.4", ls=":", lw=1, label="as fast as the peer")]
     fig.legend(handles=handles, fontsize=8.5, loc="outside lower center", ncol=4)

@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                   leave=False) as bar:
             pats = jcv.filter_patterns(
                 params, layer, idx, key=key, size=args.size, steps=args.steps,
-                batch_size=args.batch_size,
-                progress=lambda done, total: bar.update(done - bar.n))
+                run=jcv.Run(batch_size=args.batch_size,
+                            progress=lambda done, total: bar.update(done - bar.n)))
             pats.block_until_ready()
         dt = time.perf_counter() - t0
         act = jcv.filter_activation(params, pats, layer, idx)

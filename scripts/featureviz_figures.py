@@ -20,7 +20,6 @@ import numpy as np
 
 import jaxconvviz as jcv
 from jaxconvviz.commands.common import save_figure
-from jaxconvviz.featureviz.render import render
 from jaxconvviz.plotting import plot_side_by_side
 
 
@@ -43,17 +42,20 @@ def main() -> None:
     ap.add_argument("--out", default="docs/images")
     a = ap.parse_args()
     params = jcv.load_vgg16("hed")
+    model = jcv.resolve_model(params)
     idx = list(range(a.filters))
     for layer in a.layers:
         grids, hf = [], {}
-        for style in ("book", "lucid"):
+        for style in (jcv.Book(), jcv.Lucid()):
             t = time.perf_counter()
-            x = np.asarray(render(params, layer, idx, key=jax.random.key(0),
-                                  style=style, size=a.size, steps=a.steps,
-                                  progress=True))
-            hf[style] = float(hf_fraction(x).mean())
-            print(f"{layer} {style}: {time.perf_counter() - t:.0f} s, "
-                  f"high-frequency energy {hf[style]:.4f}", flush=True)
+            x = jcv.render(params, layer, idx, key=jax.random.key(0), style=style,
+                           size=a.size, steps=a.steps, model=model,
+                           run=jcv.Run(progress=True))
+            # display RGB [0, 255] (the book's contrast for the Book style)
+            x = np.asarray(style.to_rgb(x, model))
+            hf[style.name] = float(hf_fraction(x).mean())
+            print(f"{layer} {style.name}: {time.perf_counter() - t:.0f} s, "
+                  f"high-frequency energy {hf[style.name]:.4f}", flush=True)
             u8 = np.clip(np.rint(x), 0, 255).astype(np.uint8)
             grids.append(jcv.tile_grid(u8, n_cols=4, margin=3))
         fig = plot_side_by_side(

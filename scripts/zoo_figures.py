@@ -43,7 +43,8 @@ def patterns_figure(params, model, layer: str, *, size: int, steps: int,
     idx = list(range(N_FILTERS))
     t = time.perf_counter()
     x = np.asarray(jcv.render(params, layer, idx, key=jax.random.key(0),
-                              model=model, size=size, steps=steps, progress=True))
+                              model=model, size=size, steps=steps,
+                              run=jcv.Run(progress=True)))
     print(f"{name} {layer}: {time.perf_counter() - t:.0f} s", flush=True)
     u8 = np.clip(np.rint(x), 0, 255).astype(np.uint8)
     grid = jcv.tile_grid(u8, n_cols=N_COLS, margin=MARGIN)
