@@ -841,7 +841,7 @@ def test_filter_patterns_on_imported_model(keras, saved):
     layer = model.conv_layers[1]
     init = np.random.default_rng(0).uniform(0, 1, (2, 28, 28, 1)).astype(np.float32)
     pats = jcv.filter_patterns(params, layer, [0, 3], init=init, size=28, steps=8,
-                               step_size=0.05, model=model)
+                               style=jcv.Book(step_size=0.05), model=model)
     assert pats.shape == (2, 28, 28, 1)
     before = np.asarray(jcv.filter_activation(params, init, layer, [0, 3],
                                               model=model))

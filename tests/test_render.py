@@ -333,7 +333,7 @@ def test_entry_points_share_one_signature_of_at_most_12_parameters():
                 for p in sigs.values()} == {True}, name
     assert sigs["render"]["style"].default == Lucid()
     assert sigs["filter_patterns"]["style"].default == Book()
-    assert sigs["filter_atlas"]["style"].default == Book()
+    assert sigs["filter_atlas"]["style"].default == Book(size=128)  # the atlas size
     assert (Book().steps, Book().size, Lucid().steps, Lucid().size) == (
         40, 150, 512, 128)
     assert hash(Lucid()) == hash(Lucid()) and Book(steps=3) != Book()

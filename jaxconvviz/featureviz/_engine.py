@@ -44,14 +44,14 @@ from jaxconvviz.run import Run
 
 
 # ---------------------------------------------------------------- backend
-def _backend_of(model: ConvNet) -> Backend:
+def backend_of(model: ConvNet) -> Backend:
     """The backend choices of ``model`` over the process default."""
     return model.backend.over(default_backend())
 
 
-def _compute_model(model: ConvNet, backend: Backend, dtype) -> ConvNet:
+def compute_model(model: ConvNet, backend: Backend, dtype) -> ConvNet:
     """``model`` computing in ``dtype`` with ``backend`` (its choices over
-    the process default, :func:`_backend_of`), bound for the library's
+    the process default, :func:`backend_of`), bound for the library's
     gradient programs (:func:`jaxconvviz.backend.bind`: every algorithm
     field resolved for the platform before tracing)."""
     if dtype != jnp.float32:
@@ -252,7 +252,7 @@ def prepare(params, fsel_of, *, key, style, size, steps, objective, model,
     run = Run() if run is None else run
     if not isinstance(run, Run):
         raise InputError(f"run must be None or a jcv.Run(...); got {run!r:.80}.")
-    backend = _backend_of(model)
+    backend = backend_of(model)
     core = style.replace(steps=steps, size=size, objective=None)
     specs = {layer: pg.RenderSpec(layer=layer, style=core, steps=steps,
                                   objective=objective,
@@ -261,7 +261,7 @@ def prepare(params, fsel_of, *, key, style, size, steps, objective, model,
     devs = pl.check_devices(run.devices, jax.devices, "all of jax.devices()")
     net = size + style.margin
     channel_only = False if objective is not None else backend.channel_only
-    compute = _compute_model(model, backend, jnp.dtype(run.dtype))
+    compute = compute_model(model, backend, jnp.dtype(run.dtype))
     plans = plan_layers(model, params, fsel, net,
                         pl.parse_memory_budget(run.memory_budget), devs,
                         run.batch_size, auto=run.devices is None,

@@ -135,7 +135,7 @@ def atlas_plan(
     size = style.size if size is None else size
     for layer in fsel:
         size = pl.check_size(model, layer, size, margin=style.margin)
-    backend = _engine._backend_of(model)
+    backend = _engine.backend_of(model)
     return _engine.plan_layers(
         model, params, fsel, size + style.margin,
         pl.parse_memory_budget(run.memory_budget),
@@ -183,13 +183,13 @@ def lowered_step(params: Params, layer: str, n_filters: int, *,
     n = pl.check_positive_int(n_filters, "n_filters")
     size = pl.check_size(model, layer, style.size if size is None else size,
                          margin=style.margin)
-    backend = _engine._backend_of(model)
+    backend = _engine.backend_of(model)
     spec = pg.RenderSpec(layer=layer, style=style.replace(size=size), steps=1,
                          objective=style.objective,
                          pre_activation=style.pre_activation)
     only = (False if style.objective is not None else pl.resolve_channel_only(
         backend.channel_only, model, layer, platform_of(backend)))
-    compute = spec.model_for(_engine._compute_model(model, backend,
+    compute = spec.model_for(_engine.compute_model(model, backend,
                                                     jnp.dtype(run.dtype)))
     c = int(model.input_shape[2])
     kd, impl = pl.key_parts(jax.random.key(0))
