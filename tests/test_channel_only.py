@@ -168,7 +168,8 @@ def test_default_by_backend_and_layer_kind(tiny):
 
 def test_bad_channel_only(tiny, key):
     model, params = tiny
-    msg = "Backend.channel_only=True needs a conv layer; 'block2_pool' is a maxpool layer"
+    msg = ("Backend.channel_only=True needs a conv layer; 'block2_pool' is a "
+           "maxpool layer")
     with backend(channel_only=True):
         with pytest.raises(ValueError, match=msg):
             jcv.filter_patterns(params, "block2_pool", [0], key=key, size=16,
