@@ -9,15 +9,45 @@ plugin, libtpu for ``--tpu``), never the library's test one::
 
 For each target, every program is lowered with inputs as ``jax.ShapeDtypeStruct``
 on a compile-only device (``jax.experimental.topologies``) and compiled by the
-target's own XLA pipeline. Per program it reports, and checks:
+target's own XLA pipeline. The library builds each program for the target's platform,
+not the running CPU: the model carries ``jcv.Backend(platform="gpu"|"tpu")``
+(:func:`on_platform`) and is bound by the library's own ``jaxconvviz.backend.bind``
+through the entry point's own path (:func:`platform_model`; ``channel_only`` from
+``jaxconvviz.backend.resolve.resolve_channel_only``).
+
+Library functions it calls: public ``jaxconvviz.featureviz.atlas.lowered_step`` (the
+one-device ascent steps), ``jaxconvviz.backend.bind``/``resolve_channel_only``,
+``jaxconvviz.backend.memory.filter_memory_bytes``, ``Backend``/``Run``/``Book``/
+``Lucid``, ``attribution.cams.cam_batch``, ``attribution.gradients.attribution_batch``;
+and these private ones, where nothing public reaches the program or the number:
+
+* ``featureviz._programs.program``/``RenderSpec`` (the 40-step ``ascend`` loop and the
+  ``shard_map`` mesh programs: ``lowered_step`` gives one step on one device);
+* ``featureviz._engine.plan_layers``/``_backend_of`` (the chunk the library plans for
+  the target's devices and budget: ``atlas_plan`` plans for this process's devices);
+* ``featureviz._plan`` (``filter_mesh``, ``filter_shardings``, ``key_parts``,
+  ``ACCELERATOR_MEMORY_FRACTION``, and for the old XLA:CPU rule ``filter_memory_bytes``,
+  ``plan_chunks``, ``param_bytes``, ``PARAM_FACTOR``);
+* ``attribution._cam_common.compute_model``/``memory_budget_bytes`` and
+  ``attribution.cam_perturbation.chunk_for`` (the CAM/IG binding and Score-CAM's
+  chunk, as ``jcv.cam``/``jcv.attribution`` do them);
+* ``models.predict._activations`` (the compiled forward pass of ``jcv.activations``).
+
+Per program it reports, and checks:
 
 * ``convs``: on GPU every convolution lowered to a cuDNN custom call (no ``convolution``
   op left for a generic emitter); on TPU the native convolutions are counted;
+* ``backend``: the bound model's algorithm choices, all resolved for the target's
+  platform and none of the XLA:CPU-only ones (:data:`CPU_ONLY`: matmul convolutions,
+  Winograd, shifted-slice depthwise, pointwise dot, the custom HWIO VJPs), whole-layer
+  ascent (no ``channel_only``);
 * ``host``: no host callback, send/recv, infeed/outfeed or host-memory transfer anywhere
   in the program (loops included);
 * ``memory``: argument + output + temp bytes from ``memory_analysis()`` (compile-only:
-  no cuDNN workspaces), and for the planned ascent chunks: compiled bytes within 2x of
-  :func:`jaxconvviz.backend.memory.filter_memory_bytes` x chunk and under the budget;
+  no cuDNN workspaces), and for the ascent chunks the library's planner picks for the
+  target's devices (whose estimate must be
+  :func:`jaxconvviz.backend.memory.filter_memory_bytes` for the platform and dtype):
+  compiled bytes within 2x of the estimate x chunk and under the budget;
 * ``flops``: ``compiled.cost_analysis()`` where the backend gives one (TPU), else XLA's
   cost analysis of the pre-optimisation HLO (GPU; a while body counted once);
   ``bytes``: the fused HBM traffic of the optimised program (operands + results of every
@@ -84,23 +114,61 @@ DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16}
 DUMP_DIR: Path | None = None   # --dump: the optimised HLO of every program
 
 
-# ----------------------------------------------------------------- the platform seam
-# SEAM(backend): the one place that picks the GPU/TPU variant of the library's programs.
-# Today's library resolves its "auto" choices from jax.default_backend() of the running
-# process (CPU here), so the accelerator's choices are set explicitly. At merge, with
-# jaxconvviz.backend resolving "auto" for a named platform, this body becomes
-# ``model.clone(backend=Backend(platform=platform), parent=None)`` (and channel_only
-# comes from the same Backend).
-def platform_model(model, platform: str, dtype=jnp.float32):
-    """``(model, channel_only)`` as the library builds them on ``platform``
-    (``"gpu"`` or ``"tpu"``) for compute ``dtype``."""
+# ----------------------------------------------------------------- the platform
+#: Backend choices that exist for XLA:CPU only (``jaxconvviz/backend/resolve.py``): a
+#: GPU/TPU program bound with one of them is the CPU variant (the matmul convolutions,
+#: Winograd, the shifted-slice depthwise, the strided-slice pointwise dot, the custom
+#: HWIO input-gradient VJPs).
+CPU_ONLY = {"conv": ("matmul",), "conv3x3": ("winograd", "by_shape"),
+            "depthwise": ("slices",), "pointwise": ("dot",), "conv_vjp": ("custom",)}
+
+
+def on_platform(model, platform: str):
+    """``model`` with ``Backend(platform=platform)``: the library resolves each of its
+    "auto" choices for ``platform`` (``"gpu"`` or ``"tpu"``), not the running CPU."""
     if platform not in ("gpu", "tpu"):
         raise ValueError(f"platform must be 'gpu' or 'tpu'; got {platform!r}")
-    m = model.clone(conv_impl="xla", depthwise_impl="grouped", pointwise_impl="conv",
-                    conv3x3_impl="conv", conv_vjp="jax", parent=None)
+    return model.with_backend(platform=platform)
+
+
+def platform_model(model, platform: str, dtype=jnp.float32, *, layer: str | None = None,
+                   prefer_conv3x3: str | None = None):
+    """``(model, channel_only)`` as the library's gradient programs build them on
+    ``platform`` for compute ``dtype``: ``Backend(platform=...)`` bound by the library's
+    own :func:`jaxconvviz.backend.bind` (``library_gradients=True``), and the ascent's
+    ``channel_only`` for ``layer`` from :func:`jaxconvviz.backend.resolve.
+    resolve_channel_only` (False without a layer)."""
+    from jaxconvviz.backend import bind
+    from jaxconvviz.backend.resolve import resolve_channel_only
+
+    m = on_platform(model, platform)
     if jnp.dtype(dtype) != jnp.float32:
         m = m.with_dtype(dtype)
-    return m, False
+    m = bind(m, library_gradients=True, prefer_conv3x3=prefer_conv3x3)
+    only = (False if layer is None
+            else resolve_channel_only(m.backend, m.layer(layer).kind))
+    return m, only
+
+
+def backend_record(model, channel_only: bool) -> dict:
+    """The bound ``model``'s algorithm choices (and the ascent's ``channel_only``)."""
+    b = model.backend
+    rec = {f: getattr(b, f) for f in ("conv", "conv3x3", "depthwise", "pointwise",
+                                      "conv_vjp", "loop", "platform")}
+    rec["channel_only"] = bool(channel_only)
+    return rec
+
+
+def variant_failures(choices: dict, platform: str) -> list[str]:
+    """The failed variant checks of :func:`backend_record`'s ``choices``: every one
+    resolved for ``platform``, none of :data:`CPU_ONLY`, whole-layer ascent."""
+    bad = [f"backend {f}={choices[f]!r} is a CPU-only choice"
+           for f, v in CPU_ONLY.items() if choices[f] in v]
+    if choices["platform"] != platform:
+        bad.append(f"backend resolved for {choices['platform']!r}, not {platform!r}")
+    if choices["channel_only"]:
+        bad.append("channel_only ascent (the CPU rule) on an accelerator")
+    return bad
 
 
 # ----------------------------------------------------------------- devices
@@ -123,10 +191,10 @@ def topology(target: str, n_devices: int = 1):
 def budget_bytes(target: str) -> int:
     """The ascent planner's per-device budget on ``target``: the library's
     ``ACCELERATOR_MEMORY_FRACTION`` of an empty device's ``bytes_limit``."""
-    from jaxconvviz.featureviz import execution as ex
+    from jaxconvviz.featureviz import _plan
 
     return int(TARGETS[target]["memory"] * CLIENT_MEM_FRACTION
-               * ex.ACCELERATOR_MEMORY_FRACTION)
+               * _plan.ACCELERATOR_MEMORY_FRACTION)
 
 
 def sds(tree, sharding):
@@ -137,7 +205,7 @@ def sds(tree, sharding):
 
 @functools.cache
 def _model(name: str, top: bool, px: int | None = None):
-    from jaxconvviz.models.convnet import VGG16
+    from jaxconvviz.models.vgg import VGG16
     from jaxconvviz.models.zoo import build_application
 
     if name == "vgg16":
@@ -258,11 +326,11 @@ def unoptimised_cost(lowered) -> dict:
             "unfused_bytes": float(ca.get("bytes accessed", 0.0))}
 
 
-def compile_one(name: str, fn, args, *, platform: str, kwargs=None) -> dict:
-    """Lower ``fn(*args, **kwargs)`` and compile it; the record (no checks yet)."""
-    kwargs = kwargs or {}
+def compile_one(name: str, lower) -> dict:
+    """Lower (``lower()``: a :class:`jax.stages.Lowered`) and compile one program; the
+    record (no checks yet)."""
     t0 = time.perf_counter()
-    lowered = fn.lower(*args, **kwargs)
+    lowered = lower()
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
@@ -309,113 +377,130 @@ def check(rec: dict, platform: str) -> list[str]:
         bad.append("no convolution in the program")
     if rec["host_transfers"]:
         bad.append(f"host transfer(s): {rec['host_transfers']}")
+    if "backend" in rec:
+        bad += variant_failures(rec["backend"], platform)
     return bad
 
 
 # ----------------------------------------------------------------- the programs
-def _ascent_args(prog, params, n: int, *, lucid: bool, rows, repl):
+def _ascent_args(prog, params, n: int, *, rows, repl):
     """``(params, state, ids, hyper, t)`` structs of ``prog.step``/``prog.ascend``
-    for a chunk of ``n`` filters (lucid: the state from ``prog.init``'s shapes)."""
+    for a chunk of ``n`` filters (the state from ``prog.init``'s shapes)."""
     ids = jax.ShapeDtypeStruct((n,), jnp.int32, sharding=rows)
-    if lucid:
-        kd = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=repl)
-        state = jax.eval_shape(prog.init, kd, ids)
-    else:
-        c = int(prog.model.input_shape[2])
-        state = jax.ShapeDtypeStruct((n, prog.size, prog.size, c),
-                                     jnp.dtype(prog.spec.style.image_dtype))
-    state = sds(state, rows)
+    kd = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=repl)
+    state = sds(jax.eval_shape(prog.init, kd, ids), rows)
     hyper = jax.ShapeDtypeStruct((), jnp.float32, sharding=repl)
     t = jax.ShapeDtypeStruct((), jnp.int32, sharding=repl)
     return params, state, ids, hyper, t
 
 
+def ascent_style(lucid: bool):
+    """The style of the atlas benchmark: 128 px, 40 steps, the pre-ReLU objective."""
+    from jaxconvviz.featureviz.styles import Book, Lucid
+
+    return (Lucid if lucid else Book)(size=SIZE, steps=STEPS)
+
+
 def ascent_program(model_name: str, layer: str, *, dtype, platform: str, devs,
-                   n: int, lucid: bool = False):
-    """The render engine's compiled step and loop (``render.program``) for ``n``
-    filters of ``layer`` at :data:`SIZE` px on ``devs``, as ``run_request`` builds
-    them: ``(step, loop, args)``."""
-    from jaxconvviz.featureviz import execution as ex
-    from jaxconvviz.featureviz import render
+                   n: int, lucid: bool = False, loop: bool = False):
+    """The engine's compiled ascent for ``n`` filters of ``layer`` at :data:`SIZE` px
+    on ``devs``: one step on one device through the public
+    :func:`jaxconvviz.featureviz.atlas.lowered_step`; the whole :data:`STEPS`-step
+    loop or a mesh through the engine's cached program (``_programs.program``, as
+    ``_programs.run_spec`` builds it). ``(lower thunk, via, bound model,
+    channel_only)``."""
+    from jaxconvviz.featureviz import _plan, _programs
+    from jaxconvviz.featureviz.atlas import lowered_step
+    from jaxconvviz.run import Run
 
     base = _model(model_name, False)
-    model, channel_only = platform_model(base, platform, dtype)
-    model = ex.with_compute(model, jnp.dtype(dtype), "xla")
-    style = render.Lucid() if lucid else render.Book()
-    spec = render.RenderSpec(layer=layer, style=style, steps=STEPS,
-                             pre_activation=True)
-    m = spec.model_for(model)
-    mesh = None if len(devs) == 1 else ex.filter_mesh(devs)
+    style = ascent_style(lucid)
+    net = SIZE + style.margin
+    compute, only = platform_model(base, platform, dtype, layer=layer)
+    mesh = None if len(devs) == 1 else _plan.filter_mesh(devs)
     if mesh is None:
         rows = repl = jax.sharding.SingleDeviceSharding(devs[0])
     else:
-        rows, repl = ex.filter_shardings(mesh)
-    prog = render.program(spec, m, SIZE, int(m.input_shape[2]), channel_only, mesh,
-                          "threefry2x32" if lucid else None)
-    net = SIZE + spec.margin()
+        rows, repl = _plan.filter_shardings(mesh)
     params = param_structs(base, repl, (net, net))
-    args = _ascent_args(prog, params, n, lucid=lucid, rows=rows, repl=repl)
-    return prog.step, prog.ascend, args
+    if mesh is None and not loop:
+        run = Run(dtype=jnp.dtype(dtype).name)
+        return (lambda: lowered_step(params, layer, n, style=style, size=SIZE,
+                                     model=on_platform(base, platform), run=run),
+                "atlas.lowered_step", compute, only)
+    spec = _programs.RenderSpec(layer=layer, style=style, steps=STEPS,
+                                pre_activation=style.pre_activation)
+    m = spec.model_for(compute)
+    _, impl = _plan.key_parts(jax.random.key(0))
+    prog = _programs.program(spec, m, SIZE, int(m.input_shape[2]), only, mesh, impl)
+    args = _ascent_args(prog, params, n, rows=rows, repl=repl)
+    fn, kw = (prog.ascend, {"n": STEPS}) if loop else (prog.step, {})
+    return (lambda: fn.lower(*args, **kw), "_programs.program", compute, only)
 
 
-def planned_chunk(model_name: str, layer: str, target: str, n_devices: int = 1, *,
-                  estimator: str = "library", dtype="float32") -> tuple[int, int, int]:
-    """``(chunk, n_chunks, per_filter_bytes)`` the planner picks for all filters of
-    ``layer`` at :data:`SIZE` px on ``target``: ``estimator="library"`` with
-    today's ``featureviz.execution.filter_memory_bytes``, ``"calibrated"`` with
-    ``jaxconvviz.backend.memory.filter_memory_bytes``."""
-    from jaxconvviz.featureviz import execution as ex
+def planned_chunk(model_name: str, layer: str, target: str, devs, *, dtype,
+                  lucid: bool = False):
+    """The library's own plan (``_engine.plan_layers``, as ``filter_atlas`` plans) for
+    all filters of ``layer`` at :data:`SIZE` px on the compile-only ``devs`` of
+    ``target``, budget :func:`budget_bytes`, compute ``dtype``: a ``LayerPlan``; and
+    ``(per_filter_bytes, n_chunks)`` of the XLA:CPU rule (what the library planned
+    for every platform before the calibration)."""
+    from jaxconvviz.featureviz import _engine, _plan
 
-    model = _model(model_name, False)
-    n = model.channels(layer)
-    if estimator == "library":
-        per = ex.filter_memory_bytes(model, layer, SIZE)
-    else:
-        from jaxconvviz.backend.memory import filter_memory_bytes
-
-        per = filter_memory_bytes(model, layer, SIZE,
-                                  platform=TARGETS[target]["platform"], dtype=dtype)
-    params = jax.eval_shape(lambda: model.init_params(jax.random.key(0),
-                                                      hw=(SIZE, SIZE)))
-    fixed = int(ex.PARAM_FACTOR * ex.param_bytes(params))
-    chunk, n_chunks = ex.plan_chunks(n, per_filter_bytes=per,
-                                     budget_bytes=budget_bytes(target),
-                                     n_devices=n_devices, fixed_bytes=fixed)
-    return chunk, n_chunks, per
+    base = _model(model_name, False)
+    model = on_platform(base, TARGETS[target]["platform"])
+    net = SIZE + ascent_style(lucid).margin
+    n = base.channels(layer)
+    params = jax.eval_shape(lambda: base.init_params(jax.random.key(0), hw=(net, net)))
+    (plan,) = _engine.plan_layers(
+        model, params, {layer: np.arange(n, dtype=np.int32)}, net,
+        budget_bytes(target), tuple(devs), None, auto=False,
+        channel_only=_engine._backend_of(model).channel_only,
+        platform=TARGETS[target]["platform"], dtype=jnp.dtype(dtype))
+    cpu_per = _plan.filter_memory_bytes(base, layer, net)
+    fixed = int(_plan.PARAM_FACTOR * _plan.param_bytes(params))
+    _, cpu_chunks = _plan.plan_chunks(n, per_filter_bytes=cpu_per,
+                                      budget_bytes=budget_bytes(target),
+                                      n_devices=len(devs), fixed_bytes=fixed)
+    return plan, cpu_per, cpu_chunks
 
 
 def cam_program(method: str, *, platform: str, dev, n: int = CAM_N):
-    """``attribution.cams.cam_batch`` for ``n`` VGG16 images at 224 px."""
-    from jaxconvviz.attribution import cams
-    from jaxconvviz.models import convs
+    """``attribution.cams.cam_batch`` for ``n`` VGG16 images at 224 px, the model
+    bound as ``jcv.cam`` binds it (``_cam_common.compute_model`` with the method
+    record's 3x3 preference), Score-CAM's chunk as ``jcv.cam`` picks it."""
+    from jaxconvviz.attribution import cam_perturbation, cams
+    from jaxconvviz.attribution._cam_common import compute_model, memory_budget_bytes
+    from jaxconvviz.attribution.cam_registry import cam_method
 
+    record = cam_method(method)
     base = _model("vgg16", True)
-    model, _ = platform_model(base, platform)
-    model = convs.for_library_gradients(model)
+    model = compute_model(on_platform(base, platform), conv3x3=record.conv3x3)
     s = jax.sharding.SingleDeviceSharding(dev)
     layer = model.default_layer
     chunk = 1
-    if method in cams.PERTURBATION_METHODS:
+    if record.perturbation:
         c = model.output_shape(layer, (CAM_PX, CAM_PX))[-1]
-        chunk = cams.chunk_for(jax.eval_shape(lambda: base.init_params(
-            jax.random.key(0))), model, (CAM_PX, CAM_PX), cams.DEFAULT_MEMORY_BUDGET,
-            n * c)
+        chunk = cam_perturbation.chunk_for(
+            jax.eval_shape(lambda: base.init_params(jax.random.key(0))), model,
+            (CAM_PX, CAM_PX), memory_budget_bytes(None), n * c)
     params = param_structs(base, s, (CAM_PX, CAM_PX))
     images = jax.ShapeDtypeStruct((n, CAM_PX, CAM_PX, 3), jnp.float32, sharding=s)
     ci = jax.ShapeDtypeStruct((n,), jnp.int32, sharding=s)
-    kw = dict(model=model, layer=layer, method=method, use_top1=False, size=None,
+    kw = dict(model=model, layer=layer, method=record, use_top1=False, size=None,
               chunk=chunk, scores=True)
-    return cams.cam_batch, (params, images, ci), kw, {"chunk": chunk, "layer": layer}
+    return (lambda: cams.cam_batch.lower(params, images, ci, **kw), model,
+            {"chunk": chunk, "layer": layer})
 
 
 def ig_program(*, platform: str, dev, n: int = CAM_N, steps: int = 64):
-    """``attribution.gradients.attribution_batch`` (Integrated Gradients)."""
+    """``attribution.gradients.attribution_batch`` (Integrated Gradients), the model
+    bound as ``jcv.attribution`` binds it (``_cam_common.compute_model``)."""
     from jaxconvviz.attribution import gradients
-    from jaxconvviz.models import convs
+    from jaxconvviz.attribution._cam_common import compute_model
 
     base = _model("vgg16", True)
-    model, _ = platform_model(base, platform)
-    model = convs.for_library_gradients(model)
+    model = compute_model(on_platform(base, platform))
     s = jax.sharding.SingleDeviceSharding(dev)
     params = param_structs(base, s, (CAM_PX, CAM_PX))
     img = jax.ShapeDtypeStruct((n, CAM_PX, CAM_PX, 3), jnp.float32, sharding=s)
@@ -424,21 +509,23 @@ def ig_program(*, platform: str, dev, n: int = CAM_N, steps: int = 64):
     noise = jax.ShapeDtypeStruct((), jnp.float32, sharding=s)
     kw = dict(model=model, method="integrated_gradients", base="saliency",
               use_top1=False, steps=steps, samples=1, layer=None)
-    return gradients.attribution_batch, (params, img, ci, img, key, noise), kw
+    return (lambda: gradients.attribution_batch.lower(params, img, ci, img, key, noise,
+                                                      **kw), model, {})
 
 
 def activations_program(*, platform: str, dev, n: int = CAM_N):
     """``models.predict._activations`` for every conv layer of VGG16 (the forward
-    pass behind ``jcv.activations``)."""
+    pass behind ``jcv.activations``, bound as it binds: ``library_gradients=False``)."""
+    from jaxconvviz.backend import bind
     from jaxconvviz.models import predict
 
     base = _model("vgg16", True)
-    model, _ = platform_model(base, platform)
+    model = bind(on_platform(base, platform), library_gradients=False)
     s = jax.sharding.SingleDeviceSharding(dev)
     params = param_structs(base, s, (CAM_PX, CAM_PX))
     img = jax.ShapeDtypeStruct((n, CAM_PX, CAM_PX, 3), jnp.float32, sharding=s)
-    return predict._activations, (params, img), dict(model=model,
-                                                      layers=tuple(VGG_LAYERS))
+    return (lambda: predict._activations.lower(params, img, model=model,
+                                               layers=tuple(VGG_LAYERS)), model, {})
 
 
 # ----------------------------------------------------------------- the run
@@ -451,20 +538,20 @@ def program_list(target: str, quick: bool) -> list[tuple[str, callable]]:
                calib=False):
         def run():
             devs = topology(target, n_dev)
-            _, lib_chunks, per_lib = planned_chunk(model_name, layer, target, n_dev)
-            chunk, n_chunks, _ = planned_chunk(model_name, layer, target, n_dev,
-                                               estimator="calibrated",
-                                               dtype=jnp.dtype(DTYPES[dt]).name)
-            step, ascend, args = ascent_program(model_name, layer, dtype=DTYPES[dt],
-                                                platform=platform, devs=devs,
-                                                n=chunk, lucid=lucid)
-            fn, kw = (ascend, {"n": STEPS}) if loop else (step, {})
-            rec = compile_one("", fn, args, platform=platform, kwargs=kw)
+            dtype = jnp.dtype(DTYPES[dt])
+            plan, cpu_per, cpu_chunks = planned_chunk(model_name, layer, target, devs,
+                                                      dtype=dtype, lucid=lucid)
+            lower, via, compute, only = ascent_program(
+                model_name, layer, dtype=dtype, platform=platform, devs=devs,
+                n=plan.chunk, lucid=lucid, loop=loop)
+            rec = compile_one("", lower)
+            rec["backend"] = backend_record(compute, only)
             rec.update(model=model_name, layer=layer, dtype=dt, size=SIZE,
-                       style="lucid" if lucid else "book", devices=n_dev,
-                       chunk=chunk, n_chunks=n_chunks,
-                       n_filters=_model(model_name, False).channels(layer),
-                       library_per_filter_bytes=per_lib, library_n_chunks=lib_chunks,
+                       style="lucid" if lucid else "book", devices=n_dev, via=via,
+                       chunk=plan.chunk, n_chunks=plan.n_chunks,
+                       n_filters=plan.n_filters,
+                       plan_per_filter_bytes=plan.per_filter_bytes,
+                       cpu_rule_per_filter_bytes=cpu_per, cpu_rule_n_chunks=cpu_chunks,
                        calibration=calib,
                        steps=STEPS if loop else 1)
             return rec
@@ -490,9 +577,10 @@ def program_list(target: str, quick: bool) -> list[tuple[str, callable]]:
     def single(name, build):
         def run():
             dev = topology(target)[0]
-            fn, args, kw, *extra = build(platform=platform, dev=dev)
-            rec = compile_one("", fn, args, platform=platform, kwargs=kw)
-            rec.update(extra[0] if extra else {})
+            lower, model, extra = build(platform=platform, dev=dev)
+            rec = compile_one("", lower)
+            rec["backend"] = backend_record(model, False)
+            rec.update(extra)
             return rec
         progs.append((name, run))
 
@@ -514,27 +602,36 @@ def program_list(target: str, quick: bool) -> list[tuple[str, callable]]:
 
 def memory_checks(recs: list[dict], target: str) -> None:
     """Planner calibration (issue 30 item 4), in place: every calibration step is
-    compiled at the chunk the calibrated planner picks; its compiled bytes per filter
-    (argument + output + temp - aliased - parameters, over the chunk) must be within
-    2x of the estimate, and the whole program's bytes under the budget."""
+    compiled at the chunk the library's planner picks for the target's devices
+    (``_engine.plan_layers``), whose per-filter estimate must be
+    :func:`jaxconvviz.backend.memory.filter_memory_bytes` for the platform and dtype;
+    the compiled bytes per filter (argument + output + temp - aliased - parameters,
+    over the chunk) must be within 2x of the estimate, and the whole program's bytes
+    under the budget."""
     from jaxconvviz.backend.memory import filter_memory_bytes
 
     budget = budget_bytes(target)
     platform = TARGETS[target]["platform"]
     for r in recs:
-        if not r.get("calibration") or "error" in r:
+        if "error" in r or "plan_per_filter_bytes" not in r:
             continue
         dt = {"f32": "float32", "bf16": "bfloat16"}[r["dtype"]]
         model = _model(r["model"], False)
+        net = SIZE + ascent_style(r["style"] == "lucid").margin
+        est = filter_memory_bytes(model, r["layer"], net, platform=platform, dtype=dt)
+        bad = r.setdefault("failed", [])
+        if r["plan_per_filter_bytes"] != est:
+            bad.append(f"the planner's estimate {r['plan_per_filter_bytes']} B/filter "
+                       f"is not the calibrated {est} B/filter for {platform} {dt}")
+        if not r.get("calibration"):
+            continue
         per_xla = (r["temp_bytes"] + r["argument_bytes"] + r["output_bytes"]
                    - r["alias_bytes"] - r["param_bytes"]) / r["chunk"]
-        est = filter_memory_bytes(model, r["layer"], SIZE, platform=platform, dtype=dt)
-        chunk = r["chunk"]  # compiled at the chunk the calibrated planner picks
+        chunk = r["chunk"]
         compiled = r["total_bytes"]
         ratio = est / max(per_xla, 1)
         r.update(xla_per_filter_bytes=int(per_xla), estimate_per_filter_bytes=est,
                  estimate_over_compiled=round(ratio, 3), budget_bytes=budget)
-        bad = r.setdefault("failed", [])
         if not 0.5 <= ratio <= 2.0:
             bad.append(f"estimate {est} B/filter is {ratio:.2f}x the compiled "
                        f"{per_xla:.0f} B/filter (outside 2x)")
@@ -680,7 +777,8 @@ def markdown_table(folder: Path) -> str:
 
 def memory_table(folder: Path, target: str = "h100") -> str:
     """MiB per filter of every calibration step in ``aot_<target>.json``: XLA:GPU's
-    buffer assignment, the calibrated estimate, the library's (rows of the
+    buffer assignment, the calibrated estimate (what the library plans with), and
+    the XLA:CPU rule the library used on every platform before (rows of the
     docs/roofline.md table)."""
     doc = json.loads((folder / f"aot_{target}.json").read_text())
     by = {}
@@ -695,7 +793,7 @@ def memory_table(folder: Path, target: str = "h100") -> str:
                     f"{cell(f, 'estimate_per_filter_bytes')} | "
                     f"{cell(b, 'xla_per_filter_bytes')} | "
                     f"{cell(b, 'estimate_per_filter_bytes')} | "
-                    f"{cell(f or b, 'library_per_filter_bytes')} |")
+                    f"{cell(f or b, 'cpu_rule_per_filter_bytes')} |")
     return "\n".join(rows)
 
 

@@ -12,12 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 import jaxconvviz as jcv
 from jaxconvviz.backend import memory
-from jaxconvviz.featureviz import execution as ex
+from jaxconvviz.featureviz import _plan
 from jaxconvviz.models.zoo import build_application
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,9 +35,70 @@ def _script(name: str):
 def test_cpu_estimate_is_the_library_rule_unchanged():
     m = jcv.VGG16(include_top=False)
     for layer in ("block1_conv1", "block3_conv2", "block5_conv3"):
+        # the XLA:CPU rule by hand: 5 x the float32 activations + 4 float32 images
+        elems = sum(int(np.prod(m.output_shape(s.name, (64, 64))))
+                    for s in m.layers[: m.layer_index(layer) + 1])
+        want = int(5.0 * 4 * elems + 4 * 4 * 64 * 64 * 3)
         for dt in ("float32", "bfloat16"):
-            assert (memory.filter_memory_bytes(m, layer, 64, platform="cpu", dtype=dt)
-                    == ex.filter_memory_bytes(m, layer, 64))
+            assert memory.filter_memory_bytes(m, layer, 64, platform="cpu",
+                                              dtype=dt) == want
+            assert _plan.filter_memory_bytes(m, layer, 64, platform="cpu",
+                                             dtype=dt) == want
+        assert _plan.filter_memory_bytes(m, layer, 64) == want
+
+
+def test_planner_uses_the_calibrated_estimate_of_the_devices_platform():
+    """featureviz's planner (check_fits, _engine.plan_layers) asks
+    backend.memory for the platform of the devices it plans and the compute
+    dtype; CUDA/ROCm device platforms are "gpu", unknown plugins the CPU rule."""
+    from jaxconvviz.featureviz import _engine
+
+    m = jcv.VGG16(include_top=False)
+    for plat, want in (("gpu", "gpu"), ("cuda", "gpu"), ("rocm", "gpu"),
+                       ("tpu", "tpu"), ("cpu", "cpu"), ("METAL", "cpu")):
+        assert _plan.memory_platform(plat) == want
+        for dt in ("float32", "bfloat16"):
+            assert _plan.filter_memory_bytes(
+                m, "block5_conv3", 128, platform=plat, dtype=dt) == \
+                memory.filter_memory_bytes(m, "block5_conv3", 128, platform=want,
+                                           dtype=dt)
+
+    class Dev:  # a device as the planner reads it
+        def __init__(self, platform):
+            self.platform, self.process_index = platform, 0
+
+    params = jax.eval_shape(lambda: m.init_params(jax.random.key(0)))
+    fsel = {"block5_conv3": np.arange(512, dtype=np.int32)}
+    for plat, dt in (("gpu", "bfloat16"), ("gpu", "float32"), ("cpu", "float32")):
+        (plan,) = _engine.plan_layers(m, params, fsel, 128, 10**12, (Dev(plat),),
+                                      None, auto=False, channel_only=False,
+                                      platform=plat, dtype=dt)
+        assert plan.per_filter_bytes == memory.filter_memory_bytes(
+            m, "block5_conv3", 128, platform=plat, dtype=dt)
+
+
+def test_gpu_binding_has_no_cpu_only_choice():
+    """scripts/aot_check.py builds each program with Backend(platform=...) bound
+    by the library (no device needed): GPU/TPU get the cuDNN/XLA choices, the
+    CPU its own, which the script's variant check rejects."""
+    aot = _script("aot_check")
+    m = jcv.VGG16(include_top=False)
+    for plat in ("gpu", "tpu"):
+        for dt in (jax.numpy.float32, jax.numpy.bfloat16):
+            bound, only = aot.platform_model(m, plat, dt, layer="block3_conv1")
+            assert aot.variant_failures(aot.backend_record(bound, only), plat) == []
+    zoo = build_application("mobilenet_v2", include_top=False)
+    bound, only = aot.platform_model(zoo, "gpu", layer="block_6_expand_relu")
+    assert bound.backend.depthwise == "grouped" and bound.backend.pointwise == "conv"
+    cpu = m.with_backend(platform="cpu")
+    from jaxconvviz.backend import bind
+    from jaxconvviz.backend.resolve import resolve_channel_only
+
+    b = bind(cpu, library_gradients=True)
+    bad = aot.variant_failures(aot.backend_record(
+        b, resolve_channel_only(b.backend, "conv")), "gpu")
+    assert any("conv_vjp='custom'" in x for x in bad)
+    assert any("channel_only" in x for x in bad)
 
 
 def test_gpu_estimate_by_hand_for_block1_conv2():
