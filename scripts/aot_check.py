@@ -23,7 +23,7 @@ and these private ones, where nothing public reaches the program or the number:
 
 * ``featureviz._programs.program``/``RenderSpec`` (the 40-step ``ascend`` loop and the
   ``shard_map`` mesh programs: ``lowered_step`` gives one step on one device);
-* ``featureviz._engine.plan_layers``/``_backend_of`` (the chunk the library plans for
+* ``featureviz._engine.plan_layers``/``backend_of`` (the chunk the library plans for
   the target's devices and budget: ``atlas_plan`` plans for this process's devices);
 * ``featureviz._plan`` (``filter_mesh``, ``filter_shardings``, ``key_parts``,
   ``ACCELERATOR_MEMORY_FRACTION``, and for the old XLA:CPU rule ``filter_memory_bytes``,
@@ -455,7 +455,7 @@ def planned_chunk(model_name: str, layer: str, target: str, devs, *, dtype,
     (plan,) = _engine.plan_layers(
         model, params, {layer: np.arange(n, dtype=np.int32)}, net,
         budget_bytes(target), tuple(devs), None, auto=False,
-        channel_only=_engine._backend_of(model).channel_only,
+        channel_only=_engine.backend_of(model).channel_only,
         platform=TARGETS[target]["platform"], dtype=jnp.dtype(dtype))
     cpu_per = _plan.filter_memory_bytes(base, layer, net)
     fixed = int(_plan.PARAM_FACTOR * _plan.param_bytes(params))
