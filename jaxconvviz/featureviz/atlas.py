@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxconvviz._types import Params, PRNGKey
@@ -141,7 +142,8 @@ def atlas_plan(
         pl.parse_memory_budget(run.memory_budget),
         pl.check_devices(run.devices, jax.devices, "all of jax.devices()"),
         run.batch_size, auto=run.devices is None,
-        channel_only=backend.channel_only, platform=platform_of(backend))
+        channel_only=backend.channel_only, platform=platform_of(backend),
+        dtype=jnp.dtype(run.dtype))
 
 
 def estimate_seconds(model: ConvNet, n_filters: Mapping[str, int], *,
