@@ -192,3 +192,37 @@ def test_keras_config_bad_input_shape(shape):
         {"class_name": "Flatten", "config": {"name": "f"}}]}}
     _one_line(lambda: convnet_from_keras_config(config, source="m.keras"),
               r"model input has batch shape .*; expected images", "m.keras")
+
+
+# ------------------------------------------------------------- pixel range
+ENTRY_POINTS = {
+    "cam": lambda p, x, m: jcv.cam(p, x, model=m),
+    "cam_with_scores": lambda p, x, m: jcv.cam_with_scores(p, x, model=m,
+                                                           method="gradcam++"),
+    "grad_cam": lambda p, x, m: jcv.grad_cam(p, x, model=m),
+    "attribution": lambda p, x, m: jcv.attribution(p, x, model=m),
+    "activations": lambda p, x, m: jcv.activations(p, x, layers="block1_conv1",
+                                                   model=m),
+    "predict": lambda p, x, m: jcv.predict(p, x, model=m),
+}
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_entry_points_warn_once_on_a_0_1_image(entry, tiny_model, tiny_params):
+    import warnings
+
+    from jaxconvviz.pixels import PixelRangeWarning
+
+    call = ENTRY_POINTS[entry]
+    x = np.random.default_rng(3).uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        call(tiny_params, x, tiny_model)
+    pixel = [w for w in got if issubclass(w.category, PixelRangeWarning)]
+    assert len(pixel) == 1, [str(w.message) for w in got]
+    assert "images_rgb has values in" in str(pixel[0].message)
+    assert "expects RGB [0, 255] (pass x * 255)" in str(pixel[0].message)
+    assert pixel[0].filename == __file__  # the user's line, not the library's
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PixelRangeWarning)
+        call(tiny_params, x * 255, tiny_model)
