@@ -226,3 +226,68 @@ def test_entry_points_warn_once_on_a_0_1_image(entry, tiny_model, tiny_params):
     with warnings.catch_warnings():
         warnings.simplefilter("error", PixelRangeWarning)
         call(tiny_params, x * 255, tiny_model)
+
+
+# ------------------------------------------------------- dead-filter advice
+@pytest.fixture(scope="module")
+def silent_conv3(tiny_params):
+    """The tiny VGG16 with filters 0-3 of block3_conv3 silent on any image
+    (bias -1e4): block3_pool's channels 0-3 are zero, with no gradient."""
+    b = tiny_params["block3_conv3"]
+    return dict(tiny_params, block3_conv3=dict(b, bias=b["bias"].at[:4].set(-1e4)))
+
+
+def test_dead_filter_advice_on_a_pooling_layer(tiny_model, silent_conv3):
+    import jax
+
+    from jaxconvviz.featureviz.progress import DeadFilterWarning
+
+    with pytest.warns(DeadFilterWarning) as got:
+        jcv.render(silent_conv3, "block3_pool", list(range(8)),
+                   key=jax.random.key(0), style=jcv.Book(size=32, steps=3),
+                   model=tiny_model)
+    (msg,) = [str(w.message) for w in got if w.category is DeadFilterWarning]
+    assert "4 of 8 filters of block3_pool" in msg and "[0, 1, 2, 3]" in msg, msg
+    assert ("block3_pool is a pooling layer, with no pre-ReLU objective of its own: "
+            "its response is the max of the ReLU output of 'block3_conv3', so "
+            "filters silent on the start image stay silent; visualise "
+            "'block3_conv3' instead") in msg, msg
+    assert "pre-activation response has no gradient" not in msg, msg
+    assert "other weights" not in msg, msg
+    assert got[0].filename == __file__
+
+
+def test_dead_filter_advice_kept_for_conv_layers(tiny_model):
+    from jaxconvviz.featureviz.progress import dead_filter_hint
+
+    hint = dead_filter_hint(tiny_model, "block3_conv3", pre_activation=True)
+    assert "pre-activation response has no gradient" in hint
+    assert "pre_activation=True (the default) revives them" in dead_filter_hint(
+        tiny_model, "block3_conv3", pre_activation=False)
+    assert "the mean of the ReLU output of 'block5_conv3'" in dead_filter_hint(
+        _avg_tiny(), "block5_pool", pre_activation=True)
+
+
+def _avg_tiny():
+    import dataclasses
+
+    m = jcv.tiny_vgg16(include_top=False)
+    layers = tuple(dataclasses.replace(s, kind="avgpool") if s.kind == "maxpool"
+                   else s for s in m.layers)
+    return dataclasses.replace(m, layers=layers)
+
+
+def test_cli_atlas_dead_pool_filters_line(tmp_path, capsys, tiny_model, silent_conv3):
+    from jaxconvviz.cli import main
+    from jaxconvviz.models.keras_export import save_keras_model
+
+    p = save_keras_model(silent_conv3, tmp_path / "silent.keras", model=tiny_model)
+    code = main(["atlas", "--model", str(p), "--layer", "block3_pool",
+                 "--filters", "0:8", "--size", "32", "--steps", "3",
+                 "--out", str(tmp_path / "out")])
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert code == 0, text
+    assert "pre-ReLU response rose" not in text, text
+    assert "block3_pool: 4 of 8 filters end with zero response; block3_pool is a " \
+        "pooling layer" in " ".join(text.split()), text
