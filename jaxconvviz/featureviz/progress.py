@@ -63,7 +63,7 @@ def dead_filter_hint(model, layer: str, *, pre_activation: bool) -> str:
         return ("they are silent on the start image under the post-ReLU "
                 "objective; pre_activation=True (the default) revives them.")
     kind = model.layer(layer).kind
-    what = "a pooling layer" if kind in POOL_KINDS else f"a {kind} layer"
+    what = "a pooling layer" if kind in POOL_KINDS else f"a layer of kind {kind!r}"
     src = f"the ReLU output of {below!r}" if below else "the layers below"
     how = ("the max" if kind in ("maxpool", "gmp") else "the mean"
            if kind in ("avgpool", "gap") else "a function")
