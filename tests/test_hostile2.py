@@ -117,23 +117,23 @@ def _conv_entry(config, name="block1_conv1"):
 
 CONFIG_CASES = {
     "filters_string": (lambda c: c.__setitem__("filters", "abc"),
-                       r"layer 'block1_conv1' \(Conv2D\) has filters='abc'; expected "
-                       r"an int >= 1"),
+                       r"layer 'block1_conv1' \(Conv2D\) has 'filters': 'abc'; "
+                       r"expected an int >= 1"),
     "filters_missing": (lambda c: c.pop("filters"),
                         r"layer 'block1_conv1' \(Conv2D\) has no 'filters'"),
     "filters_null": (lambda c: c.__setitem__("filters", None),
-                     r"layer 'block1_conv1' \(Conv2D\) has filters=None"),
+                     r"layer 'block1_conv1' \(Conv2D\) has 'filters': None"),
     "kernel_size_missing": (lambda c: c.pop("kernel_size"),
                             r"layer 'block1_conv1' \(Conv2D\) has no 'kernel_size'"),
     "kernel_size_string": (lambda c: c.__setitem__("kernel_size", "abc"),
-                           r"layer 'block1_conv1' \(Conv2D\) has kernel_size='abc'"),
+                           r"layer 'block1_conv1' \(Conv2D\) has 'kernel_size': 'abc'"),
     "strides_zero": (lambda c: c.__setitem__("strides", [0, 0]),
-                     r"layer 'block1_conv1' \(Conv2D\) has strides=\[0, 0\]"),
+                     r"layer 'block1_conv1' \(Conv2D\) has 'strides': \[0, 0\]"),
     "use_bias_string": (lambda c: c.__setitem__("use_bias", "false"),
-                        r"layer 'block1_conv1' \(Conv2D\) has use_bias='false'; "
+                        r"layer 'block1_conv1' \(Conv2D\) has 'use_bias': 'false'; "
                         r"expected true or false"),
     "groups_string": (lambda c: c.__setitem__("groups", "abc"),
-                      r"layer 'block1_conv1' \(Conv2D\) has groups='abc'"),
+                      r"layer 'block1_conv1' \(Conv2D\) has 'groups': 'abc'"),
     "pool_size_float": (lambda c: None, None),  # filled below (another layer)
 }
 
@@ -147,7 +147,7 @@ def test_keras_config_mistyped_fields_are_one_line(tmp_path, saved, case):
     edit, pattern = CONFIG_CASES[case]
     if case == "pool_size_float":
         _conv_entry(config, "block1_pool")["pool_size"] = 1.5
-        pattern = r"layer 'block1_pool' \(MaxPooling2D\) has pool_size=1.5"
+        pattern = r"layer 'block1_pool' \(MaxPooling2D\) has 'pool_size': 1.5"
     else:
         edit(_conv_entry(config))
     p = _keras(tmp_path / f"{case}.keras", config, blob)
@@ -156,22 +156,22 @@ def test_keras_config_mistyped_fields_are_one_line(tmp_path, saved, case):
 
 @pytest.mark.parametrize("entry, pattern", [
     ({"class_name": "Dense", "config": {"name": "d", "units": "10"}},
-     r"layer 'd' \(Dense\) has units='10'; expected an int >= 1"),
+     r"layer 'd' \(Dense\) has 'units': '10'; expected an int >= 1"),
     ({"class_name": "Dropout", "config": {"name": "d", "rate": "x"}},
-     r"layer 'd' \(Dropout\) has rate='x'; expected a number in \[0.0, 1.0\]"),
+     r"layer 'd' \(Dropout\) has 'rate': 'x'; expected a number in \[0.0, 1.0\]"),
     ({"class_name": "BatchNormalization", "config": {"name": "b", "epsilon": -1}},
-     r"layer 'b' \(BatchNormalization\) has epsilon=-1; expected a number "
+     r"layer 'b' \(BatchNormalization\) has 'epsilon': -1; expected a number "
      r"in \[0.0, inf\]"),
     ({"class_name": "ZeroPadding2D", "config": {"name": "z", "padding": [1, 2, 3]}},
-     r"layer 'z' \(ZeroPadding2D\) has padding=\[1, 2, 3\]"),
+     r"layer 'z' \(ZeroPadding2D\) has 'padding': \[1, 2, 3\]"),
     ({"class_name": "Reshape", "config": {"name": "r", "target_shape": 5}},
-     r"layer 'r' \(Reshape\) has target_shape=5"),
+     r"layer 'r' \(Reshape\) has 'target_shape': 5"),
     ({"class_name": "Cropping2D", "config": {"name": "c", "cropping": 40}},
      r"layer 'c' \(Cropping2D\) would output shape \(-48, -48, 3\)"),
     ({"class_name": "ReLU", "config": {"name": "r", "max_value": "six"}},
-     r"layer 'r' \(ReLU\) has max_value='six'"),
+     r"layer 'r' \(ReLU\) has 'max_value': 'six'"),
     ({"class_name": "Rescaling", "config": {"name": "r", "scale": {}}},
-     r"layer 'r' \(Rescaling\) has scale=\{\}"),
+     r"layer 'r' \(Rescaling\) has 'scale': \{\}"),
 ])
 def test_keras_config_fields_checked_per_kind(entry, pattern):
     from jaxconvviz.models.keras_import import convnet_from_keras_config
@@ -291,3 +291,22 @@ def test_cli_atlas_dead_pool_filters_line(tmp_path, capsys, tiny_model, silent_c
     assert "pre-ReLU response rose" not in text, text
     assert "block3_pool: 4 of 8 filters end with zero response; block3_pool is a " \
         "pooling layer" in " ".join(text.split()), text
+
+
+@pytest.mark.parametrize("case", ["filters_string", "strides_zero"])
+def test_cli_keras_config_error_is_one_line_exit_2(tmp_path, capsys, saved, case):
+    import copy
+
+    from jaxconvviz.cli import main
+
+    config, blob = saved
+    config = copy.deepcopy(config)
+    CONFIG_CASES[case][0](_conv_entry(config))
+    p = _keras(tmp_path / f"{case}.keras", config, blob)
+    code = main(["kernels", "--model", str(p), "--layer", "block1_conv1",
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{p}: layer 'block1_conv1' (Conv2D) has '" in err, err
+    assert "--filters" not in err and "--strides" not in err, err

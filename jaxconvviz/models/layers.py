@@ -212,7 +212,7 @@ def _conv_from_keras(k):
     if k.kind == "conv" and k.channels and (
             int(k.channels[-1]) % extra.get("groups", 1)
             or extra["features"] % extra.get("groups", 1)):
-        raise k.error(f"has groups={extra['groups']}, which must divide both its "
+        raise k.error(f"has 'groups': {extra['groups']}, which must divide both its "
                       f"{k.channels[-1]} input channels and its "
                       f"{extra['features']} filters.")
     return k.layer(

@@ -173,7 +173,7 @@ class KerasLayer:
         v = self._value(key, default)
         if _is_int(v) and int(v) >= lo:
             return int(v)
-        raise self.error(f"has {key}={v!r:.60}; expected an int >= {lo}.")
+        raise self.error(f"has {key!r}: {v!r:.60}; expected an int >= {lo}.")
 
     def number(self, key: str, default: Any = _REQUIRED, *,
                lo: float | None = None, hi: float | None = None) -> float:
@@ -185,7 +185,7 @@ class KerasLayer:
         if not ok:
             bounds = "" if lo is None and hi is None else (
                 f" in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]")
-            raise self.error(f"has {key}={v!r:.60}; expected a number{bounds}.")
+            raise self.error(f"has {key!r}: {v!r:.60}; expected a number{bounds}.")
         return float(v)
 
     def numbers(self, key: str, default: Any = _REQUIRED) -> float | tuple[float, ...]:
@@ -199,7 +199,7 @@ class KerasLayer:
             flat = np.zeros(0)
         if (not isinstance(v, list | tuple) or flat.size == 0
                 or not np.isfinite(flat).all()):
-            raise self.error(f"has {key}={v!r:.60}; expected a number or a "
+            raise self.error(f"has {key!r}: {v!r:.60}; expected a number or a "
                              "non-empty list of numbers.")
         return tuple(float(a) for a in flat)
 
@@ -208,7 +208,7 @@ class KerasLayer:
         v = self._value(key, default)
         if isinstance(v, bool) or (_is_int(v) and int(v) in (0, 1)):
             return bool(v)
-        raise self.error(f"has {key}={v!r:.60}; expected true or false.")
+        raise self.error(f"has {key!r}: {v!r:.60}; expected true or false.")
 
     def pair(self, key: str, default: Any = None, *, lo: int = 1) -> tuple[int, int]:
         """A size option (``3`` or ``[3, 1]``) as two ints, each at least
@@ -219,7 +219,7 @@ class KerasLayer:
         if (isinstance(v, list | tuple) and len(v) == 2
                 and all(_is_int(a) and int(a) >= lo for a in v)):
             return (int(v[0]), int(v[1]))
-        raise self.error(f"has {key}={v!r:.60}; expected an int >= {lo} or a "
+        raise self.error(f"has {key!r}: {v!r:.60}; expected an int >= {lo} or a "
                          f"list of 2 such ints.")
 
     def amounts(self, key: str, default: Any
@@ -241,7 +241,7 @@ class KerasLayer:
         got = ([two(a) for a in v] if isinstance(v, list | tuple) and len(v) == 2
                else [None])
         if None in got:
-            raise self.error(f"has {key}={v!r:.60}; expected an int >= 0, 2 ints or "
+            raise self.error(f"has {key!r}: {v!r:.60}; expected an int >= 0, 2 ints or "
                              "2 pairs of ints.")
         return (got[0], got[1])
 

@@ -58,7 +58,7 @@ def _reshape_from_keras(k):
                   and (a >= 1 or a == -1) for a in v)
           and list(v).count(-1) <= 1)
     if not ok:
-        raise k.error(f"has target_shape={v!r:.60}; expected a non-empty list of "
+        raise k.error(f"has 'target_shape': {v!r:.60}; expected a non-empty list of "
                       "ints >= 1 (at most one -1).")
     return k.layer(target_shape=tuple(int(a) for a in v))
 
