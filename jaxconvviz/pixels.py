@@ -9,6 +9,8 @@ about it; the CAM and attribution entry points call it on their input.
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -27,14 +29,28 @@ class PixelRangeWarning(InputWarning):
     category=jcv.PixelRangeWarning)`` when a dark image is meant."""
 
 
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` (for a ``warnings.warn`` in :func:`check_pixel_range`)
+    of the first frame outside this package: the user's call, however deep
+    the entry point calls the check."""
+    pkg = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    f, level = sys._getframe(2), 2  # 0: here, 1: check_pixel_range
+    while f is not None and os.path.abspath(f.f_code.co_filename).startswith(pkg):
+        f, level = f.f_back, level + 1
+    return level
+
+
 def check_pixel_range(x, *, name: str = "x", domain: str = EXPECTED_DOMAIN,
-                      stacklevel: int = 2) -> None:
+                      stacklevel: int | None = None) -> None:
     """Warn (:class:`PixelRangeWarning`) when ``x`` looks scaled to [0, 1] or
     [-1, 1] instead of ``domain``.
 
     The rule: a nonzero array with all values in [-1, 1]. All-zero
     arrays, arrays being traced by JAX (inside ``jit``) and non-numeric input
-    pass silently; the check costs one reduction. Returns None.
+    pass silently; the check costs one reduction (on the device for a JAX
+    array). The warning points at ``stacklevel`` frames above the caller
+    (None: the first frame outside jaxconvviz, the user's call), so a loop
+    of calls warns once. Returns None.
     """
     try:
         import jax
@@ -44,8 +60,12 @@ def check_pixel_range(x, *, name: str = "x", domain: str = EXPECTED_DOMAIN,
     except ImportError:  # pragma: no cover - jax is a dependency
         pass
     try:
-        hi = float(np.max(x))
-        lo = float(np.min(x))
+        import jax
+
+        if isinstance(x, jax.Array):  # reduce on the device, copy two scalars
+            hi, lo = float(x.max()), float(x.min())
+        else:
+            hi, lo = float(np.max(x)), float(np.min(x))
     except (TypeError, ValueError):
         return
     if not np.isfinite(hi) or hi > 1.0 or lo < -1.0 or (hi == 0.0 and lo == 0.0):
@@ -55,4 +75,5 @@ def check_pixel_range(x, *, name: str = "x", domain: str = EXPECTED_DOMAIN,
     warnings.warn(
         f"{name} has values in [{lo:.3g}, {hi:.3g}], which looks scaled to "
         f"{scale}; jaxconvviz expects {domain} (pass {fix}).",
-        PixelRangeWarning, stacklevel=stacklevel + 1)
+        PixelRangeWarning,
+        stacklevel=_user_stacklevel() if stacklevel is None else stacklevel + 1)

@@ -17,6 +17,7 @@ from jaxconvviz.errors import InputError
 from jaxconvviz.models.convnet import ConvNet
 from jaxconvviz.models.predict import check_classifier_images, check_images
 from jaxconvviz.models.vgg import resolve_model
+from jaxconvviz.pixels import check_pixel_range
 from jaxconvviz.run import Run
 
 #: Input-space attribution methods (:func:`jaxconvviz.attribution`), whose
@@ -264,6 +265,7 @@ def prepare(params, images_rgb, layer, class_index, model, run, *,
     else:
         model = check_classifier(params, model, fn=fn)
         x = check_classifier_images(model, images_rgb)
+    check_pixel_range(x, name="images_rgb")
     if layer is None:
         layer = model.default_layer
     check_cam_layer(model, layer)

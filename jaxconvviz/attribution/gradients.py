@@ -66,6 +66,7 @@ from jaxconvviz.backend import xla
 from jaxconvviz.errors import InputError
 from jaxconvviz.models.convnet import ConvNet
 from jaxconvviz.models.predict import check_classifier_images, map_in_chunks
+from jaxconvviz.pixels import check_pixel_range
 from jaxconvviz.run import Run
 
 #: Method names accepted by :func:`attribution`.
@@ -334,6 +335,7 @@ def attribution(params: Params, images_rgb: ImagesRGB, *, method: str = "salienc
         raise InputError(f"key must be a jax.random.key; got {key!r:.60}.")
     model = check_classifier(params, model, fn=f"attribution(method={method!r})")
     x = check_classifier_images(model, images_rgb)
+    check_pixel_range(x, name="images_rgb")
     layer = options.get("layer")
     uses = (method, base) if method == "smoothgrad" else (method,)
     if {"guided_backprop", "guided_gradcam"} & set(uses):

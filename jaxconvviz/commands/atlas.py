@@ -221,6 +221,7 @@ def _atlas_one(args, model, params, desc, layer, d, pats=None) -> None:
 
     from jaxconvviz.backend import backend
     from jaxconvviz.featureviz.filters import filter_activation
+    from jaxconvviz.featureviz.progress import dead_filter_hint, own_objective_source
     from jaxconvviz.featureviz.render import render
     from jaxconvviz.plotting import plot_atlas
     from jaxconvviz.views.grids import atlas_grid, tile_grid
@@ -257,7 +258,11 @@ def _atlas_one(args, model, params, desc, layer, d, pats=None) -> None:
                      n_cols=args.cols, margin=args.margin)
     figpath = save_figure(fig, d / f"atlas_{layer}_figure.png")
     say(f"wrote {raw} and {figpath} ({len(idx)} filters of {layer}, {desc})")
-    if dead and args.pre_activation:
+    own, _ = own_objective_source(model, layer)
+    if dead and not own:  # a pooling layer: no pre-ReLU objective of its own
+        say(f"{layer}: {dead} of {len(idx)} filters end with zero response; "
+            + dead_filter_hint(model, layer, pre_activation=args.pre_activation))
+    elif dead and args.pre_activation:
         say(f"{layer}: {dead} of {len(idx)} filters end with zero activation "
             "after the ReLU (their pre-ReLU response rose but stayed negative)")
     elif dead:

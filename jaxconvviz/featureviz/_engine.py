@@ -35,6 +35,7 @@ from jaxconvviz.featureviz.progress import (
     Progress,
     SlowOnCPUWarning,
     as_progress,
+    dead_filter_hint,
     format_seconds,
 )
 from jaxconvviz.featureviz.styles import Book, check_style
@@ -315,17 +316,6 @@ def _copy_to_host_async(x):
     return x
 
 
-#: What the dead-filter warning suggests (post-ReLU objective) ...
-DEAD_HINT = ("they are silent on the start image under the post-ReLU objective; "
-             "pre_activation=True (the default) revives them.")
-#: ... and with the pre-activation objective, where that hint would not help.
-DEAD_HINT_PRE = ("even their pre-activation response has no gradient from the "
-                 "start image: the layers below give them nothing to climb (units "
-                 "upstream all zero or saturated, as in untrained networks); "
-                 "try other start images (init=), another size or other "
-                 "weights.")
-
-
 def warn_dead(req: Request, layer: str, out) -> list[int]:
     """Book style: warn (:class:`DeadFilterWarning`) naming the filters whose
     images are still their start images (exactly zero gradient at every
@@ -340,7 +330,8 @@ def warn_dead(req: Request, layer: str, out) -> list[int]:
     dead = [int(k) for k, m in zip(fidx.tolist(), moved.tolist(), strict=True)
             if not m]
     if dead:
-        hint = DEAD_HINT_PRE if req.style.pre_activation else DEAD_HINT
+        hint = dead_filter_hint(req.model, layer,
+                                pre_activation=req.style.pre_activation)
         warnings.warn(
             f"{len(dead)} of {len(moved)} filters of {layer} had an exactly zero "
             f"gradient at every step, so their images are the start noise: "

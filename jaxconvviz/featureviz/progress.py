@@ -23,6 +23,59 @@ class DeadFilterWarning(UserWarning):
     never moved from the start): the result shows the start noise."""
 
 
+#: Layer kinds that pool the layer below (no weights, no activation of their own).
+POOL_KINDS = ("maxpool", "avgpool", "gmp", "gap")
+
+
+def own_objective_source(model, layer: str) -> tuple[bool, str | None]:
+    """``(has_own, below)``: whether ``layer`` has an activation of its own
+    (or weights: its pre-activation response differs from its output), and
+    the nearest convolving layer it reads (following first inputs), or None."""
+    spec = model.layer(layer)
+    has_own = spec.has_params or spec.opt("activation") not in (None, "linear")
+    filters = set(model.filter_layers)
+    name, below = layer, None
+    while below is None:
+        s = model.layer(name)
+        i = model.layer_index(name)
+        prev = s.inputs[0] if s.inputs else (model.layers[i - 1].name if i else None)
+        if prev is None or prev not in model.layer_names:
+            break
+        if prev in filters:
+            below = prev
+        name = prev
+    return has_own, below
+
+
+def dead_filter_hint(model, layer: str, *, pre_activation: bool) -> str:
+    """The advice of a :class:`DeadFilterWarning`, matching ``layer``'s kind:
+    a pooling (or other weightless, activation-free) layer has no pre-ReLU
+    objective of its own, so ``pre_activation`` cannot revive its filters;
+    the advice names the convolving layer below it."""
+    has_own, below = own_objective_source(model, layer)
+    if has_own:
+        if pre_activation:
+            return ("even their pre-activation response has no gradient from the "
+                    "start image: the layers below give them nothing to climb "
+                    "(units upstream all zero or saturated, as in untrained "
+                    "networks); try other start images (init=), another size or "
+                    "other weights.")
+        return ("they are silent on the start image under the post-ReLU "
+                "objective; pre_activation=True (the default) revives them.")
+    kind = model.layer(layer).kind
+    what = "a pooling layer" if kind in POOL_KINDS else f"a layer of kind {kind!r}"
+    src = f"the ReLU output of {below!r}" if below else "the layers below"
+    how = ("the max" if kind in ("maxpool", "gmp") else "the mean"
+           if kind in ("avgpool", "gap") else "a function")
+    hint = (f"{layer} is {what}, with no pre-ReLU objective of its own: its "
+            f"response is {how} of {src}, so filters silent on the start image "
+            "stay silent")
+    if below:
+        hint += (f"; visualise {below!r} instead (its pre-ReLU objective can "
+                 "revive them)")
+    return hint + "."
+
+
 def format_seconds(s: float) -> str:
     if s < 90:
         return f"{s:.0f} s"
@@ -110,4 +163,5 @@ def as_progress(progress, desc: str):
 
 
 
-__all__ = ["Progress", "SlowOnCPUWarning", "DeadFilterWarning", "format_seconds"]
+__all__ = ["Progress", "SlowOnCPUWarning", "DeadFilterWarning", "format_seconds",
+           "dead_filter_hint", "own_objective_source"]

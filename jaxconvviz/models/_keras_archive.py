@@ -11,16 +11,39 @@ import io
 import json
 import zipfile
 import zlib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from jaxconvviz.errors import InputError
+from jaxconvviz.models.weights.limits import read_zip_member
+
+#: Largest ``config.json`` member read from a ``.keras`` archive (64 MiB; the
+#: config of DenseNet201 is about 1 MB), below the weights ceiling when that
+#: is lower (``$JAXCONVVIZ_MAX_WEIGHT_BYTES``).
+MAX_CONFIG_BYTES = 64 << 20
+
+#: ``expect(config) -> (expected shapes, group names)``: what the model built
+#: from the config needs, called before any weight is read.
+Expect = Callable[[dict], tuple[Mapping | None, Mapping[str, str] | None]]
 
 
-def read_keras_archive(path: Path, label: str) -> tuple[dict, dict[str, list]]:
-    """(model config dict, {layer_name: [arrays]}) from a .keras or .h5 file."""
-    from jaxconvviz.models.weights import read_keras_weights
+def read_keras_archive(path: Path, label: str, *, expect: Expect | None = None,
+                       max_bytes: int | None = None) -> tuple[dict, dict[str, list]]:
+    """(model config dict, {layer_name: [arrays]}) from a .keras or .h5 file.
+
+    Zip members are streamed and bounded (:func:`~jaxconvviz.models.weights.
+    limits.read_zip_member`: the ceiling, a zip-bomb ratio check, never past
+    the declared size); ``config.json`` may take at most
+    :data:`MAX_CONFIG_BYTES`. ``expect`` is called with the parsed config
+    before any weight is read; the ``(expected, group_names)`` it returns are
+    passed to :func:`~jaxconvviz.models.weights.read_keras_weights`, so every
+    dataset is checked against the shape the architecture declares (and the
+    total against what it needs) before it is read. ``max_bytes``: the
+    absolute ceiling (None: ``$JAXCONVVIZ_MAX_WEIGHT_BYTES`` or 4 GiB).
+    """
+    from jaxconvviz.models.weights import read_keras_weights, weight_ceiling
 
     with open(path, "rb") as fh:
         head = fh.read(8)
@@ -38,13 +61,20 @@ def read_keras_archive(path: Path, label: str) -> tuple[dict, dict[str, list]]:
                         f"{label}: .keras archive has no model.weights.h5 (only "
                         f"{names[:6]}); re-save it with model.save('m.keras')."
                     )
-                config = _parse_json(zf.read("config.json"), label, "config.json")
-                blob = zf.read("model.weights.h5")
+                cap = min(weight_ceiling(max_bytes), MAX_CONFIG_BYTES)
+                config = _parse_json(read_zip_member(zf, "config.json", label,
+                                                     max_bytes=cap),
+                                     label, "config.json")
+                expected, groups = expect(config) if expect else (None, None)
+                blob = read_zip_member(zf, "model.weights.h5", label,
+                                       max_bytes=max_bytes)
         except (zipfile.BadZipFile, zlib.error, EOFError) as e:
             raise InputError(
                 f"{label}: corrupt or truncated .keras archive ({e})."
             ) from None
-        weights = read_keras_weights(_NamedBytesIO(blob, f"{label}:model.weights.h5"))
+        weights = read_keras_weights(
+            _NamedBytesIO(blob, f"{label}:model.weights.h5"), expected=expected,
+            group_names=groups, max_bytes=max_bytes)
         return config, weights
 
     import h5py
@@ -72,10 +102,15 @@ def read_keras_archive(path: Path, label: str) -> tuple[dict, dict[str, list]]:
                 "not a full-model .h5 (save with model.save('m.h5'))."
             )
         if isinstance(raw, bytes | np.bytes_):
-            raw = bytes(raw).decode("utf8")
+            raw = bytes(raw).decode("utf8", errors="replace")
+        if not isinstance(raw, str):
+            raise InputError(f"{label}: attribute 'model_config' must be a JSON "
+                             f"string; got {type(raw).__name__}.")
         config = _parse_json(raw, label, "model_config")
+        expected, groups = expect(config) if expect else (None, None)
         try:
-            weights = read_keras_weights(f)
+            weights = read_keras_weights(f, expected=expected, group_names=groups,
+                                         max_bytes=max_bytes)
         except (KeyError, OSError) as e:
             raise InputError(f"{label}: corrupt Keras weights ({e}).") from None
     return config, weights
@@ -101,4 +136,4 @@ def _parse_json(raw, label: str, what: str) -> dict:
     return config
 
 
-__all__ = ["read_keras_archive"]
+__all__ = ["read_keras_archive", "MAX_CONFIG_BYTES"]

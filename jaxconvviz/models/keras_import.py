@@ -49,7 +49,7 @@ import jax
 import numpy as np
 
 from jaxconvviz._types import Params
-from jaxconvviz.errors import InputError, MissingFileError
+from jaxconvviz.errors import InputError, JaxConvVizError, MissingFileError
 from jaxconvviz.models._keras_archive import read_keras_archive
 from jaxconvviz.models._keras_graph import (
     AUGMENTATION_LAYERS,  # noqa: F401 -- documented here
@@ -102,8 +102,15 @@ def _translate(entry: Mapping, label: str, in_shapes: list[tuple]) -> Layer | No
             f"{where} uses data_format={fmt!r}; only channels_last models are "
             "supported (rebuild the model with data_format='channels_last')."
         )
-    return record.from_keras(KerasLayer(name, cls, cfg, tuple(in_shapes), where,
-                                        record.kind))
+    try:
+        return record.from_keras(KerasLayer(name, cls, cfg, tuple(in_shapes),
+                                            where, record.kind))
+    except JaxConvVizError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, ArithmeticError) as e:
+        # a registered kind's from_keras that does not check its fields
+        raise InputError(f"{where} has a malformed config "
+                         f"({type(e).__name__}: {e}).") from None
 
 
 def _op_node(entry: Mapping, where: str) -> Layer:
@@ -153,14 +160,16 @@ def _input_shape(layers: list[Mapping], build, label: str) -> tuple:
             f"{label}: no input shape in the config (no InputLayer, batch_shape or "
             "build_input_shape); build the model on an input before saving."
         )
-    shape = tuple(shape)
-    if len(shape) != 4 or shape[-1] is None:
+    dims = tuple(shape) if isinstance(shape, list | tuple) else ()
+    if len(dims) != 4 or not all(
+            d is None or (isinstance(d, int) and not isinstance(d, bool) and d >= 1)
+            for d in dims[1:]) or dims[-1] is None:
         raise InputError(
-            f"{label}: model input has batch shape {list(shape)}; expected images "
-            "(batch, height, width, channels)."
+            f"{label}: model input has batch shape {shape!r:.80}; expected images "
+            "(batch, height, width, channels) with sizes ints >= 1 (or null)."
         )
-    h, w, c = shape[1:]
-    return (None if h is None else int(h), None if w is None else int(w), int(c))
+    h, w, c = dims[1:]
+    return (h, w, c)
 
 
 def convnet_from_keras_config(config: Mapping, *, preprocessing: str = "none",
@@ -223,11 +232,17 @@ def convnet_from_keras_config(config: Mapping, *, preprocessing: str = "none",
         try:
             shapes[spec.name] = SHAPES[spec.kind](
                 spec, tuple(shapes[i] for i in node.inputs))
-        except ValueError as e:
+        except (ValueError, TypeError, IndexError, ArithmeticError) as e:
             raise InputError(
                 f"{source}: layer {spec.name!r} ({node.cls}) cannot combine its "
                 f"inputs {list(node.inputs)} of shapes "
                 f"{[shapes[i] for i in node.inputs]} ({e}).") from None
+        if any(int(d) < 1 for d in shapes[spec.name]):
+            raise InputError(
+                f"{source}: layer {spec.name!r} ({node.cls}) would output shape "
+                f"{shapes[spec.name]} from inputs of shapes "
+                f"{[shapes[i] for i in node.inputs]}; its window, strides, "
+                "cropping or target_shape do not fit its input.")
         layers.append(spec)
         prev = spec.name
     if not layers:
@@ -333,15 +348,25 @@ def load_keras_model(path, *, preprocessing: str = "none"
             f"{label}: is a directory (a TensorFlow SavedModel?); save the model "
             "with model.save('m.keras') or model.save('m.h5')."
         )
-    config, weights = read_keras_archive(p, label)
-    model = convnet_from_keras_config(config, preprocessing=preprocessing,
-                                      source=label)
-    _, nodes, _, _, _ = graph_nodes(config, label)
-    entries = [n.entry for n in nodes if n.entry is not None
-               and keras_class(n.entry) != "InputLayer"]
-    groups = dict(zip((layer_name(e) for e in entries),
-                      (f"layers/{g}" for g in keras3_group_names(
-                          [keras_class(e) for e in entries])), strict=True))
+    from jaxconvviz.models.weights import expected_shapes
+
+    built: list = []
+
+    def expect(config):
+        # the model first: its weights are read only at the shapes it declares
+        model = convnet_from_keras_config(config, preprocessing=preprocessing,
+                                          source=label)
+        _, nodes, _, _, _ = graph_nodes(config, label)
+        entries = [n.entry for n in nodes if n.entry is not None
+                   and keras_class(n.entry) != "InputLayer"]
+        groups = dict(zip((layer_name(e) for e in entries),
+                          (f"layers/{g}" for g in keras3_group_names(
+                              [keras_class(e) for e in entries])), strict=True))
+        built[:] = [model, groups]
+        return expected_shapes(model), groups
+
+    _, weights = read_keras_archive(p, label, expect=expect)
+    model, groups = built
     params = params_from_keras_weights(model, weights, source=label,
                                        group_names=groups)
     return model, params

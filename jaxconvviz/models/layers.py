@@ -203,26 +203,32 @@ def _conv_from_keras(k):
     """Conv2D, DepthwiseConv2D, SeparableConv2D -> their kinds."""
     extra = {}
     if k.kind == "conv":
-        groups = int(k.get("groups", 1) or 1)
+        groups = k.integer("groups", 1)
         extra = {"groups": groups} if groups != 1 else {}
     else:
-        extra = {"depth_multiplier": int(k.get("depth_multiplier", 1))}
+        extra = {"depth_multiplier": k.integer("depth_multiplier", 1)}
     if k.kind != "depthwise_conv":
-        extra["features"] = int(k.require("filters"))
+        extra["features"] = k.integer("filters")
+    if k.kind == "conv" and k.channels and (
+            int(k.channels[-1]) % extra.get("groups", 1)
+            or extra["features"] % extra.get("groups", 1)):
+        raise k.error(f"has 'groups': {extra['groups']}, which must divide both its "
+                      f"{k.channels[-1]} input channels and its "
+                      f"{extra['features']} filters.")
     return k.layer(
         **extra,
         kernel_size=k.pair("kernel_size"),
         strides=k.pair("strides", 1),
         padding=k.padding(),
         dilation=k.pair("dilation_rate", 1),
-        use_bias=bool(k.get("use_bias", True)),
+        use_bias=k.flag("use_bias", True),
         activation=k.activation(),
     )
 
 
 def _dense_from_keras(k):
-    return k.layer(features=int(k.require("units")),
-                   use_bias=bool(k.get("use_bias", True)),
+    return k.layer(features=k.integer("units"),
+                   use_bias=k.flag("use_bias", True),
                    activation=k.activation())
 
 

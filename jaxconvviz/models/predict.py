@@ -17,6 +17,7 @@ from jaxconvviz.backend import bind, xla
 from jaxconvviz.errors import InputError
 from jaxconvviz.models.convnet import ConvNet
 from jaxconvviz.models.vgg import resolve_model
+from jaxconvviz.pixels import check_pixel_range
 from jaxconvviz.run import Run
 
 
@@ -120,8 +121,9 @@ def predict(params: Params, images_rgb: ImagesRGB, *, model: ConvNet | None = No
             "'predictions'. Use jcv.load_vgg16('imagenet', include_top=True) "
             "(CLI: jaxconvviz weights fetch imagenet --top)."
         )
-    return _predict(params, check_classifier_images(model, images_rgb),
-                    bind(model, library_gradients=False))
+    x = check_classifier_images(model, images_rgb)
+    check_pixel_range(x, name="images_rgb")
+    return _predict(params, x, bind(model, library_gradients=False))
 
 
 @functools.partial(xla.jit, static_argnames=("model", "layers"))
@@ -157,6 +159,7 @@ def activations(params: Params, images_rgb: ImagesRGB, *, layers,
     model = resolve_model(params, model=model)
     layers = check_layers(model, layers, model.layer_names)
     x = check_images(images_rgb, channels=model.input_shape[2])
+    check_pixel_range(x, name="images_rgb")
     for name in layers:
         shape = model.output_shape(name, tuple(x.shape[1:3]))
         if len(shape) == 3 and min(shape[:2]) < 1:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxconvviz.models.kinds.common import bcast, keras_initializer
 from jaxconvviz.models.kinds.registry import LayerKind, layer_params
@@ -53,9 +52,9 @@ def _batchnorm(net, spec, xs):
 def _batchnorm_from_keras(k):
     k.last_axis()
     return k.layer(features=int(k.channels[-1]),
-                   epsilon=float(k.get("epsilon", 1e-3)),
-                   center=bool(k.get("center", True)),
-                   scale=bool(k.get("scale", True)))
+                   epsilon=k.number("epsilon", 1e-3, lo=0.0),
+                   center=k.flag("center", True),
+                   scale=k.flag("scale", True))
 
 
 def _batchnorm_to_keras(spec):
@@ -84,11 +83,11 @@ def _layernorm(net, spec, xs):
 
 def _layernorm_from_keras(k):
     k.last_axis()
-    if k.get("rms_scaling"):
+    if k.flag("rms_scaling", False):
         raise k.error("has rms_scaling=True; only False is supported.")
-    return k.layer(epsilon=float(k.get("epsilon", 1e-3)),
-                   center=bool(k.get("center", True)),
-                   scale=bool(k.get("scale", True)))
+    return k.layer(epsilon=k.number("epsilon", 1e-3, lo=0.0),
+                   center=k.flag("center", True),
+                   scale=k.flag("scale", True))
 
 
 def _layernorm_to_keras(spec):
@@ -118,18 +117,21 @@ def _normalization(net, spec, xs):
 
 def _normalization_from_keras(k):
     k.last_axis()
-    if k.get("invert"):
+    if k.flag("invert", False):
         raise k.error("has invert=True; only False is supported.")
     if k.get("mean") is None:
         return k.layer()
     c = int(k.channels[-1])
 
-    def per_channel(v):
-        v = [float(a) for a in np.ravel(v)]
+    def per_channel(key):
+        v = k.numbers(key)
+        v = list(v) if isinstance(v, tuple) else [v]
+        if len(v) not in (1, c):
+            raise k.error(f"has {len(v)} values in {key}; expected 1 or {c} (one "
+                          "per channel).")
         return tuple(v * c if len(v) == 1 else v)
 
-    return k.layer(mean=per_channel(k.get("mean")),
-                   variance=per_channel(k.get("variance")))
+    return k.layer(mean=per_channel("mean"), variance=per_channel("variance"))
 
 
 # ------------------------------------------------------------ layerscale

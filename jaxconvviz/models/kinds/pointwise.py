@@ -14,12 +14,13 @@ def _activation(net, spec, xs):
 
 
 def _relu(k) -> str:
-    max_value = k.get("max_value")
-    slope = float(k.get("negative_slope") or k.get("alpha") or 0.0)
-    threshold = float(k.get("threshold") or 0.0)
+    max_value = None if k.get("max_value") is None else k.number("max_value")
+    slope = k.number("negative_slope" if "negative_slope" in k.config else "alpha",
+                     0.0)
+    threshold = k.number("threshold", 0.0)
     if slope == 0.0 and threshold == 0.0 and max_value is None:
         return "relu"
-    if slope == 0.0 and threshold == 0.0 and float(max_value) == 6.0:
+    if slope == 0.0 and threshold == 0.0 and max_value == 6.0:
         return "relu6"
     raise k.error(
         f"has max_value={max_value}, negative_slope={slope}, "
@@ -37,12 +38,6 @@ def _rescaling(net, spec, xs):
     return x * bcast(o("scale", 1.0), x) + bcast(o("offset", 0.0), x)
 
 
-def _scalar_or_tuple(v):
-    if isinstance(v, list | tuple):
-        return tuple(float(a) for a in v)
-    return float(v)
-
-
 def _identity(net, spec, xs):
     (x,) = xs
     return x
@@ -50,7 +45,7 @@ def _identity(net, spec, xs):
 
 def _dropout_from_keras(k):
     if k.cls == "Dropout":  # kept so save_keras_model writes it back
-        return k.layer(rate=float(k.get("rate", 0.5)))
+        return k.layer(rate=k.number("rate", 0.5, lo=0.0, hi=1.0))
     return k.layer()
 
 
@@ -62,8 +57,7 @@ RECORDS = (
               doc="Activation / ReLU"),
     LayerKind("rescaling", _rescaling, keras=("Rescaling",),
               from_keras=lambda k: k.layer(
-                  scale=_scalar_or_tuple(k.get("scale", 1.0)),
-                  offset=_scalar_or_tuple(k.get("offset", 0.0))),
+                  scale=k.numbers("scale", 1.0), offset=k.numbers("offset", 0.0)),
               keras_class="Rescaling",
               to_keras=lambda s: {"scale": keras_floats(s.opt("scale", 1.0)),
                                   "offset": keras_floats(s.opt("offset", 0.0))},

@@ -73,9 +73,7 @@ def _pool_shape(spec, ins):
 
 def _pool_from_keras(k):
     pool = k.pair("pool_size", 2)
-    strides = k.get("strides")
-    return k.layer(pool_size=pool,
-                   strides=pool if strides is None else k.pair("strides"),
+    return k.layer(pool_size=pool, strides=k.pair("strides", pool),
                    padding=k.padding())
 
 
@@ -97,7 +95,7 @@ def _global_shape(spec, ins):
 
 
 def _global_from_keras(k):
-    return k.layer(keepdims=True) if k.get("keepdims") else k.layer()
+    return k.layer(keepdims=True) if k.flag("keepdims", False) else k.layer()
 
 
 def _global_to_keras(spec):

@@ -17,11 +17,13 @@ Imports jax and flax only.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
+import numpy as np
 
 from jaxconvviz.errors import InputError, InputTypeError
 from jaxconvviz.models.kinds.common import ACTIVATIONS, same_shape
@@ -38,6 +40,18 @@ INITIALIZERS: dict[str, Callable] = {
     "ones": nn.initializers.ones,
     "lecun": nn.initializers.lecun_normal(),
 }
+
+
+_REQUIRED = object()  # KerasLayer accessors: no default, the key is required
+
+
+def _is_int(v) -> bool:
+    """An int (not a bool) or an integral float, as JSON may spell an int."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, float):
+        return math.isfinite(v) and v.is_integer()
+    return isinstance(v, int | np.integer)
 
 
 def _no_params(spec) -> tuple[str, ...]:
@@ -146,16 +160,90 @@ class KerasLayer:
             raise self.error(f"has no {key!r} in its config.")
         return self.config[key]
 
-    def pair(self, key: str, default: Any = None) -> tuple[int, int]:
-        """A size option (``3`` or ``[3, 1]``) as two ints; no default:
-        required."""
-        v = self.require(key) if default is None else self.config.get(key, default)
-        if isinstance(v, int):
-            return (v, v)
-        t = tuple(int(a) for a in v)
-        if len(t) != 2:
-            raise self.error(f"has {key} {v!r}; expected 2 values.")
-        return t
+    def _value(self, key: str, default: Any) -> Any:
+        if default is _REQUIRED:
+            return self.require(key)
+        v = self.config.get(key, default)
+        return default if v is None else v
+
+    def integer(self, key: str, default: Any = _REQUIRED, *, lo: int = 1) -> int:
+        """An int option (an integral float is accepted), at least ``lo``;
+        no default: required. A mistyped or out-of-range value raises an
+        error naming the layer and ``key``."""
+        v = self._value(key, default)
+        if _is_int(v) and int(v) >= lo:
+            return int(v)
+        raise self.error(f"has {key!r}: {v!r:.60}; expected an int >= {lo}.")
+
+    def number(self, key: str, default: Any = _REQUIRED, *,
+               lo: float | None = None, hi: float | None = None) -> float:
+        """A finite float option in ``[lo, hi]`` (None: unbounded)."""
+        v = self._value(key, default)
+        ok = (isinstance(v, int | float) and not isinstance(v, bool)
+              and math.isfinite(v) and (lo is None or v >= lo)
+              and (hi is None or v <= hi))
+        if not ok:
+            bounds = "" if lo is None and hi is None else (
+                f" in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]")
+            raise self.error(f"has {key!r}: {v!r:.60}; expected a number{bounds}.")
+        return float(v)
+
+    def numbers(self, key: str, default: Any = _REQUIRED) -> float | tuple[float, ...]:
+        """A float, or a non-empty (nested) list of floats as a flat tuple."""
+        v = self._value(key, default)
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return self.number(key, default)
+        try:
+            flat = np.ravel(np.asarray(v, dtype=np.float64))
+        except (TypeError, ValueError):
+            flat = np.zeros(0)
+        if (not isinstance(v, list | tuple) or flat.size == 0
+                or not np.isfinite(flat).all()):
+            raise self.error(f"has {key!r}: {v!r:.60}; expected a number or a "
+                             "non-empty list of numbers.")
+        return tuple(float(a) for a in flat)
+
+    def flag(self, key: str, default: bool) -> bool:
+        """A bool option (``true``/``false``; 0 and 1 are accepted)."""
+        v = self._value(key, default)
+        if isinstance(v, bool) or (_is_int(v) and int(v) in (0, 1)):
+            return bool(v)
+        raise self.error(f"has {key!r}: {v!r:.60}; expected true or false.")
+
+    def pair(self, key: str, default: Any = None, *, lo: int = 1) -> tuple[int, int]:
+        """A size option (``3`` or ``[3, 1]``) as two ints, each at least
+        ``lo``; no default: required."""
+        v = self._value(key, _REQUIRED if default is None else default)
+        if _is_int(v):
+            v = (v, v)
+        if (isinstance(v, list | tuple) and len(v) == 2
+                and all(_is_int(a) and int(a) >= lo for a in v)):
+            return (int(v[0]), int(v[1]))
+        raise self.error(f"has {key!r}: {v!r:.60}; expected an int >= {lo} or a "
+                         f"list of 2 such ints.")
+
+    def amounts(self, key: str, default: Any
+                ) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Padding/cropping amounts (``1``, ``[1, 2]`` or ``[[1, 1], [2, 2]]``)
+        as ``((top, bottom), (left, right))`` ints >= 0."""
+        v = self._value(key, default)
+
+        def two(a):
+            if _is_int(a) and int(a) >= 0:
+                return (int(a), int(a))
+            if (isinstance(a, list | tuple) and len(a) == 2
+                    and all(_is_int(b) and int(b) >= 0 for b in a)):
+                return (int(a[0]), int(a[1]))
+            return None
+
+        if _is_int(v):
+            v = (v, v)
+        got = ([two(a) for a in v] if isinstance(v, list | tuple) and len(v) == 2
+               else [None])
+        if None in got:
+            raise self.error(f"has {key!r}: {v!r:.60}; expected an int >= 0, 2 ints or "
+                             "2 pairs of ints.")
+        return (got[0], got[1])
 
     def padding(self) -> str:
         pad = str(self.config.get("padding", "valid")).lower()

@@ -51,12 +51,21 @@ def _pad_shape(spec, ins):
     return (shp[0] + sign * (t + b), shp[1] + sign * (lf + r)) + tuple(shp[2:])
 
 
+def _reshape_from_keras(k):
+    v = k.require("target_shape")
+    ok = (isinstance(v, list | tuple) and v
+          and all(isinstance(a, int) and not isinstance(a, bool)
+                  and (a >= 1 or a == -1) for a in v)
+          and list(v).count(-1) <= 1)
+    if not ok:
+        raise k.error(f"has 'target_shape': {v!r:.60}; expected a non-empty list of "
+                      "ints >= 1 (at most one -1).")
+    return k.layer(target_shape=tuple(int(a) for a in v))
+
+
 def _pad_from_keras(k):
     key = "padding" if k.kind == "zeropad" else "cropping"
-    v = k.get(key, 1 if k.kind == "zeropad" else 0)
-    (t, b), (lf, r) = pads2(v if isinstance(v, int) else
-                            tuple(a if isinstance(a, int) else tuple(a) for a in v))
-    return k.layer(**{key: ((t, b), (lf, r))})
+    return k.layer(**{key: k.amounts(key, 1 if k.kind == "zeropad" else 0)})
 
 
 def _pad_to_keras(spec):
@@ -74,8 +83,7 @@ RECORDS = (
               doc="Flatten"),
     LayerKind("reshape", _reshape, shape=_reshape_shape, spatial=False,
               keras=("Reshape",),
-              from_keras=lambda k: k.layer(target_shape=tuple(
-                  int(a) for a in k.require("target_shape"))),
+              from_keras=_reshape_from_keras,
               keras_class="Reshape",
               to_keras=lambda spec: {"target_shape": [
                   int(a) for a in spec.opt("target_shape")]},

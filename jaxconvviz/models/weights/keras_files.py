@@ -132,7 +132,8 @@ def _check_dataset(ds, label: str, where: str, expected: tuple | None,
                          "are weights.")
     if dt.kind not in "fiubV":
         raise InputError(f"{bad} has dtype {dt}; only numeric arrays are weights.")
-    if expected is not None and dt.kind not in "fV":
+    if expected is not None and dt.kind not in "fV" and not (
+            dt.kind in "iu" and tuple(expected) == ()):  # a counter (Normalization)
         raise InputError(f"{bad} has dtype {dt}; the model expects floats.")
     if ds.shape is None:
         raise InputError(f"{bad} holds no data (a null dataspace).")
@@ -267,7 +268,9 @@ def _open_h5(source: Any, max_bytes: int | None = None) -> Iterator[tuple[Any, s
     )
 def read_keras_weights(source: Any, *,
                        expected: Mapping[str, Sequence | Mapping] | None = None,
-                       max_bytes: int | None = None) -> dict[str, list[np.ndarray]]:
+                       max_bytes: int | None = None,
+                       group_names: Mapping[str, str] | None = None
+                       ) -> dict[str, list[np.ndarray]]:
     """Read a Keras HDF5 weights file into ``{layer_name: [arrays...]}``.
 
     Handles the released ``keras.applications`` ``.h5`` files, tf.keras 2
@@ -293,6 +296,10 @@ def read_keras_weights(source: Any, *,
         these layers are read, each array must have its shape and a float
         dtype, and the total is capped at what they need.
       max_bytes: the absolute ceiling in bytes (None: the default above).
+      group_names: optional ``{layer: "layers/<group>"}``: the Keras 3 group
+        path of each layer, for files whose ``vars`` groups carry no ``name``
+        attribute (early Keras 3); such groups are returned (and matched
+        against ``expected``) under the layer's name.
 
     Returns:
       Dict from Keras layer name to its arrays in Keras weight order
@@ -315,6 +322,9 @@ def read_keras_weights(source: Any, *,
         budget = Budget(label, need=need, max_bytes=max_bytes)
         try:
             found = _find_group(f, label)
+            for layer, group in (group_names or {}).items():
+                if layer not in found and group in found:
+                    found[layer] = found.pop(group)
             return _read_checked(found, label, expected, budget)
         except (KeyError, OSError, RuntimeError, TypeError) as e:
             raise InputError(f"{label}: damaged Keras weights file "
