@@ -88,13 +88,15 @@ def test_python_loop_and_filter_selection(tiny, reference):
     with backend(loop="python"):
         out = filter_atlas(params, layers=["block3_conv1"], filters_per_layer=sel,
                            key=jax.random.key(0), model=model, **KW)
+    # another batch (2 filters, not 8) and loop form: a different compiled
+    # program, equal up to float rounding (1 ulp of pixels near 150 is 1.5e-5)
     np.testing.assert_allclose(out["block3_conv1"], reference["block3_conv1"][[5, 2]],
-                               rtol=0, atol=1e-5)
+                               rtol=1e-6, atol=1e-5)
     out = filter_atlas(params, layers=LAYERS, filters_per_layer=6,
                        key=jax.random.key(0), model=model, **KW)
     assert out["block1_conv2"].shape[0] == 4  # only 4 filters there
     np.testing.assert_allclose(out["block3_conv1"], reference["block3_conv1"][:6],
-                               rtol=0, atol=1e-5)
+                               rtol=1e-6, atol=1e-5)
 
 
 def test_default_layers_are_the_conv_layers(tiny):
