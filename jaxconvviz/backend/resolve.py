@@ -103,7 +103,8 @@ def _resolve(b: Backend, dtype: str, library: bool, prefer: str | None,
     )
 
 
-def resolve_channel_only(backend: Backend, layer_kind: str) -> bool:
+def resolve_channel_only(backend: Backend, layer_kind: str,
+                         layer: str | None = None) -> bool:
     """Whether filter ascent on a layer of kind ``layer_kind`` computes only
     each filter's channel (:meth:`~jaxconvviz.ConvNet.channel_forward`).
 
@@ -114,8 +115,10 @@ def resolve_channel_only(backend: Backend, layer_kind: str) -> bool:
     if isinstance(v, str):  # "auto"
         return platform_of(backend) == "cpu" and layer_kind == "conv"
     if v and layer_kind != "conv":
-        raise InputError(f"Backend.channel_only=True needs a conv layer; got a "
-                         f"{layer_kind} layer (use 'auto' or False).")
+        what = (f"{layer!r} is a {layer_kind} layer" if layer
+                else f"got a {layer_kind} layer")
+        raise InputError(f"Backend.channel_only=True needs a conv layer; {what} "
+                         f"(use 'auto' or False).")
     return v
 
 

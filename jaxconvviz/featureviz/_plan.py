@@ -218,11 +218,8 @@ def resolve_channel_only(channel_only, model: ConvNet, layer: str,
     by :func:`jaxconvviz.backend.resolve_channel_only`."""
     from jaxconvviz.backend.resolve import resolve_channel_only as resolve
 
-    kind = model.layer(layer).kind
-    if channel_only is True and kind != "conv":  # name the layer, not just its kind
-        raise InputError(f"Backend.channel_only=True needs a conv layer; {layer!r} "
-                         f"is a {kind} layer (use 'auto' or False).")
-    return resolve(Backend(channel_only=channel_only, platform=platform), kind)
+    return resolve(Backend(channel_only=channel_only, platform=platform),
+                   model.layer(layer).kind, layer)
 
 
 def cpu_batch_size(n_filters: int, model: ConvNet, layer: str, size: int) -> int:
