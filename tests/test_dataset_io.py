@@ -16,6 +16,7 @@ from jaxconvviz._atomic import atomic_write
 from jaxconvviz.dataset import checkpoint
 from jaxconvviz.dataset.loader import BadImageWarning, iterate, shard_positions
 from jaxconvviz.dataset.sources import (
+    DEMO_PHOTOS,
     BadImage,
     Transform,
     decode,
@@ -132,6 +133,22 @@ def test_fingerprint_tracks_names_and_sizes(tmp_path):
     assert open_source(x).fingerprint() == open_source(x.copy()).fingerprint()
     assert open_source(x).fingerprint() != open_source(y).fingerprint()
     assert open_source(x).paths is None and open_source(x).name(1) == "array[1]"
+
+
+def test_demo_photos_are_small_licensed_and_all_decode():
+    ds = open_source(DEMO_PHOTOS)
+    assert len(ds) == 37
+    notes = (DEMO_PHOTOS.parent / "LICENSE-NOTES.md").read_text()
+    stems = {Path(p).stem.rsplit("_", 1)[0] for p in ds.paths}
+    assert len(stems) == 10 and all(f"`{s}_0" in notes for s in stems)
+    assert sum(os.path.getsize(p) for p in ds.paths) < 400_000
+    means = []
+    for i in range(len(ds)):
+        assert os.path.getsize(ds.name(i)) <= 20_000
+        a, t = decode(ds, i, size=224)
+        assert t.orig_hw == (160, 160)
+        means.append(a.reshape(-1, 3).mean(0))
+    assert np.ptp(np.array(means), axis=0).min() > 60  # varied photos, not one
 
 
 # ------------------------------------------------------------------- decode

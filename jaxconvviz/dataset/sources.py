@@ -56,8 +56,8 @@ from jaxconvviz.images import read_image_u8
 from jaxconvviz.pixels import check_pixel_range
 
 __all__ = [
-    "BadImage", "DataSource", "IMAGE_SUFFIXES", "RESIZE_RULE", "Transform",
-    "decode", "open_source",
+    "BadImage", "DataSource", "DEMO_PHOTOS", "IMAGE_SUFFIXES", "RESIZE_RULE",
+    "Transform", "decode", "open_source",
 ]
 
 #: Suffixes a folder source picks up (compared in lower case).
@@ -68,6 +68,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 #: image to ``size x size`` (no aspect-preserving crop, no padding) with
 #: Pillow's *nearest* filter; an image already ``size x size`` is untouched.
 RESIZE_RULE = "keras-load_img: whole image resized to size x size, PIL nearest"
+
+#: The demo dataset: 37 small (160 px) JPEG crops of public-domain / CC0 /
+#: CDLA-Permissive photos -- elephants, a cat, an astronaut, coffee, a rocket
+#: launch, galaxies, a photographer, grass, gravel, bricks -- shipped with the
+#: package (sources and licences: ``jaxconvviz/data/LICENSE-NOTES.md``).
+DEMO_PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos"
 
 _GLOB_CHARS = "*?["
 
