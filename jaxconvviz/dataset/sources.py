@@ -9,10 +9,11 @@ reads image ``i`` resized to the model's input the way Keras'
 :class:`Transform` that maps model-input pixels back to the original file.
 
 Order:
-  - folder: every file under it (recursively, symlinks to files followed,
-    hidden files and folders -- names starting with ``.`` -- skipped) whose
-    suffix is one of :data:`IMAGE_SUFFIXES` (any case), sorted by the path
-    relative to the folder (``/``-separated, code-point order);
+  - folder: every file under it (recursively; symlinks to files followed,
+    symlinks to folders not, so no loops; hidden files and folders -- names
+    starting with ``.`` -- skipped) whose suffix is one of
+    :data:`IMAGE_SUFFIXES` (any case), sorted by the path relative to the
+    folder (``/``-separated, code-point order);
   - glob (a string with ``*``, ``?`` or ``[``; ``**`` recurses): the matching
     files, sorted, whatever their suffix;
   - list/tuple of paths, ``.txt`` file (one path a line, blank lines and
@@ -158,6 +159,8 @@ class DataSource:
                  kind: str = "files",
                  digest: str = ""):
         self.paths = paths
+        #: The folder of a folder source (names are under it), else None.
+        self.root: str | None = None
         self._sizes = sizes
         self._items = items
         self.what = what
@@ -305,9 +308,11 @@ def open_source(source, *, what: str = "source") -> DataSource:
                 paths = _walk(p)
             except PermissionError as e:
                 raise InputError(f"{what}: cannot read folder {s!r}: {e}.") from None
-            return _from_paths(paths, what, "folder",
+            ds = _from_paths(paths, what, "folder",
                                f"folder {s!r} (looked for {', '.join(IMAGE_SUFFIXES)}, "
                                "recursively)")
+            ds.root = str(p)
+            return ds
         if p.is_file():
             if p.suffix.lower() == ".txt":
                 return _from_paths(_read_list(p, what), what, "list",
@@ -334,9 +339,12 @@ def open_source(source, *, what: str = "source") -> DataSource:
         if n == 0:
             raise InputError(f"{what}: the data source {type(source).__name__} is "
                              "empty.")
+        cls = type(source)
+        # A repr is part of the fingerprint only when the class wrote one
+        # (object's default names a memory address, new in every run).
+        text = repr(source) if cls.__repr__ is not object.__repr__ else ""
         return DataSource(items=_GrainItems(source, n), what=what, kind="grain",
-                          digest=f"{type(source).__module__}.{type(source).__qualname__}"
-                                 f"\n{source!r}")
+                          digest=f"{cls.__module__}.{cls.__qualname__}\n{text}")
     raise InputTypeError(
         f"{what} must be a folder, glob, list of paths, .txt file, image array or "
         f"grain data source; got {type(source).__name__}.")
@@ -412,9 +420,12 @@ def decode(ds: DataSource, i: int, *, size: int) -> tuple[np.ndarray, Transform]
             raise BadImage(text[len(prefix):] if text.startswith(prefix) else text
                            ) from None
         except MemoryError:
-            raise BadImage(f"{str(item)!r}: out of memory while decoding") from None
+            raise BadImage("out of memory while decoding") from None
         except OSError as e:  # vanished, permission
-            raise BadImage(f"{str(item)!r} cannot be read: {e.strerror or e}") from None
+            raise BadImage(f"cannot be read: {e.strerror or e}") from None
+        except Exception as e:  # noqa: BLE001 -- a malformed file may raise anything
+            text = str(e).splitlines()[0] if str(e) else ""
+            raise BadImage(f"cannot be decoded ({type(e).__name__}: {text})") from None
         return a, Transform.resize(orig, size)
     a = _array_u8(item, ds.name(i))
     return _resize_array(a, size), Transform.resize(a.shape[:2], size)
