@@ -428,6 +428,22 @@ def test_iterate_decodes_ahead_while_the_consumer_computes():
     assert overlapped < 0.75 * serial, (serial, overlapped)
 
 
+def test_iterate_stops_its_threads_when_the_consumer_stops(folder):
+    import threading
+
+    def grain_threads():
+        return [t for t in threading.enumerate() if t.name.startswith("grain")]
+
+    it = iterate(folder.root, size=16, batch_size=2, workers=3)
+    first = next(it)
+    assert first.index.tolist() == [0, 1]
+    it.close()  # what a break, an exception or Ctrl-C in the loop does
+    deadline = time.monotonic() + 5
+    while grain_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert grain_threads() == []
+
+
 def test_iterate_resumes_at_end(folder):
     ds = open_source(folder.root)
     full, _ = _collect(ds, size=16, batch_size=4, shard=(1, 2), workers=2)

@@ -182,23 +182,39 @@ def _load(ds: DataSource, n: int, size: int, pos: int):
 
 
 def _records(ds, n, size, flat: np.ndarray, workers: int, buffer: int):
-    if workers == 0:
-        for pos in flat:
-            yield _load(ds, n, size, int(pos))
-        return
+    """An iterator of ``_load`` records for positions ``flat``, and its
+    ``close``. With workers, grain's threads start decoding now (before the
+    first ``next``: the first batch overlaps the caller's compile)."""
+    if workers == 0 or len(flat) == 0:
+        return (_load(ds, n, size, int(p)) for p in flat), lambda: None
     import grain
 
     dataset = grain.MapDataset.range(len(flat)).map(
         lambda j: _load(ds, n, size, int(flat[j])))
     opts = grain.ReadOptions(num_threads=workers, prefetch_buffer_size=max(buffer, 1))
-    yield from dataset.to_iter_dataset(opts)
+    it = iter(dataset.to_iter_dataset(opts))
+    start = getattr(it, "start_prefetch", None)
+    if start is not None:
+        start()
+    return it, getattr(it, "close", lambda: None)
 
 
 def _batches(ds, n, size, batch_size, start, shard, workers, prefetch):
     pos = shard_positions(n, batch_size=batch_size, start=start, shard=shard)
+    records, close = _records(ds, n, size, pos.reshape(-1), workers,
+                              max(prefetch, 1) * batch_size)
+    return _assemble(ds, n, size, batch_size, start, shard, pos, records, close)
+
+
+def _assemble(ds, n, size, batch_size, start, shard, pos, records, close):
+    try:
+        yield from _steps(ds, n, size, batch_size, start, shard, pos, records)
+    finally:  # also on break / KeyboardInterrupt: stop grain's threads
+        close()
+
+
+def _steps(ds, n, size, batch_size, start, shard, pos, records):
     step = batch_size * shard[1]
-    records = _records(ds, n, size, pos.reshape(-1), workers,
-                       max(prefetch, 1) * batch_size)
     for s in range(len(pos)):
         images = np.zeros((batch_size, size, size, 3), np.uint8)
         index = np.full((batch_size,), -1, np.int32)
