@@ -291,6 +291,18 @@ def test_transform_maps_boxes_to_original_pixels():
     assert back.orig_hw == (300, 451)
     assert back.to_original(0, 10, 100, 112) == (0, 14, 201, 226)
     assert back.to_original(-5, 3, 220, 240) == (0, 5, 442, 451)
+    # Storing as float32 loses nothing for the Keras rule, whatever the sizes.
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(1, 5000, 2))
+        size = int(rng.choice([32, 64, 96, 224, 299, 331, 512]))
+        t = Transform.resize((h, w), size)
+        assert Transform.from_array(t.as_array()) == t
+        y0, x0 = rng.integers(-50, size, 2)
+        assert t.to_original(y0, y0 + 17, x0, x0 + 33)[1] <= h
+    odd = Transform((10, 20), (0.5, 0.25), (3.0, 1.0))  # a non-Keras transform
+    assert Transform.from_array(odd.as_array()) == odd
+    assert odd.to_original(0, 4, 0, 8) == (3, 5, 1, 3)
 
 
 def test_array_and_grain_sources_decode_by_the_same_rule(tmp_path):

@@ -135,9 +135,16 @@ class Transform(NamedTuple):
     @classmethod
     def from_array(cls, a) -> Transform:
         """Inverse of :meth:`as_array` (one row of an ``(n, 6)`` array).
-        float32 holds sizes up to 2**24 exactly; ``scale`` is recomputed in
-        float64 from the size when it is the Keras rule's."""
+        float32 holds sizes up to 2**24 exactly; a Keras-rule ``scale`` (no
+        offset, ``orig / size`` for one integer ``size`` on both axes) is
+        recomputed in float64, so boxes map exactly as before storing."""
         a = np.asarray(a, np.float64).reshape(6)
+        h, w, sy, sx = a[:4]
+        if sy > 0 and sx > 0 and a[4] == 0 and a[5] == 0:
+            size = round(h / sy)
+            if size >= 1 and round(w / sx) == size and all(
+                    abs(o / size - s) <= 1e-6 * s for o, s in ((h, sy), (w, sx))):
+                return cls.resize((int(round(h)), int(round(w))), int(size))
         return cls((int(round(a[0])), int(round(a[1]))), (float(a[2]), float(a[3])),
                    (float(a[4]), float(a[5])))
 
