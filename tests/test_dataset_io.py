@@ -264,6 +264,21 @@ def test_decode_respects_pixel_limit_env(monkeypatch, folder):
         decode(ds, i, size=8)
 
 
+def test_decoding_threads_leave_warnings_and_pillow_state_alone(folder, monkeypatch):
+    """Pillow's own bomb limit (a global, here 1,000 pixels) is neither used
+    nor changed, nothing touches the process-wide warning filters from a
+    worker thread, and the only warnings are the bad files'."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    filters = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        batches = list(iterate(folder.root, size=16, batch_size=3, workers=4))
+    assert Image.MAX_IMAGE_PIXELS == 1000 and warnings.filters == filters
+    assert [type(x.message) for x in w] == [BadImageWarning] * 4
+    index = np.concatenate([b.index for b in batches])
+    assert (index >= 0).sum() == len(folder.good_indices)
+
+
 def test_transform_maps_boxes_to_original_pixels():
     """Chelsea (300 x 451) at 224: hand-computed boxes, and every model-input
     pixel is the original pixel Pillow's nearest filter sampled, which lies
