@@ -117,6 +117,25 @@ def test_refused_before_any_compute(tmp_path, folder):
             locked.chmod(0o755)
 
 
+def test_unreadable_subfolder_warns_and_unreadable_root_refuses(tmp_path, monkeypatch):
+    from jaxconvviz.dataset import sources
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    real = os.walk
+
+    def walk(top, onerror=None, **kw):
+        onerror(PermissionError(13, "Permission denied", str(tmp_path / "sub")))
+        yield from real(top, onerror=onerror, **kw)
+
+    monkeypatch.setattr(sources.os, "walk", walk)
+    with pytest.warns(InputWarning, match=r"1 folder\(s\) under .* cannot be read "
+                                          r"\('.*sub': Permission denied\)"):
+        assert len(open_source(tmp_path)) == 1
+    (tmp_path / "a.png").unlink()
+    with pytest.raises(InputError, match="cannot read folder '.*sub': Permission"):
+        open_source(tmp_path)
+
+
 def test_fingerprint_tracks_names_and_sizes(tmp_path):
     for k in range(3):
         Image.new("RGB", (8, 8), (k, 0, 0)).save(tmp_path / f"{k}.png")

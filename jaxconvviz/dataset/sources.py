@@ -46,13 +46,14 @@ from __future__ import annotations
 import glob as _glob
 import hashlib
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from jaxconvviz.errors import InputError, InputTypeError
+from jaxconvviz.errors import InputError, InputTypeError, InputWarning
 from jaxconvviz.images import read_image_u8
 from jaxconvviz.pixels import check_pixel_range
 
@@ -224,6 +225,12 @@ def _walk(root: Path) -> list[str]:
     if errors and not out:
         e = errors[0]
         raise InputError(f"cannot read folder {e.filename!r}: {e.strerror}.")
+    if errors:
+        e = errors[0]
+        more = f" and {len(errors) - 1} more" if len(errors) > 1 else ""
+        warnings.warn(f"{len(errors)} folder(s) under {str(root)!r} cannot be read "
+                      f"({e.filename!r}: {e.strerror}{more}); their images are left "
+                      "out.", InputWarning, stacklevel=3)
     out.sort(key=lambda p: Path(p).relative_to(root).as_posix())
     return out
 
@@ -386,7 +393,7 @@ def _array_u8(a, what: str) -> np.ndarray:
         a = np.repeat(a, 3, axis=-1)
     a = a[..., :3]
     if a.dtype == np.uint8:
-        return np.ascontiguousarray(a)
+        return np.array(a, copy=True)  # never a view of the caller's array
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
         raise BadImage(f"{what} has dtype {a.dtype}, not uint8 or float")
     a = a.astype(np.float32)
