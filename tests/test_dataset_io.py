@@ -572,6 +572,40 @@ def test_checkpoint_crash_keeps_previous(tmp_path, monkeypatch):
         assert checkpoint.load(ck) is None
 
 
+@pytest.mark.slow
+def test_checkpoint_survives_sigkill_mid_save(tmp_path):
+    """A process saving checkpoints in a loop is SIGKILLed at three moments:
+    every time, load gives a complete pair whose arrays match its meta."""
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from jaxconvviz.dataset import checkpoint\n"
+        "k = 0\n"
+        "while True:\n"
+        "    checkpoint.save(sys.argv[1], {'x': np.full(200_000, k, np.int64),"
+        " 'y': np.arange(k % 7)}, {'k': k})\n"
+        "    k += 1\n"
+        "    if k == 3: print('go', flush=True)\n")
+    for delay in (0.05, 0.21, 0.43):
+        ck = tmp_path / f"ck{delay}"
+        proc = subprocess.Popen([sys.executable, "-c", code, str(ck)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "go"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        state, meta = checkpoint.load(ck)
+        assert meta["k"] >= 2
+        np.testing.assert_array_equal(state["x"], np.full(200_000, meta["k"]))
+        np.testing.assert_array_equal(state["y"], np.arange(meta["k"] % 7))
+        checkpoint.save(ck, state, {"k": -1})  # a new save clears what was left
+        assert sorted(p.name for p in ck.iterdir())[0] == checkpoint.INDEX
+        assert len(list(ck.iterdir())) == 2
+
+
 def test_checkpoint_refuses_bad_input_before_writing(tmp_path):
     with pytest.raises(InputError, match="JSON"):
         checkpoint.save(tmp_path / "a", _state(), {"x": object()})

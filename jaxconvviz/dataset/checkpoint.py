@@ -4,10 +4,11 @@ A checkpoint is a folder holding ``state-<id>.npz`` (the arrays) and
 ``checkpoint.json`` (the metadata, the name of the ``.npz`` and its SHA-256).
 :func:`save` writes the ``.npz`` under a fresh name first, then replaces
 ``checkpoint.json`` (both through :func:`jaxconvviz._atomic.atomic_write`:
-temp file, fsync, rename), then removes older ``state-*.npz`` files. The JSON
-is the commit point: a crash at any moment leaves either the previous
-complete checkpoint or the new one, and :func:`load` checks the hash, so a
-half-written or mismatched pair is never taken for a checkpoint.
+temp file, fsync, rename), then removes older ``state-*.npz`` files (and
+temp files left by a save that was killed). The JSON is the commit point:
+a crash at any moment leaves either the previous complete checkpoint or the
+new one, and :func:`load` checks the hash, so a half-written or mismatched
+pair is never taken for a checkpoint.
 
 Why not ``orbax``: the state of a dataset pass is a few small host arrays
 (top-k and running statistics, gathered to one process before writing), so
@@ -77,7 +78,10 @@ def save(folder, state: dict, meta: dict) -> Path:
     atomic_write(folder / INDEX,
                  lambda fh: fh.write(json.dumps(index, indent=1).encode()))
     _fsync_dir(folder)
-    for old in folder.glob("state-*.npz"):
+    # Older states, and temp files of a save that was killed mid-write.
+    stale = [*folder.glob("state-*.npz"), *folder.glob(".state-*.npz.*.tmp"),
+             *folder.glob(f".{INDEX}.*.tmp")]
+    for old in stale:
         if old.name != name:
             try:
                 old.unlink()
