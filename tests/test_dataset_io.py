@@ -21,6 +21,7 @@ from jaxconvviz.dataset.sources import (
     Transform,
     decode,
     open_source,
+    probe,
 )
 from jaxconvviz.errors import InputError, InputTypeError, InputWarning
 from jaxconvviz.images import CAT_PHOTO, load_img
@@ -134,6 +135,17 @@ def test_unreadable_subfolder_warns_and_unreadable_root_refuses(tmp_path, monkey
     (tmp_path / "a.png").unlink()
     with pytest.raises(InputError, match="cannot read folder '.*sub': Permission"):
         open_source(tmp_path)
+
+
+def test_probe_refuses_a_source_of_only_unreadable_files(tmp_path, folder):
+    for k in range(5):
+        (tmp_path / f"{k}.jpg").write_text("not a jpeg")
+    ds = open_source(tmp_path, what="SOURCE")
+    with pytest.raises(InputError, match=r"^SOURCE: none of the 4 images tried can be "
+                                         r"read \(of 5\): .*0.jpg: .*cannot identify"):
+        probe(ds)
+    probe(open_source(folder.root))  # bad files among good ones: fine
+    probe(open_source([folder.files[3], folder.files[4]]))  # the 2nd decodes
 
 
 def test_fingerprint_tracks_names_and_sizes(tmp_path):

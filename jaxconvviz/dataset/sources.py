@@ -59,7 +59,7 @@ from jaxconvviz.pixels import check_pixel_range
 
 __all__ = [
     "BadImage", "DataSource", "DEMO_PHOTOS", "IMAGE_SUFFIXES", "RESIZE_RULE",
-    "Transform", "decode", "open_source",
+    "Transform", "decode", "open_source", "probe",
 ]
 
 #: Suffixes a folder source picks up (compared in lower case).
@@ -443,3 +443,26 @@ def decode(ds: DataSource, i: int, *, size: int) -> tuple[np.ndarray, Transform]
         return a, Transform.resize(orig, size)
     a = _array_u8(item, ds.name(i))
     return _resize_array(a, size), Transform.resize(a.shape[:2], size)
+
+
+def probe(ds: DataSource, *, k: int = 4, size: int = 32) -> None:
+    """Refuse a source none of whose images can be used, before any compute.
+
+    Decodes up to ``k`` images spread evenly over ``ds`` (the first, the
+    last and between); returns as soon as one decodes. If none does, raises
+    an :class:`~jaxconvviz.errors.InputError` naming each tried image and why
+    (a folder of files that are not images, a glob of the wrong files, a
+    list whose files all vanished). Cost: at most ``k`` decodes.
+    """
+    n = len(ds)
+    tried = []
+    m = max(1, min(k, n))
+    picks = {int(round(j * (n - 1) / max(m - 1, 1))) for j in range(m)}
+    for i in sorted(picks):
+        try:
+            decode(ds, i, size=size)
+            return
+        except BadImage as e:
+            tried.append(f"{ds.name(i)}: {e.reason}")
+    raise InputError(f"{ds.what}: none of the {len(tried)} images tried can be read "
+                     f"(of {n}): " + "; ".join(tried))
