@@ -27,7 +27,9 @@ Which files are bad is found while decoding (:class:`BadImage`), never
 while listing: a file that cannot be used costs one warning, not the run.
 What is refused up front (:class:`~jaxconvviz.errors.InputError`, before any
 compute): an empty source, a folder or ``.txt`` that cannot be read, a listed
-path that does not exist, an array of the wrong shape or dtype.
+path that does not exist, an array of the wrong shape or dtype; and, by
+:func:`probe` (a few decodes), a source none of whose sampled images can be
+used.
 
 Decoded files, and what is a bad file:
   - JPEG (also CMYK: converted to RGB as Pillow/Keras do), PNG (palette,
