@@ -230,7 +230,11 @@ def _read(path: Path, target_size, interpolation: str, color_mode: str, limit: i
         with (_open_checked(path, limit) if data is None
               else _open_bytes_checked(data, path, limit)) as img:
             orig = (img.size[1], img.size[0])
-            img = _to_8bit(img).convert("RGB").convert(_COLOR_MODES[color_mode])
+            img = _to_8bit(img)
+            if img.mode != "RGB":  # (convert to the same mode is a full copy)
+                img = img.convert("RGB")
+            if color_mode != "rgb":
+                img = img.convert(_COLOR_MODES[color_mode])
             if warn_tiny:
                 _warn_tiny(path, img.size, target_size)
             if target_size is not None:
