@@ -20,14 +20,16 @@ threads (unsafe: JAX warns that ``os.fork()`` may deadlock) or spawn fresh
 interpreters that re-import JAX and need a picklable source, and every
 decoded batch would cross a pipe or shared memory.
 
-Measured (200 JPEGs 640x480, quality 90 -> 224 px, batch 32, 2-core dev VM
-shared with other jobs, load average ~7): decoding costs 2.75 ms of CPU per
-image (``iterate`` adds 0.13 ms per image of grain bookkeeping with threads);
-``iterate`` alone gave 147 / 138 / 137 / 141 images/s with 0 / 1 / 2 / 4
-threads (the CPUs were saturated by other jobs, so threads could not add
-any); with a consumer that sleeps 0.25 s per batch, as an accelerator step
-would, 2 threads gave 105 images/s against 71 with none (the ideal
-overlap, max(decode, compute), is 114). ``tests/test_dataset_io.py`` checks
+Measured with ``scripts/bench_loader.py`` (200 JPEGs 640x480, quality 90 ->
+224 px, batch 32, on a 2-core dev VM shared with other jobs, load average
+~7.5): decode + resize costs 2.2 ms of CPU per image (grain's thread
+bookkeeping adds ~0.13 ms); ``iterate`` alone gave a median 222 / 217 / 131
+/ 165 images/s with 0 / 1 / 2 / 4 threads -- the two CPUs were saturated by
+other jobs, so threads could not add throughput there (on free cores each
+adds up to ~450 images/s of this kind, as Pillow decodes without the GIL).
+With a consumer that sleeps 0.25 s per batch, as an accelerator step would,
+2 threads gave 105 images/s against 72 with none; the ideal overlap,
+``n / max(decode, compute)``, is 114. ``tests/test_dataset_io.py`` checks
 the overlap with a slow source.
 
 Memory: a file is refused from its header when over the pixel limit
