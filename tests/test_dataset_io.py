@@ -148,6 +148,23 @@ def test_probe_refuses_a_source_of_only_unreadable_files(tmp_path, folder):
     probe(open_source([folder.files[3], folder.files[4]]))  # the 2nd decodes
 
 
+def test_odd_file_names(tmp_path):
+    """Spaces, non-ASCII, a newline and bytes that are not UTF-8 in names:
+    listed, fingerprinted, decoded; a bad one warns on one line."""
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "a b.png")
+    Image.new("RGB", (8, 8), (4, 5, 6)).save(tmp_path / "é.png")
+    (tmp_path / "new\nline.jpg").write_bytes(b"")
+    fd = os.open(os.fsencode(str(tmp_path)) + b"/\xff.png", os.O_WRONLY | os.O_CREAT)
+    os.close(fd)
+    ds = open_source(tmp_path)
+    assert len(ds) == 4 and len(ds.fingerprint()) == 64
+    batches, warned = _collect(ds, size=8, batch_size=4, workers=2)
+    assert [ds.name(i).rsplit("/", 1)[1] for i in batches[0].index if i >= 0] == [
+        "a b.png", "é.png"]
+    assert batches[0].images[0, 0, 0].tolist() == [1, 2, 3]
+    assert len(warned) == 2 and all("\n" not in str(w.message) for w in warned)
+
+
 def test_fingerprint_tracks_names_and_sizes(tmp_path):
     for k in range(3):
         Image.new("RGB", (8, 8), (k, 0, 0)).save(tmp_path / f"{k}.png")
@@ -415,7 +432,7 @@ def test_iterate_skips_bad_files_once_and_keeps_indices(folder, workers):
     for (i, name, reason), w in zip(bad, warned, strict=True):
         msg = str(w.message)
         assert "\n" not in msg and f"image {i} " in msg
-        assert name in msg and reason in msg
+        assert repr(name) in msg and reason in msg
     images = np.concatenate([b.images for b in batches])
     transforms = np.concatenate([b.transforms for b in batches])
     for i in range(len(index)):

@@ -233,7 +233,8 @@ def _steps(ds, n, size, batch_size, start, shard, pos, records):
                 name = ds.name(p)
                 bad.append((int(p), name, reason))
                 transforms[b] = NO_IMAGE
-                warnings.warn(f"skipped image {p} ({name}): {reason}", BadImageWarning,
-                              stacklevel=2)
+                # repr: a name with a newline still makes one line
+                warnings.warn(f"skipped image {p} ({name!r}): {reason}",
+                              BadImageWarning, stacklevel=2)
         yield Batch(images, index, transforms, bad,
                     int(min(start + (s + 1) * step, n)))

@@ -195,7 +195,8 @@ class DataSource:
         h.update(f"{self.kind}\n{self._n}\n".encode())
         if self.paths is not None:
             for p, s in zip(self.paths, self._sizes, strict=True):
-                h.update(f"{p}\t{s}\n".encode())
+                # surrogateescape: names that are not UTF-8 on disk hash too
+                h.update(f"{p}\t{s}\n".encode("utf-8", "surrogateescape"))
         else:
             h.update(self._digest.encode())
         return h.hexdigest()
