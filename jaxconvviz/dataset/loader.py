@@ -99,13 +99,15 @@ class Batch(NamedTuple):
 
 
 def default_workers() -> int:
-    """Decoding threads when ``workers=None``: the CPUs this process may use,
-    at most 8."""
+    """Decoding threads when ``workers=None``: the CPUs this process may use
+    (at most 32). On an accelerator host decoding is the bottleneck, so every
+    core helps; on a CPU-only run the threads share the cores with XLA's
+    compute, which only costs some switching."""
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         n = os.cpu_count() or 1
-    return max(1, min(8, n))
+    return max(1, min(32, n))
 
 
 def _positive(v, name: str, *, zero: bool = False) -> int:
