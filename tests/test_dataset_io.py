@@ -14,7 +14,12 @@ from PIL import Image
 
 from jaxconvviz._atomic import atomic_write
 from jaxconvviz.dataset import checkpoint
-from jaxconvviz.dataset.loader import BadImageWarning, iterate, shard_positions
+from jaxconvviz.dataset.loader import (
+    BadImageWarning,
+    default_workers,
+    iterate,
+    shard_positions,
+)
 from jaxconvviz.dataset.sources import (
     DEMO_PHOTOS,
     BadImage,
@@ -546,6 +551,7 @@ def test_iterate_argument_errors(folder):
             iterate(x, **args)
     with pytest.raises(InputError, match="no images"):
         iterate(np.zeros((0, 4, 4, 3), np.uint8), size=4, batch_size=2)
+    assert default_workers() == min(32, len(os.sched_getaffinity(0)))
 
 
 # --------------------------------------------------------------- checkpoint
