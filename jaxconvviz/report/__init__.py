@@ -3,7 +3,7 @@
 :func:`build_report` writes static HTML pages (index, images, one page per
 layer and per filter) and compressed images into a folder; the command
 (:mod:`jaxconvviz.commands.report`) builds it in a temporary folder and
-renames it into place. :mod:`jaxconvviz.report.receptive` computes receptive
+renames it into place. :mod:`jaxconvviz.models.receptive` computes receptive
 fields from the layer table and crops image patches to them (pure NumPy).
 
 This package is IO: it imports Pillow (through :mod:`.encode`); the compute
@@ -17,7 +17,7 @@ from jaxconvviz.report.build import (
     build_report,
     estimate_seconds,
 )
-from jaxconvviz.report.receptive import (
+from jaxconvviz.models.receptive import (
     ReceptiveField,
     crop_patch,
     receptive_field,
