@@ -266,13 +266,14 @@ def _geoms_of(program: Program) -> list[LayerGeometry]:
     return out
 
 
-@functools.partial(xla.jit, static_argnames=("program",), donate_argnums=(1,))
+@functools.partial(xla.jit, static_argnames=("program",))
 def update(params, state: dict, images_u8, index, *, program: Program) -> dict:
     """Merge one batch into ``state`` (one compiled program per batch shape).
 
     Args:
       params: the model's weights.
-      state: as :func:`init_state` / :func:`merge` (donated).
+      state: as :func:`init_state` / :func:`merge` (not donated: a
+        Ctrl-C during the call leaves it intact for the checkpoint).
       images_u8: uint8 RGB ``(B, s, s, 3)``.
       index: int32 ``(B,)`` global image indices; ``-1`` rows (padding,
         undecodable files) are ignored.
