@@ -340,7 +340,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, reference):
     p.send_signal(signal.SIGKILL)
     p.communicate()
     meta = json.loads((ck / "checkpoint.json").read_text())
-    assert 0 < meta["end"] < N  # killed mid-way
+    assert 0 < meta["meta"]["end"] < N  # killed mid-way
     assert not (tmp_path / "never").exists()
     q = _spawn(["resume", str(tmp_path / "r"), str(ck)])
     out, err = q.communicate(timeout=300)
@@ -352,7 +352,7 @@ def test_resume_refuses_another_pass(tmp_path):
     ck = tmp_path / "ck"
     run_pass(layers=("block1_conv2",), checkpoint=ck, checkpoint_every=100,
              run=Run(batch_size=120))
-    assert json.loads((ck / "checkpoint.json").read_text())["end"] == N
+    assert json.loads((ck / "checkpoint.json").read_text())["meta"]["end"] == N
     with pytest.raises(InputError, match="another pass"):
         run_pass(layers=("block2_conv2",), checkpoint=ck, resume=True)
     # resuming a finished pass computes nothing more and gives the result

@@ -216,7 +216,7 @@ def _batch_layer(y, index, allowed):
     spread = jnp.where(vmask, per_img - mean[None, :], 0.0)
     m2 = m2_img.sum(axis=0) + positions * (spread * spread).sum(axis=0)
     pos = jnp.sum(mine & (y > 0), axis=(0, 1), dtype=jnp.int32)
-    edges = jnp.asarray(INNER_EDGES)
+    edges = jnp.asarray(INNER_EDGES).reshape(1, 1, 1, -1)
     cum = jnp.sum(mine[..., None] & (y[..., None] >= edges), axis=(0, 1),
                   dtype=jnp.int32)  # (C, E)
     zero = jnp.zeros_like
