@@ -249,13 +249,13 @@ _SCRIPT = textwrap.dedent("""
     import jax
     import jaxconvviz as jcv
     from jaxconvviz.run import Run
-    from tests.test_dataset_examples import K, LAYERS, MODEL, PARAMS, SIZE, make_images
     mode, out = sys.argv[1], sys.argv[2]
     kw = {}
-    if mode.startswith("proc"):
+    if mode.startswith("proc"):  # before any computation (the params below)
         port, pid = sys.argv[3], int(mode[4:])
         jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2,
                                    process_id=pid)
+    from tests.test_dataset_examples import K, LAYERS, MODEL, PARAMS, SIZE, make_images
     if mode in ("slow", "resume"):
         kw = dict(checkpoint=sys.argv[3], checkpoint_every=24,
                   resume=mode == "resume")
