@@ -219,8 +219,8 @@ def test_boxes_and_crops(reference):
 
 def test_progress_reports_images(capsys):
     seen = []
-    run_pass(layers=("block1_conv2",), run=Run(batch_size=100,
-                                                progress=lambda d, t: seen.append((d, t))))
+    run_pass(layers=("block1_conv2",),
+             run=Run(batch_size=100, progress=lambda d, t: seen.append((d, t))))
     assert seen[0] == (0, N) and seen[-1] == (N, N)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     run_pass(layers=("block1_conv2",), run=Run(batch_size=120, progress=True))
@@ -358,3 +358,41 @@ def test_resume_refuses_another_pass(tmp_path):
     # resuming a finished pass computes nothing more and gives the result
     again = run_pass(layers=("block1_conv2",), checkpoint=ck, resume=True)
     assert again.layers["block1_conv2"].images == N
+
+
+@pytest.mark.slow
+def test_folder_with_bad_files_keeps_indices_exact(tmp_path):
+    """A folder with undecodable files in the middle: they are skipped with
+    one warning each and listed; every other image keeps its index, and the
+    top-k equals brute force over the decoded good images; the crops come
+    from the original files."""
+    from jaxconvviz.dataset.crops import example_boxes, example_crops
+    from jaxconvviz.dataset.loader import BadImageWarning
+    from jaxconvviz.dataset.sources import decode, open_source
+    from tests._dataset_fixtures import make_image_folder
+
+    folder = make_image_folder(tmp_path / "imgs", n_photos=14, n_blobs=4)
+    with pytest.warns(BadImageWarning) as w:
+        res = jcv.dataset_examples(PARAMS, str(folder.root), k=3, model=MODEL,
+                                   size=SIZE, layers=("block2_conv2",),
+                                   run=Run(batch_size=5))
+    assert len(w) == len(folder.bad)
+    assert [b[0] for b in res.bad] == folder.bad_indices
+    assert res.names == folder.files
+    ds = open_source(str(folder.root))
+    good = folder.good_indices
+    x = np.stack([decode(ds, i, size=SIZE)[0] for i in good]).astype(np.float32)
+    a = {"block2_conv2": np.asarray(jcv.activations(
+        PARAMS, x, layers="block2_conv2", model=MODEL)["block2_conv2"], np.float64)}
+    want = brute(a, "block2_conv2", k=3)
+    le = res.layers["block2_conv2"]
+    np.testing.assert_array_equal(le.index, np.asarray(good)[want["index"]])
+    np.testing.assert_allclose(le.value, want["value"], rtol=1e-5, atol=1e-6)
+    assert le.images == len(good)
+    assert (res.transforms[folder.bad_indices] == 0).all()
+    name, box, value = example_boxes(res, "block2_conv2", 1)[0]
+    oh, ow = res.transforms[le.index[1, 0], :2]
+    assert name == folder.files[le.index[1, 0]] and value == le.value[1, 0]
+    assert 0 <= box[0] < box[1] <= oh and 0 <= box[2] < box[3] <= ow
+    crops = example_crops(res, "block2_conv2", 1, size=32)
+    assert crops.shape == (3, 32, 32, 3) and crops.std() > 0

@@ -122,9 +122,9 @@ def example_crops(result: DatasetExamples, layer: str, unit: int, *, size: int =
         if f is None:
             continue
         img = _read(result, int(le.index[unit, r]), source)
-        raw = f[0]
-        box = (int(np.floor(raw[0])), max(int(np.ceil(raw[1])), int(np.floor(raw[0])) + 1),
-               int(np.floor(raw[2])), max(int(np.ceil(raw[3])), int(np.floor(raw[2])) + 1))
+        y0, y1, x0, x1 = f[0]
+        y0, x0 = int(np.floor(y0)), int(np.floor(x0))
+        box = (y0, max(int(np.ceil(y1)), y0 + 1), x0, max(int(np.ceil(x1)), x0 + 1))
         patch = crop_patch(img, box)
         out[r] = np.asarray(Image.fromarray(patch).resize((size, size),
                                                           Image.BILINEAR))

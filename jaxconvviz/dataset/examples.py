@@ -250,8 +250,8 @@ def dataset_examples(params: Params, source, *, layers=None, k: int = 9,
         if got is not None:
             arrays, m = got
             start = int(m["end"])
-            bad = [(int(b[0]), str(b[1]), str(b[2])) for b in m["bad"]] if rank == 0 else []
             if rank == 0:  # the merged state lives on process 0 only
+                bad = [(int(b[0]), str(b[1]), str(b[2])) for b in m["bad"]]
                 state = _unflat(arrays, layers)
                 transforms = arrays["transforms"].astype(np.float32)
     params = jax.device_put(params, repl)

@@ -198,9 +198,10 @@ class DatasetExamples:
         except (OSError, ValueError) as e:
             raise InputError(f"{str(jp)!r} is not a dataset-examples index "
                              f"({type(e).__name__}).") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        tag = meta.get("format") if isinstance(meta, dict) else None
+        if tag != FORMAT:
             raise InputError(f"{str(jp)!r} is not a {FORMAT} index; got format "
-                             f"{meta.get('format') if isinstance(meta, dict) else None!r}.")
+                             f"{tag!r}.")
         data = zp.read_bytes()
         if hashlib.sha256(data).hexdigest() != meta["sha256"]:
             raise InputError(f"{str(zp)!r} does not match {JSON} (an interrupted "

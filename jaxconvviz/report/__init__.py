@@ -10,18 +10,18 @@ This package is IO: it imports Pillow (through :mod:`.encode`); the compute
 it shows comes from the library's public functions.
 """
 
+from jaxconvviz.models.receptive import (
+    ReceptiveField,
+    crop_patch,
+    receptive_field,
+    top_units,
+)
 from jaxconvviz.report.build import (
     ReportImage,
     ReportStats,
     ascent_macs,
     build_report,
     estimate_seconds,
-)
-from jaxconvviz.models.receptive import (
-    ReceptiveField,
-    crop_patch,
-    receptive_field,
-    top_units,
 )
 
 __all__ = [
