@@ -395,3 +395,12 @@ def test_folder_with_bad_files_keeps_indices_exact(tmp_path):
     assert 0 <= box[0] < box[1] <= oh and 0 <= box[2] < box[3] <= ow
     crops = example_crops(res, "block2_conv2", 1, size=32)
     assert crops.shape == (3, 32, 32, 3) and crops.std() > 0
+
+
+def test_bfloat16_pass_is_close(reference):
+    res = run_pass(layers=("block2_conv2",), run=Run(batch_size=120, dtype="bfloat16"))
+    a, b = res.layers["block2_conv2"], reference.layers["block2_conv2"]
+    assert a.value.dtype == np.float32
+    np.testing.assert_allclose(a.max, b.max, rtol=0.05)
+    np.testing.assert_allclose(a.mean, b.mean, rtol=0.05,
+                               atol=0.02 * np.abs(b.max).max())
