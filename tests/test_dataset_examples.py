@@ -227,6 +227,16 @@ def test_progress_reports_images(capsys):
     assert f"{N}/{N} images" in err and "images/s" in err
 
 
+def test_layer_without_inner_positions_keeps_the_central_ones():
+    """block5_conv3 at 40 px: a 2x2 map whose fields (196 px) lie mostly
+    outside the image: the most central positions (here all four) are used,
+    flagged, with a warning."""
+    with pytest.warns(stream.BorderWarning, match="block5_conv3"):
+        res = run_pass(layers=("block5_conv3",), run=Run(batch_size=120))
+    le = res.layers["block5_conv3"]
+    assert le.border.all() and le.images == N and (le.index >= 0).all()
+
+
 def test_bad_arguments_refused_before_compute(tmp_path):
     with pytest.raises(InputError, match="border"):
         run_pass(border="drop")
@@ -234,12 +244,10 @@ def test_bad_arguments_refused_before_compute(tmp_path):
         jcv.dataset_examples(PARAMS, IMAGES, k=0, model=MODEL)
     with pytest.raises(InputError, match="layers"):
         run_pass(layers=("block9_conv1",))
-    with pytest.raises(InputError, match="no position"):
-        run_pass(layers=("block5_conv3",))  # 2x2 map, fields of 196 px
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError):
-        jcv.dataset_examples(PARAMS, str(empty), model=MODEL, size=SIZE)
+        jcv.dataset_examples(PARAMS, str(empty), model=MODEL, size=SIZE, layers=LAYERS)
 
 
 # ------------------------------------------------ devices, processes, resume

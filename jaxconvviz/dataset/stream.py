@@ -35,6 +35,7 @@ Compute only: imports jax and numpy.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -43,11 +44,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxconvviz.backend import xla
-from jaxconvviz.errors import InputError
+from jaxconvviz.errors import InputError, InputWarning
 from jaxconvviz.models.convnet import ConvNet
 from jaxconvviz.models.receptive import receptive_field
 
-#: Border policies of :func:`border_masks`.
+
+class BorderWarning(InputWarning):
+    """A layer has no position whose receptive field lies mostly inside the
+    image; its most central positions are used (and flagged)."""
+
+
+#: Border policies of :func:`geometry`.
 BORDERS = ("exclude", "keep", "mark")
 
 #: Interior edges of the fixed histogram: 0 and +-10**(j/2) for j = -4..8
@@ -92,6 +99,12 @@ def border_map(model: ConvNet, layer: str, size: int) -> np.ndarray:
     """``(h, w)`` bool: positions of ``layer`` whose receptive field at a
     ``size`` x ``size`` input lies more than 50% outside the image (its
     area inside the image is below half the field's area)."""
+    return inside_fraction(model, layer, size) < 0.5
+
+
+def inside_fraction(model: ConvNet, layer: str, size: int) -> np.ndarray:
+    """``(h, w)`` float: the fraction of each position's receptive field
+    (at a ``size`` x ``size`` input) that lies inside the image."""
     rf = receptive_field(model, layer, (size, size))
     h, w = rf.output_hw
 
@@ -101,13 +114,16 @@ def border_map(model: ConvNet, layer: str, size: int) -> np.ndarray:
 
     fy = inside(size, rf.start[0], rf.jump[0], rf.size[0], h)
     fx = inside(size, rf.start[1], rf.jump[1], rf.size[1], w)
-    return (fy[:, None] * fx[None, :]) < 0.5
+    return fy[:, None] * fx[None, :]
 
 
 def geometry(model: ConvNet, layers: Sequence[str], size: int, border: str
              ) -> tuple[LayerGeometry, ...]:
     """Per layer its :class:`LayerGeometry`; an InputError when ``border``
-    is unknown or leaves a layer no position at this size."""
+    is unknown. A layer none of whose positions has half its field inside
+    the image (deep layers of small inputs: VGG16's block5 below ~200 px)
+    keeps the positions with the largest fraction inside, flagged as border
+    positions, with a :class:`BorderWarning`."""
     if border not in BORDERS:
         raise InputError(f"border must be one of {', '.join(BORDERS)}; got "
                          f"{border!r}.")
@@ -121,7 +137,8 @@ def geometry(model: ConvNet, layers: Sequence[str], size: int, border: str
                 f"least {model.min_input_size(name)} px.")
         if len(shape) == 3 and name in spatial:
             hw = (int(shape[0]), int(shape[1]))
-            edge = border_map(model, name, size)
+            frac = inside_fraction(model, name, size)
+            edge = frac < 0.5
         elif len(shape) == 1:
             hw, edge = (1, 1), np.zeros((1, 1), bool)
         else:
@@ -130,10 +147,13 @@ def geometry(model: ConvNet, layers: Sequence[str], size: int, border: str
                 f"{name!r} has output shape {shape}.")
         allowed = ~edge if border == "exclude" else np.ones(hw, bool)
         if not allowed.any():
-            raise InputError(
-                f"layer {name!r} at {size} px has no position whose receptive "
-                "field lies at least half inside the image (border='exclude'); "
-                "use a larger size= or border='keep'.")
+            allowed = frac >= frac.max() - 1e-9
+            warnings.warn(
+                f"layer {name!r} at {size} px: every position's receptive field "
+                f"lies mostly outside the image (at most {frac.max():.0%} inside); "
+                f"keeping the {int(allowed.sum())} most central positions "
+                "(flagged as border examples). A larger size= shows image content.",
+                BorderWarning, stacklevel=4)
         out.append(LayerGeometry(name, hw, int(shape[-1]), allowed, edge))
     return tuple(out)
 
@@ -373,7 +393,7 @@ def finalize(state: dict, geoms: Sequence[LayerGeometry]) -> dict:
     return out
 
 
-__all__ = ["BIN_EDGES", "BORDERS", "INNER_EDGES", "NBINS", "LayerGeometry",
-           "Program", "border_map", "capture_stop", "counter_value", "finalize",
-           "geometry", "init_state", "make_program", "merge", "merge_states",
-           "update"]
+__all__ = ["BIN_EDGES", "BORDERS", "INNER_EDGES", "NBINS", "BorderWarning",
+           "LayerGeometry", "Program", "border_map", "capture_stop", "counter_value",
+           "finalize", "geometry", "init_state", "inside_fraction", "make_program",
+           "merge", "merge_states", "update"]
