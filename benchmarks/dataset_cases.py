@@ -8,7 +8,9 @@ photo) to a temporary folder and times, in the same process:
 * ``in_memory``: the same compiled program (:func:`jaxconvviz.dataset.
   examples.prepare`) over the same images, decoded beforehand and already on
   the device -- the rate the loader would have to hide decoding behind;
-* ``decode``: the loader alone (no compute).
+* ``decode``: the loader alone (no compute);
+* ``forward_only``: the forward pass of the same layers with no state
+  update (what the top-k and statistics cost on top of it).
 
 Target (issue 31, CPU): streamed >= 0.85 x in_memory.
 ``examples_memory:N1:N2:SIZE``: resident memory (RSS) after a pass over N1
@@ -91,8 +93,21 @@ def case_examples(ctx: Ctx, n: int, size: int) -> list[dict]:
             state = stream.update(params_d, state, images, index, program=plan.program)
         return state
 
+    fwd_model, stop = plan.program.model, plan.program.stop
+
+    @jax.jit
+    def forward(p, images):  # the forward alone: every layer's max, no state
+        x = fwd_model.preprocess(images.astype(jax.numpy.float32))
+        _, acts = fwd_model.forward_with(p, x, capture=layers, stop=stop)
+        return [a.max() for a in acts.values()]
+
+    def forward_only():
+        return [forward(params_d, images) for images, _ in dev]
+
     sync(in_memory())
+    sync(forward_only())
     t_mem = min(timed(in_memory) for _ in range(max(1, ctx.args.repeat)))
+    t_fwd = min(timed(forward_only) for _ in range(max(1, ctx.args.repeat)))
     flops = fl.forward_flops(model, size, 1, upto=layers[-1])
     ratio = t_mem / t_stream
     return [{
@@ -101,7 +116,9 @@ def case_examples(ctx: Ctx, n: int, size: int) -> list[dict]:
         "layers": len(layers), "k": 9, "workers": default_workers(),
         "baseline": "the same compiled update over pre-decoded images on the device",
         "streamed_s": t_stream, "cold_s": cold, "in_memory_s": t_mem,
-        "decode_s": t_decode,
+        "decode_s": t_decode, "forward_only_s": t_fwd,
+        "forward_only_images_per_s": n / t_fwd,
+        "state_update_overhead": t_mem / t_fwd - 1,
         "images_per_s": n / t_stream, "in_memory_images_per_s": n / t_mem,
         "decode_images_per_s": n / t_decode,
         "streamed_vs_in_memory": ratio, "target_ratio": TARGET_RATIO,

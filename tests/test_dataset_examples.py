@@ -263,10 +263,17 @@ _SCRIPT = textwrap.dedent("""
         jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2,
                                    process_id=pid)
     from tests.test_dataset_examples import K, LAYERS, MODEL, PARAMS, SIZE, make_images
-    if mode in ("slow", "resume"):
-        kw = dict(checkpoint=sys.argv[3], checkpoint_every=24,
-                  resume=mode == "resume")
-    progress = (lambda d, t: time.sleep(0.4)) if mode == "slow" else None
+    if mode in ("slow", "resume", "interrupt"):
+        kw = dict(checkpoint=sys.argv[3], resume=mode == "resume",
+                  checkpoint_every=10_000 if mode == "interrupt" else 24)
+    progress = None
+    if mode == "slow":
+        progress = lambda d, t: time.sleep(0.4)  # noqa: E731
+    if mode == "interrupt":  # say how far it got, slowly
+        def progress(d, t):
+            with open(sys.argv[4], "w") as f:
+                f.write(str(d))
+            time.sleep(0.3)
     res = jcv.dataset_examples(PARAMS, make_images(), layers=LAYERS, k=K,
                                model=MODEL, size=SIZE,
                                run=Run(batch_size=12, progress=progress), **kw)
@@ -351,6 +358,34 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, reference):
     assert not (tmp_path / "never").exists()
     q = _spawn(["resume", str(tmp_path / "r"), str(ck)])
     out, err = q.communicate(timeout=300)
+    assert q.returncode == 0, err[-3000:]
+    _same(DatasetExamples.load(tmp_path / "r"), reference)
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_then_resume_equals_uninterrupted(tmp_path, reference):
+    """SIGINT mid-way (no periodic checkpoint is due): the pass writes a
+    checkpoint, re-raises KeyboardInterrupt, and resuming gives the
+    uninterrupted result."""
+    ck, marker = tmp_path / "ck", tmp_path / "done.txt"
+    p = _spawn(["interrupt", str(tmp_path / "never"), str(ck), str(marker)])
+    t0 = time.time()
+
+    def done() -> int:
+        text = marker.read_text() if marker.exists() else ""
+        return int(text) if text.isdigit() else 0
+
+    while done() < 36:
+        assert p.poll() is None, p.communicate()[1][-3000:]
+        assert time.time() - t0 < 200
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode != 0 and "KeyboardInterrupt" in err
+    end = json.loads((ck / "checkpoint.json").read_text())["meta"]["end"]
+    assert 36 <= end < N
+    q = _spawn(["resume", str(tmp_path / "r"), str(ck)])
+    _, err = q.communicate(timeout=300)
     assert q.returncode == 0, err[-3000:]
     _same(DatasetExamples.load(tmp_path / "r"), reference)
 
