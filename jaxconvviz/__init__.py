@@ -118,6 +118,8 @@ _LAZY = {
     "load_vgg16": "models.weights",
     "read_keras_weights": "models.weights",
     "APPLICATIONS": "models.zoo",
+    "DatasetExamples": "dataset.result",
+    "dataset_examples": "dataset.examples",
     "load_application": "models.zoo",
     "plotting": None,  # the jaxconvviz.plotting package
     "overlay": "views.heatmaps",

@@ -175,17 +175,44 @@ def load_img(path, *, target_size: tuple[int, int] | None = None,
                 f"{target_size!r}."
             )
     check_image_path(path)
-    limit = max_image_pixels(max_pixels)
+    a, _ = _read(path, target_size, interpolation, color_mode,
+                 max_image_pixels(max_pixels), warn_tiny=True)
+    return a.astype(np.float32)
+
+
+def read_image_u8(path, *, target_size: tuple[int, int] | None = None,
+                  interpolation: str = "nearest",
+                  max_pixels: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """``(uint8 (h, w, 3) RGB, (orig_h, orig_w))``: :func:`load_img`'s pixels
+    (same conversions, same resize rule, same pixel limit) as uint8, plus
+    the file's own size; no tiny-image warning. For the dataset loader.
+
+    Raises:
+      InputError: unreadable image or over the pixel limit (one line).
+    """
+    path = Path(path)
+    if interpolation not in _INTERPOLATIONS:
+        raise InputError(
+            f"interpolation must be one of {sorted(_INTERPOLATIONS)}; got "
+            f"{interpolation!r}.")
+    return _read(path, target_size, interpolation, "rgb",
+                 max_image_pixels(max_pixels), warn_tiny=False)
+
+
+def _read(path: Path, target_size, interpolation: str, color_mode: str, limit: int,
+          *, warn_tiny: bool) -> tuple[np.ndarray, tuple[int, int]]:
     try:
         with _open_checked(path, limit) as img:
+            orig = (img.size[1], img.size[0])
             img = _to_8bit(img).convert("RGB").convert(_COLOR_MODES[color_mode])
-            _warn_tiny(path, img.size, target_size)
+            if warn_tiny:
+                _warn_tiny(path, img.size, target_size)
             if target_size is not None:
                 h, w = (int(v) for v in target_size)
                 if img.size != (w, h):  # Pillow sizes are (w, h)
                     img = img.resize((w, h), _INTERPOLATIONS[interpolation])
-            a = np.asarray(img, dtype=np.float32).copy()
-            return a[..., None] if a.ndim == 2 else a
+            a = np.array(img, dtype=np.uint8)
+            return (a[..., None] if a.ndim == 2 else a), orig
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         if isinstance(e, InputError):
             raise
@@ -203,7 +230,7 @@ def _warn_tiny(path: Path, size: tuple[int, int], target_size) -> None:
     else:
         what = "the network sees very few pixels; results mean little"
     warnings.warn(f"{str(path)!r} is only {w}x{h} px (under {MIN_SIDE} on a side): "
-                  f"{what}.", InputWarning, stacklevel=3)
+                  f"{what}.", InputWarning, stacklevel=4)
 
 
 def to_uint8(x) -> np.ndarray:
@@ -229,7 +256,7 @@ def save_image(array_u8, path) -> Path:
 
 
 __all__ = [
-    "load_img", "to_uint8", "save_image", "png_writer", "CAT_PHOTO",
+    "load_img", "read_image_u8", "to_uint8", "save_image", "png_writer", "CAT_PHOTO",
     "ELEPHANT_PHOTO", "MAX_IMAGE_PIXELS", "MAX_PIXELS_ENV", "MIN_SIDE",
     "max_image_pixels", "check_pixel_range", "PixelRangeWarning",
 ]

@@ -9,7 +9,7 @@ import pytest
 
 import jaxconvviz as jcv
 from jaxconvviz.models.convnet import ConvNet, Layer
-from jaxconvviz.report.receptive import crop_patch, receptive_field, top_units
+from jaxconvviz.models.receptive import crop_patch, receptive_field, top_units
 
 # Hand count for VGG16 (3x3 'same' convs, stride 1; 2x2/2 pools):
 # a 3x3 conv adds 2 * jump, a 2x2 pool adds 1 * jump and doubles the jump.

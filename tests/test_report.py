@@ -23,7 +23,7 @@ import pytest
 
 import jaxconvviz as jcv
 from jaxconvviz.cli import main
-from jaxconvviz.report.receptive import receptive_field, top_units
+from jaxconvviz.models.receptive import receptive_field, top_units
 
 LAYERS = ("block1_conv1", "block3_conv1")
 N_FILTERS = 3

@@ -35,9 +35,9 @@ from jaxconvviz.models.convnet import ConvNet
 from jaxconvviz.models.labels import decode_predictions
 from jaxconvviz.models.predict import activations, predict
 from jaxconvviz.models.preprocess import deprocess_image
+from jaxconvviz.models.receptive import crop_patch, receptive_field, top_units
 from jaxconvviz.report import encode
 from jaxconvviz.report import html as H
-from jaxconvviz.report.receptive import crop_patch, receptive_field, top_units
 from jaxconvviz.views.activation_grids import activation_grid
 from jaxconvviz.views.kernels import kernel_grid, weight_histogram
 
