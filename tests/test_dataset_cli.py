@@ -177,21 +177,12 @@ def tiny_keras(tmp_path_factory, tiny_model, tiny_params):
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    """A small folder of photos (crops and flips of the bundled two) with a
-    broken file in the middle."""
-    from PIL import Image
+    """A small image folder (tests/_dataset_fixtures.py): photo variants,
+    blobs, odd formats and bad files in the middle."""
+    from tests._dataset_fixtures import make_image_folder
 
-    d = tmp_path_factory.mktemp("photos")
-    for n, src in enumerate((jcv.CAT_PHOTO, jcv.ELEPHANT_PHOTO)):
-        with Image.open(src) as im:
-            a = np.asarray(im.convert("RGB"))
-        h, w = a.shape[:2]
-        for j, (y, x) in enumerate(((0, 0), (h // 3, w // 4), (h // 5, w // 2))):
-            c = a[y: y + h // 2, x: x + w // 2]
-            Image.fromarray(c).save(d / f"{n}_{j}.png")
-            Image.fromarray(c[:, ::-1]).save(d / f"{n}_{j}_flip.jpg", quality=90)
-    (d / "1_1_zz_broken.png").write_bytes(b"")
-    return d
+    return make_image_folder(tmp_path_factory.mktemp("photos"), n_photos=8,
+                             n_blobs=2)
 
 
 def _one_line(capsys, *needles):
@@ -213,7 +204,7 @@ def _one_line(capsys, *needles):
 def test_bad_arguments_are_one_line_exit_2(extra, needle, tiny_keras, photos,
                                            tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["examples", str(photos), "--model", str(tiny_keras), "--out", str(out),
+    argv = ["examples", str(photos.root), "--model", str(tiny_keras), "--out", str(out),
             *extra]
     assert main(argv) == 2
     _one_line(capsys, "jaxconvviz examples: error:", needle)
@@ -346,3 +337,117 @@ def test_report_refuses_examples_of_another_model(tmp_path, tiny_model, tiny_par
                      key=__import__("jax").random.key(0), layers=LAYERS,
                      filters_per_layer=2, size=32, steps=1, style="book",
                      cam_methods=["gradcam"], examples=res)
+
+
+# ------------------------------------------------------------ end to end
+def _run_examples(tiny_keras, photos, out, *extra):
+    return main(["examples", str(photos.root), "--model", str(tiny_keras),
+                 "--preprocess", "caffe", "--layers", *LAYERS, "--k", "4",
+                 "--out", str(out), "--batch-size", "4", "--unit-figures", "2",
+                 "--crop-size", "32", *extra])
+
+
+@pytest.fixture(scope="module")
+def examples_run(tmp_path_factory, tiny_keras, photos):
+    out = tmp_path_factory.mktemp("ex") / "out"
+    assert _run_examples(tiny_keras, photos, out) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_examples_end_to_end(examples_run, photos, tiny_keras, tiny_model,
+                             tiny_params):
+    from jaxconvviz.dataset import DatasetExamples
+
+    out = examples_run
+    assert not (out / "checkpoint").exists()
+    res = DatasetExamples.load(out / "result")
+    assert list(res.layers) == list(LAYERS) and res.k == 4
+    assert sorted(b[1] for b in res.bad) == sorted(photos.bad)
+    assert [b[0] for b in res.bad] == photos.bad_indices
+    # the same pass through the library gives the same examples
+    model = jcv.load_keras_model(tiny_keras)[0].clone(preprocessing="caffe",
+                                                      parent=None)
+    with pytest.warns(Warning, match="skipped image"):
+        ref = jcv.dataset_examples(jcv.load_keras_model(tiny_keras)[1],
+                                   str(photos.root), layers=LAYERS, k=4, model=model)
+    for layer in LAYERS:
+        a, b = res.layers[layer], ref.layers[layer]
+        np.testing.assert_array_equal(a.index, b.index)
+        np.testing.assert_allclose(a.value, b.value, rtol=1e-5)
+    rows = list(csv.DictReader(io.StringIO((out / "stats.csv").read_text())))
+    assert len(rows) == sum(tiny_model.channels(x) for x in LAYERS)
+    for r in rows:
+        ex = res.layers[r["layer"]]
+        u = int(r["unit"])
+        for f in ("mean", "std", "max", "frac_pos"):
+            assert float(r[f]) == pytest.approx(float(getattr(ex, f)[u]), rel=1e-6,
+                                                abs=1e-12)
+        assert float(r["selectivity"]) == pytest.approx(
+            float(ex.selectivity()[u]), rel=1e-6, abs=1e-7)
+        assert r["dead"] == str(int(u in ex.dead()))
+    for layer in LAYERS:
+        _png(out / f"{layer}_units.png")
+        _png(out / f"{layer}_lists.png")
+        want = dataset_pages.by_selectivity(res.layers[layer])[:2]
+        assert {p.stem for p in (out / "units").glob(f"{layer}_*.png")} == {
+            f"{layer}_{u}" for u in want}
+
+
+@pytest.mark.slow
+def test_examples_interrupted_then_resumed(tmp_path, tiny_keras, photos,
+                                           examples_run, monkeypatch, capsys):
+    """Ctrl-C mid-way leaves a checkpoint; a plain rerun refuses it, --resume
+    finishes with the uninterrupted result and removes it."""
+    from jaxconvviz.dataset import DatasetExamples, stream
+
+    calls = {"n": 0}
+    real = stream.update
+
+    def interrupt_third(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(stream, "update", interrupt_third)
+    assert _run_examples(tiny_keras, photos, out, "--checkpoint-every", "4") == 130
+    monkeypatch.setattr(stream, "update", real)
+    cap = capsys.readouterr()
+    assert "interrupted: the checkpoint in" in cap.out, cap
+    assert (out / "checkpoint").is_dir() and not (out / "result").exists()
+    assert _run_examples(tiny_keras, photos, out) == 2
+    _one_line(capsys, "holds an unfinished run; pass --resume")
+    assert _run_examples(tiny_keras, photos, out, "--resume") == 0
+    assert "(resuming)" in capsys.readouterr().out
+    assert not (out / "checkpoint").exists()
+    a = DatasetExamples.load(out / "result")
+    b = DatasetExamples.load(examples_run / "result")
+    for layer in LAYERS:
+        np.testing.assert_array_equal(a.layers[layer].index, b.layers[layer].index)
+        np.testing.assert_array_equal(a.layers[layer].value, b.layers[layer].value)
+    assert (out / "stats.csv").read_text() == (examples_run / "stats.csv").read_text()
+
+
+@pytest.mark.slow
+def test_report_from_a_finished_examples_run(examples_run, tiny_keras, tmp_path,
+                                             capsys):
+    out = tmp_path / "rep"
+    argv = ["report", "--model", str(tiny_keras), "--preprocess", "caffe",
+            "--out", str(out), "--filters-per-layer", "3", "--size", "32",
+            "--steps", "1", "--style", "book", "--cams", "gradcam", "--top-k", "2"]
+    assert main([*argv, "--examples", str(examples_run)]) == 0
+    # --layers defaults to the examples' layers
+    assert sorted(p.stem for p in (out / "layers").glob("*.html")) == sorted(LAYERS)
+    unit = (out / "units" / LAYERS[1] / "0.html").read_text()
+    assert 'class="dsx"' in unit and "dataset examples</b>" in unit
+    assert main([*argv, "--out", str(tmp_path / "x"), "--examples",
+                 str(tmp_path)]) == 2
+    _one_line(capsys, "--examples", "holds no finished result")
+    assert main([*argv, "--out", str(tmp_path / "x"), "--examples",
+                 str(examples_run), "--layers", "block2_conv1"]) == 2
+    _one_line(capsys, "examples must hold layer 'block2_conv1'")
+    assert main([*argv, "--out", str(tmp_path / "x"), "--examples",
+                 str(examples_run), "--dataset", "x"]) == 2
+    _one_line(capsys, "use --dataset or --examples, not both")

@@ -216,7 +216,7 @@ def write_outputs(result, d: Path, *, desc: str = "", unit_figures: int = 8,
                           d / "stats.csv")
     n_img = len(result.names) - len(result.bad)
     source = f"{desc}; {n_img:,} images" + (
-        f" ({len(result.bad)} unreadable, skipped)" if result.bad else "")
+        f"; {len(result.bad)} unreadable file(s) skipped" if result.bad else "")
     n_figs = 0
     for layer in result.layers:
         s = layer_summary(result, layer, crop_size=crop_size)

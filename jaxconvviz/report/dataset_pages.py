@@ -185,7 +185,8 @@ class DatasetPages:
                  f"selectivity {sel:.3g}")
         n = len(self.result.names) - len(self.result.bad)
         return (f'<figure class="dsx"><div class="dsx-grid">{"".join(cells)}</div>'
-                f"<figcaption>top {int(ok.sum())} dataset examples of {n:,} images, "
+                f"<figcaption><b>top {int(ok.sum())} dataset examples</b> of {n:,} "
+                "images, "
                 f"cropped to the receptive field in the original file; {stats}"
                 "</figcaption></figure>")
 
@@ -222,7 +223,7 @@ class DatasetPages:
                   f"<p>No unit is dead over the dataset: every one of the "
                   f"{len(sel)} is positive somewhere in the {n:,} images.</p>")
         table = H.table(["unit", "top example", "selectivity", "max", "mean",
-                         "&gt;0"], rows, numeric=(2, 3, 4, 5))
+                         "> 0"], rows, numeric=(2, 3, 4, 5))
         return f"""<h2>Dataset: units by selectivity</h2>
 {dead_p}
 <p class="muted">Over {n:,} dataset images; units sorted by selectivity (most
