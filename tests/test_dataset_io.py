@@ -16,6 +16,7 @@ from jaxconvviz._atomic import atomic_write
 from jaxconvviz.dataset import checkpoint
 from jaxconvviz.dataset.loader import BadImageWarning, iterate, shard_positions
 from jaxconvviz.dataset.sources import (
+    DEMO_PHOTOS,
     BadImage,
     Transform,
     decode,
@@ -116,6 +117,25 @@ def test_refused_before_any_compute(tmp_path, folder):
             locked.chmod(0o755)
 
 
+def test_unreadable_subfolder_warns_and_unreadable_root_refuses(tmp_path, monkeypatch):
+    from jaxconvviz.dataset import sources
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    real = os.walk
+
+    def walk(top, onerror=None, **kw):
+        onerror(PermissionError(13, "Permission denied", str(tmp_path / "sub")))
+        yield from real(top, onerror=onerror, **kw)
+
+    monkeypatch.setattr(sources.os, "walk", walk)
+    with pytest.warns(InputWarning, match=r"1 folder\(s\) under .* cannot be read "
+                                          r"\('.*sub': Permission denied\)"):
+        assert len(open_source(tmp_path)) == 1
+    (tmp_path / "a.png").unlink()
+    with pytest.raises(InputError, match="cannot read folder '.*sub': Permission"):
+        open_source(tmp_path)
+
+
 def test_fingerprint_tracks_names_and_sizes(tmp_path):
     for k in range(3):
         Image.new("RGB", (8, 8), (k, 0, 0)).save(tmp_path / f"{k}.png")
@@ -132,6 +152,23 @@ def test_fingerprint_tracks_names_and_sizes(tmp_path):
     assert open_source(x).fingerprint() == open_source(x.copy()).fingerprint()
     assert open_source(x).fingerprint() != open_source(y).fingerprint()
     assert open_source(x).paths is None and open_source(x).name(1) == "array[1]"
+    assert open_source(tmp_path).root == str(tmp_path)
+
+
+def test_demo_photos_are_small_licensed_and_all_decode():
+    ds = open_source(DEMO_PHOTOS)
+    assert len(ds) == 37
+    notes = (DEMO_PHOTOS.parent / "LICENSE-NOTES.md").read_text()
+    stems = {Path(p).stem.rsplit("_", 1)[0] for p in ds.paths}
+    assert len(stems) == 10 and all(f"`{s}_0" in notes for s in stems)
+    assert sum(os.path.getsize(p) for p in ds.paths) < 400_000
+    means = []
+    for i in range(len(ds)):
+        assert os.path.getsize(ds.name(i)) <= 20_000
+        a, t = decode(ds, i, size=224)
+        assert t.orig_hw == (160, 160)
+        means.append(a.reshape(-1, 3).mean(0))
+    assert np.ptp(np.array(means), axis=0).min() > 60  # varied photos, not one
 
 
 # ------------------------------------------------------------------- decode
@@ -193,12 +230,72 @@ def test_decode_bad_files_raise_badimage_with_reason(folder):
         assert "\n" not in e.value.reason
 
 
+def test_fuzzed_files_are_decoded_or_bad_never_an_error(tmp_path):
+    """Random byte flips and cuts of every format: decode returns an image or
+    raises BadImage, and iterate accounts for every index exactly once."""
+    rng = np.random.default_rng(7)
+    with Image.open(CAT_PHOTO) as im:
+        base = im.convert("RGB").crop((100, 50, 164, 98))
+    blobs = {}
+    for fmt, ext in [("JPEG", "jpg"), ("PNG", "png"), ("GIF", "gif"),
+                     ("WEBP", "webp"), ("BMP", "bmp")]:
+        buf = __import__("io").BytesIO()
+        base.save(buf, format=fmt)
+        blobs[ext] = buf.getvalue()
+    k = 0
+    for ext, data in blobs.items():
+        for _ in range(12):
+            b = bytearray(data)
+            if rng.random() < 0.5:
+                b = b[: int(rng.integers(1, len(b)))]
+            else:
+                where = rng.integers(min(8, len(b) - 1), len(b), size=8)
+                b_arr = np.frombuffer(bytes(b), np.uint8).copy()
+                b_arr[where] = rng.integers(0, 256, size=8)
+                b = bytearray(b_arr.tobytes())
+            (tmp_path / f"{k:03d}.{ext}").write_bytes(bytes(b))
+            k += 1
+    ds = open_source(tmp_path)
+    assert len(ds) == 60
+    outcome = {}
+    for i in range(len(ds)):
+        try:
+            a, _ = decode(ds, i, size=24)
+            assert a.shape == (24, 24, 3) and a.dtype == np.uint8
+            outcome[i] = "ok"
+        except BadImage as e:
+            assert e.reason and "\n" not in e.reason
+            outcome[i] = "bad"
+    assert "bad" in outcome.values()
+    batches, warned = _collect(ds, size=24, batch_size=7, workers=2)
+    index = np.concatenate([b.index for b in batches])
+    bad = [i for b in batches for i, _, _ in b.bad]
+    assert sorted(index[index >= 0].tolist() + bad) == list(range(len(ds)))
+    assert bad == [i for i, v in outcome.items() if v == "bad"]
+    assert len(warned) == len(bad)
+
+
 def test_decode_respects_pixel_limit_env(monkeypatch, folder):
     ds = open_source(folder.root)
     i = folder.good_indices[0]
     monkeypatch.setenv("JAXCONVVIZ_MAX_IMAGE_PIXELS", "100")
     with pytest.raises(BadImage, match="over the limit of 100"):
         decode(ds, i, size=8)
+
+
+def test_decoding_threads_leave_warnings_and_pillow_state_alone(folder, monkeypatch):
+    """Pillow's own bomb limit (a global, here 1,000 pixels) is neither used
+    nor changed, nothing touches the process-wide warning filters from a
+    worker thread, and the only warnings are the bad files'."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    filters = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        batches = list(iterate(folder.root, size=16, batch_size=3, workers=4))
+    assert Image.MAX_IMAGE_PIXELS == 1000 and warnings.filters == filters
+    assert [type(x.message) for x in w] == [BadImageWarning] * 4
+    index = np.concatenate([b.index for b in batches])
+    assert (index >= 0).sum() == len(folder.good_indices)
 
 
 def test_transform_maps_boxes_to_original_pixels():
@@ -228,6 +325,18 @@ def test_transform_maps_boxes_to_original_pixels():
     assert back.orig_hw == (300, 451)
     assert back.to_original(0, 10, 100, 112) == (0, 14, 201, 226)
     assert back.to_original(-5, 3, 220, 240) == (0, 5, 442, 451)
+    # Storing as float32 loses nothing for the Keras rule, whatever the sizes.
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(1, 5000, 2))
+        size = int(rng.choice([32, 64, 96, 224, 299, 331, 512]))
+        t = Transform.resize((h, w), size)
+        assert Transform.from_array(t.as_array()) == t
+        y0, x0 = rng.integers(-50, size, 2)
+        assert t.to_original(y0, y0 + 17, x0, x0 + 33)[1] <= h
+    odd = Transform((10, 20), (0.5, 0.25), (3.0, 1.0))  # a non-Keras transform
+    assert Transform.from_array(odd.as_array()) == odd
+    assert odd.to_original(0, 4, 0, 8) == (3, 5, 1, 3)
 
 
 def test_array_and_grain_sources_decode_by_the_same_rule(tmp_path):
@@ -332,6 +441,53 @@ def test_iterate_shards_cover_every_index_exactly_once(count, batch_size, start)
     pos = shard_positions(n, batch_size=batch_size, start=start, shard=(0, count))
     np.testing.assert_array_equal(pos[:, 0], [start + s * batch_size * count
                                               for s in range(len(pos))])
+
+
+def test_iterate_decodes_ahead_while_the_consumer_computes():
+    """A source whose reads take 50 ms (I/O: the GIL is free) and a consumer
+    that 'computes' 200 ms per batch of 4: serial, 16 images cost 0.8 s of
+    reading + 0.8 s of compute; grain's threads read ahead during compute."""
+    x = np.arange(16, dtype=np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 3),
+                                                                     np.uint8)
+
+    class Slow:
+        def __len__(self):
+            return len(x)
+
+        def __getitem__(self, i):
+            time.sleep(0.05)
+            return x[i]
+
+    def run(workers):
+        t = time.perf_counter()
+        seen = []
+        for b in iterate(Slow(), size=8, batch_size=4, workers=workers, prefetch=2):
+            time.sleep(0.2)
+            seen.extend(b.index.tolist())
+        assert seen == list(range(16))
+        return time.perf_counter() - t
+
+    import grain  # noqa: F401 -- imported once, outside the timing
+
+    serial, overlapped = run(0), run(4)
+    assert serial >= 1.6
+    assert overlapped < 0.75 * serial, (serial, overlapped)
+
+
+def test_iterate_stops_its_threads_when_the_consumer_stops(folder):
+    import threading
+
+    def grain_threads():
+        return [t for t in threading.enumerate() if t.name.startswith("grain")]
+
+    it = iterate(folder.root, size=16, batch_size=2, workers=3)
+    first = next(it)
+    assert first.index.tolist() == [0, 1]
+    it.close()  # what a break, an exception or Ctrl-C in the loop does
+    deadline = time.monotonic() + 5
+    while grain_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert grain_threads() == []
 
 
 def test_iterate_resumes_at_end(folder):

@@ -18,9 +18,23 @@ GIL while it decodes and resizes (the whole cost of an image), so threads
 scale; processes would have to fork a process in which JAX already runs
 threads (unsafe: JAX warns that ``os.fork()`` may deadlock) or spawn fresh
 interpreters that re-import JAX and need a picklable source, and every
-decoded batch would cross a pipe or shared memory. Measured on the 2-core
-dev machine (200 JPEGs 640x480 -> 224 px, ``iterate`` alone): see
-``docs/benchmarks.md`` / the helper report.
+decoded batch would cross a pipe or shared memory.
+
+Measured (200 JPEGs 640x480, quality 90 -> 224 px, batch 32, 2-core dev VM
+shared with other jobs, load average ~7): decoding costs 2.75 ms of CPU per
+image (``iterate`` adds 0.13 ms per image of grain bookkeeping with threads);
+``iterate`` alone gave 147 / 138 / 137 / 141 images/s with 0 / 1 / 2 / 4
+threads (the CPUs were saturated by other jobs, so threads could not add
+any); with a consumer that sleeps 0.25 s per batch, as an accelerator step
+would, 2 threads gave 105 images/s against 71 with none (the ideal
+overlap, max(decode, compute), is 114). ``tests/test_dataset_io.py`` checks
+the overlap with a slow source.
+
+Memory: a file is refused from its header when over the pixel limit
+(:func:`jaxconvviz.images.max_image_pixels`); below it, each thread holds
+at most one decoded image (3 bytes a pixel, twice during a mode
+conversion), plus ``prefetch * batch_size`` decoded ``size x size`` images
+waiting in grain's buffer.
 
 Bad files never stop the stream: a worker turns :class:`BadImage` into a
 record, the consumer puts ``index = -1`` and zeros in that slot, appends
@@ -168,23 +182,39 @@ def _load(ds: DataSource, n: int, size: int, pos: int):
 
 
 def _records(ds, n, size, flat: np.ndarray, workers: int, buffer: int):
-    if workers == 0:
-        for pos in flat:
-            yield _load(ds, n, size, int(pos))
-        return
+    """An iterator of ``_load`` records for positions ``flat``, and its
+    ``close``. With workers, grain's threads start decoding now (before the
+    first ``next``: the first batch overlaps the caller's compile)."""
+    if workers == 0 or len(flat) == 0:
+        return (_load(ds, n, size, int(p)) for p in flat), lambda: None
     import grain
 
     dataset = grain.MapDataset.range(len(flat)).map(
         lambda j: _load(ds, n, size, int(flat[j])))
     opts = grain.ReadOptions(num_threads=workers, prefetch_buffer_size=max(buffer, 1))
-    yield from dataset.to_iter_dataset(opts)
+    it = iter(dataset.to_iter_dataset(opts))
+    start = getattr(it, "start_prefetch", None)
+    if start is not None:
+        start()
+    return it, getattr(it, "close", lambda: None)
 
 
 def _batches(ds, n, size, batch_size, start, shard, workers, prefetch):
     pos = shard_positions(n, batch_size=batch_size, start=start, shard=shard)
+    records, close = _records(ds, n, size, pos.reshape(-1), workers,
+                              max(prefetch, 1) * batch_size)
+    return _assemble(ds, n, size, batch_size, start, shard, pos, records, close)
+
+
+def _assemble(ds, n, size, batch_size, start, shard, pos, records, close):
+    try:
+        yield from _steps(ds, n, size, batch_size, start, shard, pos, records)
+    finally:  # also on break / KeyboardInterrupt: stop grain's threads
+        close()
+
+
+def _steps(ds, n, size, batch_size, start, shard, pos, records):
     step = batch_size * shard[1]
-    records = _records(ds, n, size, pos.reshape(-1), workers,
-                       max(prefetch, 1) * batch_size)
     for s in range(len(pos)):
         images = np.zeros((batch_size, size, size, 3), np.uint8)
         index = np.full((batch_size,), -1, np.int32)

@@ -9,10 +9,11 @@ reads image ``i`` resized to the model's input the way Keras'
 :class:`Transform` that maps model-input pixels back to the original file.
 
 Order:
-  - folder: every file under it (recursively, symlinks to files followed,
-    hidden files and folders -- names starting with ``.`` -- skipped) whose
-    suffix is one of :data:`IMAGE_SUFFIXES` (any case), sorted by the path
-    relative to the folder (``/``-separated, code-point order);
+  - folder: every file under it (recursively; symlinks to files followed,
+    symlinks to folders not, so no loops; hidden files and folders -- names
+    starting with ``.`` -- skipped) whose suffix is one of
+    :data:`IMAGE_SUFFIXES` (any case), sorted by the path relative to the
+    folder (``/``-separated, code-point order);
   - glob (a string with ``*``, ``?`` or ``[``; ``**`` recurses): the matching
     files, sorted, whatever their suffix;
   - list/tuple of paths, ``.txt`` file (one path a line, blank lines and
@@ -45,19 +46,20 @@ from __future__ import annotations
 import glob as _glob
 import hashlib
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from jaxconvviz.errors import InputError, InputTypeError
+from jaxconvviz.errors import InputError, InputTypeError, InputWarning
 from jaxconvviz.images import read_image_u8
 from jaxconvviz.pixels import check_pixel_range
 
 __all__ = [
-    "BadImage", "DataSource", "IMAGE_SUFFIXES", "RESIZE_RULE", "Transform",
-    "decode", "open_source",
+    "BadImage", "DataSource", "DEMO_PHOTOS", "IMAGE_SUFFIXES", "RESIZE_RULE",
+    "Transform", "decode", "open_source",
 ]
 
 #: Suffixes a folder source picks up (compared in lower case).
@@ -68,6 +70,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 #: image to ``size x size`` (no aspect-preserving crop, no padding) with
 #: Pillow's *nearest* filter; an image already ``size x size`` is untouched.
 RESIZE_RULE = "keras-load_img: whole image resized to size x size, PIL nearest"
+
+#: The demo dataset: 37 small (160 px) JPEG crops of public-domain / CC0 /
+#: CDLA-Permissive photos -- elephants, a cat, an astronaut, coffee, a rocket
+#: launch, galaxies, a photographer, grass, gravel, bricks -- shipped with the
+#: package (sources and licences: ``jaxconvviz/data/LICENSE-NOTES.md``).
+DEMO_PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos"
 
 _GLOB_CHARS = "*?["
 
@@ -128,9 +136,16 @@ class Transform(NamedTuple):
     @classmethod
     def from_array(cls, a) -> Transform:
         """Inverse of :meth:`as_array` (one row of an ``(n, 6)`` array).
-        float32 holds sizes up to 2**24 exactly; ``scale`` is recomputed in
-        float64 from the size when it is the Keras rule's."""
+        float32 holds sizes up to 2**24 exactly; a Keras-rule ``scale`` (no
+        offset, ``orig / size`` for one integer ``size`` on both axes) is
+        recomputed in float64, so boxes map exactly as before storing."""
         a = np.asarray(a, np.float64).reshape(6)
+        h, w, sy, sx = a[:4]
+        if sy > 0 and sx > 0 and a[4] == 0 and a[5] == 0:
+            size = round(h / sy)
+            if size >= 1 and round(w / sx) == size and all(
+                    abs(o / size - s) <= 1e-6 * s for o, s in ((h, sy), (w, sx))):
+                return cls.resize((int(round(h)), int(round(w))), int(size))
         return cls((int(round(a[0])), int(round(a[1]))), (float(a[2]), float(a[3])),
                    (float(a[4]), float(a[5])))
 
@@ -152,6 +167,8 @@ class DataSource:
                  kind: str = "files",
                  digest: str = ""):
         self.paths = paths
+        #: The folder of a folder source (names are under it), else None.
+        self.root: str | None = None
         self._sizes = sizes
         self._items = items
         self.what = what
@@ -208,6 +225,12 @@ def _walk(root: Path) -> list[str]:
     if errors and not out:
         e = errors[0]
         raise InputError(f"cannot read folder {e.filename!r}: {e.strerror}.")
+    if errors:
+        e = errors[0]
+        more = f" and {len(errors) - 1} more" if len(errors) > 1 else ""
+        warnings.warn(f"{len(errors)} folder(s) under {str(root)!r} cannot be read "
+                      f"({e.filename!r}: {e.strerror}{more}); their images are left "
+                      "out.", InputWarning, stacklevel=3)
     out.sort(key=lambda p: Path(p).relative_to(root).as_posix())
     return out
 
@@ -299,9 +322,11 @@ def open_source(source, *, what: str = "source") -> DataSource:
                 paths = _walk(p)
             except PermissionError as e:
                 raise InputError(f"{what}: cannot read folder {s!r}: {e}.") from None
-            return _from_paths(paths, what, "folder",
+            ds = _from_paths(paths, what, "folder",
                                f"folder {s!r} (looked for {', '.join(IMAGE_SUFFIXES)}, "
                                "recursively)")
+            ds.root = str(p)
+            return ds
         if p.is_file():
             if p.suffix.lower() == ".txt":
                 return _from_paths(_read_list(p, what), what, "list",
@@ -328,9 +353,12 @@ def open_source(source, *, what: str = "source") -> DataSource:
         if n == 0:
             raise InputError(f"{what}: the data source {type(source).__name__} is "
                              "empty.")
+        cls = type(source)
+        # A repr is part of the fingerprint only when the class wrote one
+        # (object's default names a memory address, new in every run).
+        text = repr(source) if cls.__repr__ is not object.__repr__ else ""
         return DataSource(items=_GrainItems(source, n), what=what, kind="grain",
-                          digest=f"{type(source).__module__}.{type(source).__qualname__}"
-                                 f"\n{source!r}")
+                          digest=f"{cls.__module__}.{cls.__qualname__}\n{text}")
     raise InputTypeError(
         f"{what} must be a folder, glob, list of paths, .txt file, image array or "
         f"grain data source; got {type(source).__name__}.")
@@ -365,7 +393,7 @@ def _array_u8(a, what: str) -> np.ndarray:
         a = np.repeat(a, 3, axis=-1)
     a = a[..., :3]
     if a.dtype == np.uint8:
-        return np.ascontiguousarray(a)
+        return np.array(a, copy=True)  # never a view of the caller's array
     if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
         raise BadImage(f"{what} has dtype {a.dtype}, not uint8 or float")
     a = a.astype(np.float32)
@@ -406,9 +434,12 @@ def decode(ds: DataSource, i: int, *, size: int) -> tuple[np.ndarray, Transform]
             raise BadImage(text[len(prefix):] if text.startswith(prefix) else text
                            ) from None
         except MemoryError:
-            raise BadImage(f"{str(item)!r}: out of memory while decoding") from None
+            raise BadImage("out of memory while decoding") from None
         except OSError as e:  # vanished, permission
-            raise BadImage(f"{str(item)!r} cannot be read: {e.strerror or e}") from None
+            raise BadImage(f"cannot be read: {e.strerror or e}") from None
+        except Exception as e:  # noqa: BLE001 -- a malformed file may raise anything
+            text = str(e).splitlines()[0] if str(e) else ""
+            raise BadImage(f"cannot be decoded ({type(e).__name__}: {text})") from None
         return a, Transform.resize(orig, size)
     a = _array_u8(item, ds.name(i))
     return _resize_array(a, size), Transform.resize(a.shape[:2], size)
