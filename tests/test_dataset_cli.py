@@ -142,7 +142,7 @@ def test_figures_show_crops_values_names_and_dead_units(tmp_path):
     fig = plot_layer_examples(crops[np.arange(20) % 9], np.arange(20.0), layer="L",
                               dead=dead, n_cols=8)
     assert "20 units, 2 dead" in fig.texts[0].get_text()
-    assert sum(t.get_text() == "dead" for ax in fig.axes for t in ax.texts) == 2
+    assert sum(t.get_text() == "dead" for t in fig.axes[0].texts) == 2
     fig.savefig(tmp_path / "layer.png")
     _png(tmp_path / "layer.png")
 
