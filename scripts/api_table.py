@@ -24,6 +24,7 @@ SECTIONS = [
     ("jaxconvviz.featureviz", "Feature visualization"),
     ("jaxconvviz.attribution", "Attribution"),
     ("jaxconvviz.views", "Views"),
+    ("jaxconvviz.dataset", "Datasets"),
     ("jaxconvviz.report", "Report"),
     ("jaxconvviz", "Images, devices, errors"),
 ]

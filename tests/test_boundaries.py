@@ -23,7 +23,7 @@ IO_MODULES = re.compile(
     r"|report(\..*)?|models\.weights(\..*)?"
     r"|models\.keras_import|models\.keras_export|models\.zoo(\..*)?"
     r"|views\.heatmaps"
-    r"|dataset(\.(sources|loader|checkpoint|examples|crops|result))?)$")
+    r"|dataset\.(sources|loader|checkpoint|examples|crops|result))$")
 
 
 def _modules() -> list[str]:

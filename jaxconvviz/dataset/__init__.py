@@ -10,13 +10,31 @@ order (:mod:`~jaxconvviz.dataset.sources`), decoded batches
 (:mod:`~jaxconvviz.dataset.loader`), atomic checkpoints
 (:mod:`~jaxconvviz.dataset.checkpoint`).
 
-This package is IO (it reads image files through Pillow); only
-:mod:`~jaxconvviz.dataset.stream` is compute.
+Its modules read image files through Pillow, except
+:mod:`~jaxconvviz.dataset.stream` (compute); so that importing that one
+pulls in no Pillow, the names below load on first use (PEP 562).
 """
 
-from jaxconvviz.dataset.crops import example_boxes, example_crops
-from jaxconvviz.dataset.examples import dataset_examples
-from jaxconvviz.dataset.result import DatasetExamples, LayerExamples
+import importlib
 
-__all__ = ["DatasetExamples", "LayerExamples", "dataset_examples", "example_boxes",
-           "example_crops"]
+#: Public name -> its module.
+_LAZY = {
+    "DatasetExamples": "result",
+    "LayerExamples": "result",
+    "dataset_examples": "examples",
+    "example_boxes": "crops",
+    "example_crops": "crops",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = sorted(_LAZY)
