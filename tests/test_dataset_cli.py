@@ -451,3 +451,53 @@ def test_report_from_a_finished_examples_run(examples_run, tiny_keras, tmp_path,
     assert main([*argv, "--out", str(tmp_path / "x"), "--examples",
                  str(examples_run), "--dataset", "x"]) == 2
     _one_line(capsys, "use --dataset or --examples, not both")
+
+
+@pytest.mark.slow
+def test_two_processes_write_once_the_single_process_result(tmp_path, tiny_keras,
+                                                             photos, examples_run):
+    """``--distributed`` over 2 processes (jax.distributed on 127.0.0.1): each
+    reads its shard, process 0 writes, and the result is the 1-process one."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from jaxconvviz.dataset import DatasetExamples
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    root = Path(__file__).resolve().parents[1]
+    procs = []
+    for pid in (0, 1):
+        env = {**os.environ, "PYTHONPATH": str(root), "JAX_PLATFORMS": "cpu",
+               "XLA_FLAGS": "", "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+               "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(pid)}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "jaxconvviz", "--cpu-devices", "1", "examples",
+             str(photos.root), "--model", str(tiny_keras), "--preprocess", "caffe",
+             "--layers", *LAYERS, "--k", "4", "--out", str(out), "--batch-size",
+             "2", "--unit-figures", "2", "--crop-size", "32", "--distributed"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=300))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (_o, e) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, e[-3000:]
+    assert "wrote" in outs[0][0] and "wrote" not in outs[1][0]
+    a = DatasetExamples.load(out / "result")
+    b = DatasetExamples.load(examples_run / "result")
+    for layer in LAYERS:
+        np.testing.assert_array_equal(a.layers[layer].index, b.layers[layer].index)
+        np.testing.assert_allclose(a.layers[layer].value, b.layers[layer].value,
+                                   rtol=1e-5)
+    assert not (out / "checkpoint").exists()
+    assert sorted(p.name for p in (out / "units").iterdir()) == sorted(
+        p.name for p in (examples_run / "units").iterdir())

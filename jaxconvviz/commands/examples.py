@@ -162,10 +162,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _compute(args, ds, model, params, layers, ckpt):
+    import jax
+
     import jaxconvviz as jcv
     from jaxconvviz.run import Run
-
-    import jax
 
     run = Run(batch_size=args.batch_size, progress=jax.process_index() == 0)
     try:

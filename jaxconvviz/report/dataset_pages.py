@@ -167,8 +167,8 @@ class DatasetPages:
         cells = []
         for r in np.flatnonzero(ok):
             box = ux.boxes[r]
-            where = ("" if box is None else
-                     f", original px y {box[0]}..{box[1] - 1}, x {box[2]}..{box[3] - 1}")
+            where = ("" if box is None else f", original px y {box[0]}.."
+                     f"{box[1] - 1}, x {box[2]}..{box[3] - 1}")
             cells.append(
                 f'<figure><img src="{root}{sp}" alt="dataset example {r + 1}" '
                 f'width="{CROP_PX}" height="{CROP_PX}" style="width:{CROP_PX}px;'
