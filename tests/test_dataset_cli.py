@@ -451,6 +451,11 @@ def test_report_from_a_finished_examples_run(examples_run, tiny_keras, tmp_path,
     assert main([*argv, "--out", str(tmp_path / "x"), "--examples",
                  str(examples_run), "--dataset", "x"]) == 2
     _one_line(capsys, "use --dataset or --examples, not both")
+    (tmp_path / "empty").mkdir()
+    assert main([*argv, "--out", str(tmp_path / "x"), "--dataset",
+                 str(tmp_path / "empty")]) == 2
+    _one_line(capsys, "--dataset: no images in folder")
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow

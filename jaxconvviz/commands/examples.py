@@ -136,9 +136,13 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{str(ckpt)!r} holds an unfinished run; pass --resume to "
                        "continue it, or remove that folder to start again.")
     if args.distributed:
-        from jaxconvviz.commands.atlas import _init_distributed
+        import os
 
-        _init_distributed()
+        import jax
+
+        env = (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID"))
+        jax.distributed.initialize(**{k: int(os.environ[v]) for k, v in env
+                                      if v in os.environ})
     import jax
 
     model, params, desc = load_model_and_params(args, include_top=False)
@@ -164,12 +168,12 @@ def run(args: argparse.Namespace) -> int:
 def _compute(args, ds, model, params, layers, ckpt):
     import jax
 
-    import jaxconvviz as jcv
+    from jaxconvviz.dataset import dataset_examples
     from jaxconvviz.run import Run
 
     run = Run(batch_size=args.batch_size, progress=jax.process_index() == 0)
     try:
-        return jcv.dataset_examples(
+        return dataset_examples(
             params, ds, layers=layers, k=args.k, model=model, run=run,
             border=args.border, checkpoint=str(ckpt),
             checkpoint_every=args.checkpoint_every, resume=args.resume,

@@ -185,6 +185,10 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--dataset must name a folder, a glob or a .txt file of "
                        "paths; got an empty string.")
     loaded = _load_examples(args.examples) if args.examples is not None else None
+    if args.dataset is not None:  # refuse an empty or unreadable one now
+        from jaxconvviz.dataset.sources import open_source
+
+        args.dataset_source = open_source(args.dataset, what="--dataset")
     model, params, desc = load_model_and_params(args, include_top=bool(args.top))
     layers = list(model.conv_layers) if args.layers is None else args.layers
     if loaded is not None and args.layers is None:
@@ -290,12 +294,12 @@ def _examples(args, loaded, model, params, layers):
         return loaded, str(args.examples)
     if args.dataset is None:
         return None, ""
-    import jaxconvviz as jcv
+    from jaxconvviz.dataset import dataset_examples
     from jaxconvviz.run import Run
 
     say(f"dataset examples over {args.dataset} (top {args.top_k} per unit)")
-    res = jcv.dataset_examples(params, args.dataset, layers=layers, k=args.top_k,
-                               model=model, run=Run(progress=True))
+    res = dataset_examples(params, args.dataset_source, layers=layers,
+                               k=args.top_k, model=model, run=Run(progress=True))
     return res, str(args.dataset)
 
 

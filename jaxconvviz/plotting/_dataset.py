@@ -290,7 +290,7 @@ def plot_unit_lists(selectivity, dead, *, layer: str, top_crops_u8=None,
     rgba[np.arange(rows * cols) >= C] = (1, 1, 1, 1)
     rgba[:C][dm] = (*DEAD_RGB, 1)
     rgba[:C][~dm & ~np.isfinite(s)] = (0.8, 0.8, 0.8, 1)
-    bx = fig.add_axes((5.1 / W, 1.2 / H, 4.7 / W, (H - 1.9) / H))
+    bx = fig.add_axes((5.1 / W, 1.45 / H, 4.7 / W, (H - 2.15) / H))
     bx.imshow(rgba.reshape(rows, cols, 4), interpolation="nearest", aspect="equal")
     bx.set_xticks(np.arange(-0.5, cols, 1), minor=True)
     bx.set_yticks(np.arange(-0.5, rows, 1), minor=True)
@@ -309,11 +309,11 @@ def plot_unit_lists(selectivity, dead, *, layer: str, top_crops_u8=None,
     text = ("no unit is dead: every unit is > 0 somewhere" if not dead_ids else
             "dead: " + ", ".join(map(str, dead_ids[:40]))
             + (f", ... (+{len(dead_ids) - 40})" if len(dead_ids) > 40 else ""))
-    fig.text(7.45 / W, 0.95 / H, text, ha="center", va="top", fontsize=8,
-             wrap=True, color=DEAD_RGB if dead_ids else "#444444")
-    fig.text(7.45 / W, 0.55 / H, f"colour: selectivity {lo:.3g} (dark) to "
+    fig.text(7.45 / W, 1.3 / H, f"colour: selectivity {lo:.3g} (dark) to "
              f"{hi:.3g} (yellow); units row-major", ha="center", va="top",
              fontsize=7.5, color="#555555")
+    fig.text(7.45 / W, 1.05 / H, text, ha="center", va="top", fontsize=8,
+             wrap=True, color=DEAD_RGB if dead_ids else "#444444")
     fig.text(0.5, 1 - 0.08 / H, f"{layer}: units by selectivity, and the units "
              "dead over the dataset" + (f"\n{source}" if source else ""),
              ha="center", va="top", fontsize=10.5)
