@@ -109,12 +109,27 @@ def layer_summary(result, layer: str, *, crop_size: int = 96) -> LayerSummary:
     C = value.shape[0]
     dead = dead_mask(ex)
     tops = np.zeros((C, crop_size, crop_size, 3), np.uint8)
+    first = _first_only(result, layer)  # reads one file per unit, not k
     for u in range(C):
         if index[u, 0] >= 0 and not dead[u]:
-            tops[u] = example_crops(result, layer, u, size=crop_size)[0]
+            tops[u] = example_crops(first, layer, u, size=crop_size)[0]
     top_values = np.where(index[:, 0] >= 0, value[:, 0], np.nan)
     return LayerSummary(tops, top_values, dead,
                         np.asarray(ex.selectivity(), np.float64), by_selectivity(ex))
+
+
+def _first_only(result, layer: str):
+    """``result`` with only ``layer`` and only each unit's best example (the
+    per-example arrays cut to rank 0)."""
+    import dataclasses
+
+    ex = result.layers[layer]
+    if not dataclasses.is_dataclass(result):
+        return result
+    names = {f.name for f in dataclasses.fields(ex)}
+    cut = {f: np.asarray(getattr(ex, f))[:, :1] for f in
+           ("value", "index", "position", "border") if f in names}
+    return dataclasses.replace(result, layers={layer: dataclasses.replace(ex, **cut)})
 
 
 def check_examples(result, model, layers) -> None:
