@@ -14,6 +14,8 @@ Case texts are ``KIND:ARG:ARG...`` (:func:`parse_case`):
   (and pytorch-grad-cam with peers).
 * ``activations:N:SIZE``, ``loops:LAYER:SIZE:N``, ``channel:LAYER:SIZE:N``,
   ``probe:LAYER:SIZE:N``: see each function.
+* ``examples:N:SIZE``, ``examples_memory:N1:N2:SIZE``: the dataset pass
+  (:mod:`benchmarks.dataset_cases`).
 * Peer speed cases (:mod:`benchmarks.peer_cases`): ``render``,
   ``cam``, ``resnet50``.
 
@@ -33,6 +35,7 @@ from collections.abc import Callable
 
 from benchmarks import peer_cases as pc
 from benchmarks.context import Ctx
+from benchmarks.dataset_cases import case_examples, case_examples_memory
 from benchmarks.filter_cases import (
     case_atlas,
     case_channel,
@@ -48,6 +51,7 @@ CASES: dict[str, Callable[..., list[dict]]] = {
     "filters": case_filters, "atlas": case_atlas, "notes": case_notes,
     "gradcam": case_gradcam, "activations": case_activations,
     "loops": case_loops, "channel": case_channel,
+    "examples": case_examples, "examples_memory": case_examples_memory,
     "render": pc.case_render, "cam": pc.case_cam, "resnet50": pc.case_resnet50,
 }
 

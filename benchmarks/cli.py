@@ -39,6 +39,7 @@ SMOKE_CASES = (
     "activations:2:16",
     "loops:block1_conv1:16:4",
     "channel:block1_conv2:16:4",
+    "examples:8:32",
 )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -166,6 +167,54 @@ def _resume(folder, want: dict):
     return arrays, meta
 
 
+class Plan(NamedTuple):
+    """What :func:`prepare` resolves before any compute."""
+
+    model: ConvNet  # bound to its backend, in the compute dtype
+    layers: tuple[str, ...]
+    size: int
+    geoms: tuple
+    program: stream.Program
+    batch_size: int  # images per process and step
+    rows: object  # sharding (or device) of a batch
+    repl: object  # sharding (or device) of the params and the state
+
+
+def prepare(params: Params, *, model: ConvNet | None = None, layers=None, k: int = 9,
+            run: Run | None = None, border: str = "exclude",
+            size: int | None = None) -> Plan:
+    """Check the arguments of :func:`dataset_examples` and build its one
+    compiled program (also the benchmark's in-memory baseline)."""
+    model = resolve_model(params, model=model)
+    run = Run() if run is None else run
+    if not isinstance(run, Run):
+        raise InputError(f"run must be None or a jcv.Run(...); got {run!r:.80}.")
+    layers = check_layers(model, model.conv_layers if layers is None else layers,
+                          model.layer_names)
+    layers = tuple(dict.fromkeys(layers))
+    k = _positive(k, "k")
+    size = _default_size(model) if size is None else _positive(size, "size")
+    geoms = stream.geometry(model, layers, size, border)
+    rank = jax.process_index()
+    devs = tuple(d for d in (run.devices or jax.local_devices())
+                 if d.process_index == rank)
+    if not devs:
+        raise InputError("run.devices names no device of this process.")
+    per = DEFAULT_BATCH.get(devs[0].platform, DEFAULT_BATCH_ACCEL)
+    bs = run.batch_size or per * len(devs)
+    bs = -(-bs // len(devs)) * len(devs)
+    if run.dtype != "float32":
+        model = model.with_dtype(jax.numpy.dtype(run.dtype))
+    model = bind(model, library_gradients=False)
+    if len(devs) > 1:
+        mesh = Mesh(np.asarray(devs, dtype=object), (_AXIS,))
+        rows, repl = NamedSharding(mesh, P(_AXIS)), NamedSharding(mesh, P())
+    else:
+        rows = repl = devs[0]
+    program = stream.make_program(model, geoms, k, repl if len(devs) > 1 else None)
+    return Plan(model, layers, size, geoms, program, bs, rows, repl)
+
+
 def dataset_examples(params: Params, source, *, layers=None, k: int = 9,
                      model: ConvNet | None = None, run: Run | None = None,
                      border: str = "exclude", checkpoint=None,
@@ -209,36 +258,15 @@ def dataset_examples(params: Params, source, *, layers=None, k: int = 9,
       InputError: bad arguments or an empty/unreadable source, before any
         compute.
     """
-    model = resolve_model(params, model=model)
-    run = Run() if run is None else run
-    if not isinstance(run, Run):
-        raise InputError(f"run must be None or a jcv.Run(...); got {run!r:.80}.")
-    layers = check_layers(model, model.conv_layers if layers is None else layers,
-                          model.layer_names)
-    layers = tuple(dict.fromkeys(layers))
-    k = _positive(k, "k")
+    plan = prepare(params, model=model, layers=layers, k=k, run=run,
+                   border=border, size=size)
     checkpoint_every = _positive(checkpoint_every, "checkpoint_every")
-    size = _default_size(model) if size is None else _positive(size, "size")
-    geoms = stream.geometry(model, layers, size, border)
     ds = open_source(source)
+    model, geoms, program = plan.model, plan.geoms, plan.program
+    layers, size, bs, rows, repl = plan.layers, plan.size, plan.batch_size, \
+        plan.rows, plan.repl
     rank, count = jax.process_index(), jax.process_count()
-    devs = tuple(d for d in (run.devices or jax.local_devices())
-                 if d.process_index == rank)
-    if not devs:
-        raise InputError("run.devices names no device of this process.")
-    per = DEFAULT_BATCH.get(devs[0].platform, DEFAULT_BATCH_ACCEL)
-    bs = run.batch_size or per * len(devs)
-    bs = -(-bs // len(devs)) * len(devs)
-    if run.dtype != "float32":
-        model = model.with_dtype(np.dtype(run.dtype) if run.dtype != "bfloat16"
-                                 else jax.numpy.bfloat16)
-    model = bind(model, library_gradients=False)
-    if len(devs) > 1:
-        mesh = Mesh(np.asarray(devs, dtype=object), (_AXIS,))
-        rows, repl = NamedSharding(mesh, P(_AXIS)), NamedSharding(mesh, P())
-    else:
-        rows = repl = devs[0]
-    program = stream.make_program(model, geoms, k, repl if len(devs) > 1 else None)
+    k, run = program.k, Run() if run is None else run
 
     n = len(ds)
     start, state = 0, stream.init_state(geoms, k)
@@ -319,4 +347,4 @@ def dataset_examples(params: Params, source, *, layers=None, k: int = 9,
         model_name=model.name_, border=border, fingerprint=ds.fingerprint())
 
 
-__all__ = ["dataset_examples"]
+__all__ = ["Plan", "dataset_examples", "prepare"]

@@ -48,8 +48,10 @@ class LayerExamples:
       mean, std, max: float32 ``(C,)`` over every counted position of every
         image (population standard deviation).
       frac_pos: float32 ``(C,)``: fraction of counted positions > 0.
-      hist: int64 ``(C, nbins)``: counted positions per bin of ``bin_edges``
-        (bin ``b`` is ``[bin_edges[b], bin_edges[b + 1])``; the first and
+      hist: int64 ``(C, nbins)``: images per bin of ``bin_edges`` by their
+        best value (the max over the counted positions: the value that ranks
+        images for the top-k); bin ``b`` is ``[bin_edges[b], bin_edges[b +
+        1])``; the first and
         last edges are -inf and +inf; see
         :data:`jaxconvviz.dataset.stream.BIN_EDGES`).
       bin_edges: float32 ``(nbins + 1,)``.

@@ -1,0 +1,166 @@
+"""Dataset cases (issue 31): the streamed pass of :func:`jaxconvviz.dataset_examples`.
+
+``examples:N:SIZE`` writes N JPEGs (640x480 crops of the bundled elephant
+photo) to a temporary folder and times, in the same process:
+
+* ``streamed``: ``dataset_examples`` over the folder (every conv layer,
+  k=9): grain worker threads decode and resize while the devices compute;
+* ``in_memory``: the same compiled program (:func:`jaxconvviz.dataset.
+  examples.prepare`) over the same images, decoded beforehand and already on
+  the device -- the rate the loader would have to hide decoding behind;
+* ``decode``: the loader alone (no compute).
+
+Target (issue 31, CPU): streamed >= 0.85 x in_memory.
+``examples_memory:N1:N2:SIZE``: resident memory (RSS) after a pass over N1
+and over N2 images generated on the fly (a data source object, so the
+images themselves take no memory); target: < 50 MiB growth.
+"""
+
+from __future__ import annotations
+
+__all__ = ["case_examples", "case_examples_memory"]
+
+from benchmarks import flops as fl
+from benchmarks.context import Ctx
+from benchmarks.timing import log, sync, timed
+
+#: Issue 31's CPU target: streamed images/s over the in-memory pass's.
+TARGET_RATIO = 0.85
+#: Issue 31's memory target, MiB of RSS growth from N1 to N2 images.
+TARGET_MIB = 50.0
+
+
+def _jpegs(folder, n: int, hw=(480, 640)) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from jaxconvviz.images import ELEPHANT_PHOTO
+
+    with Image.open(ELEPHANT_PHOTO) as im:
+        photo = np.asarray(im.convert("RGB"))
+    rng = np.random.default_rng(0)
+    h, w = photo.shape[:2]
+    for i in range(n):
+        ch, cw = rng.integers(h // 2, h), rng.integers(w // 2, w)
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop = Image.fromarray(photo[y:y + ch, x:x + cw]).resize((hw[1], hw[0]))
+        crop.save(f"{folder}/{i:06d}.jpg", quality=90)
+
+
+def case_examples(ctx: Ctx, n: int, size: int) -> list[dict]:
+    import tempfile
+
+    import jax
+    import numpy as np
+
+    from jaxconvviz.dataset import stream
+    from jaxconvviz.dataset.examples import prepare
+    from jaxconvviz.dataset.loader import default_workers, iterate
+
+    jcv = ctx.jcv
+    model, params = ctx.model, ctx.params
+    layers = model.conv_layers
+    bs = ctx.args.gradcam_batch or (4 if ctx.smoke else 16)
+    dtype = ctx.dtypes[0]
+    run = jcv.Run(batch_size=bs, dtype=dtype)
+    log(f"examples {n} JPEGs {size}px, {len(layers)} layers, batch {bs}")
+    with tempfile.TemporaryDirectory() as folder:
+        _jpegs(folder, n)
+
+        def streamed():
+            return jcv.dataset_examples(params, folder, layers=layers, k=9,
+                                        model=model, size=size, run=run)
+
+        def decode_only():
+            for _ in iterate(folder, size=size, batch_size=bs):
+                pass
+
+        cold = timed(streamed)
+        t_stream = min(timed(streamed) for _ in range(max(1, ctx.args.repeat)))
+        t_decode = min(timed(decode_only) for _ in range(max(1, ctx.args.repeat)))
+        batches = list(iterate(folder, size=size, batch_size=bs, workers=0))
+    plan = prepare(params, model=model, layers=layers, k=9, run=run, size=size)
+    params_d = jax.device_put(params, plan.repl)
+    dev = [(jax.device_put(b.images, plan.rows),
+            jax.device_put(np.asarray(b.index, np.int32), plan.rows)) for b in batches]
+    sync(dev)
+
+    def in_memory():
+        state = jax.device_put(stream.init_state(plan.geoms, 9), plan.repl)
+        for images, index in dev:
+            state = stream.update(params_d, state, images, index, program=plan.program)
+        return state
+
+    sync(in_memory())
+    t_mem = min(timed(in_memory) for _ in range(max(1, ctx.args.repeat)))
+    flops = fl.forward_flops(model, size, 1, upto=layers[-1])
+    ratio = t_mem / t_stream
+    return [{
+        "case": f"examples:{n}:{size}", "kind": "examples", "n": n, "size": size,
+        "dtype": dtype, "chunks": {"batch_size": bs},
+        "layers": len(layers), "k": 9, "workers": default_workers(),
+        "baseline": "the same compiled update over pre-decoded images on the device",
+        "streamed_s": t_stream, "cold_s": cold, "in_memory_s": t_mem,
+        "decode_s": t_decode,
+        "images_per_s": n / t_stream, "in_memory_images_per_s": n / t_mem,
+        "decode_images_per_s": n / t_decode,
+        "streamed_vs_in_memory": ratio, "target_ratio": TARGET_RATIO,
+        "met": ratio >= TARGET_RATIO,
+        "gflop_per_image": flops / 1e9,
+        "tflops": flops * n / t_stream / 1e12,
+    }]
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class _Generated:
+    """A data source of ``n`` uint8 images made on demand (no memory)."""
+
+    def __init__(self, n: int, size: int):
+        self.n, self.size = n, size
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        import numpy as np
+
+        return np.random.default_rng(i).integers(0, 256, (self.size, self.size, 3),
+                                                 dtype=np.uint8)
+
+    def __repr__(self) -> str:
+        return f"_Generated({self.n}, {self.size})"
+
+
+def case_examples_memory(ctx: Ctx, n1: int, n2: int, size: int) -> list[dict]:
+    import gc
+
+    jcv = ctx.jcv
+    model = jcv.tiny_vgg16(include_top=False)
+    params = model.init_params(ctx.key)
+    run = jcv.Run(batch_size=64)
+    log(f"examples memory {n1} -> {n2} images {size}px (tiny VGG16)")
+
+    def rss_after(n):
+        jcv.dataset_examples(params, _Generated(n, size), model=model, size=size,
+                             k=9, run=run)
+        gc.collect()
+        return _rss_mib()
+
+    rss_after(min(n1, 64))  # compile and warm every cache first
+    a = rss_after(n1)
+    b = rss_after(n2)
+    return [{
+        "case": f"examples_memory:{n1}:{n2}:{size}", "kind": "examples_memory",
+        "n1": n1, "n2": n2, "size": size, "dtype": "float32",
+        "chunks": {"batch_size": 64}, "rss_n1_mib": a, "rss_n2_mib": b,
+        "growth_mib": b - a, "target_mib": TARGET_MIB, "met": b - a < TARGET_MIB,
+        "note": "tiny VGG16, every conv layer; names and transforms are the "
+                "only per-image memory (a few dozen bytes each)",
+    }]
