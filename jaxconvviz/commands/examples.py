@@ -70,6 +70,9 @@ def register(subparsers) -> None:
                    help="output folder (default: examples_out)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="images per step (default: the library's choice)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="network compute dtype (default: float32; bfloat16 is "
+                   "faster on GPUs)")
     p.add_argument("--size", type=int, default=None, metavar="PX",
                    help="input side for models without a fixed input size "
                    "(default: the model's, else 224)")
@@ -171,7 +174,8 @@ def _compute(args, ds, model, params, layers, ckpt):
     from jaxconvviz.dataset import dataset_examples
     from jaxconvviz.run import Run
 
-    run = Run(batch_size=args.batch_size, progress=jax.process_index() == 0)
+    run = Run(batch_size=args.batch_size, dtype=args.dtype,
+              progress=jax.process_index() == 0)
     try:
         return dataset_examples(
             params, ds, layers=layers, k=args.k, model=model, run=run,
