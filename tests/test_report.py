@@ -244,6 +244,55 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         assert a.shape == (900, 1280, 3) and a.std() > 10  # not a blank page
 
 
+@pytest.fixture(scope="module")
+def dataset_report(tmp_path_factory, tiny_keras):
+    """The report with --dataset: a small image folder with bad files in it."""
+    from tests._dataset_fixtures import make_image_folder
+
+    photos = make_image_folder(tmp_path_factory.mktemp("dataset"), n_photos=6,
+                               n_blobs=2)
+    out = tmp_path_factory.mktemp("dsreport") / "tiny_report"
+    assert main(_argv(tiny_keras, out, "--dataset", str(photos.root))) == 0
+    return out, photos
+
+
+@pytest.mark.slow
+def test_dataset_pages_link_and_render_in_headless_chromium(dataset_report):
+    """Unit pages show the top-k dataset crops beside the pattern (values and
+    file names), layer pages the units by selectivity and the dead ones; every
+    link resolves and every image loads in Chromium."""
+    out, photos = dataset_report
+    index = (out / "index.html").read_text()
+    n_good = len(photos.files) - len(photos.bad)
+    assert f"Dataset examples: top 3 of {n_good} image(s)" in index
+    assert f"{len(photos.bad)} unreadable file(s) skipped" in index
+    for page in out.rglob("*.html"):
+        for ref in _parse(page).refs:
+            target = (page.parent / unquote(urlsplit(ref).path)).resolve()
+            assert target.is_file(), f"{page.relative_to(out)} -> {ref!r}"
+    names = {Path(f).name for f in photos.files} - {Path(f).name for f in photos.bad}
+    unit = (out / "units" / LAYERS[1] / "1.html").read_text()
+    caps = re.findall(r'<figcaption title="[^"]*, original px y \d+\.\.\d+, x '
+                      r'\d+\.\.\d+"><b>([-0-9.e+]+)</b><br>([^<]*)</figcaption>',
+                      unit)
+    assert 1 <= len(caps) <= 3 and all(n in names for _, n in caps), caps
+    values = [float(v) for v, _ in caps]
+    assert values == sorted(values, reverse=True)
+    layer = (out / "layers" / f"{LAYERS[1]}.html").read_text()
+    assert "Dataset: units by selectivity" in layer
+    assert "units are dead over the dataset" in layer or "No unit is dead" in layer
+    for page, n_min in ((f"units/{LAYERS[1]}/1.html", 3 + len(caps)),
+                        (f"layers/{LAYERS[1]}.html", N_FILTERS)):
+        r = _browser(["--virtual-time-budget=10000", "--dump-dom",
+                      (out / page).resolve().as_uri() + "#selftest"])
+        assert r.returncode == 0, r.stderr[-2000:]
+        body = re.search(r"<body([^>]*)>", r.stdout).group(1)
+        attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', body))
+        assert attrs.get("data-selftest") == "done", body
+        assert int(attrs["data-images"]) == len(_parse(out / page).imgs) >= n_min
+        assert attrs["data-broken"] == "0"
+
+
 @pytest.mark.slow
 def test_sigint_leaves_no_report_and_no_temp_folder(tmp_path, tiny_keras):
     out = tmp_path / "interrupted"

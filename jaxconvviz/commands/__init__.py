@@ -11,6 +11,7 @@ from jaxconvviz.commands import (  # noqa: F401
     atlas,
     common,
     demo,
+    examples,
     explain,
     gradcam,
     kernels,
@@ -23,7 +24,7 @@ from jaxconvviz.commands.parser import new_parser
 #: The subcommand modules (a new command: import it above, list it here).
 #: Order = order in ``--help``.
 COMMANDS: list = [demo, atlas, render, activations, gradcam, explain, kernels,
-                  weights, report]
+                  examples, weights, report]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,8 @@ Examples::
     jaxconvviz report --out full_report                 # every filter (long)
     jaxconvviz report --out r --weights imagenet --top --images photos/
     jaxconvviz report --out r --model my_cnn.keras --preprocess scale01
+    jaxconvviz report --out r --dataset photos/ --layers block3_conv1
+    jaxconvviz report --out r --examples examples_out   # a finished run
 
 The report is built in a temporary folder beside DIR and renamed into place
 at the end: an interrupted run (Ctrl-C) leaves neither DIR nor the temporary
@@ -83,6 +85,15 @@ def register(subparsers) -> None:
                    help="maximise the post-ReLU activation as the book does "
                    "(filters silent on the start image stay noise); default: "
                    "the pre-ReLU response")
+    p.add_argument("--dataset", default=None, metavar="SOURCE",
+                   help="an image dataset (folder, glob, .txt of paths): unit "
+                   "pages show each unit's top --top-k crops over it, layer "
+                   "pages the units by selectivity and the dead ones (one "
+                   "pass, as `jaxconvviz examples`)")
+    p.add_argument("--examples", default=None, metavar="DIR",
+                   help="the --out folder of a finished `jaxconvviz examples` "
+                   "run (or its result/ folder), instead of --dataset; "
+                   "--layers defaults to its layers")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing DIR (only once the new report is "
@@ -168,8 +179,20 @@ def run(args: argparse.Namespace) -> int:
     if args.top and not args.model and args.weights == "hed":
         raise CLIError("--top needs weights with a classifier; the 'hed' weights "
                        "have none (use --weights imagenet).")
+    if args.dataset is not None and args.examples is not None:
+        raise CLIError("use --dataset or --examples, not both.")
+    if args.dataset is not None and not args.dataset.strip():
+        raise CLIError("--dataset must name a folder, a glob or a .txt file of "
+                       "paths; got an empty string.")
+    loaded = _load_examples(args.examples) if args.examples is not None else None
+    if args.dataset is not None:  # refuse an empty or unreadable one now
+        from jaxconvviz.dataset.sources import open_source
+
+        args.dataset_source = open_source(args.dataset, what="--dataset")
     model, params, desc = load_model_and_params(args, include_top=bool(args.top))
     layers = list(model.conv_layers) if args.layers is None else args.layers
+    if loaded is not None and args.layers is None:
+        layers = [x for x in model.conv_layers if x in loaded.layers]
     if not model.conv_layers:
         raise CLIError("the model has no conv layers to show.")
     for layer in layers:
@@ -203,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
     wfile = _weights_file(args)
     digest = file_hash(wfile, "sha256") if wfile is not None else None
     source = desc + (f" ({wfile})" if wfile is not None else "")
+    examples, ex_source = _examples(args, loaded, model, params, layers)
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp",
@@ -218,7 +242,8 @@ def run(args: argparse.Namespace) -> int:
                 steps=args.steps, style=style, lucid_steps=args.lucid_steps,
                 cam_methods=args.cams,
                 pre_activation=not args.book_objective, top_k=args.top_k,
-                source=source, source_hash=digest, log=say)
+                source=source, source_hash=digest, log=say,
+                examples=examples, examples_source=ex_source)
         except OSError as e:
             raise CLIError(_keep_partial(tmp, dest, e)) from None
         if dest.exists():
@@ -240,6 +265,42 @@ def run(args: argparse.Namespace) -> int:
         f"{stats.filters:,} filter pages, in {_fmt_time(stats.seconds)}")
     sys.stdout.flush()
     return 0
+
+
+def _load_examples(folder: str):
+    """The DatasetExamples of an ``examples`` run's --out folder (or of its
+    result/ folder)."""
+    from jaxconvviz.dataset import DatasetExamples
+
+    p = Path(folder)
+    if not p.is_dir():
+        raise CLIError(f"--examples must be the folder of a `jaxconvviz examples` "
+                       f"run; {folder!r} is not a folder.")
+    if (p / "result").is_dir():
+        p = p / "result"
+    try:
+        return DatasetExamples.load(p)
+    except FileNotFoundError:
+        raise CLIError(f"--examples {folder!r} holds no finished result (run "
+                       "`jaxconvviz examples SOURCE --out DIR` first).") from None
+
+
+def _examples(args, loaded, model, params, layers):
+    """(DatasetExamples or None, where it came from) for --examples/--dataset."""
+    if loaded is not None:
+        from jaxconvviz.report.dataset_pages import check_examples
+
+        check_examples(loaded, model, layers)
+        return loaded, str(args.examples)
+    if args.dataset is None:
+        return None, ""
+    from jaxconvviz.dataset import dataset_examples
+    from jaxconvviz.run import Run
+
+    say(f"dataset examples over {args.dataset} (top {args.top_k} per unit)")
+    res = dataset_examples(params, args.dataset_source, layers=layers,
+                               k=args.top_k, model=model, run=Run(progress=True))
+    return res, str(args.dataset)
 
 
 def _keep_partial(tmp: Path, dest: Path, e: OSError) -> str:

@@ -11,6 +11,11 @@ from jaxconvviz.plotting._activations import (
     solid_channels,
 )
 from jaxconvviz.plotting._common import new_figure
+from jaxconvviz.plotting._dataset import (
+    plot_layer_examples,
+    plot_unit_examples,
+    plot_unit_lists,
+)
 from jaxconvviz.plotting._explain import plot_methods, plot_metrics
 from jaxconvviz.plotting._filters import plot_atlas, plot_side_by_side
 from jaxconvviz.plotting._gradcam import plot_gradcam
@@ -22,10 +27,13 @@ __all__ = [
     "plot_atlas",
     "plot_feature_maps",
     "plot_gradcam",
+    "plot_layer_examples",
     "plot_kernels",
     "plot_methods",
     "plot_metrics",
     "plot_side_by_side",
+    "plot_unit_examples",
+    "plot_unit_lists",
     "plot_weight_histograms",
     "solid_channels",
 ]

@@ -206,6 +206,8 @@ def build_report(
     source: str = "",
     source_hash: str | None = None,
     log: Callable[[str], None] | None = None,
+    examples=None,
+    examples_source: str = "",
 ) -> ReportStats:
     """Write a whole report into the existing folder ``dest``.
 
@@ -233,6 +235,11 @@ def build_report(
       source: a description of the weights, shown on the index.
       source_hash: SHA-256 of the weights file, shown on the index.
       log: called with one progress line per layer (and a few more).
+      examples: a :class:`~jaxconvviz.DatasetExamples` holding every layer,
+        or None: its top-k dataset crops on the unit pages, units by
+        selectivity and dead units on the layer pages
+        (:mod:`jaxconvviz.report.dataset_pages`).
+      examples_source: where ``examples`` came from (shown on the index).
 
     Returns:
       :class:`ReportStats`.
@@ -256,6 +263,12 @@ def build_report(
             or lucid_steps < 1):
         raise InputError(f"lucid_steps must be an integer >= 1; got {lucid_steps!r}.")
     out = _Writer(dest)
+    dsp = None
+    if examples is not None:
+        from jaxconvviz.report.dataset_pages import DatasetPages, check_examples
+
+        check_examples(examples, model, layers)
+        dsp = DatasetPages(out, examples, source=examples_source)
     out.put("style.css", H.CSS, "html")
     out.put("report.js", H.JS, "html")
     x = np.stack([np.asarray(im.rgb, np.float32) for im in images])
@@ -307,13 +320,15 @@ def build_report(
         a = acts[layer]  # (n, h', w', c)
         ever_on = (a > 0).any(axis=(0, 1, 2))
         rf = receptive_field(model, layer, hw)
+        ds_units = {k: dsp.unit_html(layer, k) if dsp else "" for k in idx}
         _layer_page(out, params, model, layer, idx, tiles, a, names, ever_on, rf,
-                    size, pre_activation, layers)
+                    size, pre_activation, layers,
+                    extra=dsp.layer_html(layer, idx) if dsp else "")
         for j, k in enumerate(idx):
             _unit_page(out, layer, k, idx, j, tiles[j],
                        lucid_tiles[j] if lucid_tiles else None, a[..., k], x, names,
                        rf, top_k, float(reached[j]), pre_activation,
-                       model.channels(layer))
+                       model.channels(layer), extra=ds_units[k])
         dead = int((~ever_on).sum())
         layer_rows.append((layer, idx, tiles, dead, rf))
         dt, total_t = time.perf_counter() - tl, time.perf_counter() - t0
@@ -325,7 +340,8 @@ def build_report(
             f"(total {total_t:.0f} s{eta}, {out.stats.bytes / 1e6:.1f} MB)")
     out.stats.filters = sum(len(v) for v in sel.values())
     _index_page(out, params, model, hw, layer_rows, source, source_hash, size, steps,
-                pre_activation, use_lucid, len(images), jax.default_backend())
+                pre_activation, use_lucid, len(images), jax.default_backend(),
+                extra=dsp.index_html() if dsp else "")
     out.stats.seconds = time.perf_counter() - t0
     return out.stats
 
@@ -390,7 +406,7 @@ def _layer_nav(layers, layer, root: str) -> str:
 
 
 def _layer_page(out: _Writer, params, model, layer, idx, tiles, a, names, ever_on,
-                rf, size, pre_activation, layers) -> None:
+                rf, size, pre_activation, layers, *, extra: str = "") -> None:
     c = model.channels(layer)
     dead = int((~ever_on).sum())
     cells = []
@@ -426,7 +442,7 @@ anywhere); dimmed below.</p>
 <p class="muted">Gradient ascent in RGB from grey noise ({size} px), maximising
 each filter's mean {objective} response. Click a tile for its unit page.</p>
 <div class="atlas">{"".join(cells)}</div>
-<h2>Activations</h2>
+{extra}<h2>Activations</h2>
 {"".join(grids)}
 <h2>Kernels and weights</h2>
 <div class="pair"><figure>{H.img('../' + kp, f'{layer} kernels', cls='wide')}
@@ -439,7 +455,8 @@ std {hist.std:.3g}</figcaption></figure></div>
 
 
 def _unit_page(out: _Writer, layer, k, idx, j, tile, lucid_tile, a, x, names, rf,
-               top_k, reached, pre_activation, n_channels) -> None:
+               top_k, reached, pre_activation, n_channels, *, extra: str = ""
+               ) -> None:
     root = "../../"
     prev = (f'<a rel="prev" href="{idx[j - 1]}.html">&larr; filter {idx[j - 1]}</a>'
             if j else "")
@@ -492,7 +509,7 @@ def _unit_page(out: _Writer, layer, k, idx, j, tile, lucid_tile, a, x, names, rf
     body = f"""<h1>{H.esc(layer)} filter {k}</h1>
 <div class="pager"><a href="../../layers/{layer}.html">&uarr; {H.esc(layer)}
 ({n_channels} filters)</a>{prev}{nxt}</div>
-<div class="pair">{"".join(pats)}</div>
+<div class="pair">{"".join(pats)}{extra}</div>
 <h2>Top {len(best)} image patches</h2>
 <p class="muted">The positions of the given images where this filter responds most
 (at most one per half field), each cropped to the unit's receptive field
@@ -509,7 +526,7 @@ positive ({pos.size / max(vals.size, 1):.1%})</figcaption></figure>{per_img}</di
 
 def _index_page(out: _Writer, params, model: ConvNet, hw, layer_rows, source,
                 source_hash, size, steps, pre_activation, use_lucid, n_images,
-                backend) -> None:
+                backend, *, extra: str = "") -> None:
     rows, total = [], 0
     for spec in model.layers:
         shape = model.output_shape(spec.name, hw)
@@ -540,7 +557,7 @@ def _index_page(out: _Writer, params, model: ConvNet, hw, layer_rows, source,
 <p class="muted">{styles} patterns at {size} px ({steps} ascent steps, mean
 {'pre' if pre_activation else 'post'}-ReLU objective); activations and patches from
 {n_images} image(s) at {hw[0]}x{hw[1]} px; computed on {H.esc(backend)}.</p>
-<h2>Layers</h2>
+{extra}<h2>Layers</h2>
 {H.table(["layer", "patterns", "filters shown", "dead on images"], strips,
          numeric=(2, 3))}
 <h2>Model</h2>

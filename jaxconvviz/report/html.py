@@ -68,6 +68,12 @@ figure.pattern { width: 270px; }
 .axis { font-size: 11px; fill: var(--muted); }
 .note { background: #fff8e1; border: 1px solid #f0d999; padding: 8px 12px;
   max-width: 900px; }
+figure.dsx { max-width: 740px; }
+.dsx-grid { display: grid; grid-template-columns: repeat(auto-fill, 116px);
+  gap: 6px; }
+.dsx-grid figure { border: 0; padding: 0; width: 116px; }
+.dsx-grid figcaption { white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; }
 """
 
 JS = """\
