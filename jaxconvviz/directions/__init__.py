@@ -6,7 +6,7 @@ extra ``jaxconvviz[atlas]``).
 """
 
 from jaxconvviz.directions.activation_atlas import ActivationAtlas, activation_atlas
+from jaxconvviz.directions.factorize import Factorization, factorize_activations
 
-
-__all__ = ["ActivationAtlas", "activation_atlas"]
-
+__all__ = ["ActivationAtlas", "activation_atlas", "Factorization",
+           "factorize_activations"]

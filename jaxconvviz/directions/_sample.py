@@ -25,8 +25,9 @@ from jaxconvviz.backend import bind, xla
 
 
 @functools.partial(xla.jit, static_argnames=("model", "layer", "k", "class_index",
-                                             "impl"))
-def _candidates(params, images, index, kd, *, model, layer, k, class_index, impl):
+                                             "impl", "border"))
+def _candidates(params, images, index, kd, *, model, layer, k, class_index, impl,
+                border=0):
     """The ``k`` best candidates of one batch: priority ``(k,)``, flat
     position ``(k,)`` in ``(B * h' * w')``, vectors ``(k, C)``, weights ``(k,)``."""
     x = model.preprocess(images)
@@ -56,6 +57,11 @@ def _candidates(params, images, index, kd, *, model, layer, k, class_index, impl
 
     u = jax.vmap(row)(jnp.maximum(index, 0)).reshape(b, h, wd)
     ok = (index >= 0)[:, None, None] & (w > 0)
+    if border:
+        r = jnp.arange(h)[:, None]
+        q = jnp.arange(wd)[None, :]
+        inner = (r >= border) & (r < h - border) & (q >= border) & (q < wd - border)
+        ok = ok & inner[None]
     prio = jnp.where(ok, jnp.log(u) / jnp.where(w > 0, w, 1.0), -jnp.inf)
     flat = prio.reshape(-1)
     kk = min(k, flat.shape[0])
@@ -89,8 +95,12 @@ class Reservoir:
 
 
 def sample_vectors(params, src, layer: str, *, key, samples: int, model, size: int,
-                   batch_size: int, class_index: int | None, progress=None):
+                   batch_size: int, class_index: int | None, border: int = 0,
+                   progress=None):
     """Stream ``src`` through ``model`` and keep the reservoir.
+
+    ``border``: positions within that many rows/columns of the map's edge
+    are never drawn.
 
     Returns ``(vectors (N, C) float32, image_index (N,) int32, position (N, 2)
     int32 (row, col) in the layer's map, weight (N,) float32, map_hw)`` in
@@ -104,7 +114,8 @@ def sample_vectors(params, src, layer: str, *, key, samples: int, model, size: i
     for batch in src.batches(size, batch_size):
         top, where, vec, w = _candidates(
             params, jnp.asarray(batch.images), jnp.asarray(batch.index), kd,
-            model=m, layer=layer, k=res.samples, class_index=class_index, impl=impl)
+            model=m, layer=layer, k=res.samples, class_index=class_index, impl=impl,
+            border=int(border))
         hw = tuple(int(v) for v in model.output_shape(layer, batch.images.shape[1:3])[:2])
         res.hw = hw
         where = np.asarray(where).astype(np.int64)
@@ -115,6 +126,8 @@ def sample_vectors(params, src, layer: str, *, key, samples: int, model, size: i
         done += int((batch.index >= 0).sum())
         if progress is not None:
             progress(done, src.n, time.perf_counter() - t0)
+    if res.vec is None:
+        return None, None, None, None, res.hw
     per = res.hw[0] * res.hw[1]
     pos = res.gid % per
     return (res.vec.astype(np.float32), (res.gid // per).astype(np.int32),

@@ -236,6 +236,7 @@ def activation_atlas(
     model: ConvNet | None = None,
     class_index: int | None = None,
     size: int | None = None,
+    border: int = 0,
     render: bool = True,
     style=_render.DIRECTION_STYLE,
     render_size: int | None = None,
@@ -265,6 +266,10 @@ def activation_atlas(
         ``a . d logit / d a`` to that class's logit, clipped at 0).
       size: the side images are resized to for sampling; None: the model's
         fixed input size, else the images' own (square) size.
+      border: positions within ``border`` rows/columns of the layer map's
+        edge are never sampled (0: all positions, as the paper; their
+        receptive fields reach into the zero padding, which makes their
+        vectors unlike the interior's).
       render: render each cell (False: layout only, ``images`` None).
       style: a :class:`~jaxconvviz.Lucid` (transforms, parameterization,
         steps, size); ``render_size``/``steps`` override its size/steps.
@@ -288,7 +293,7 @@ def activation_atlas(
     run = Run() if run is None else run
     if not isinstance(run, Run):
         raise InputError(f"run must be None or a jcv.Run(...); got {run!r:.80}.")
-    for name, v, lo in (("grid", grid, 1), ("samples", samples, 4),
+    for name, v, lo in (("grid", grid, 1), ("samples", samples, 4), ("border", border, 0),
                         ("min_count", min_count, 1), ("top", top, 1)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise InputError(f"{name} must be an int >= {lo}; got {v!r}.")
@@ -313,7 +318,7 @@ def activation_atlas(
     vec, img, pos, w, hw = _sample.sample_vectors(
         params, src, layer, key=jax.random.fold_in(key, 0), samples=int(samples),
         model=model, size=int(size), batch_size=bs, class_index=class_index,
-        progress=_progress(run, f"atlas sample {layer}"))
+        border=int(border), progress=_progress(run, f"atlas sample {layer}"))
     if vec is None or vec.shape[0] < 4:
         raise InputError(f"the dataset gave {0 if vec is None else vec.shape[0]} "
                          f"activation vectors at {layer!r}; the atlas needs at least 4.")
