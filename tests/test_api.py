@@ -38,7 +38,7 @@ def test_params_come_first_then_images_or_layer():
             second = sig.parameters[names[1]]
             if second.kind is second.POSITIONAL_OR_KEYWORD and not (
                     names[1] in ("images_rgb", "image_rgb", "images", "layer", "x",
-                                 "path")
+                                 "path", "source")
                     or names[1].startswith("params_")):
                 bad.append(f"{name}: second argument is {names[1]!r}")
         if "images" in names and "images_rgb" in names:
@@ -57,7 +57,8 @@ def test_shared_options_are_keyword_only():
         if p is not None and p.kind is not p.KEYWORD_ONLY:
             names = list(sig.parameters)
             at = names.index("layer")  # right after params, or params, images
-            if not (at == 1 or (at == 2 and names[1] in ("images", "images_rgb"))):
+            if not (at == 1 or (at == 2 and names[1] in (
+                    "images", "images_rgb", "image_rgb", "source"))):
                 bad.append(f"{name}(layer) is positional argument {at}")
     assert bad == []
 

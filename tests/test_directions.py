@@ -65,8 +65,8 @@ def _objective(params, model, images, directions, *, pow_=4.0):
     v = a[:, a.shape[1] // 2, a.shape[2] // 2]
     d = np.asarray(directions)
     dot = (v * d).sum(1)
-    cos = np.maximum(dot / (np.linalg.norm(v, axis=1) * np.linalg.norm(d, axis=1) + 1e-4),
-                     0.1)
+    mag = np.linalg.norm(v, axis=1) * np.linalg.norm(d, axis=1)
+    cos = np.maximum(dot / (mag + 1e-4), 0.1)
     return dot * cos ** pow_
 
 
@@ -77,7 +77,8 @@ def test_atlas_separates_kinds(atlas, kinds):
            for k in range(len(atlas.counts))]
     assert len(pur) >= 4
     assert np.mean(pur) >= 0.9, pur
-    assert (atlas.counts >= 3).all() and atlas.counts.sum() == (atlas.cell_of >= 0).sum()
+    assert (atlas.counts >= 3).all()
+    assert atlas.counts.sum() == (atlas.cell_of >= 0).sum()
     # every cell's direction is the mean of its vectors
     k = int(np.argmax(atlas.counts))
     np.testing.assert_allclose(atlas.directions[k],

@@ -28,6 +28,8 @@ DIRECTION_STYLE = Lucid()
 
 
 def _check_style(style):
+    if style is None:
+        return DIRECTION_STYLE
     if not isinstance(style, Lucid):
         raise InputError(f"style must be a jcv.Lucid(...) for direction renders; "
                          f"got {style!r:.80}.")

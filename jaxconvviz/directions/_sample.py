@@ -91,7 +91,8 @@ class Reservoir:
         order = np.lexsort((g, -p))[:self.samples]
         v = np.concatenate([self.vec, vec])
         w = np.concatenate([self.weight, weight])
-        self.prio, self.gid, self.vec, self.weight = p[order], g[order], v[order], w[order]
+        self.prio, self.gid = p[order], g[order]
+        self.vec, self.weight = v[order], w[order]
 
 
 def sample_vectors(params, src, layer: str, *, key, samples: int, model, size: int,
@@ -116,7 +117,8 @@ def sample_vectors(params, src, layer: str, *, key, samples: int, model, size: i
             params, jnp.asarray(batch.images), jnp.asarray(batch.index), kd,
             model=m, layer=layer, k=res.samples, class_index=class_index, impl=impl,
             border=int(border))
-        hw = tuple(int(v) for v in model.output_shape(layer, batch.images.shape[1:3])[:2])
+        shape = model.output_shape(layer, batch.images.shape[1:3])
+        hw = (int(shape[0]), int(shape[1]))
         res.hw = hw
         where = np.asarray(where).astype(np.int64)
         per = hw[0] * hw[1]

@@ -28,6 +28,7 @@ from jaxconvviz.directions import _render, _sample
 from jaxconvviz.directions._source import open_images
 from jaxconvviz.errors import InputError
 from jaxconvviz.featureviz.progress import format_seconds
+from jaxconvviz.featureviz.styles import Lucid
 from jaxconvviz.models.convnet import ConvNet
 from jaxconvviz.models.vgg import resolve_model
 from jaxconvviz.run import Run
@@ -238,7 +239,7 @@ def activation_atlas(
     size: int | None = None,
     border: int = 0,
     render: bool = True,
-    style=_render.DIRECTION_STYLE,
+    style: Lucid | None = None,
     render_size: int | None = None,
     steps: int | None = None,
     cossim_pow: float = 4.0,
@@ -271,8 +272,9 @@ def activation_atlas(
         receptive fields reach into the zero padding, which makes their
         vectors unlike the interior's).
       render: render each cell (False: layout only, ``images`` None).
-      style: a :class:`~jaxconvviz.Lucid` (transforms, parameterization,
-        steps, size); ``render_size``/``steps`` override its size/steps.
+      style: a :class:`~jaxconvviz.Lucid` (None: ``Lucid()``): transforms,
+        parameterization, steps, size; ``render_size``/``steps`` override
+        its size/steps.
       cossim_pow: the power of the cosine term of the objective
         (:class:`~jaxconvviz.objectives.CosineDirection`).
       top: dataset patches kept per cell.
@@ -293,8 +295,9 @@ def activation_atlas(
     run = Run() if run is None else run
     if not isinstance(run, Run):
         raise InputError(f"run must be None or a jcv.Run(...); got {run!r:.80}.")
-    for name, v, lo in (("grid", grid, 1), ("samples", samples, 4), ("border", border, 0),
-                        ("min_count", min_count, 1), ("top", top, 1)):
+    for name, v, lo in (("grid", grid, 1), ("samples", samples, 4),
+                        ("border", border, 0), ("min_count", min_count, 1),
+                        ("top", top, 1)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise InputError(f"{name} must be an int >= {lo}; got {v!r}.")
     if class_index is not None:
@@ -303,7 +306,8 @@ def activation_atlas(
                              "these params have none.")
         n_cls = model.num_outputs
         if not (0 <= int(class_index) < n_cls):
-            raise InputError(f"class_index must be in [0, {n_cls}); got {class_index!r}.")
+            raise InputError(f"class_index must be in [0, {n_cls}); got "
+                             f"{class_index!r}.")
         class_index = int(class_index)
     src = open_images(source)
     fixed = model.input_shape[0]
@@ -321,7 +325,8 @@ def activation_atlas(
         border=int(border), progress=_progress(run, f"atlas sample {layer}"))
     if vec is None or vec.shape[0] < 4:
         raise InputError(f"the dataset gave {0 if vec is None else vec.shape[0]} "
-                         f"activation vectors at {layer!r}; the atlas needs at least 4.")
+                         f"activation vectors at {layer!r}; the atlas needs at "
+                         "least 4.")
     coords = umap_layout(vec, key=jax.random.fold_in(key, 1), n_neighbors=n_neighbors,
                          min_dist=min_dist)
     cell_of, cells, counts, dirs = bin_cells(

@@ -29,6 +29,7 @@ from jaxconvviz.backend import bind, xla
 from jaxconvviz.directions import _render
 from jaxconvviz.directions.activation_atlas import require
 from jaxconvviz.errors import InputError
+from jaxconvviz.featureviz.styles import Lucid
 from jaxconvviz.models.convnet import ConvNet
 from jaxconvviz.models.predict import check_images
 from jaxconvviz.models.vgg import resolve_model
@@ -120,7 +121,7 @@ def _acts_and_grad(params, images, *, model, layer, class_index):
 
 def factorize_activations(
     params: Params,
-    image,
+    image_rgb,
     layer: str,
     *,
     key: PRNGKey,
@@ -128,7 +129,7 @@ def factorize_activations(
     model: ConvNet | None = None,
     class_index: int | None = None,
     render: bool = True,
-    style=_render.DIRECTION_STYLE,
+    style: Lucid | None = None,
     render_size: int | None = None,
     steps: int | None = None,
     cossim_pow: float = 1.0,
@@ -139,7 +140,7 @@ def factorize_activations(
 
     Args:
       params: model weights.
-      image: RGB [0, 255], ``(h, w, 3)`` or ``(1, h, w, 3)`` (the model's
+      image_rgb: RGB [0, 255], ``(h, w, 3)`` or ``(1, h, w, 3)`` (the model's
         fixed input size when ``class_index`` is given).
       layer: a spatial layer whose output is non-negative (after a ReLU).
       key: PRNG key: the NMF seed (``fold_in(key, 0)``) and the renders
@@ -166,16 +167,16 @@ def factorize_activations(
     require("sklearn.decomposition", "factorize_activations")
     model = resolve_model(params, model=model)
     model.check_layer(layer, model.spatial_layers)
-    x = np.asarray(image)
+    x = np.asarray(image_rgb)
     if x.ndim == 3:
         x = x[None]
-    x = check_images(x, name="image", channels=model.input_shape[2])
+    x = check_images(x, name="image_rgb", channels=model.input_shape[2])
     if x.shape[0] != 1:
-        raise InputError(f"image must be one image (h, w, 3); got {x.shape[0]}.")
-    check_pixel_range(x, name="image")
+        raise InputError(f"image_rgb must be one image (h, w, 3); got {x.shape[0]}.")
+    check_pixel_range(x, name="image_rgb")
     c = model.channels(layer)
-    if isinstance(n_groups, bool) or not isinstance(n_groups, (int, np.integer)) or not (
-            1 <= n_groups <= c):
+    if (isinstance(n_groups, bool) or not isinstance(n_groups, (int, np.integer))
+            or not 1 <= n_groups <= c):
         raise InputError(f"n_groups must be an int in [1, {c}] for {layer!r}; got "
                          f"{n_groups!r}.")
     if class_index is not None:

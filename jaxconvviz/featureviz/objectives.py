@@ -365,5 +365,5 @@ class Blur(Objective):
 
 
 __all__ = ["Context", "Objective", "Sum", "Scaled", "Channel", "Neuron",
-           "Direction", "CosineDirection", "ClassLogit", "ClassProbability", "Diversity",
-           "TotalVariation", "L1", "Blur"]
+           "Direction", "CosineDirection", "ClassLogit", "ClassProbability",
+           "Diversity", "TotalVariation", "L1", "Blur"]
