@@ -210,6 +210,15 @@ def top_patches(vectors, cell_of, directions, image_index, position, *, top: int
     return out
 
 
+def estimate_render_seconds(model: ConvNet, layer: str, n: int, *,
+                            style: Lucid | None = None, size: int | None = None,
+                            steps: int | None = None) -> float:
+    """XLA:CPU seconds estimated for rendering ``n`` directions of ``layer``
+    (the library's CPU time model, as the feature-visualization runs)."""
+    return _render.render_seconds(model, layer, n, style=style, size=size,
+                                  steps=steps)
+
+
 def _progress(run: Run, desc: str):
     p = run.progress
     if not p:
@@ -353,4 +362,5 @@ def activation_atlas(
 
 
 __all__ = ["ActivationAtlas", "activation_atlas", "umap_layout", "bin_cells",
+           "estimate_render_seconds", "open_images",
            "top_patches", "compose", "require", "EXTRA"]

@@ -11,6 +11,7 @@ from jaxconvviz.plotting._activations import (
     solid_channels,
 )
 from jaxconvviz.plotting._common import new_figure
+from jaxconvviz.plotting._directions import plot_activation_atlas, plot_factorization
 from jaxconvviz.plotting._explain import plot_methods, plot_metrics
 from jaxconvviz.plotting._filters import plot_atlas, plot_side_by_side
 from jaxconvviz.plotting._gradcam import plot_gradcam
@@ -18,6 +19,8 @@ from jaxconvviz.plotting._kernels import plot_kernels, plot_weight_histograms
 
 __all__ = [
     "new_figure",
+    "plot_activation_atlas",
+    "plot_factorization",
     "plot_activation_grid",
     "plot_atlas",
     "plot_feature_maps",
