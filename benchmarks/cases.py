@@ -15,7 +15,8 @@ Case texts are ``KIND:ARG:ARG...`` (:func:`parse_case`):
 * ``activations:N:SIZE``, ``loops:LAYER:SIZE:N``, ``channel:LAYER:SIZE:N``,
   ``probe:LAYER:SIZE:N``: see each function.
 * Peer speed cases (:mod:`benchmarks.peer_cases`): ``render``,
-  ``cam``, ``resnet50``.
+  ``cam``, ``resnet50``; ``directions:LAYER:SIZE:STEPS:N``
+  (:mod:`benchmarks.direction_cases`, issue 32).
 
 :func:`run_case` never drops a case: an exception becomes a record with the
 error; every record is stamped with the environment (device kind, jax and
@@ -33,6 +34,7 @@ from collections.abc import Callable
 
 from benchmarks import peer_cases as pc
 from benchmarks.context import Ctx
+from benchmarks.direction_cases import case_directions
 from benchmarks.filter_cases import (
     case_atlas,
     case_channel,
@@ -49,6 +51,7 @@ CASES: dict[str, Callable[..., list[dict]]] = {
     "gradcam": case_gradcam, "activations": case_activations,
     "loops": case_loops, "channel": case_channel,
     "render": pc.case_render, "cam": pc.case_cam, "resnet50": pc.case_resnet50,
+    "directions": case_directions,
 }
 
 

@@ -20,17 +20,17 @@ def group_colors(n: int) -> np.ndarray:
 
 
 def group_overlay(maps) -> np.ndarray:
-    """float RGBA ``(h', w', 4)``: each position in the colour mix of its
-    groups (maps scaled to their own peak), opacity the strongest scaled map."""
+    """float RGBA ``(h', w', 4)``: each position in the colour of its
+    strongest group (maps scaled to their own peak), opacity the square
+    root of that scaled value."""
     m = np.asarray(maps, np.float32)
     if m.ndim != 3:
         raise InputError(f"maps must be (G, h, w); got shape {m.shape}.")
     peak = m.reshape(m.shape[0], -1).max(1)
     s = m / np.where(peak > 0, peak, 1.0)[:, None, None]
     col = group_colors(m.shape[0])
-    tot = np.maximum(s.sum(0), 1e-6)
-    rgb = np.einsum("ghw,gc->hwc", s, col) / tot[..., None]
-    alpha = np.clip(s.max(0), 0, 1) * 0.75
+    rgb = col[s.argmax(0)]
+    alpha = np.sqrt(np.clip(s.max(0), 0, 1)) * 0.8
     return np.concatenate([rgb, alpha[..., None]], -1)
 
 
