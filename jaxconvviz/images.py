@@ -13,6 +13,7 @@ shows). 16-bit images are scaled to 8 bits, not clipped.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import warnings
@@ -105,6 +106,24 @@ def _open_checked(path: Path, limit: int):
                     img = Image.open(path)
                 finally:
                     Image.MAX_IMAGE_PIXELS = saved
+    return _check_limit(img, path, limit)
+
+
+def _open_bytes_checked(data: bytes, path: Path, limit: int):
+    """:func:`_open_checked` for a file already read into memory, safe in
+    worker threads: no ``warnings.catch_warnings`` (it swaps process-wide
+    state and is not thread-safe); Pillow's own limit is switched off only
+    while the header is parsed from memory, under a lock."""
+    with _PIL_LIMIT:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            img = Image.open(io.BytesIO(data))
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    return _check_limit(img, path, limit)
+
+
+def _check_limit(img, path: Path, limit: int):
     w, h = img.size
     if w * h > limit:
         img.close()
@@ -175,21 +194,61 @@ def load_img(path, *, target_size: tuple[int, int] | None = None,
                 f"{target_size!r}."
             )
     check_image_path(path)
+    a, _ = _read(path, target_size, interpolation, color_mode,
+                 max_image_pixels(max_pixels), warn_tiny=True)
+    return a.astype(np.float32)
+
+
+def read_image_u8(path, *, target_size: tuple[int, int] | None = None,
+                  interpolation: str = "nearest",
+                  max_pixels: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """``(uint8 (h, w, 3) RGB, (orig_h, orig_w))``: :func:`load_img`'s pixels
+    (same conversions, same resize rule, same pixel limit) as uint8, plus
+    the file's own size; no tiny-image warning, no warning at all. For the
+    dataset loader: safe to call from many threads at once (the file is read
+    whole first, then parsed from memory).
+
+    Raises:
+      InputError: unreadable image or over the pixel limit (one line).
+      OSError: the file cannot be read.
+    """
+    path = Path(path)
+    if interpolation not in _INTERPOLATIONS:
+        raise InputError(
+            f"interpolation must be one of {sorted(_INTERPOLATIONS)}; got "
+            f"{interpolation!r}.")
     limit = max_image_pixels(max_pixels)
+    data = path.read_bytes()  # OSError (missing, a folder) is the caller's
+    return _read(path, target_size, interpolation, "rgb", limit, warn_tiny=False,
+                 data=data)
+
+
+def _read(path: Path, target_size, interpolation: str, color_mode: str, limit: int,
+          *, warn_tiny: bool, data: bytes | None = None
+          ) -> tuple[np.ndarray, tuple[int, int]]:
     try:
-        with _open_checked(path, limit) as img:
-            img = _to_8bit(img).convert("RGB").convert(_COLOR_MODES[color_mode])
-            _warn_tiny(path, img.size, target_size)
+        with (_open_checked(path, limit) if data is None
+              else _open_bytes_checked(data, path, limit)) as img:
+            orig = (img.size[1], img.size[0])
+            img = _to_8bit(img)
+            if img.mode != "RGB":  # (convert to the same mode is a full copy)
+                img = img.convert("RGB")
+            if color_mode != "rgb":
+                img = img.convert(_COLOR_MODES[color_mode])
+            if warn_tiny:
+                _warn_tiny(path, img.size, target_size)
             if target_size is not None:
                 h, w = (int(v) for v in target_size)
                 if img.size != (w, h):  # Pillow sizes are (w, h)
                     img = img.resize((w, h), _INTERPOLATIONS[interpolation])
-            a = np.asarray(img, dtype=np.float32).copy()
-            return a[..., None] if a.ndim == 2 else a
+            a = np.array(img, dtype=np.uint8)
+            return (a[..., None] if a.ndim == 2 else a), orig
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         if isinstance(e, InputError):
             raise
         text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, UnidentifiedImageError):  # its text repeats the path
+            text = "cannot identify image file (not a format Pillow reads)"
         raise InputError(f"{str(path)!r} is not a readable image: {text}") from None
 
 
@@ -203,7 +262,7 @@ def _warn_tiny(path: Path, size: tuple[int, int], target_size) -> None:
     else:
         what = "the network sees very few pixels; results mean little"
     warnings.warn(f"{str(path)!r} is only {w}x{h} px (under {MIN_SIDE} on a side): "
-                  f"{what}.", InputWarning, stacklevel=3)
+                  f"{what}.", InputWarning, stacklevel=4)
 
 
 def to_uint8(x) -> np.ndarray:
@@ -229,7 +288,7 @@ def save_image(array_u8, path) -> Path:
 
 
 __all__ = [
-    "load_img", "to_uint8", "save_image", "png_writer", "CAT_PHOTO",
+    "load_img", "read_image_u8", "to_uint8", "save_image", "png_writer", "CAT_PHOTO",
     "ELEPHANT_PHOTO", "MAX_IMAGE_PIXELS", "MAX_PIXELS_ENV", "MIN_SIDE",
     "max_image_pixels", "check_pixel_range", "PixelRangeWarning",
 ]

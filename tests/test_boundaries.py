@@ -22,7 +22,7 @@ IO_MODULES = re.compile(
     r"jaxconvviz\.(images|cli|__main__|_atomic|plotting(\..*)?|commands(\..*)?"
     r"|report(\..*)?|models\.weights(\..*)?"
     r"|models\.keras_import|models\.keras_export|models\.zoo(\..*)?"
-    r"|views\.heatmaps)$")
+    r"|views\.heatmaps|dataset\.(sources|loader|checkpoint))$")
 
 
 def _modules() -> list[str]:
