@@ -50,7 +50,7 @@ def test_activation_atlas_command(tmp_path, tiny_npz, colours, capsys):
     page = (out / "atlas_block2_conv2.html").read_text()
     assert page.count('class="cell"') >= 2 and "colours.npy[" in page
     z = np.load(out / "atlas_block2_conv2.npz")
-    assert z["directions"].shape[1] == 8 and z["counts"].min() >= 3
+    assert z["directions"].shape[1] == 4 and z["counts"].min() >= 3
 
     from .test_report import _browser
 

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import io
 import re
-import warnings
 from pathlib import Path
 
 from jaxconvviz.commands import common
 from jaxconvviz.commands.common import CLIError, add_model_args, out_dir, say
-
-SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 
 
 def register(subparsers) -> None:
@@ -29,8 +26,9 @@ def register(subparsers) -> None:
         "a --grid x --grid layout and render each cell's mean direction.",
     )
     p.add_argument("source", metavar="SOURCE",
-                   help="the dataset: a folder of images (recursive), an image "
-                   "file, or a .npy array (n, h, w, 3) of RGB 0-255")
+                   help="the dataset: a folder of images (recursive), a glob, a "
+                   ".txt list of paths, an image file, or a .npy array "
+                   "(n, h, w, 3) of RGB 0-255")
     p.add_argument("--layer", required=True, metavar="LAYER",
                    help="a spatial layer, e.g. block4_conv3")
     p.add_argument("--grid", type=int, default=20, metavar="N",
@@ -63,37 +61,22 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def load_source(text: str, model, size: int):
-    """SOURCE as ``(images float32 (n, size, size, 3), names)``: a .npy array,
-    one image file, or every image file under a folder (sorted; unreadable
-    files are skipped with a warning)."""
+def load_source(text: str):
+    """SOURCE for :func:`~jaxconvviz.activation_atlas`: a .npy array as an
+    array, anything else (a folder, a glob, an image file, a .txt list of
+    paths) as the dataset reader takes it."""
     import numpy as np
-
-    from jaxconvviz.images import load_img
 
     p = Path(text)
     if p.suffix.lower() == ".npy" and p.is_file():
         a = np.load(p)
         return a, [f"{p.name}[{i}]" for i in range(len(a))]
-    if p.is_file():
-        files = [p]
-    elif p.is_dir():
-        files = sorted(f for f in p.rglob("*")
-                       if f.is_file() and f.suffix.lower() in SUFFIXES)
-    else:
-        raise CLIError(f"SOURCE {text!r} is neither a folder, an image file nor a "
-                       ".npy array.")
-    imgs, names = [], []
-    for f in files:
-        try:
-            imgs.append(np.asarray(load_img(f, target_size=(size, size)), np.float32))
-            names.append(str(f))
-        except Exception as e:  # noqa: BLE001 -- any unreadable file is skipped
-            warnings.warn(f"skipped {f}: {e}", stacklevel=2)
-    if not imgs:
-        raise CLIError(f"SOURCE {text!r} holds no readable images "
-                       f"({', '.join(SUFFIXES)}).")
-    return np.stack(imgs), names
+    if p.is_file() and p.suffix.lower() != ".txt":
+        return [str(p)], None
+    if not (p.exists() or any(ch in text for ch in "*?[")):
+        raise CLIError(f"SOURCE {text!r} is neither a folder, a glob, an image file, "
+                       "a .txt list nor a .npy array.")
+    return text, None
 
 
 def run(args) -> int:
@@ -112,6 +95,7 @@ def run(args) -> int:
     from jaxconvviz.directions.activation_atlas import (
         activation_atlas,
         estimate_render_seconds,
+        open_images,
         require,
     )
     from jaxconvviz.featureviz.progress import format_seconds
@@ -124,36 +108,39 @@ def run(args) -> int:
     model, params, desc = common.load_model_and_params(args, include_top=top)
     model.check_layer(args.layer, model.spatial_layers, name="--layer")
     size = model.input_shape[0] or args.image_size
-    images, names = load_source(args.source, model, size)
+    source, names = load_source(args.source)
+    src = open_images(source, what="SOURCE")
     on_cpu = jax.default_backend() == "cpu"
     rsize = args.size or (48 if on_cpu else 128)
     steps = args.steps or (128 if on_cpu else 512)
     est = estimate_render_seconds(model, args.layer, args.grid ** 2, size=rsize,
                                   steps=steps)
-    say(f"activation atlas of {args.layer} ({desc}): {len(images)} images, up to "
+    say(f"activation atlas of {args.layer} ({desc}): {src.n} images, up to "
         f"{args.samples:,} vectors, {args.grid}x{args.grid} grid; rendering up to "
         f"{args.grid ** 2} cells ({rsize} px x {steps} steps) estimated "
         f"{format_seconds(est)} on a CPU")
     at = activation_atlas(
-        params, images, args.layer, key=jax.random.key(args.seed), grid=args.grid,
+        params, source, args.layer, key=jax.random.key(args.seed), grid=args.grid,
         samples=args.samples, min_count=args.min_count, model=model,
-        class_index=args.class_index, border=args.border, render_size=rsize,
+        class_index=args.class_index, border=args.border, size=size,
+        render_size=rsize,
         steps=steps, run=Run(batch_size=args.batch_size, progress=True))
-    at = dataclasses.replace(at, names=names)
+    if names is not None:
+        at = dataclasses.replace(at, names=names)
     safe = re.sub(r"[^\w.-]", "_", args.layer)
     img = at.compose()
     common.save_png(img, dest / f"atlas_{safe}.png")
     fig = plot_activation_atlas(img, grid=at.grid, title=f"{args.layer}: "
                                 f"{len(at.counts)} cells of {desc}")
     common.save_figure(fig, dest / f"atlas_{safe}_figure.png")
-    crops = patch_crops(at, model, lambda i: images[i])
+    crops = patch_crops(at, model, lambda i: src.image(i, at.input_size))
     page = atlas_html(at, img, patches=crops,
                       title=f"Activation atlas of {desc}").encode("utf-8")
     common.save_bytes(lambda fh: fh.write(page), dest / f"atlas_{safe}.html")
     buf = io.BytesIO()
     np.savez(buf, cells=at.cells, counts=at.counts, directions=at.directions,
              patches=at.patches, coords=at.coords, image_index=at.image_index,
-             position=at.position, cell_of=at.cell_of, names=np.asarray(names))
+             position=at.position, cell_of=at.cell_of, names=np.asarray(at.names))
     data = buf.getvalue()
     common.save_bytes(lambda fh: fh.write(data), dest / f"atlas_{safe}.npz")
     say(f"wrote {dest / f'atlas_{safe}.png'}, .html, .npz: {len(at.counts)} cells, "

@@ -1,10 +1,10 @@
 """Batches of dataset images for the direction techniques (private).
 
-Until the dataset subpackage's reader (``jaxconvviz.dataset``: ``open_source``
-/ ``iterate``) is present, a source is an array ``(n, h, w, 3)`` (uint8, or
-float RGB in [0, 255]) or a sequence of such ``(h, w, 3)`` arrays of one
-shape. With the dataset subpackage installed, anything its ``open_source``
-accepts (folders, globs, path lists, grain sources) works too.
+An array ``(n, h, w, 3)`` (uint8, or float RGB in [0, 255], kept exact) or a
+sequence of such ``(h, w, 3)`` arrays of one shape is read here; anything
+else goes to the dataset reader (:mod:`jaxconvviz.dataset.sources` /
+``loader``: folders, globs, path lists, ``.txt`` lists, grain sources), with
+its resize rule, bad-file warnings and decoding threads.
 
 Imports jax and numpy only (the dataset reader lazily).
 """
@@ -29,13 +29,15 @@ class Batch(NamedTuple):
 
 class Source(NamedTuple):
     """``n`` images, ``names[i]`` (a path or ``"array[i]"``), ``batches(size,
-    batch_size)`` -> iterator of :class:`Batch`, and ``image(i, size)`` ->
-    float32 ``(size, size, 3)`` for crops."""
+    batch_size)`` -> iterator of :class:`Batch`, ``image(i, size)`` ->
+    float32 ``(size, size, 3)`` for crops, and ``size``: the images' own
+    side when they are square arrays, else None."""
 
     n: int
     names: list
     batches: object
     image: object
+    size: int | None = None
 
 
 def _resize(a: np.ndarray, size: int | None) -> np.ndarray:
@@ -65,7 +67,9 @@ def _array_source(arr: np.ndarray) -> Source:
     def image(i, size=None):
         return _resize(np.asarray(arr[i:i + 1], np.float32), size)[0]
 
-    return Source(n, [f"array[{i}]" for i in range(n)], batches, image)
+    h, w = arr.shape[1:3]
+    return Source(n, [f"array[{i}]" for i in range(n)], batches, image,
+                  int(h) if h == w else None)
 
 
 def _dataset_source(source, what: str) -> Source | None:
@@ -74,13 +78,15 @@ def _dataset_source(source, what: str) -> Source | None:
     except ImportError:
         return None
     ds = sources.open_source(source, what=what)
+    sources.probe(ds)
 
     def batches(size, batch_size, start=0) -> Iterator[Batch]:
-        for b in loader.iterate(ds, size=size, batch_size=batch_size, start=start):
+        for b in loader.iterate(ds, size=int(size), batch_size=batch_size,
+                                start=start):
             yield Batch(np.asarray(b.images, np.float32), np.asarray(b.index, np.int32))
 
     def image(i, size=None):
-        im, _ = loader.decode(ds, i, size=size)
+        im, _ = sources.decode(ds, i, size=int(size))
         return np.asarray(im, np.float32)
 
     return Source(len(ds), [ds.name(i) for i in range(len(ds))], batches, image)

@@ -275,7 +275,7 @@ def activation_atlas(
         (vectors drawn and averaged with weight = their attribution
         ``a . d logit / d a`` to that class's logit, clipped at 0).
       size: the side images are resized to for sampling; None: the model's
-        fixed input size, else the images' own (square) size.
+        fixed input size, else a square array's own size, else 224.
       border: positions within ``border`` rows/columns of the layer map's
         edge are never sampled (0: all positions, as the paper; their
         receptive fields reach into the zero padding, which makes their
@@ -321,10 +321,7 @@ def activation_atlas(
     src = open_images(source)
     fixed = model.input_shape[0]
     if size is None:
-        size = fixed
-    if size is None:
-        first = next(iter(src.batches(None, 1)))
-        size = int(first.images.shape[1])
+        size = fixed or src.size or 224
     if class_index is not None and fixed is not None and size != fixed:
         raise InputError(f"size must be {fixed} for the classifier top; got {size}.")
     bs = run.batch_size or 16
