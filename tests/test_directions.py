@@ -143,8 +143,18 @@ def test_reservoir_independent_of_batching(small, kinds):
         np.testing.assert_array_equal(o[1], outs[0][1])
         np.testing.assert_array_equal(o[2], outs[0][2])
         np.testing.assert_allclose(o[0], outs[0][0], rtol=1e-5, atol=1e-4)
-    # the kept ones are the highest priorities of all positions
     assert outs[0][0].shape == (150, 16)
+    # a reservoir larger than the dataset holds every drawable position once,
+    # with its own vector
+    vec, img, pos, w, hw = _sample.sample_vectors(
+        params, src, LAYER, key=jax.random.key(5), samples=5000, model=model, size=32,
+        batch_size=4, class_index=None, border=1)
+    assert hw == (16, 16) and vec.shape[0] == 10 * 14 * 14
+    assert len({(i, r, c) for i, (r, c) in zip(img, pos, strict=True)}) == vec.shape[0]
+    assert pos.min() == 1 and pos.max() == 14 and (w == 1).all()
+    a = np.asarray(jcv.activations(params, kinds[0][:10], layers=LAYER,
+                                   model=model)[LAYER])
+    np.testing.assert_allclose(vec, a[img, pos[:, 0], pos[:, 1]], rtol=1e-5, atol=1e-4)
 
 
 def test_same_cell_same_image_in_any_batch(small):

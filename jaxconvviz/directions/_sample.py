@@ -24,28 +24,42 @@ import numpy as np
 from jaxconvviz.backend import bind, xla
 
 
-@functools.partial(xla.jit, static_argnames=("model", "layer", "k", "class_index",
-                                             "impl", "border"))
-def _candidates(params, images, index, kd, *, model, layer, k, class_index, impl,
-                border=0):
-    """The ``k`` best candidates of one batch: priority ``(k,)``, flat
-    position ``(k,)`` in ``(B * h' * w')``, vectors ``(k, C)``, weights ``(k,)``."""
+def _activations_and_weights(params, images, *, model, layer, class_index):
+    """``(a (B, h', w', C), w (B, h', w'))``: the activations and each
+    vector's weight (1, or its attribution to ``class_index``'s logit,
+    clipped at 0)."""
     x = model.preprocess(images)
     if class_index is None:
         _, caps = model.forward_with(params, x, capture=(layer,), stop=layer)
         a = caps[layer].astype(jnp.float32)
-        w = jnp.ones(a.shape[:3], jnp.float32)
-    else:
-        shape = (x.shape[0], *model.output_shape(layer, tuple(x.shape[1:3])))
+        return a, jnp.ones(a.shape[:3], jnp.float32)
+    shape = (x.shape[0], *model.output_shape(layer, tuple(x.shape[1:3])))
 
-        def logit(delta):
-            out, caps = model.forward_with(params, x, capture=(layer,),
-                                           perturb={layer: delta}, logits=True)
-            return out[:, class_index].astype(jnp.float32).sum(), caps[layer]
+    def logit(delta):
+        out, caps = model.forward_with(params, x, capture=(layer,),
+                                       perturb={layer: delta}, logits=True)
+        return out[:, class_index].astype(jnp.float32).sum(), caps[layer]
 
-        g, a = jax.grad(logit, has_aux=True)(jnp.zeros(shape, x.dtype))
-        a = a.astype(jnp.float32)
-        w = jnp.maximum((a * g.astype(jnp.float32)).sum(-1), 0.0)
+    g, a = jax.grad(logit, has_aux=True)(jnp.zeros(shape, x.dtype))
+    a = a.astype(jnp.float32)
+    return a, jnp.maximum((a * g.astype(jnp.float32)).sum(-1), 0.0)
+
+
+@functools.partial(xla.jit, static_argnames=("model", "layer", "class_index",
+                                             "impl", "border"),
+                   donate_argnums=(4,))
+def _update(params, images, index, kd, state, *, model, layer, class_index, impl,
+            border=0):
+    """The reservoir after one batch (on device, fixed shapes).
+
+    ``state``: ``prio (S,)`` (-inf: empty), ``img (S,)``, ``pos (S,)``,
+    ``vec (S, C)``, ``w (S,)``. The batch's positions are appended and the
+    ``S`` first in the order (priority descending, image, position) kept:
+    a total order, so the result does not depend on how the dataset was cut
+    into batches.
+    """
+    a, w = _activations_and_weights(params, images, model=model, layer=layer,
+                                    class_index=class_index)
     b, h, wd, c = a.shape
     key = jax.random.wrap_key_data(kd, impl=impl)
 
@@ -63,75 +77,59 @@ def _candidates(params, images, index, kd, *, model, layer, k, class_index, impl
         inner = (r >= border) & (r < h - border) & (q >= border) & (q < wd - border)
         ok = ok & inner[None]
     prio = jnp.where(ok, jnp.log(u) / jnp.where(w > 0, w, 1.0), -jnp.inf)
-    flat = prio.reshape(-1)
-    kk = min(k, flat.shape[0])
-    top, where = jax.lax.top_k(flat, kk)
-    return top, where, a.reshape(-1, c)[where], w.reshape(-1)[where]
-
-
-class Reservoir:
-    """Host-side merge of the batches' candidates (the ``samples`` highest
-    priorities, ties by ``(image, position)``)."""
-
-    def __init__(self, samples: int):
-        self.samples = int(samples)
-        self.prio = np.empty(0, np.float32)
-        self.gid = np.empty(0, np.int64)
-        self.vec = None
-        self.weight = np.empty(0, np.float32)
-        self.hw = None
-
-    def add(self, prio, gid, vec, weight):
-        keep = np.isfinite(prio)
-        prio, gid, vec, weight = prio[keep], gid[keep], vec[keep], weight[keep]
-        if self.vec is None:
-            self.vec = np.empty((0, vec.shape[1]), np.float32)
-        p = np.concatenate([self.prio, prio])
-        g = np.concatenate([self.gid, gid])
-        order = np.lexsort((g, -p))[:self.samples]
-        v = np.concatenate([self.vec, vec])
-        w = np.concatenate([self.weight, weight])
-        self.prio, self.gid = p[order], g[order]
-        self.vec, self.weight = v[order], w[order]
+    img = jnp.broadcast_to(index[:, None], (b, h * wd)).reshape(-1)
+    pos = jnp.broadcast_to(jnp.arange(h * wd, dtype=jnp.int32)[None], (b, h * wd))
+    n = state["prio"].shape[0]
+    allp = jnp.concatenate([state["prio"], prio.reshape(-1)])
+    alli = jnp.concatenate([state["img"], jnp.where(prio.reshape(-1) > -jnp.inf, img,
+                                                    jnp.iinfo(jnp.int32).max)])
+    allq = jnp.concatenate([state["pos"], pos.reshape(-1)])
+    order = jnp.arange(allp.shape[0], dtype=jnp.int32)
+    _, _, _, order = jax.lax.sort((-allp, alli, allq, order), num_keys=3)
+    keep = order[:n]
+    allv = jnp.concatenate([state["vec"], a.reshape(-1, c)])
+    allw = jnp.concatenate([state["w"], w.reshape(-1)])
+    return {"prio": allp[keep], "img": alli[keep], "pos": allq[keep],
+            "vec": allv[keep], "w": allw[keep]}
 
 
 def sample_vectors(params, src, layer: str, *, key, samples: int, model, size: int,
                    batch_size: int, class_index: int | None, border: int = 0,
                    progress=None):
-    """Stream ``src`` through ``model`` and keep the reservoir.
+    """Stream ``src`` through ``model`` and keep the reservoir (on device).
 
     ``border``: positions within that many rows/columns of the map's edge
     are never drawn.
 
     Returns ``(vectors (N, C) float32, image_index (N,) int32, position (N, 2)
     int32 (row, col) in the layer's map, weight (N,) float32, map_hw)`` in
-    priority order, ``N = min(samples, drawable positions)``.
+    priority order, ``N = min(samples, drawable positions)`` (None for the
+    arrays when nothing could be drawn).
     """
     m = bind(model, library_gradients=False)
     kd = np.asarray(jax.random.key_data(key))
     impl = str(jax.random.key_impl(key))
-    res = Reservoir(samples)
+    shape = model.output_shape(layer, (size, size))
+    hw, c = (int(shape[0]), int(shape[1])), int(shape[2])
+    s = int(samples)
+    state = {"prio": jnp.full((s,), -jnp.inf, jnp.float32),
+             "img": jnp.full((s,), jnp.iinfo(jnp.int32).max, jnp.int32),
+             "pos": jnp.zeros((s,), jnp.int32), "vec": jnp.zeros((s, c), jnp.float32),
+             "w": jnp.zeros((s,), jnp.float32)}
     t0, done = time.perf_counter(), 0
     for batch in src.batches(size, batch_size):
-        top, where, vec, w = _candidates(
-            params, jnp.asarray(batch.images), jnp.asarray(batch.index), kd,
-            model=m, layer=layer, k=res.samples, class_index=class_index, impl=impl,
-            border=int(border))
-        shape = model.output_shape(layer, batch.images.shape[1:3])
-        hw = (int(shape[0]), int(shape[1]))
-        res.hw = hw
-        where = np.asarray(where).astype(np.int64)
-        per = hw[0] * hw[1]
-        img = batch.index[where // per].astype(np.int64)
-        gid = img * per + where % per
-        res.add(np.asarray(top), gid, np.asarray(vec), np.asarray(w))
+        state = _update(params, jnp.asarray(batch.images), jnp.asarray(batch.index),
+                        kd, state, model=m, layer=layer, class_index=class_index,
+                        impl=impl, border=int(border))
         done += int((batch.index >= 0).sum())
         if progress is not None:
             progress(done, src.n, time.perf_counter() - t0)
-    if res.vec is None:
-        return None, None, None, None, res.hw
-    per = res.hw[0] * res.hw[1]
-    pos = res.gid % per
-    return (res.vec.astype(np.float32), (res.gid // per).astype(np.int32),
-            np.stack([pos // res.hw[1], pos % res.hw[1]], 1).astype(np.int32),
-            res.weight.astype(np.float32), res.hw)
+    prio = np.asarray(state["prio"])
+    n = int(np.isfinite(prio).sum())
+    if n == 0:
+        return None, None, None, None, hw
+    pos = np.asarray(state["pos"][:n])
+    return (np.asarray(state["vec"][:n], np.float32),
+            np.asarray(state["img"][:n], np.int32),
+            np.stack([pos // hw[1], pos % hw[1]], 1).astype(np.int32),
+            np.asarray(state["w"][:n], np.float32), hw)

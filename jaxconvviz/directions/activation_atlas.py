@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 import warnings
 
 import jax
@@ -333,8 +334,16 @@ def activation_atlas(
         raise InputError(f"the dataset gave {0 if vec is None else vec.shape[0]} "
                          f"activation vectors at {layer!r}; the atlas needs at "
                          "least 4.")
+    t0 = time.perf_counter()
+    if run.progress:
+        print(f"atlas layout {layer}: UMAP of {vec.shape[0]:,} vectors x "
+              f"{vec.shape[1]} (cosine; single-threaded for a reproducible "
+              f"layout)", file=sys.stderr, flush=True)
     coords = umap_layout(vec, key=jax.random.fold_in(key, 1), n_neighbors=n_neighbors,
                          min_dist=min_dist)
+    if run.progress:
+        print(f"atlas layout {layer}: {format_seconds(time.perf_counter() - t0)}",
+              file=sys.stderr, flush=True)
     cell_of, cells, counts, dirs = bin_cells(
         coords, vec, int(grid), min_count=min_count,
         weight=None if class_index is None else w)
@@ -344,11 +353,7 @@ def activation_atlas(
     patches = top_patches(vec, cell_of, dirs, img, pos, top=int(top))
     images = None
     if render:
-        est = _render.render_seconds(model, layer, dirs.shape[0], style=style,
-                                     size=render_size, steps=steps)
-        if run.progress and jax.default_backend() == "cpu":
-            print(f"atlas render {layer}: {dirs.shape[0]} cells, estimated "
-                  f"{format_seconds(est)} on this CPU", file=sys.stderr, flush=True)
+        # the renderer states its CPU time estimate first (Run.progress)
         images = _render.render_directions(
             params, layer, dirs, key=jax.random.fold_in(key, 2), model=model,
             style=style, size=render_size, steps=steps, cossim_pow=cossim_pow,
