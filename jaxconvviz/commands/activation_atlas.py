@@ -140,7 +140,8 @@ def run(args) -> int:
     buf = io.BytesIO()
     np.savez(buf, cells=at.cells, counts=at.counts, directions=at.directions,
              patches=at.patches, coords=at.coords, image_index=at.image_index,
-             position=at.position, cell_of=at.cell_of, names=np.asarray(at.names))
+             position=at.position, cell_of=at.cell_of, names=np.asarray(at.names),
+             images=np.clip(np.round(at.images), 0, 255).astype(np.uint8))
     data = buf.getvalue()
     common.save_bytes(lambda fh: fh.write(data), dest / f"atlas_{safe}.npz")
     say(f"wrote {dest / f'atlas_{safe}.png'}, .html, .npz: {len(at.counts)} cells, "

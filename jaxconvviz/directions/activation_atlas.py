@@ -99,7 +99,7 @@ class ActivationAtlas:
 
         Each kept cell's rendering at its grid position; ``by="opacity"``
         blends it over ``background`` with opacity ``sqrt(count / max)``
-        (at least 0.25), ``"size"`` shrinks it about its centre to
+        (at least 0.4), ``"size"`` shrinks it about its centre to
         ``sqrt(count / max)`` of the cell, ``"none"`` draws every cell fully.
         """
         return compose(self.images, self.cells, self.counts, self.grid,
@@ -129,7 +129,7 @@ def compose(images, cells, counts, grid: int, *, cell_px: int | None = None,
             o = (s - m) // 2
             out[y0 + o:y0 + o + m, x0 + o:x0 + o + m] = small
         else:
-            a = 1.0 if by == "none" else max(float(f), 0.25)
+            a = 1.0 if by == "none" else max(float(f), 0.4)
             out[y0:y0 + s, x0:x0 + s] = a * im + (1 - a) * background
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 

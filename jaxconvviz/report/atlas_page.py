@@ -72,6 +72,7 @@ body{font-family:system-ui,sans-serif;margin:0;display:flex;height:100vh}
 #grid div.sel{outline:3px solid #06c}
 #side{width:340px;padding:12px;overflow:auto;border-left:1px solid #ccc}
 #side img{max-width:100%}
+#info img.cell{width:256px;height:256px;image-rendering:auto}
 .patches{display:flex;flex-wrap:wrap;gap:4px}
 .patches figure{margin:0;width:96px;font-size:10px;word-break:break-all}
 .tools{position:absolute;right:8px;top:8px;z-index:2}
@@ -101,7 +102,8 @@ function show(k){
   document.getElementById('c' + k).classList.add('sel');
   const c = D.cells[k];
   let h = `<h3>cell (${c.row}, ${c.col})</h3><p>${c.count} activation vectors</p>`;
-  h += `<img src="${c.img}" alt="rendering of cell ${k}"><h4>dataset patches</h4>`;
+  h += `<img class="cell" src="${c.img}" alt="rendering of cell ${k}">`;
+  h += '<h4>dataset patches</h4>';
   h += '<div class="patches">' + c.patches.map(p =>
     `<figure><img src="${p[1]}"><figcaption>${p[0]}</figcaption></figure>`
   ).join('') + '</div>';
