@@ -275,3 +275,23 @@ def test_missing_extra_names_it(monkeypatch, small, kinds):
     with pytest.raises(InputError, match=r"jaxconvviz\[atlas\]"):
         factorize_activations(params, kinds[0][0], LAYER, key=jax.random.key(0),
                               model=model)
+
+
+@pytest.mark.slow
+def test_class_filtered_atlas(tiny_model, tiny_params):
+    pytest.importorskip("umap")
+    rng = np.random.RandomState(1)
+    imgs = np.stack([_kind(k, rng) for k in np.arange(8) % 4]).astype(np.float32)
+    at = activation_atlas(tiny_params, imgs, "block3_conv3", key=jax.random.key(0),
+                          grid=3, samples=200, min_count=2, model=tiny_model,
+                          class_index=3, render=False)
+    assert at.class_index == 3 and (at.weight > 0).all()
+    k = int(np.argmax(at.counts))
+    m = at.cell_of == k
+    want = (at.vectors[m] * at.weight[m, None]).sum(0) / at.weight[m].sum()
+    np.testing.assert_allclose(at.directions[k], want, rtol=1e-4, atol=1e-6)
+    # drawn only where the class logit gains from the vector
+    plain = activation_atlas(tiny_params, imgs, "block3_conv3", key=jax.random.key(0),
+                             grid=3, samples=200, min_count=2, model=tiny_model,
+                             render=False)
+    assert (plain.weight == 1).all()
