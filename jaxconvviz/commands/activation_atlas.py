@@ -40,9 +40,6 @@ def register(subparsers) -> None:
     p.add_argument("--border", type=int, default=0, metavar="N",
                    help="skip positions within N of the layer map's edge "
                    "(default: 0)")
-    p.add_argument("--reduce", type=int, default=None, metavar="D",
-                   help="project the vectors to D dimensions (truncated SVD) "
-                   "before UMAP: faster on wide layers (default: off)")
     p.add_argument("--class-index", type=int, default=None, metavar="C",
                    help="class-filtered atlas: vectors weighted by attribution "
                    "to class C's logit (needs a classifier)")
@@ -86,7 +83,7 @@ def run(args) -> int:
     for flag, v in (("--grid", args.grid), ("--samples", args.samples),
                     ("--min-count", args.min_count), ("--image-size", args.image_size),
                     ("--size", args.size), ("--steps", args.steps),
-                    ("--batch-size", args.batch_size), ("--reduce", args.reduce)):
+                    ("--batch-size", args.batch_size)):
         if v is not None and v < 1:
             raise CLIError(f"{flag} must be >= 1; got {v}.")
     dest = out_dir(args.out)
@@ -126,7 +123,6 @@ def run(args) -> int:
         params, source, args.layer, key=jax.random.key(args.seed), grid=args.grid,
         samples=args.samples, min_count=args.min_count, model=model,
         class_index=args.class_index, border=args.border, size=size,
-        reduce=args.reduce,
         render_size=rsize,
         steps=steps, run=Run(batch_size=args.batch_size, progress=True))
     if names is not None:

@@ -24,15 +24,15 @@ import numpy as np
 from jaxconvviz.backend import bind, xla
 
 
-def _activations_and_weights(params, images, *, model, layer, class_index):
-    """``(a (B, h', w', C), w (B, h', w'))``: the activations and each
-    vector's weight (1, or its attribution to ``class_index``'s logit,
-    clipped at 0)."""
+def activations_and_grad(params, images, *, model, layer, class_index):
+    """``(a, g)``, float32 ``(B, h', w', C)`` each: ``layer``'s activations of
+    RGB [0, 255] ``images`` and the gradient of ``class_index``'s logit
+    with respect to them (None for ``class_index`` None: only the layers up
+    to ``layer`` run)."""
     x = model.preprocess(images)
     if class_index is None:
         _, caps = model.forward_with(params, x, capture=(layer,), stop=layer)
-        a = caps[layer].astype(jnp.float32)
-        return a, jnp.ones(a.shape[:3], jnp.float32)
+        return caps[layer].astype(jnp.float32), None
     shape = (x.shape[0], *model.output_shape(layer, tuple(x.shape[1:3])))
 
     def logit(delta):
@@ -41,8 +41,18 @@ def _activations_and_weights(params, images, *, model, layer, class_index):
         return out[:, class_index].astype(jnp.float32).sum(), caps[layer]
 
     g, a = jax.grad(logit, has_aux=True)(jnp.zeros(shape, x.dtype))
-    a = a.astype(jnp.float32)
-    return a, jnp.maximum((a * g.astype(jnp.float32)).sum(-1), 0.0)
+    return a.astype(jnp.float32), g.astype(jnp.float32)
+
+
+def _activations_and_weights(params, images, *, model, layer, class_index):
+    """``(a (B, h', w', C), w (B, h', w'))``: the activations and each
+    vector's weight (1, or its attribution ``a . g`` to ``class_index``'s
+    logit, clipped at 0)."""
+    a, g = activations_and_grad(params, images, model=model, layer=layer,
+                                class_index=class_index)
+    if g is None:
+        return a, jnp.ones(a.shape[:3], jnp.float32)
+    return a, jnp.maximum((a * g).sum(-1), 0.0)
 
 
 @functools.partial(xla.jit, static_argnames=("model", "layer", "class_index",

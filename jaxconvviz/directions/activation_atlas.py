@@ -135,23 +135,16 @@ def compose(images, cells, counts, grid: int, *, cell_px: int | None = None,
 
 
 def umap_layout(vectors, *, key: PRNGKey, n_neighbors: int = 15,
-                min_dist: float = 0.01, reduce: int | None = None) -> np.ndarray:
+                min_dist: float = 0.01) -> np.ndarray:
     """float32 ``(N, 2)``: UMAP of ``vectors`` (cosine metric), each axis
     scaled to ``[0, 1]``. ``random_state`` comes from ``key``, so the layout
-    is reproducible (UMAP then runs single-threaded). ``reduce``: first
-    project to that many dimensions with a truncated SVD (no centring, so
-    dot products and cosines are approximately kept), which cuts UMAP's
-    neighbour search for wide layers; None: the vectors as they are."""
+    is reproducible (UMAP then runs single-threaded)."""
     umap = require("umap", "the activation atlas layout")
     v = np.asarray(vectors, np.float32)
     if v.shape[0] < 4:
         raise InputError(f"UMAP needs at least 4 vectors; got {v.shape[0]} (more "
                          "images, or a larger samples=).")
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-    if reduce is not None and int(reduce) < v.shape[1]:
-        dec = require("sklearn.decomposition", "umap_layout(reduce=...)")
-        v = dec.TruncatedSVD(n_components=int(reduce), random_state=seed
-                             ).fit_transform(v).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         emb = umap.UMAP(n_components=2, metric="cosine", random_state=seed,
@@ -263,7 +256,6 @@ def activation_atlas(
     top: int = 8,
     n_neighbors: int = 15,
     min_dist: float = 0.01,
-    reduce: int | None = None,
     run: Run | None = None,
 ) -> ActivationAtlas:
     """The activation atlas of ``layer`` over the images of ``source``.
@@ -297,9 +289,6 @@ def activation_atlas(
         (:class:`~jaxconvviz.objectives.CosineDirection`).
       top: dataset patches kept per cell.
       n_neighbors, min_dist: UMAP's parameters.
-      reduce: project the vectors to this many dimensions (truncated SVD)
-        before UMAP, for speed on wide layers (:func:`umap_layout`); None:
-        UMAP of the vectors themselves, as the paper.
       run: execution options (batch size of the sampling pass and of the
         render, devices, progress with ETA on both phases).
 
@@ -351,7 +340,7 @@ def activation_atlas(
               f"{vec.shape[1]} (cosine; single-threaded for a reproducible "
               f"layout)", file=sys.stderr, flush=True)
     coords = umap_layout(vec, key=jax.random.fold_in(key, 1), n_neighbors=n_neighbors,
-                         min_dist=min_dist, reduce=reduce)
+                         min_dist=min_dist)
     if run.progress:
         print(f"atlas layout {layer}: {format_seconds(time.perf_counter() - t0)}",
               file=sys.stderr, flush=True)

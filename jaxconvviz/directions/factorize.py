@@ -27,6 +27,7 @@ import numpy as np
 from jaxconvviz._types import Params, PRNGKey
 from jaxconvviz.backend import bind, xla
 from jaxconvviz.directions import _render
+from jaxconvviz.directions._sample import activations_and_grad
 from jaxconvviz.directions.activation_atlas import require
 from jaxconvviz.errors import InputError
 from jaxconvviz.featureviz.styles import Lucid
@@ -103,20 +104,9 @@ def nmf(matrix, n_groups: int, *, seed: int = 0, max_iter: int = 1000,
 
 @functools.partial(xla.jit, static_argnames=("model", "layer", "class_index"))
 def _acts_and_grad(params, images, *, model, layer, class_index):
-    x = model.preprocess(images)
-    if class_index is None:
-        _, caps = model.forward_with(params, x, capture=(layer,), stop=layer)
-        a = caps[layer].astype(jnp.float32)
-        return a, jnp.zeros_like(a)
-    shape = (x.shape[0], *model.output_shape(layer, tuple(x.shape[1:3])))
-
-    def logit(delta):
-        out, caps = model.forward_with(params, x, capture=(layer,),
-                                       perturb={layer: delta}, logits=True)
-        return out[:, class_index].astype(jnp.float32).sum(), caps[layer]
-
-    g, a = jax.grad(logit, has_aux=True)(jnp.zeros(shape, x.dtype))
-    return a.astype(jnp.float32), g.astype(jnp.float32)
+    a, g = activations_and_grad(params, images, model=model, layer=layer,
+                                class_index=class_index)
+    return a, (jnp.zeros_like(a) if g is None else g)
 
 
 def factorize_activations(
