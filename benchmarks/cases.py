@@ -17,7 +17,8 @@ Case texts are ``KIND:ARG:ARG...`` (:func:`parse_case`):
 * ``examples:N:SIZE``, ``examples_memory:N1:N2:SIZE``: the dataset pass
   (:mod:`benchmarks.dataset_cases`).
 * Peer speed cases (:mod:`benchmarks.peer_cases`): ``render``,
-  ``cam``, ``resnet50``.
+  ``cam``, ``resnet50``; ``directions:LAYER:SIZE:STEPS:N``
+  (:mod:`benchmarks.direction_cases`, issue 32).
 
 :func:`run_case` never drops a case: an exception becomes a record with the
 error; every record is stamped with the environment (device kind, jax and
@@ -36,6 +37,7 @@ from collections.abc import Callable
 from benchmarks import peer_cases as pc
 from benchmarks.context import Ctx
 from benchmarks.dataset_cases import case_examples, case_examples_memory
+from benchmarks.direction_cases import case_directions
 from benchmarks.filter_cases import (
     case_atlas,
     case_channel,
@@ -53,6 +55,7 @@ CASES: dict[str, Callable[..., list[dict]]] = {
     "loops": case_loops, "channel": case_channel,
     "examples": case_examples, "examples_memory": case_examples_memory,
     "render": pc.case_render, "cam": pc.case_cam, "resnet50": pc.case_resnet50,
+    "directions": case_directions,
 }
 
 

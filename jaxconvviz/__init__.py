@@ -57,6 +57,8 @@ from jaxconvviz.attribution.sanity import (
 from jaxconvviz.backend import Backend
 from jaxconvviz.backend.compile_cache import use_compile_cache
 from jaxconvviz.backend.cpu import available_cores, use_cpu_cores
+from jaxconvviz.directions.activation_atlas import ActivationAtlas, activation_atlas
+from jaxconvviz.directions.factorize import Factorization, factorize_activations
 from jaxconvviz.featureviz import objectives, transforms
 from jaxconvviz.featureviz.atlas import LayerPlan, atlas_plan, filter_atlas
 from jaxconvviz.featureviz.filters import filter_activation

@@ -23,6 +23,7 @@ SECTIONS = [
     ("jaxconvviz.models", "Models and weights"),
     ("jaxconvviz.featureviz", "Feature visualization"),
     ("jaxconvviz.attribution", "Attribution"),
+    ("jaxconvviz.directions", "Activation atlases and factorization"),
     ("jaxconvviz.views", "Views"),
     ("jaxconvviz.dataset", "Datasets"),
     ("jaxconvviz.report", "Report"),

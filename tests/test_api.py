@@ -57,7 +57,8 @@ def test_shared_options_are_keyword_only():
         if p is not None and p.kind is not p.KEYWORD_ONLY:
             names = list(sig.parameters)
             at = names.index("layer")  # right after params, or params, images
-            if not (at == 1 or (at == 2 and names[1] in ("images", "images_rgb"))):
+            if not (at == 1 or (at == 2 and names[1] in (
+                    "images", "images_rgb", "image_rgb", "source"))):
                 bad.append(f"{name}(layer) is positional argument {at}")
     assert bad == []
 

@@ -7,12 +7,14 @@ Data flows one way: ``cli`` -> ``commands`` -> the library.
 import argparse
 
 from jaxconvviz.commands import (  # noqa: F401
+    activation_atlas,
     activations,
     atlas,
     common,
     demo,
     examples,
     explain,
+    factorize,
     gradcam,
     kernels,
     render,
@@ -24,7 +26,7 @@ from jaxconvviz.commands.parser import new_parser
 #: The subcommand modules (a new command: import it above, list it here).
 #: Order = order in ``--help``.
 COMMANDS: list = [demo, atlas, render, activations, gradcam, explain, kernels,
-                  examples, weights, report]
+                  examples, activation_atlas, factorize, weights, report]
 
 
 def build_parser() -> argparse.ArgumentParser:

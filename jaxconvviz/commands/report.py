@@ -94,6 +94,12 @@ def register(subparsers) -> None:
                    help="the --out folder of a finished `jaxconvviz examples` "
                    "run (or its result/ folder), instead of --dataset; "
                    "--layers defaults to its layers")
+    p.add_argument("--atlas", default=None, metavar="LAYER",
+                   help="add an activation-atlas page of LAYER over the dataset "
+                   "(--dataset, else the report's images); needs "
+                   "jaxconvviz[atlas]")
+    p.add_argument("--atlas-grid", type=int, default=20, metavar="N",
+                   help="cells per side of the --atlas page (default: 20)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing DIR (only once the new report is "
@@ -199,6 +205,11 @@ def run(args: argparse.Namespace) -> int:
         if layer not in model.conv_layers:
             raise CLIError(f"--layers must name conv layers of the model, one of "
                            f"{', '.join(model.conv_layers)}; got {layer!r}.")
+    if args.atlas:
+        from jaxconvviz.directions.activation_atlas import require
+
+        model.check_layer(args.atlas, model.spatial_layers, name="--atlas")
+        require("umap", "--atlas")
     on_cpu = jax.default_backend() == "cpu"
     size = args.size or (64 if on_cpu else 128)
     style = args.style or ("book" if on_cpu else "auto")
@@ -244,6 +255,13 @@ def run(args: argparse.Namespace) -> int:
                 pre_activation=not args.book_objective, top_k=args.top_k,
                 source=source, source_hash=digest, log=say,
                 examples=examples, examples_source=ex_source)
+            if args.atlas:
+                from jaxconvviz.report.atlas_page import add_to_report
+
+                add_to_report(tmp, params, model, getattr(args, "dataset", None)
+                              or [im.rgb for im in images], args.atlas,
+                              key=jax.random.key(args.seed), grid=args.atlas_grid,
+                              render_size=size, steps=args.lucid_steps, log=say)
         except OSError as e:
             raise CLIError(_keep_partial(tmp, dest, e)) from None
         if dest.exists():

@@ -210,6 +210,65 @@ class Direction(Objective):
 
 
 @dataclass(frozen=True)
+class CosineDirection(Objective):
+    """Activation-atlas objective (Carter et al. 2019, lucid's
+    ``direction_neuron_cossim``): ``dot * max(cos, 0.1) ** cossim_pow`` at one
+    position, with ``dot = a . v`` and ``cos`` the cosine similarity of the
+    activation vector ``a`` (C,) and the direction ``v``.
+
+    ``vectors`` is a tuple of directions, each one entry per channel of
+    ``layer``: image ``i`` is scored against ``vectors[filters[i]]`` (the
+    filter index passed to :func:`~jaxconvviz.render` picks the row), or
+    against ``vectors[0]`` when there is only one. Rows are read as one table,
+    so an image's value does not depend on which other rows the batch holds.
+    ``center=True`` scores the centre position ``(h' // 2, w' // 2)`` (the
+    paper's neuron objective); False: the mean of the score over positions.
+    """
+
+    layer: str
+    vectors: tuple = field(default=())
+    cossim_pow: float = 4.0
+    center: bool = True
+
+    def __post_init__(self):
+        rows = self.vectors
+        if rows and not isinstance(rows[0], (tuple, list)) and not hasattr(
+                rows[0], "__len__"):
+            rows = (rows,)
+        rows = tuple(tuple(float(v) for v in r) for r in rows)
+        if not rows or len({len(r) for r in rows}) != 1 or not rows[0]:
+            raise InputError(
+                f"CosineDirection vectors must be one or more equal-length "
+                f"directions (C,) of {self.layer!r}; got {len(rows)} rows.")
+        object.__setattr__(self, "vectors", rows)
+        object.__setattr__(self, "cossim_pow", float(self.cossim_pow))
+
+    @property
+    def layers(self):
+        return frozenset((self.layer,))
+
+    def __call__(self, ctx):
+        a = ctx.acts[self.layer]
+        table = jnp.asarray(self.vectors, jnp.float32)
+        if a.shape[-1] != table.shape[1]:
+            raise InputError(
+                f"CosineDirection vectors must have one entry per channel of "
+                f"{self.layer!r} ({a.shape[-1]}); got {table.shape[1]}.")
+        if table.shape[0] == 1:
+            v = jnp.broadcast_to(table, (a.shape[0], table.shape[1]))
+        else:
+            v = table[jnp.clip(ctx.filters, 0, table.shape[0] - 1)]
+        if self.center:
+            a = a[:, a.shape[1] // 2:a.shape[1] // 2 + 1,
+                  a.shape[2] // 2:a.shape[2] // 2 + 1]
+        dot = jnp.einsum("nhwc,nc->nhw", a, v)
+        mag = jnp.sqrt(jnp.sum(jnp.square(a), axis=-1)) * jnp.linalg.norm(
+            v, axis=-1)[:, None, None]
+        cos = jnp.maximum(dot / (mag + 1e-4), 0.1)
+        return (dot * cos ** self.cossim_pow).mean(axis=(1, 2))
+
+
+@dataclass(frozen=True)
 class ClassLogit(Objective):
     """The logit of class ``cls`` (a model with a top)."""
 
@@ -306,5 +365,5 @@ class Blur(Objective):
 
 
 __all__ = ["Context", "Objective", "Sum", "Scaled", "Channel", "Neuron",
-           "Direction", "ClassLogit", "ClassProbability", "Diversity",
-           "TotalVariation", "L1", "Blur"]
+           "Direction", "CosineDirection", "ClassLogit", "ClassProbability",
+           "Diversity", "TotalVariation", "L1", "Blur"]

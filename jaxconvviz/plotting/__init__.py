@@ -16,6 +16,7 @@ from jaxconvviz.plotting._dataset import (
     plot_unit_examples,
     plot_unit_lists,
 )
+from jaxconvviz.plotting._directions import plot_activation_atlas, plot_factorization
 from jaxconvviz.plotting._explain import plot_methods, plot_metrics
 from jaxconvviz.plotting._filters import plot_atlas, plot_side_by_side
 from jaxconvviz.plotting._gradcam import plot_gradcam
@@ -23,6 +24,8 @@ from jaxconvviz.plotting._kernels import plot_kernels, plot_weight_histograms
 
 __all__ = [
     "new_figure",
+    "plot_activation_atlas",
+    "plot_factorization",
     "plot_activation_grid",
     "plot_atlas",
     "plot_feature_maps",
