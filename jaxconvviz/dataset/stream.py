@@ -26,8 +26,8 @@ Border. A position whose receptive field
 (:func:`~jaxconvviz.models.receptive.receptive_field`) lies more than half
 outside the input image is left out of the top-k and of the statistics when
 ``border="exclude"`` (the default): its response is mostly to the zero
-padding. ``"keep"`` and ``"mark"`` keep every position (``"mark"`` flags the
-border examples in the result).
+padding. ``"keep"`` and ``"mark"`` keep every position (the result flags
+border examples either way).
 
 Compute only: imports jax and numpy.
 """
