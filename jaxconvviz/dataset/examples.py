@@ -239,8 +239,11 @@ def dataset_examples(params: Params, source, *, layers=None, k: int = 9,
         ``progress`` (images/s and the ETA).
       border: ``"exclude"`` leaves out positions whose receptive field lies
         more than half outside the image (of the top-k and the statistics);
-        ``"keep"`` keeps them; ``"mark"`` keeps them and flags them in
-        :attr:`LayerExamples.border`.
+        ``"keep"`` and ``"mark"`` keep them (the same computation; the
+        result always flags border examples in :attr:`LayerExamples.border`).
+        A layer with no position mostly inside the image (a deep layer at a
+        small size) keeps its most central ones, flagged, with a
+        :class:`~jaxconvviz.dataset.stream.BorderWarning`.
       checkpoint: a folder for checkpoints (None: none).
       checkpoint_every: images between checkpoints.
       resume: continue from ``checkpoint`` when it holds one of this pass

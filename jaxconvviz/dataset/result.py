@@ -44,7 +44,8 @@ class LayerExamples:
       position: int32 ``(C, k, 2)``: ``(row, col)`` in the layer's feature
         map (the image's best allowed position; -1: none).
       border: bool ``(C, k)``: the example's receptive field lies more than
-        half outside the image (only possible with ``border="keep"/"mark"``).
+        half outside the image (with ``border="keep"/"mark"``, or for a
+        layer none of whose positions lies mostly inside the image).
       mean, std, max: float32 ``(C,)`` over every counted position of every
         image (population standard deviation).
       frac_pos: float32 ``(C,)``: fraction of counted positions > 0.

@@ -26,8 +26,8 @@ Border. A position whose receptive field
 (:func:`~jaxconvviz.models.receptive.receptive_field`) lies more than half
 outside the input image is left out of the top-k and of the statistics when
 ``border="exclude"`` (the default): its response is mostly to the zero
-padding. ``"keep"`` and ``"mark"`` keep every position (``"mark"`` flags the
-border examples in the result).
+padding. ``"keep"`` and ``"mark"`` keep every position (the result flags
+border examples either way).
 
 Compute only: imports jax and numpy.
 """
@@ -233,7 +233,15 @@ def _batch_layer(y, index, allowed):
     y = y.astype(jnp.float32)
     ok = jnp.asarray(allowed.reshape(1, h, w, 1))
     positions = int(allowed.sum())
+    p0 = int(np.flatnonzero(allowed.reshape(-1))[0])
+    shift = y[:, p0 // w, p0 % w, :]  # (B, C)
+    d = jnp.where(ok, y - shift[:, None, None, :], 0.0)
+    # four reductions over the same axis of the same input: XLA fuses them
+    # into one pass over the activation (per row; the rows are summed after)
     rowmax = jnp.where(ok, y, -jnp.inf).max(axis=2)  # (B, h, C)
+    r1 = d.sum(axis=2)
+    r2 = (d * d).sum(axis=2)
+    rpos = jnp.where(ok & (y > 0), 1.0, 0.0).sum(axis=2)  # exact: < 2**24
     best = rowmax.max(axis=1)  # (B, C)
     best = jnp.where(best == 0, 0.0, best)  # -0.0 -> 0.0: one order for zeros
     r = jnp.argmax(rowmax, axis=1)  # (B, C): the first row holding the max
@@ -242,11 +250,7 @@ def _batch_layer(y, index, allowed):
     at = (r * w + jnp.argmax(jnp.where(row_ok, row, -jnp.inf), axis=1)
           ).astype(jnp.int32)
     best = jnp.where(valid[:, None], best, -jnp.inf)
-    p0 = int(np.flatnonzero(allowed.reshape(-1))[0])
-    shift = y[:, p0 // w, p0 % w, :]  # (B, C)
-    d = jnp.where(ok, y - shift[:, None, None, :], 0.0)
-    s1 = d.sum(axis=(1, 2))
-    s2 = (d * d).sum(axis=(1, 2))
+    s1, s2 = r1.sum(axis=1), r2.sum(axis=1)
     per_img = shift + s1 / positions  # (B, C)
     m2_img = jnp.maximum(s2 - s1 * s1 / positions, 0.0)
     vmask = valid[:, None]
@@ -256,7 +260,7 @@ def _batch_layer(y, index, allowed):
     spread = jnp.where(vmask, per_img - mean[None, :], 0.0)
     m2 = jnp.where(vmask, m2_img, 0.0).sum(axis=0) + positions * (
         spread * spread).sum(axis=0)
-    pos = jnp.sum(ok & (y > 0), axis=(1, 2), dtype=jnp.int32)  # (B, C)
+    pos = jnp.round(rpos.sum(axis=1)).astype(jnp.int32)  # (B, C)
     pos = jnp.where(vmask, pos, 0).sum(axis=0)
     edges = jnp.asarray(INNER_EDGES).reshape(1, 1, -1)
     cum = jnp.sum(vmask[..., None] & (best[..., None] >= edges), axis=0,
