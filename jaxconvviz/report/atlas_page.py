@@ -16,8 +16,8 @@ import json
 
 import numpy as np
 
+from jaxconvviz.models.receptive import crop_patch, receptive_field
 from jaxconvviz.report import encode
-from jaxconvviz.report.receptive import crop_patch, receptive_field
 
 
 def _uri(a, kind: str = "png") -> str:
