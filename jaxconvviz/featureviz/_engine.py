@@ -5,8 +5,9 @@
 argument checked and every layer planned before any compute: chunks from a
 memory budget, devices, the compute model) and :func:`execute` (each
 layer's chunks run in paced segments, :mod:`~jaxconvviz.featureviz._pace`,
-then landed in order with progress, dead filters reported). The model is bound to its backend once, in
-:func:`prepare` (:func:`jaxconvviz.backend.bind`).
+then landed in order with progress, dead filters reported). The model is
+bound to its backend once, in :func:`prepare`
+(:func:`jaxconvviz.backend.bind`).
 
 Imports jax and numpy only.
 """
@@ -386,38 +387,13 @@ def execute(params, req: Request, *, to_host: bool, pacer=None) -> list:
     if pacer is None:
         pacer = _pace.Pacer(layer_work(req), on_progress=beat,
                             adaptive=pl.all_addressable(req.devs))
-    done, results, finished = 0, [], {}
+    results, finished = [], {}
     try:
-        for i, plan in enumerate(req.plans):
-            pacer.begin(i)
-            chunks = pg.run_spec(
-                params, req.specs[plan.layer], req.compute, plan,
-                req.fsel[plan.layer], key=req.key, devs=req.devs, size=req.size,
-                loop=req.loop, init=req.init,
-                finish=_copy_to_host_async if to_host else None,
-                stop_dead=req.stop_dead, pace=pacer)
-            landed = []
-            for c, x in enumerate(chunks):
-                pacer.wait(x)  # polling: a chunk is reported when it is done
-                if to_host:
-                    x = jax.tree.map(pl.fetch, x)
-                landed.append(x)
-                done += min(plan.chunk, plan.n_filters - c * plan.chunk)
-                if isinstance(prog, Progress):
-                    prog.update(done, total, layer=plan.layer, chunk=c + 1,
-                                n_chunks=plan.n_chunks, left=pacer.seconds_left())
-                elif prog is not None:
-                    prog(done, total)
-            pacer.end()
-            thresholds = req.specs[plan.layer].thresholds
-            out = pg.concat_chunks(landed, plan.n_filters, thresholds)
-            if not to_host:
-                out = _on_first_device(out, req.devs, plan.n_devices)
-            if isinstance(req.style, Book) and not thresholds:
-                warn_dead(req, plan.layer, out)
-            results.append(out)
-            finished[plan.layer] = out
+        with pacer.interrupt:  # Ctrl-C taken at the pacer's polls only
+            _run_layers(params, req, pacer, prog, to_host, total, results, finished)
+            pacer.check()  # pressed after the last poll: still a stop
     except KeyboardInterrupt as e:
+        pacer.settle()  # never exit with segments in flight
         if isinstance(e, RunInterrupted):
             raise
         raise RunInterrupted(finished, [p.layer for p in req.plans]) from None
@@ -425,6 +401,42 @@ def execute(params, req: Request, *, to_host: bool, pacer=None) -> list:
         if isinstance(prog, Progress):
             prog.close()
     return results
+
+
+def _run_layers(params, req: Request, pacer, prog, to_host: bool, total: int,
+                results: list, finished: dict) -> None:
+    """:func:`execute`'s loop: each layer dispatched (paced), landed,
+    appended to ``results`` and ``finished`` (``{layer: out}``)."""
+    done = 0
+    for i, plan in enumerate(req.plans):
+        pacer.begin(i)
+        chunks = pg.run_spec(
+            params, req.specs[plan.layer], req.compute, plan,
+            req.fsel[plan.layer], key=req.key, devs=req.devs, size=req.size,
+            loop=req.loop, init=req.init,
+            finish=_copy_to_host_async if to_host else None,
+            stop_dead=req.stop_dead, pace=pacer)
+        landed = []
+        for c, x in enumerate(chunks):
+            pacer.wait(x)  # polling: a chunk is reported when it is done
+            if to_host:
+                x = jax.tree.map(pl.fetch, x)
+            landed.append(x)
+            done += min(plan.chunk, plan.n_filters - c * plan.chunk)
+            if isinstance(prog, Progress):
+                prog.update(done, total, layer=plan.layer, chunk=c + 1,
+                            n_chunks=plan.n_chunks, left=pacer.seconds_left())
+            elif prog is not None:
+                prog(done, total)
+        pacer.end()
+        thresholds = req.specs[plan.layer].thresholds
+        out = pg.concat_chunks(landed, plan.n_filters, thresholds)
+        if not to_host:
+            out = _on_first_device(out, req.devs, plan.n_devices)
+        if isinstance(req.style, Book) and not thresholds:
+            warn_dead(req, plan.layer, out)
+        results.append(out)
+        finished[plan.layer] = out
 
 
 def _on_first_device(x, devs: tuple, n_dev: int):

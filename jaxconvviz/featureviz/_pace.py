@@ -24,6 +24,8 @@ and the sleep are injectable (tests run without timing).
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -36,6 +38,9 @@ SEGMENT_SECONDS = 1.0
 #: The first segment (before any measurement) aims at this fraction of
 #: :data:`SEGMENT_SECONDS`: the planner's estimate may be optimistic.
 FIRST_FRACTION = 0.5
+#: Steps of a layer's first segment at most (its time is not measured yet:
+#: the planner's estimate can be off by 10x or more, e.g. on tiny models).
+FIRST_STEPS = 2
 #: Segments queued on the device at most while the host waits (the running
 #: one and the next: the device never idles between segments).
 QUEUE_DEPTH = 2
@@ -44,6 +49,41 @@ POLL_SECONDS = 0.02
 #: The progress callback is offered a heartbeat at most this often while
 #: waiting (it prints one only when its own interval has passed).
 BEAT_SECONDS = 0.25
+
+
+class DeferredInterrupt:
+    """Ctrl-C taken at safe points only, while this context is active.
+
+    Python raises KeyboardInterrupt wherever the main thread happens to be
+    when SIGINT arrives: inside JAX's tracing, lowering or persistent-cache
+    code it can leave the runtime half-updated (the interpreter then crashed
+    at exit, SIGSEGV, in about half of the tries with a compile cache). Here
+    the first SIGINT only sets :attr:`hit`; :meth:`Pacer.check` raises
+    KeyboardInterrupt at its next poll (every few ms while waiting). A
+    second SIGINT raises at once, as usual. Active only in the main thread
+    and when SIGINT has Python's default handler (a user's own handler is
+    left alone)."""
+
+    def __init__(self):
+        self.hit = False
+        self._old = None
+
+    def _handler(self, signum, frame):
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __enter__(self):
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+        return False
 
 
 @dataclass
@@ -67,25 +107,49 @@ class Pacer:
     layer's filters; ``seconds_left`` None when unknown).
     """
 
-    def __init__(self, layers: list[LayerWork], *, on_progress: Callable | None = None,
-                 adaptive: bool = True, target: float = SEGMENT_SECONDS,
-                 depth: int = QUEUE_DEPTH, clock: Callable[[], float] = time.perf_counter,
+    def __init__(self, layers: list[LayerWork], *,
+                 on_progress: Callable | None = None, adaptive: bool = True,
+                 target: float = SEGMENT_SECONDS, depth: int = QUEUE_DEPTH,
+                 clock: Callable[[], float] = time.perf_counter,
                  sleep: Callable[[float], object] = time.sleep):
         self.layers, self.on_progress = layers, on_progress
         self.adaptive, self.target, self.depth = adaptive, target, max(1, depth)
         self.clock, self.sleep = clock, sleep
         self.factor: float | None = None   # measured / estimated seconds
+        self.layer_factor: float | None = None  # the same, this layer only
         self.unit_seconds: float | None = None  # measured, layers without estimate
         self.pending: deque = deque()      # (array, steps, dispatch time)
         self.cur, self.done_units, self.base = 0, 0, 0
         self.last_done: float | None = None
         self.last_beat = clock()
         self.segments: list[tuple[int, float]] = []  # (steps, seconds) measured
+        self.interrupt = DeferredInterrupt()
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if a SIGINT was deferred
+        (:class:`DeferredInterrupt`)."""
+        if self.interrupt.hit:
+            raise KeyboardInterrupt
+
+    def settle(self) -> None:
+        """After an interrupt: block (no polling) until the queued segments
+        are done, so the process never exits with computations in flight.
+        At most :data:`QUEUE_DEPTH` segments of about :data:`SEGMENT_SECONDS`."""
+        while self.pending:
+            state = self.pending.popleft()[0]
+            for leaf in jax.tree.leaves(state):
+                if hasattr(leaf, "block_until_ready"):
+                    try:
+                        leaf.block_until_ready()
+                    except Exception:  # noqa: BLE001 - only waiting
+                        pass
 
     # ------------------------------------------------------------ layers
     def begin(self, i: int) -> None:
         """Start layer ``i`` of :attr:`layers`."""
+        self.check()
         self.cur, self.done_units = i, 0
+        self.layer_factor = None
 
     def end(self) -> None:
         """Layer :attr:`cur` landed."""
@@ -97,25 +161,35 @@ class Pacer:
     def seconds_per_unit(self, i: int | None = None) -> float | None:
         """Estimated seconds per chunk-step of layer ``i`` (default: the
         current one): the planner's estimate times the measured factor."""
-        w = self.layers[self.cur if i is None else i]
+        i = self.cur if i is None else i
+        w = self.layers[i]
         if w.unit_seconds is None:
             return self.unit_seconds
-        return w.unit_seconds * (1.0 if self.factor is None else self.factor)
+        f = self.layer_factor if i == self.cur and self.layer_factor else self.factor
+        return w.unit_seconds * (1.0 if f is None else f)
 
     def length(self, remaining: int) -> int:
         """Steps of the next segment: about :data:`SEGMENT_SECONDS` by the
-        current estimate, at least 1, at most ``remaining``."""
+        current estimate, at least 1, at most ``remaining``; a layer's first
+        segments, before any of its own is measured, at most
+        :data:`FIRST_STEPS` (and half the target)."""
         per = self.seconds_per_unit()
+        measured = (self.layer_factor is not None
+                    or (self.layers[self.cur].unit_seconds is None
+                        and self.unit_seconds is not None))
         if per is None:
             return 1
-        target = self.target * (1.0 if self.factor is not None else FIRST_FRACTION)
+        target = self.target * (1.0 if measured else FIRST_FRACTION)
         n = int(target / per) if per > 0 else remaining
+        if not measured:
+            n = min(n, FIRST_STEPS)
         return max(1, min(int(remaining), n))
 
     def __call__(self, state, steps: int) -> None:
         """A segment of ``steps`` steps was dispatched; its result is
         ``state``. Waits until at most ``depth - 1`` segments are queued."""
         self.pending.append((state, int(steps), self.clock()))
+        self.check()
         while len(self.pending) >= self.depth:
             self._finish_oldest()
 
@@ -144,6 +218,8 @@ class Pacer:
                 sample = seconds / (steps * w.unit_seconds)
                 self.factor = sample if self.factor is None else (
                     0.5 * self.factor + 0.5 * sample)
+                self.layer_factor = sample if self.layer_factor is None else (
+                    0.5 * self.layer_factor + 0.5 * sample)
         self.report(beat=True)
 
     # ------------------------------------------------------------ waiting
@@ -157,8 +233,11 @@ class Pacer:
                 if hasattr(leaf, "block_until_ready"):
                     leaf.block_until_ready()
                 continue
+            if not ready():  # poll only what is not done
+                self.check()
             delay = 1e-4
             while not ready():
+                self.check()
                 self.sleep(delay)
                 delay = min(2 * delay, POLL_SECONDS)
                 if self.clock() - self.last_beat >= BEAT_SECONDS:
@@ -192,4 +271,4 @@ class Pacer:
                              self.layers[self.cur].layer, beat)
 
 
-__all__ = ["Pacer", "LayerWork", "SEGMENT_SECONDS", "QUEUE_DEPTH"]
+__all__ = ["Pacer", "LayerWork", "DeferredInterrupt", "SEGMENT_SECONDS", "QUEUE_DEPTH"]

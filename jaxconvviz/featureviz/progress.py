@@ -13,7 +13,6 @@ import time
 
 from jaxconvviz.errors import InputError
 
-
 #: A plain-text :class:`Progress` prints a line at least this often while a
 #: run computes (seconds; the issue asks for one every 10 s on a CPU).
 HEARTBEAT_SECONDS = 5.0
@@ -214,5 +213,6 @@ def as_progress(progress, desc: str):
 
 
 
-__all__ = ["Progress", "RunInterrupted", "HEARTBEAT_SECONDS", "SlowOnCPUWarning", "DeadFilterWarning", "format_seconds",
-           "dead_filter_hint", "own_objective_source"]
+__all__ = ["Progress", "RunInterrupted", "HEARTBEAT_SECONDS", "SlowOnCPUWarning",
+           "DeadFilterWarning", "format_seconds", "dead_filter_hint",
+           "own_objective_source"]
