@@ -200,9 +200,8 @@ def _atlas_many(args, model, params, desc, layers, d) -> None:
     import jax
 
     from jaxconvviz.backend import backend
-    from jaxconvviz.featureviz.atlas import filter_atlas
-
     from jaxconvviz.commands.common import INTERRUPT_NOTES
+    from jaxconvviz.featureviz.atlas import filter_atlas
     from jaxconvviz.featureviz.progress import RunInterrupted
 
     sel = {layer: _filters(args, model.channels(layer)) for layer in layers}
