@@ -24,6 +24,7 @@ and the sleep are injectable (tests run without timing).
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -100,6 +101,11 @@ class LayerWork:
 class Pacer:
     """Cuts ascents into segments and keeps the device queue short.
 
+    ``target`` and ``depth`` default to :data:`SEGMENT_SECONDS` and
+    :data:`QUEUE_DEPTH` as they are when the pacer is made; ``target=inf``
+    turns pacing off (each chunk's steps in one call; with a large ``depth``
+    nothing waits: the engine's behaviour before pacing, for benchmarks).
+
     ``on_progress(done_filters, seconds_left, layer, beat)`` is called after
     each finished segment and, while waiting, every :data:`BEAT_SECONDS`
     (``beat`` True: a heartbeat, which the sink prints only when its own
@@ -109,10 +115,12 @@ class Pacer:
 
     def __init__(self, layers: list[LayerWork], *,
                  on_progress: Callable | None = None, adaptive: bool = True,
-                 target: float = SEGMENT_SECONDS, depth: int = QUEUE_DEPTH,
+                 target: float | None = None, depth: int | None = None,
                  clock: Callable[[], float] = time.perf_counter,
                  sleep: Callable[[float], object] = time.sleep):
         self.layers, self.on_progress = layers, on_progress
+        target = SEGMENT_SECONDS if target is None else target
+        depth = QUEUE_DEPTH if depth is None else depth
         self.adaptive, self.target, self.depth = adaptive, target, max(1, depth)
         self.clock, self.sleep = clock, sleep
         self.factor: float | None = None   # measured / estimated seconds
@@ -173,6 +181,8 @@ class Pacer:
         current estimate, at least 1, at most ``remaining``; a layer's first
         segments, before any of its own is measured, at most
         :data:`FIRST_STEPS` (and half the target)."""
+        if math.isinf(self.target):  # pacing off: each chunk in one call
+            return int(remaining)
         per = self.seconds_per_unit()
         measured = (self.layer_factor is not None
                     or (self.layers[self.cur].unit_seconds is None
