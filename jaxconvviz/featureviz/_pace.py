@@ -46,7 +46,7 @@ FIRST_STEPS = 2
 #: one and the next: the device never idles between segments).
 QUEUE_DEPTH = 2
 #: Longest sleep between two ``is_ready()`` polls (the first ones are shorter).
-POLL_SECONDS = 0.02
+POLL_SECONDS = 0.005
 #: The progress callback is offered a heartbeat at most this often while
 #: waiting (it prints one only when its own interval has passed).
 BEAT_SECONDS = 0.25
@@ -200,7 +200,12 @@ class Pacer:
         ``state``. Waits until at most ``depth - 1`` segments are queued."""
         self.pending.append((state, int(steps), self.clock()))
         self.check()
-        while len(self.pending) >= self.depth:
+        # one step longer than the target (a big chunk on a slow or loaded
+        # CPU): segments are single steps already, so queue none behind the
+        # running one -- Ctrl-C then waits for one step, not two
+        per = self.seconds_per_unit() if self.layer_factor is not None else None
+        depth = 1 if per is not None and per > self.target else self.depth
+        while len(self.pending) >= max(1, depth) and self.pending:
             self._finish_oldest()
 
     def drain(self) -> None:
