@@ -364,9 +364,9 @@ def layer_work(req: Request) -> list[_pace.LayerWork]:
 def execute(params, req: Request, *, to_host: bool, pacer=None) -> list:
     """Run a prepared request, layer by layer: each chunk's ascent cut into
     segments of about :data:`~jaxconvviz.featureviz._pace.SEGMENT_SECONDS`
-    with at most two queued (:class:`~jaxconvviz.featureviz._pace.Pacer`:
-    the device never idles between segments, and Ctrl-C is taken within a
-    poll, leaving about two segments to finish), then the layer's chunks
+    with at most :data:`~jaxconvviz.featureviz._pace.QUEUE_DEPTH` in flight
+    (:class:`~jaxconvviz.featureviz._pace.Pacer`: Ctrl-C is taken within a
+    poll and leaves at most about one segment to finish), then the layer's chunks
     landed in order (with ``to_host`` each chunk's copy to the host starts
     at once), reporting progress per chunk and, between chunks, heartbeats
     with the time left corrected by the measured segment times. Returns one

@@ -3,15 +3,16 @@
 A chunk's ascent is cut into segments of :meth:`Pacer.length` steps (one
 compiled loop with a traced step count, so the cut does not change a single
 bit, :class:`jaxconvviz.featureviz._programs.Program`), and at most
-:data:`QUEUE_DEPTH` segments are queued on the device: the host waits for
+:data:`QUEUE_DEPTH` segments are in flight: the host waits for
 the oldest by polling ``is_ready()`` with short sleeps, so a
 KeyboardInterrupt (Ctrl-C) is taken within a poll, and what is left to run
 after it is at most about ``QUEUE_DEPTH`` segments of
-:data:`SEGMENT_SECONDS` each. A segment's length comes from the planner's time
-estimate per chunk-step (:func:`jaxconvviz.featureviz._plan.estimate_seconds`)
-times a correction factor measured from the segments that finished, so
-segments stay near :data:`SEGMENT_SECONDS` whatever the layer, chunk size or
-machine, and the time left that the progress reports is corrected as the
+:data:`SEGMENT_SECONDS` each (or one step, when a single step is longer).
+A segment's length comes from the planner's time estimate per chunk-step
+(:func:`jaxconvviz.featureviz._plan.estimate_seconds`) times a correction
+factor measured from the segments that finished, so segments stay near
+:data:`SEGMENT_SECONDS` whatever the layer, chunk size or machine, and the
+time left that the progress reports is corrected as the
 run goes.
 
 Multi-process runs keep every process's segments equal (each process must
@@ -34,17 +35,22 @@ from dataclasses import dataclass
 
 import jax
 
-#: Target duration of one segment, in seconds.
-SEGMENT_SECONDS = 1.0
+#: Target duration of one segment, in seconds. Each call of the compiled
+#: loop has a fixed cost (about 40-60 ms of CPU time for VGG16's block5 on a
+#: loaded 2-core CPU: entering the loop, its buffers), so segments of 2 s
+#: keep it near 2-3% while Ctrl-C still waits at most about 2 s.
+SEGMENT_SECONDS = 2.0
 #: The first segment (before any measurement) aims at this fraction of
 #: :data:`SEGMENT_SECONDS`: the planner's estimate may be optimistic.
 FIRST_FRACTION = 0.5
 #: Steps of a layer's first segment at most (its time is not measured yet:
 #: the planner's estimate can be off by 10x or more, e.g. on tiny models).
 FIRST_STEPS = 2
-#: Segments queued on the device at most while the host waits (the running
-#: one and the next: the device never idles between segments).
-QUEUE_DEPTH = 2
+#: Segments in flight at most: 1, the running one (the host dispatches the
+#: next when it is done: a gap of one poll, at most :data:`POLL_SECONDS`, per
+#: segment, well under 1% of it); 2 would keep the device busy through the
+#: gap but double what Ctrl-C waits for.
+QUEUE_DEPTH = 1
 #: Longest sleep between two ``is_ready()`` polls (the first ones are shorter).
 POLL_SECONDS = 0.005
 #: The progress callback is offered a heartbeat at most this often while
