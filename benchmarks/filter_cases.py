@@ -369,9 +369,31 @@ def case_notes(ctx: Ctx, size: int, n_time: int = 2) -> list[dict]:
     return out
 
 
+class _pacing:
+    """``paced=False``: the engine's ascents without segments (each chunk's
+    steps in one call, nothing waits: ``_pace.SEGMENT_SECONDS = inf``), the
+    form before Ctrl-C pacing; the ``paced`` records against these give its
+    cost (issue 29: under 3%)."""
+
+    def __init__(self, paced: bool):
+        self.paced = paced
+
+    def __enter__(self):
+        from jaxconvviz.featureviz import _pace
+
+        self.old = (_pace.SEGMENT_SECONDS, _pace.QUEUE_DEPTH)
+        if not self.paced:
+            _pace.SEGMENT_SECONDS, _pace.QUEUE_DEPTH = float("inf"), 1 << 30
+
+    def __exit__(self, *exc):
+        from jaxconvviz.featureviz import _pace
+
+        _pace.SEGMENT_SECONDS, _pace.QUEUE_DEPTH = self.old
+
+
 def case_loops(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
-    """The step-loop forms (``Backend.loop``: fori, python) x chunk sizes
-    (``Run.batch_size``) of filter_patterns."""
+    """The step-loop forms (``Backend.loop``: fori paced and unpaced, python)
+    x chunk sizes (``Run.batch_size``) of filter_patterns."""
     jcv = ctx.jcv
     out = []
     sizes = sorted({1, 2, 4, 8, 16, n} & set(range(1, n + 1)))
@@ -380,21 +402,27 @@ def case_loops(ctx: Ctx, layer: str, size: int, n: int) -> list[dict]:
     elif ctx.smoke:
         sizes = [n]
     flops = fl.ascent_flops(ctx.model, layer, size, ctx.steps, n)
+    forms = (("fori", True), ("fori", False), ("python", True))
     for dt in ctx.dtypes:
-        for loop in ("fori", "python"):
+        for loop, paced in forms:
             for bs in sizes:
-                def run(loop=loop, bs=bs, dt=dt):
-                    return jcv.filter_patterns(
-                        ctx.params, layer, range(n), key=ctx.key, size=size,
-                        steps=ctx.steps, model=ctx.model.with_backend(loop=loop),
-                        run=jcv.Run(dtype=dt, batch_size=bs))
+                def run(loop=loop, bs=bs, dt=dt, paced=paced):
+                    with _pacing(paced):
+                        return jcv.filter_patterns(
+                            ctx.params, layer, range(n), key=ctx.key, size=size,
+                            steps=ctx.steps,
+                            model=ctx.model.with_backend(loop=loop),
+                            run=jcv.Run(dtype=dt, batch_size=bs))
 
                 cold, warm, samples = timeit(run, repeat=ctx.args.repeat)
-                log(f"  loops {layer} {dt} {loop} chunk {bs}: {warm * 1e3:.0f} ms")
+                how = "" if paced else " unpaced"
+                log(f"  loops {layer} {dt} {loop}{how} chunk {bs}: "
+                    f"{warm * 1e3:.0f} ms")
                 out.append({
                     "case": f"loops:{layer}:{size}:{n}", "kind": "loops",
                     "layer": layer, "size": size, "steps": ctx.steps, "n": n,
-                    "dtype": dt, "loop": loop, "chunks": {"batch_size": bs},
+                    "dtype": dt, "loop": loop, "paced": paced,
+                    "chunks": {"batch_size": bs},
                     "batched_s": warm, "cold_s": cold, "samples_s": samples,
                     "ms_per_filter": warm / n * 1e3, "gflop": flops / 1e9,
                     "tflops": flops / warm / 1e12,

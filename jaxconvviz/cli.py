@@ -37,7 +37,11 @@ import warnings
 from pathlib import Path
 
 from jaxconvviz.commands import build_parser
-from jaxconvviz.commands.common import CLIError, rescued_message
+from jaxconvviz.commands.common import (
+    CLIError,
+    interrupted_message,
+    rescued_message,
+)
 from jaxconvviz.errors import JaxConvVizError
 
 #: OSErrors that the environment causes (not bugs): one line, exit 2.
@@ -98,8 +102,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         where = f"{e.filename}: " if e.filename else ""
         text = (e.strerror or str(e)).strip().splitlines()[0]
         return error(f"{where}{text}.")
-    except KeyboardInterrupt:
-        print(f"jaxconvviz {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # what finished is kept: say what and where
+        print(f"jaxconvviz {args.command}: {interrupted_message()}",
+              file=sys.stderr)
         return 130
 
 

@@ -65,12 +65,15 @@ def test_keras_zip_bomb_member_streamed_and_refused(tmp_path, saved):
     assert p.stat().st_size < 1 << 20
     tracemalloc.start()
     try:
+        # the architecture's cap (1.7 MiB for the tiny VGG16) refuses it
+        # first; without a model the zip-bomb ratio does (test_hostile.py)
         msg = _one_line(lambda: jcv.load_keras_model(p),
-                        r"archive member 'model.weights.h5' expands", p)
+                        r"archive member 'model.weights.h5' declares 64.0 MiB, "
+                        r"over the cap of", p)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert "zip bomb" in msg
+    assert "architecture" in msg
     assert peak < 2 * p.stat().st_size + (4 << 20), peak
 
 
@@ -87,6 +90,34 @@ def test_keras_member_over_the_ceiling_override(tmp_path, saved, monkeypatch):
     finally:
         tracemalloc.stop()
     assert "JAXCONVVIZ_MAX_WEIGHT_BYTES" in msg and peak < 1 << 20, peak
+
+
+def test_keras_weights_member_capped_by_the_architecture(tmp_path, saved, tiny_model):
+    """The tiny VGG16 needs ~0.2 MiB of weights: a ``model.weights.h5`` member
+    declaring 24 MiB (the real file padded, compression ratio ~ 1, so no
+    zip-bomb rule fires, far under the 4 GiB ceiling) is refused from its
+    header against what the architecture needs, before any byte is
+    inflated; the absolute ceiling still bounds it when lower."""
+    config, blob = saved
+    pad = np.random.default_rng(0).bytes(24 << 20)  # incompressible
+    p = _keras(tmp_path / "padded.keras", config, blob + pad)
+    tracemalloc.start()
+    try:
+        _one_line(lambda: jcv.load_keras_model(p),
+                        r"archive member 'model.weights.h5' declares 24\.\d MiB, "
+                        r"over the cap of \d\.\d MiB \(what the model's architecture "
+                        r"needs plus a margin\)", p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak
+    shapes = [s for e in W.expected_shapes(tiny_model).values() for s in e.values()]
+    cap, why = W.limits.member_cap(shapes)
+    assert cap < 4 << 20 and "architecture" in why
+    # the absolute ceiling wins when it is the lower one, and says how to raise it
+    cap, why = W.limits.member_cap(shapes, max_bytes=1 << 16)
+    assert cap == 1 << 16 and W.MAX_BYTES_ENV in why
+    assert W.limits.member_cap(None)[0] == W.MAX_WEIGHT_BYTES
 
 
 def test_keras_huge_declared_dataset_refused_by_the_models_shape(tmp_path, saved):

@@ -200,15 +200,26 @@ def _atlas_many(args, model, params, desc, layers, d) -> None:
     import jax
 
     from jaxconvviz.backend import backend
+    from jaxconvviz.commands.common import INTERRUPT_NOTES
     from jaxconvviz.featureviz.atlas import filter_atlas
+    from jaxconvviz.featureviz.progress import RunInterrupted
 
     sel = {layer: _filters(args, model.channels(layer)) for layer in layers}
     main = jax.process_index() == 0
-    with backend(conv=args.conv_impl):
-        res = filter_atlas(params, layers=layers, filters_per_layer=sel,
+    try:
+        with backend(conv=args.conv_impl):
+            res = filter_atlas(params, layers=layers, filters_per_layer=sel,
                                key=jax.random.key(args.seed),
                                style=_style(args, model), model=model,
                                run=_run(args, main))
+    except RunInterrupted as e:  # Ctrl-C: write the layers that finished
+        INTERRUPT_NOTES.append(f"after {len(e.results)} of {len(layers)} layers")
+        if main:
+            for layer in layers:
+                if layer in e.results:
+                    _atlas_one(args, model, params, desc, layer, d,
+                               pats=e.results[layer])
+        raise
     if not main:
         return
     for layer in layers:

@@ -193,6 +193,33 @@ def out_dir(path: str, *, flag: str = "--out") -> Path:
     return d
 
 
+#: Files this process wrote through :func:`save_bytes` (where they landed),
+#: for the message of an interrupted command (:func:`interrupted_message`).
+WRITTEN: list[Path] = []
+#: What an interrupted command adds to its message (e.g. "after 3 of 13
+#: layers"); see :func:`interrupted_message`.
+INTERRUPT_NOTES: list[str] = []
+
+
+def interrupted_message() -> str:
+    """The one line of a command stopped by Ctrl-C (after ``interrupted``):
+    what finished and was written, and where; clears :data:`WRITTEN` and
+    :data:`INTERRUPT_NOTES`. Every file is written atomically
+    (:func:`jaxconvviz._atomic.atomic_write`), so none is half-written."""
+    notes = "; ".join(INTERRUPT_NOTES)
+    INTERRUPT_NOTES.clear()
+    head = f"interrupted{' ' + notes if notes else ''}"
+    files = list(dict.fromkeys(WRITTEN))
+    WRITTEN.clear()
+    if not files:
+        return f"{head}; nothing was written."
+    where = sorted({str(f.parent) for f in files})
+    names = ", ".join(f.name for f in files[:6]) + (" ..." if len(files) > 6 else "")
+    return (f"{head}; the {len(files)} file{'s' if len(files) > 1 else ''} "
+            f"finished before it are kept in {', '.join(repr(w) for w in where)} "
+            f"({names}); nothing half-written.")
+
+
 #: Files saved in :func:`rescue_dir` because their destination failed:
 #: ``(wanted, saved, reason)``; :func:`jaxconvviz.cli.main` reports them.
 RESCUED: list[tuple[Path, Path, str]] = []
@@ -227,7 +254,9 @@ def save_bytes(write: Callable[[BinaryIO], object], path: Path) -> Path:
     path = Path(path)
     made = _missing_parents(path)
     try:
-        return atomic_write(path, write)
+        saved = atomic_write(path, write)
+        WRITTEN.append(saved)
+        return saved
     except OSError as e:
         reason = e.strerror or str(e)
         for d in made:
@@ -242,6 +271,7 @@ def save_bytes(write: Callable[[BinaryIO], object], path: Path) -> Path:
                            f"{str(rescue_dir())!r} ({e2.strerror or e2}); the "
                            "result is lost.") from None
         RESCUED.append((path, saved, reason))
+        WRITTEN.append(saved)
         return saved
 
 

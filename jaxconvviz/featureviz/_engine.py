@@ -3,10 +3,11 @@
 :func:`~jaxconvviz.render`, :func:`~jaxconvviz.filter_patterns` and
 :func:`~jaxconvviz.filter_atlas` all go through :func:`prepare` (every
 argument checked and every layer planned before any compute: chunks from a
-memory budget, devices, the compute model) and :func:`execute` (every
-layer's chunks dispatched, then landed in order with progress, dead
-filters reported). The model is bound to its backend once, in
-:func:`prepare` (:func:`jaxconvviz.backend.bind`).
+memory budget, devices, the compute model) and :func:`execute` (each
+layer's chunks run in paced segments, :mod:`~jaxconvviz.featureviz._pace`,
+then landed in order with progress, dead filters reported). The model is
+bound to its backend once, in :func:`prepare`
+(:func:`jaxconvviz.backend.bind`).
 
 Imports jax and numpy only.
 """
@@ -27,12 +28,14 @@ from jaxconvviz.backend import bind
 from jaxconvviz.backend.config import Backend, default_backend
 from jaxconvviz.backend.resolve import resolve_stop_dead
 from jaxconvviz.errors import InputError
+from jaxconvviz.featureviz import _pace
 from jaxconvviz.featureviz import _plan as pl
 from jaxconvviz.featureviz import _programs as pg
 from jaxconvviz.featureviz.objectives import Objective
 from jaxconvviz.featureviz.progress import (
     DeadFilterWarning,
     Progress,
+    RunInterrupted,
     SlowOnCPUWarning,
     as_progress,
     dead_filter_hint,
@@ -340,52 +343,100 @@ def warn_dead(req: Request, layer: str, out) -> list[int]:
     return dead
 
 
-def execute(params, req: Request, *, to_host: bool) -> list:
-    """Run a prepared request: every layer's chunks dispatched first (the
-    device queue never drains between layers; with ``to_host`` each chunk's
-    copy to the host starts at once), then landed in order, reporting
-    progress per chunk when its result is ready. Returns one array per layer
-    (``to_host``: numpy, else on the first device), ``(n, size, size, c)``
-    or with thresholds ``(len(thresholds), n, ...)``; the book style's
-    dead filters are warned about."""
+def layer_work(req: Request) -> list[_pace.LayerWork]:
+    """Each layer's chunk-steps and the planner's seconds per chunk-step
+    (:func:`~jaxconvviz.featureviz._plan.estimate_seconds`, the CPU model;
+    the pacer corrects it by the measured segment times on any platform)."""
+    net = req.size + req.style.margin
+    out = []
+    for plan in req.plans:
+        steps = req.specs[plan.layer].steps
+        per = None
+        if req.model is not None:
+            est = pl.estimate_seconds(req.model, [plan], net, 1,
+                                      step_factor=pl.STEP_FACTOR[req.style.name])
+            per = est / max(1, plan.n_chunks) if est > 0 else None
+        out.append(_pace.LayerWork(plan.layer, plan.n_filters,
+                                   plan.n_chunks * steps, per))
+    return out
+
+
+def execute(params, req: Request, *, to_host: bool, pacer=None) -> list:
+    """Run a prepared request, layer by layer: each chunk's ascent cut into
+    segments of about :data:`~jaxconvviz.featureviz._pace.SEGMENT_SECONDS`
+    with at most :data:`~jaxconvviz.featureviz._pace.QUEUE_DEPTH` in flight
+    (:class:`~jaxconvviz.featureviz._pace.Pacer`: Ctrl-C is taken within a
+    poll and leaves at most about one segment to finish), then the layer's chunks
+    landed in order (with ``to_host`` each chunk's copy to the host starts
+    at once), reporting progress per chunk and, between chunks, heartbeats
+    with the time left corrected by the measured segment times. Returns one
+    array per layer (``to_host``: numpy, else on the first device), ``(n,
+    size, size, c)`` or with thresholds ``(len(thresholds), n, ...)``; the
+    book style's dead filters are warned about. A KeyboardInterrupt becomes
+    :class:`~jaxconvviz.featureviz.progress.RunInterrupted` carrying the
+    layers that finished."""
     prog = as_progress(req.run.progress, req.desc)
     total = sum(p.n_filters for p in req.plans)
     if isinstance(prog, Progress):
         prog.start(total, req.estimate)
-    done, results = 0, []
+
+    def beat(done, left, layer, heartbeat):
+        if isinstance(prog, Progress):
+            prog.update(done, total, layer=layer, left=left, heartbeat=heartbeat)
+
+    if pacer is None:
+        pacer = _pace.Pacer(layer_work(req), on_progress=beat,
+                            adaptive=pl.all_addressable(req.devs))
+    results, finished = [], {}
     try:
-        dispatched = [(plan, pg.run_spec(
-            params, req.specs[plan.layer], req.compute, plan, req.fsel[plan.layer],
-            key=req.key, devs=req.devs, size=req.size, loop=req.loop, init=req.init,
-            finish=_copy_to_host_async if to_host else None,
-            stop_dead=req.stop_dead)) for plan in req.plans]
-        for plan, chunks in dispatched:
-            landed = []
-            for c, x in enumerate(chunks):
-                if to_host:
-                    x = jax.tree.map(pl.fetch, x)
-                elif prog is not None:
-                    # dispatch is asynchronous: wait, so that a chunk is
-                    # reported when it is done, not when it was queued
-                    jax.block_until_ready(x)
-                landed.append(x)
-                done += min(plan.chunk, plan.n_filters - c * plan.chunk)
-                if isinstance(prog, Progress):
-                    prog.update(done, total, layer=plan.layer, chunk=c + 1,
-                                n_chunks=plan.n_chunks)
-                elif prog is not None:
-                    prog(done, total)
-            thresholds = req.specs[plan.layer].thresholds
-            out = pg.concat_chunks(landed, plan.n_filters, thresholds)
-            if not to_host:
-                out = _on_first_device(out, req.devs, plan.n_devices)
-            if isinstance(req.style, Book) and not thresholds:
-                warn_dead(req, plan.layer, out)
-            results.append(out)
+        with pacer.interrupt:  # Ctrl-C taken at the pacer's polls only
+            _run_layers(params, req, pacer, prog, to_host, total, results, finished)
+            pacer.check()  # pressed after the last poll: still a stop
+    except KeyboardInterrupt as e:
+        pacer.settle()  # never exit with segments in flight
+        if isinstance(e, RunInterrupted):
+            raise
+        raise RunInterrupted(finished, [p.layer for p in req.plans]) from None
     finally:
         if isinstance(prog, Progress):
             prog.close()
     return results
+
+
+def _run_layers(params, req: Request, pacer, prog, to_host: bool, total: int,
+                results: list, finished: dict) -> None:
+    """:func:`execute`'s loop: each layer dispatched (paced), landed,
+    appended to ``results`` and ``finished`` (``{layer: out}``)."""
+    done = 0
+    for i, plan in enumerate(req.plans):
+        pacer.begin(i)
+        chunks = pg.run_spec(
+            params, req.specs[plan.layer], req.compute, plan,
+            req.fsel[plan.layer], key=req.key, devs=req.devs, size=req.size,
+            loop=req.loop, init=req.init,
+            finish=_copy_to_host_async if to_host else None,
+            stop_dead=req.stop_dead, pace=pacer)
+        landed = []
+        for c, x in enumerate(chunks):
+            pacer.wait(x)  # polling: a chunk is reported when it is done
+            if to_host:
+                x = jax.tree.map(pl.fetch, x)
+            landed.append(x)
+            done += min(plan.chunk, plan.n_filters - c * plan.chunk)
+            if isinstance(prog, Progress):
+                prog.update(done, total, layer=plan.layer, chunk=c + 1,
+                            n_chunks=plan.n_chunks, left=pacer.seconds_left())
+            elif prog is not None:
+                prog(done, total)
+        pacer.end()
+        thresholds = req.specs[plan.layer].thresholds
+        out = pg.concat_chunks(landed, plan.n_filters, thresholds)
+        if not to_host:
+            out = _on_first_device(out, req.devs, plan.n_devices)
+        if isinstance(req.style, Book) and not thresholds:
+            warn_dead(req, plan.layer, out)
+        results.append(out)
+        finished[plan.layer] = out
 
 
 def _on_first_device(x, devs: tuple, n_dev: int):

@@ -257,9 +257,11 @@ def _book_init_program(size: int, channels: int, image_dtype: str,
 class Program:
     """The compiled pieces of one spec on one model, size and device set:
     ``init(key, ids)``, ``step(params, state, ids, hyper, t)``,
-    ``ascend(params, state, ids, hyper, t0, n)`` (``n`` steps in a
-    ``fori_loop``) and ``raw(state)`` (the images in the style's domain;
-    None: the state itself)."""
+    ``ascend(params, state, ids, hyper, t0, n)`` (steps ``t0 .. t0 + n - 1``
+    in a ``fori_loop``; ``n`` an int32 scalar *traced*, so segments of any
+    length share one compiled program and chain bit for bit) and
+    ``raw(state)`` (the images in the style's domain; None: the state
+    itself)."""
 
     def __init__(self, spec: RenderSpec, model: ConvNet, size: int, channels: int,
                  channel_only: bool, mesh, key_impl: str | None):
@@ -281,23 +283,24 @@ class Program:
             return _lucid_init(key, ids, spec=spec, size=size, channels=channels,
                                n_channels=n_channels)
 
-        def ascend(params, state, ids, hyper, t0, *, n):
+        def ascend(params, state, ids, hyper, t0, n):
+            # n traced: one compiled loop for every segment length, so an
+            # ascent cut into segments (the engine's pacing) runs the very
+            # same loop body as one call of all its steps: bit-identical
             def body(i, s):
                 return step(params, s, ids, hyper, t0 + i)
 
-            return jax.lax.fori_loop(0, n, body, state)
+            return jax.lax.fori_loop(jnp.int32(0), n, body, state)
 
         self.init = (_jit_init(lucid_init, mesh) if lucid else _book_init_program(
             size, channels, jnp.dtype(spec.style.image_dtype).name, key_impl, mesh))
         if mesh is None:
             self.step = jax.jit(step)
-            self.ascend = jax.jit(ascend, static_argnames=("n",))
+            self.ascend = jax.jit(ascend)
         else:
             self.step = jax.jit(pl.per_device(step, mesh, n_rows=2, n_repl_after=2))
-            self.ascend = jax.jit(
-                lambda p, s, i, h, t0, n: pl.per_device(
-                    functools.partial(ascend, n=n), mesh, n_rows=2,
-                    n_repl_after=2)(p, s, i, h, t0), static_argnames=("n",))
+            self.ascend = jax.jit(pl.per_device(ascend, mesh, n_rows=2,
+                                                n_repl_after=3))
         if lucid:
             self.raw = jax.jit(lambda s: lucid_images01(s["z"], spec=spec,
                                                         size=size) * 255.0)
@@ -337,7 +340,7 @@ def row_ids(fidx: np.ndarray, n_channels: int, *, occurrences: bool) -> np.ndarr
 def run_spec(params: Params, spec: RenderSpec, model: ConvNet, plan: pl.LayerPlan,
              fidx: np.ndarray, *, key, devs: tuple, size: int,
              loop: str = "python", init=None, finish=None,
-             stop_dead: bool = False) -> list:
+             stop_dead: bool = False, pace=None) -> list:
     """Dispatch ``spec`` for the filters ``fidx`` of ``plan.layer``, chunk by
     chunk (asynchronously: nothing waits for a result).
 
@@ -352,11 +355,19 @@ def run_spec(params: Params, spec: RenderSpec, model: ConvNet, plan: pl.LayerPla
     an array, or with ``spec.thresholds`` a tuple of snapshots.
     ``stop_dead``: see :func:`run_spec_stop_dead` (applies where
     :func:`stop_dead_applies`; ignored elsewhere).
+    ``pace``: None (each chunk's steps in one call), or an object with
+    ``length(remaining) -> n`` (the steps of the next segment, at most
+    ``remaining``) and ``pace(state, n)``, called after each segment is
+    dispatched (it may wait: at most a few segments are queued, so a
+    KeyboardInterrupt is taken within about a segment's time;
+    :class:`jaxconvviz.featureviz._pace.Pacer`). Segments run the same
+    compiled loop body, so the result does not depend on how the steps are
+    cut.
     """
     if stop_dead and stop_dead_applies(spec, devs[:plan.n_devices]):
         return run_spec_stop_dead(params, spec, model, plan, fidx, key=key,
                                   devs=devs, size=size, loop=loop, init=init,
-                                  finish=finish)
+                                  finish=finish, pace=pace)
     channels = int(model.input_shape[2])
     m = spec.model_for(model)
     devs = tuple(devs[:plan.n_devices])
@@ -405,13 +416,18 @@ def run_spec(params: Params, spec: RenderSpec, model: ConvNet, plan: pl.LayerPla
             state = prog.init(kd_d, ids_d)
         snaps, t = [], 0
         for stop in stops:
-            if loop == "fori":
-                state = prog.ascend(params_d, state, ids_d, hyper_d, put_t(t),
-                                    n=stop - t)
-            else:
-                for s in range(t, stop):
-                    state = prog.step(params_d, state, ids_d, hyper_d, put_t(s))
-            t = stop
+            while t < stop:  # segments of pace.length() steps (all: no pace)
+                n = stop - t if pace is None else pace.length(stop - t)
+                if loop == "fori":
+                    state = prog.ascend(params_d, state, ids_d, hyper_d, put_t(t),
+                                        put_t(n))
+                else:
+                    for s in range(t, t + n):
+                        state = prog.step(params_d, state, ids_d, hyper_d,
+                                          put_t(s))
+                t += n
+                if pace is not None:
+                    pace(state, n)
             if spec.thresholds and stop in spec.thresholds:
                 snaps.append(state if out_fn is None else out_fn(state))
         if spec.thresholds:
@@ -449,7 +465,8 @@ def stop_dead_applies(spec: RenderSpec, devs) -> bool:
 
 def run_spec_stop_dead(params: Params, spec: RenderSpec, model: ConvNet,
                        plan: pl.LayerPlan, fidx: np.ndarray, *, key, devs: tuple,
-                       size: int, loop: str, init=None, finish=None) -> list:
+                       size: int, loop: str, init=None, finish=None,
+                       pace=None) -> list:
     """:func:`run_spec` for the book style, with dead filters stopped after
     their first step.
 
@@ -467,7 +484,9 @@ def run_spec_stop_dead(params: Params, spec: RenderSpec, model: ConvNet,
     """
     n = int(fidx.shape[0])
     first = run_spec(params, replace(spec, steps=1), model, plan, fidx, key=key,
-                     devs=devs, size=size, loop=loop, init=init)
+                     devs=devs, size=size, loop=loop, init=init, pace=pace)
+    if pace is not None:
+        pace.drain()  # the host sync below: wait where Ctrl-C is taken
     x1 = concat_chunks(first, n, ())
     if init is not None:
         x0 = jnp.asarray(init, jnp.float32)
@@ -484,7 +503,7 @@ def run_spec_stop_dead(params: Params, spec: RenderSpec, model: ConvNet,
                         n_chunks=-(-int(alive.size) // plan.chunk))
         rest = run_spec(params, replace(spec, steps=spec.steps - 1), model, plan2,
                         fidx[alive], key=None, devs=devs, size=size,
-                        loop=loop, init=x1[alive])
+                        loop=loop, init=x1[alive], pace=pace)
         out = x1.at[alive].set(concat_chunks(rest, int(alive.size), ()))
     fin = finish if finish is not None else (lambda x: x)
     pad = plan.chunk * plan.n_chunks - n

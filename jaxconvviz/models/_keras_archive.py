@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxconvviz.errors import InputError
-from jaxconvviz.models.weights.limits import read_zip_member
+from jaxconvviz.models.weights.limits import member_cap, read_zip_member
 
 #: Largest ``config.json`` member read from a ``.keras`` archive (64 MiB; the
 #: config of DenseNet201 is about 1 MB), below the weights ceiling when that
@@ -36,7 +36,10 @@ def read_keras_archive(path: Path, label: str, *, expect: Expect | None = None,
     Zip members are streamed and bounded (:func:`~jaxconvviz.models.weights.
     limits.read_zip_member`: the ceiling, a zip-bomb ratio check, never past
     the declared size); ``config.json`` may take at most
-    :data:`MAX_CONFIG_BYTES`. ``expect`` is called with the parsed config
+    :data:`MAX_CONFIG_BYTES`; ``model.weights.h5`` at most
+    :func:`~jaxconvviz.models.weights.limits.member_cap` of the shapes
+    ``expect`` returns (what the architecture needs plus a margin, and never
+    more than the absolute ceiling). ``expect`` is called with the parsed config
     before any weight is read; the ``(expected, group_names)`` it returns are
     passed to :func:`~jaxconvviz.models.weights.read_keras_weights`, so every
     dataset is checked against the shape the architecture declares (and the
@@ -66,8 +69,9 @@ def read_keras_archive(path: Path, label: str, *, expect: Expect | None = None,
                                                      max_bytes=cap),
                                      label, "config.json")
                 expected, groups = expect(config) if expect else (None, None)
-                blob = read_zip_member(zf, "model.weights.h5", label,
-                                       max_bytes=max_bytes)
+                blob = read_zip_member(
+                    zf, "model.weights.h5", label, max_bytes=max_bytes,
+                    cap=member_cap(_shapes(expected), max_bytes=max_bytes))
         except (zipfile.BadZipFile, zlib.error, EOFError) as e:
             raise InputError(
                 f"{label}: corrupt or truncated .keras archive ({e})."
@@ -114,6 +118,15 @@ def read_keras_archive(path: Path, label: str, *, expect: Expect | None = None,
         except (KeyError, OSError) as e:
             raise InputError(f"{label}: corrupt Keras weights ({e}).") from None
     return config, weights
+
+
+def _shapes(expected):
+    """Every shape of ``expected`` (``{layer: [shape, ...]}`` or ``{layer:
+    {param: shape}}``), or None."""
+    if expected is None:
+        return None
+    return [s for shapes in expected.values()
+            for s in (shapes.values() if isinstance(shapes, Mapping) else shapes)]
 
 
 class _NamedBytesIO(io.BytesIO):

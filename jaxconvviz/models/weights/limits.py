@@ -11,6 +11,12 @@ Every dataset of a weights file (HDF5 dataset, ``.npz`` entry, the
 - always, the total stays under an absolute ceiling, :data:`MAX_WEIGHT_BYTES`
   (4 GiB; set ``$JAXCONVVIZ_MAX_WEIGHT_BYTES`` or pass ``max_bytes=`` to
   raise or lower it);
+- the ``model.weights.h5`` member of a ``.keras`` zip is inflated only up to
+  :func:`member_cap`: the smaller of that ceiling and what the architecture
+  built from ``config.json`` needs (8 bytes per value, plus
+  :data:`CAP_MARGIN` and :data:`HDF5_BYTES_PER_ARRAY` per array), so a
+  small model's archive cannot make the reader allocate gigabytes before its
+  datasets are checked;
 - a dataset must hold numbers (no strings, objects, compound or opaque types
   other than Keras 3's bfloat16), must not point outside the file (external
   or virtual storage), must have all its bytes in the file (a "sparse"
@@ -39,6 +45,9 @@ MAX_WEIGHT_BYTES = 4 << 30
 MAX_BYTES_ENV = "JAXCONVVIZ_MAX_WEIGHT_BYTES"
 #: Slack over what a known architecture needs (metadata, small extra arrays).
 CAP_MARGIN = 1 << 20
+#: HDF5 bookkeeping allowed per weight array in a ``.keras`` weights member
+#: (object headers, attributes, B-tree nodes: 1-4 KiB in files Keras writes).
+HDF5_BYTES_PER_ARRAY = 16 << 10
 #: Largest accepted ratio of a compressed dataset's size to its stored size
 #: (float weights compress about 1.1x; an array of zeros about 1000x).
 MAX_EXPANSION = 64
@@ -111,22 +120,49 @@ def declared_nbytes(shape, itemsize: int) -> int:
     return math.prod(int(s) for s in shape) * int(itemsize)
 
 
+def member_cap(shapes, *, max_bytes: int | None = None) -> tuple[int, str]:
+    """``(cap, why)``: the most bytes a ``.keras`` weights member may inflate
+    to. ``shapes``: every weight shape the architecture declares (an iterable
+    of shapes), or None (unknown: the absolute ceiling alone). The cap is the
+    smaller of :func:`weight_ceiling` and ``8 bytes x values +``
+    :data:`CAP_MARGIN` ``+`` :data:`HDF5_BYTES_PER_ARRAY` ``x arrays``;
+    ``why`` says which, for the message."""
+    ceiling = weight_ceiling(max_bytes)
+    why = (f"the ceiling of {_fmt(ceiling)} (raise it with ${MAX_BYTES_ENV} or "
+           "max_bytes=)")
+    if shapes is None:
+        return ceiling, why
+    shapes = list(shapes)
+    need = (sum(declared_nbytes(s, 8) for s in shapes) + CAP_MARGIN
+            + HDF5_BYTES_PER_ARRAY * len(shapes))
+    if need < ceiling:
+        return need, (f"the cap of {_fmt(need)} (what the model's architecture "
+                      "needs plus a margin)")
+    return ceiling, why
+
+
 def read_zip_member(zf: zipfile.ZipFile, name: str, label: str, *,
-                    max_bytes: int | None = None) -> bytes:
+                    max_bytes: int | None = None, cap: tuple[int, str] | None = None
+                    ) -> bytes:
     """The bytes of one zip member, streamed and stopped at the ceiling.
 
-    The member's declared size is checked first (over the ceiling, or a
+    The member's declared size is checked first (over the ceiling -- or
+    ``cap``, ``(bytes, why)`` from :func:`member_cap`, when given -- or a
     compression ratio over 1000 on more than 1 MiB: refused before
     decompressing); then at most the declared size is inflated, so a member
     whose header lies cannot run past it.
     """
-    ceiling = weight_ceiling(max_bytes)
+    if cap is None:
+        ceiling = weight_ceiling(max_bytes)
+        why = (f"the ceiling of {_fmt(ceiling)} (raise it with ${MAX_BYTES_ENV} "
+               "or max_bytes=)")
+    else:
+        ceiling, why = cap
     info = zf.getinfo(name)
     where = f"archive member {name!r}"
     if info.file_size > ceiling:
         raise InputError(
-            f"{label}: {where} declares {_fmt(info.file_size)}, over the ceiling of "
-            f"{_fmt(ceiling)} (raise it with ${MAX_BYTES_ENV} or max_bytes=); "
+            f"{label}: {where} declares {_fmt(info.file_size)}, over {why}; "
             "refused before decompressing it.")
     if info.file_size > _SMALL and info.file_size > 1000 * max(info.compress_size, 1):
         raise InputError(
@@ -150,7 +186,9 @@ __all__ = [
     "MAX_BYTES_ENV",
     "MAX_EXPANSION",
     "CAP_MARGIN",
+    "HDF5_BYTES_PER_ARRAY",
     "Budget",
+    "member_cap",
     "weight_ceiling",
     "declared_nbytes",
     "read_zip_member",
