@@ -9,11 +9,26 @@ writer crashed, was interrupted or found the data bad (e.g. a wrong MD5).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+#: Temp files of writes in flight: removed by :func:`remove_temp_files` when
+#: the command line must end the process without unwinding (a Ctrl-C stuck
+#: in compiled code, :mod:`jaxconvviz._interrupt`).
+_IN_FLIGHT: set[str] = set()
+
+
+def remove_temp_files() -> None:
+    """Remove the temp files of writes in flight (their destinations keep the
+    old content or stay absent)."""
+    for tmp in list(_IN_FLIGHT):
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    _IN_FLIGHT.clear()
 
 
 def _umask() -> int:
@@ -36,6 +51,7 @@ def atomic_write(dst: str | os.PathLike, write: Callable[[BinaryIO], object], *,
                                    suffix=suffix)
     except OSError as e:  # name the file the caller asked for, not the temp
         raise OSError(e.errno, f"cannot write {str(dst)!r}: {e.strerror}") from None
+    _IN_FLIGHT.add(tmp)
     try:
         with os.fdopen(fd, "w+b") as fh:
             write(fh)
@@ -44,6 +60,7 @@ def atomic_write(dst: str | os.PathLike, write: Callable[[BinaryIO], object], *,
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
         os.replace(tmp, dst)
     finally:
+        _IN_FLIGHT.discard(tmp)
         if os.path.exists(tmp):
             os.unlink(tmp)
     return dst

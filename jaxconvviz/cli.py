@@ -13,6 +13,11 @@ Each subcommand lives in ``jaxconvviz/commands/<verb>.py`` (see
 :mod:`jaxconvviz.commands`); data flows one way: ``cli`` -> ``commands`` ->
 the library. The commands are the only module family that writes files.
 
+Ctrl-C: exit code 130 within seconds, with one line saying what finished
+and was kept; inside a long compiled call that cannot be cut short, the
+backstop of :mod:`jaxconvviz._interrupt` ends the process after
+``GRACE_SECONDS`` (temp files removed, nothing half-written).
+
 Error policy: a user error -- a :class:`~jaxconvviz.commands.common.CLIError`
 or one of the library's own input errors (:mod:`jaxconvviz.errors`) --
 becomes one line on stderr and exit code 2, no traceback. Anything else is a
@@ -36,8 +41,10 @@ import sys
 import warnings
 from pathlib import Path
 
+from jaxconvviz._interrupt import watchdog
 from jaxconvviz.commands import build_parser
 from jaxconvviz.commands.common import (
+    INTERRUPT_NOTES,
     CLIError,
     interrupted_message,
     rescued_message,
@@ -60,16 +67,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse exits 2 itself on bad syntax
     made = _missing_dirs(getattr(args, "out", None))
-    with warnings.catch_warnings():
+
+    def remove_made():
+        for d in made:  # deepest first; only folders left empty
+            try:
+                d.rmdir()
+            except OSError:
+                break
+
+    def stuck() -> str:  # Ctrl-C inside one long compiled call
+        INTERRUPT_NOTES.insert(0, "inside a compiled computation")
+        return f"jaxconvviz {args.command}: {interrupted_message()}"
+
+    with warnings.catch_warnings(), watchdog(stuck, cleanup=remove_made):
         warnings.showwarning = _plain_warning(args.command)
         try:
             return _run(parser, args)
         finally:
-            for d in made:  # deepest first; only folders left empty
-                try:
-                    d.rmdir()
-                except OSError:
-                    break
+            remove_made()
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import jax
 
+from jaxconvviz._interrupt import acknowledge, is_default
+
 #: Target duration of one segment, in seconds. Each call of the compiled
 #: loop has a fixed cost (about 40-60 ms of CPU time for VGG16's block5 on a
 #: loaded 2-core CPU: entering the loop, its buffers), so segments of 2 s
@@ -76,13 +78,14 @@ class DeferredInterrupt:
         self._old = None
 
     def _handler(self, signum, frame):
+        acknowledge()
         if self.hit:
             raise KeyboardInterrupt
         self.hit = True
 
     def __enter__(self):
         if (threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+                and is_default(signal.getsignal(signal.SIGINT))):
             self._old = signal.signal(signal.SIGINT, self._handler)
         return self
 
