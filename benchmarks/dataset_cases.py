@@ -12,7 +12,14 @@ photo) to a temporary folder and times, in the same process:
 * ``forward_only``: the forward pass of the same layers with no state
   update (what the top-k and statistics cost on top of it).
 
-Target (issue 31, CPU): streamed >= 0.85 x in_memory.
+* with ``--peers`` (torch installed, not ``--smoke``), the PyTorch user's
+  loop on the same folder and weights
+  (:func:`benchmarks.torch_peers.dataset_topk`: ``DataLoader`` workers, ReLU
+  hooks, ``torch.topk``), median of ``--repeat`` runs, and ours once more
+  after it (``ours_runs_s``): ``speedup_vs_peer`` is median over median.
+
+Targets (issue 31, CPU): streamed >= 0.85 x in_memory; streamed >= 1.0 x the
+PyTorch loop (``met_vs_peer``).
 ``examples_memory:N1:N2:SIZE``: resident memory (RSS) after a pass over N1
 and over N2 images generated on the fly (a data source object, so the
 images themselves take no memory); target: < 50 MiB growth.
