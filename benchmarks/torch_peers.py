@@ -8,7 +8,8 @@ are installed; a case whose peer is missing records it as absent.
 
 from __future__ import annotations
 
-__all__ = ["CAM_CLASSES", "PEERS", "available", "device", "notes_loop", "sync",
+__all__ = ["CAM_CLASSES", "PEERS", "JpegFolder", "available", "dataset_topk", "device",
+           "notes_loop", "sync",
            "time_cam", "time_notes_loop", "versions", "vgg_classifier", "vgg_features"]
 
 import importlib.util
@@ -184,3 +185,80 @@ def time_cam(net, target_layer, images_nchw, method: str, *, batch_size=None,
         res = cam(input_tensor=xt, targets=None)
         sync()
         return time.perf_counter() - t0, res
+
+
+# ------------------------------------------------------- issue 31 (dataset)
+#: Keras VGG16's ``preprocess_input`` ("caffe"): BGR means subtracted.
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+class JpegFolder:
+    """What a PyTorch user writes for a folder of images: a map-style
+    ``Dataset`` decoding with PIL and resizing as Keras' ``load_img(...,
+    target_size=(size, size))`` does (nearest neighbour, aspect not kept).
+    Module level so ``DataLoader`` workers can pickle it."""
+
+    def __init__(self, folder, size: int):
+        import os
+
+        self.files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                            if f.lower().endswith((".jpg", ".jpeg", ".png")))
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        with Image.open(self.files[i]) as im:
+            im = im.convert("RGB").resize((self.size, self.size), Image.NEAREST)
+            a = np.asarray(im, dtype=np.uint8)
+        return torch.from_numpy(a.copy()), i
+
+
+def dataset_topk(net, folder, *, size: int, batch_size: int, workers: int,
+                 k: int = 9) -> dict:
+    """The PyTorch user's dataset-examples loop: a ``DataLoader`` with
+    ``workers`` decoding processes, a forward hook on every conv's ReLU of
+    ``net`` (:func:`vgg_features`), and per unit a running ``torch.topk``
+    over images of the per-image spatial max (one position per image: the
+    argmax), under ``torch.inference_mode``. Returns per hooked layer
+    ``(values (k, C), image indices (k, C), positions (k, C))``."""
+    import torch
+
+    relus = [m for i, m in enumerate(net) if isinstance(m, torch.nn.ReLU)]
+    state: dict = {}
+    cur: dict = {}
+
+    def hook(j):
+        def fn(_mod, _inp, out):
+            v, pos = out.flatten(2).max(dim=2)           # (B, C) per-image max
+            idx = cur["index"][:, None].expand_as(v)
+            if j in state:
+                pv, pi, pp = state[j]
+                v, idx, pos = (torch.cat([pv, v]), torch.cat([pi, idx]),
+                               torch.cat([pp, pos]))
+            top, sel = torch.topk(v, min(k, v.shape[0]), dim=0)
+            state[j] = (top, idx.gather(0, sel), pos.gather(0, sel))
+        return fn
+
+    handles = [m.register_forward_hook(hook(j)) for j, m in enumerate(relus)]
+    loader = torch.utils.data.DataLoader(
+        JpegFolder(folder, size), batch_size=batch_size, shuffle=False,
+        num_workers=workers, persistent_workers=False)
+    mean = torch.tensor(_CAFFE_MEAN_BGR).view(1, 3, 1, 1).to(device())
+    try:
+        with torch.inference_mode():
+            for images, index in loader:
+                x = images.to(device()).permute(0, 3, 1, 2).float()
+                x = x.flip(1) - mean                     # RGB -> BGR, caffe mean
+                cur["index"] = index.to(device())
+                net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    sync()
+    return {j: tuple(t.cpu().numpy() for t in s) for j, s in state.items()}
