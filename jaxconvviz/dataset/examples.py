@@ -105,6 +105,15 @@ class _Reporter:
             self.bar.close()
 
 
+def _wait(tree) -> None:
+    """Wait for ``tree``'s arrays by polling, so the main thread keeps running
+    Python and takes Ctrl-C at once (a blocking wait would hold it inside the
+    runtime until the batch finishes; see :mod:`jaxconvviz._interrupt`)."""
+    leaves = jax.tree.leaves(tree)
+    while not all(x.is_ready() for x in leaves):
+        time.sleep(0.005)
+
+
 def _flat(state: dict, layers) -> dict:
     return {f"{i}:{f}": np.asarray(v) for i, name in enumerate(layers)
             for f, v in state[name].items()}
@@ -299,6 +308,9 @@ def dataset_examples(params: Params, source, *, layers=None, k: int = 9,
     # (state, images done): one name, rebound in one step, so Ctrl-C at any
     # moment saves a state and a position that belong together
     at = (state, start)
+    # the newest (state, images done) whose computation has finished: what a
+    # Ctrl-C saves without waiting for the batch in flight
+    ready = at
     last_saved, prev = start, None
     try:
         for batch in iterate(ds, size=size, batch_size=bs, start=start,
@@ -311,16 +323,17 @@ def dataset_examples(params: Params, source, *, layers=None, k: int = 9,
             bad.extend((int(i), str(nm), str(r)) for i, nm, r in batch.bad)
             at = (new, int(batch.end))
             if prev is not None:  # at most two batches in flight
-                jax.block_until_ready(prev)
-            prev = new
+                _wait(prev[0])
+                ready = prev
+            prev = at
             report(at[1])
             if checkpoint is not None and at[1] // checkpoint_every > \
                     last_saved // checkpoint_every and at[1] < n:
                 save(*at)
                 last_saved = at[1]
     except KeyboardInterrupt:
-        if checkpoint is not None and count == 1 and at[1] > last_saved:
-            save(*at)
+        if checkpoint is not None and count == 1 and ready[1] > last_saved:
+            save(*ready)
         raise
     finally:
         report.close()
