@@ -415,7 +415,10 @@ def test_examples_interrupted_then_resumed(tmp_path, tiny_keras, photos,
     assert _run_examples(tiny_keras, photos, out, "--checkpoint-every", "4") == 130
     monkeypatch.setattr(stream, "update", real)
     cap = capsys.readouterr()
-    assert "interrupted: the checkpoint in" in cap.out, cap
+    # the interrupt is one line: what was kept and how to continue
+    line = cap.err.strip().splitlines()[-1]  # after the per-file warnings
+    assert line.startswith("jaxconvviz examples: interrupted (the checkpoint in "), cap
+    assert "lets `--resume` continue)" in line
     assert (out / "checkpoint").is_dir() and not (out / "result").exists()
     assert _run_examples(tiny_keras, photos, out) == 2
     _one_line(capsys, "holds an unfinished run; pass --resume")

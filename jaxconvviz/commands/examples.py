@@ -33,6 +33,7 @@ import shutil
 from pathlib import Path
 
 from jaxconvviz.commands.common import (
+    INTERRUPT_NOTES,
     CLIError,
     add_model_args,
     load_model_and_params,
@@ -162,8 +163,15 @@ def run(args: argparse.Namespace) -> int:
     result = _compute(args, ds, model, params, layers, ckpt)
     if not main or result is None:
         return 0
-    write_outputs(result, d, desc=desc, unit_figures=args.unit_figures,
-                  crop_size=args.crop_size)
+    try:
+        write_outputs(result, d, desc=desc, unit_figures=args.unit_figures,
+                      crop_size=args.crop_size)
+    except KeyboardInterrupt:
+        if ckpt.exists():  # the pass is complete there: nothing to recompute
+            INTERRUPT_NOTES.append(
+                f"while writing; the finished pass is in {str(ckpt)!r}: "
+                "`--resume` writes the outputs without recomputing it")
+        raise
     shutil.rmtree(ckpt, ignore_errors=True)
     return 0
 
@@ -184,7 +192,8 @@ def _compute(args, ds, model, params, layers, ckpt):
             size=args.size)
     except KeyboardInterrupt:
         if ckpt.exists():
-            say(f"interrupted: the checkpoint in {ckpt} lets `--resume` continue")
+            INTERRUPT_NOTES.append(f"(the checkpoint in {str(ckpt)!r} lets "
+                                   "`--resume` continue)")
         raise
 
 

@@ -331,6 +331,9 @@ def dataset_examples(params: Params, source, *, layers=None, k: int = 9,
                     last_saved // checkpoint_every and at[1] < n:
                 save(*at)
                 last_saved = at[1]
+        if prev is not None:  # the last batch: a Ctrl-C now still saves it
+            _wait(prev[0])
+            ready = prev
     except KeyboardInterrupt:
         if checkpoint is not None and count == 1 and ready[1] > last_saved:
             save(*ready)
