@@ -53,6 +53,24 @@ def handled() -> int:
         return _handled
 
 
+#: Callables run by the backstop before it ends the process, newest first
+#: (:func:`before_forced_exit`); each returns a note for the line or None.
+_HOOKS: list[Callable[[], str | None]] = []
+
+
+@contextlib.contextmanager
+def before_forced_exit(fn: Callable[[], str | None]) -> Iterator[None]:
+    """While active, the backstop calls ``fn()`` (from its own thread, the
+    main thread being stuck) before ending the process: e.g. the dataset pass
+    saves its newest finished state there. ``fn`` returns a note for the
+    command's line (what it kept) or None."""
+    _HOOKS.append(fn)
+    try:
+        yield
+    finally:
+        _HOOKS.remove(fn)
+
+
 def sigint_handler(signum, frame):
     """Python's default SIGINT behaviour (raise KeyboardInterrupt), plus
     :func:`acknowledge`. Engines that defer interrupts treat it as the
@@ -67,11 +85,12 @@ def is_default(handler) -> bool:
 
 
 @contextlib.contextmanager
-def watchdog(on_stuck: Callable[[], str], *, grace: float | None = None,
+def watchdog(on_stuck: Callable[[list[str]], str], *, grace: float | None = None,
              cleanup: Callable[[], None] | None = None) -> Iterator[None]:
     """While active, an interrupt unacknowledged for ``grace`` seconds ends
-    the process: temp files removed, ``cleanup()`` called, the line
-    ``on_stuck()`` printed on stderr, exit code 130. A no-op outside the main
+    the process: the :func:`before_forced_exit` hooks run, temp files are
+    removed, ``cleanup()`` is called, the line ``on_stuck(notes)`` (the hooks'
+    notes) is printed on stderr, exit code 130. A no-op outside the main
     thread or where SIGINT has a handler of the user's own."""
     if (threading.current_thread() is not threading.main_thread()
             or not is_default(signal.getsignal(signal.SIGINT))):
@@ -123,14 +142,22 @@ def _until(ok: Callable[[], bool], seconds: float) -> None:
         time.sleep(0.02)
 
 
-def _force_exit(on_stuck: Callable[[], str], cleanup) -> None:
+def _force_exit(on_stuck: Callable[[list[str]], str], cleanup) -> None:
     from jaxconvviz._atomic import remove_temp_files
 
+    notes = []
+    for fn in reversed(list(_HOOKS)):
+        try:
+            note = fn()
+        except Exception as e:  # keep going: the process must end
+            note = f"({type(e).__name__} while saving: {e})"
+        if note:
+            notes.append(note)
     remove_temp_files()
     try:
         if cleanup is not None:
             cleanup()
-        line = on_stuck()
+        line = on_stuck(notes)
     except Exception as e:  # never let the backstop itself hang or trace
         line = f"interrupted ({type(e).__name__} while reporting)"
     try:

@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             except OSError:
                 break
 
-    def stuck() -> str:  # Ctrl-C inside one long compiled call
-        INTERRUPT_NOTES.insert(0, "inside a compiled computation")
+    def stuck(notes: list[str]) -> str:  # Ctrl-C inside one long compiled call
+        INTERRUPT_NOTES[:0] = ["inside a compiled computation", *notes]
         return f"jaxconvviz {args.command}: {interrupted_message()}"
 
     with warnings.catch_warnings(), watchdog(stuck, cleanup=remove_made):

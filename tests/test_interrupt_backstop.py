@@ -87,7 +87,7 @@ def test_acknowledged_interrupt_is_left_to_the_main_thread():
     import os
 
     with pytest.raises(KeyboardInterrupt):
-        with _interrupt.watchdog(lambda: "stuck", grace=0.2):
+        with _interrupt.watchdog(lambda notes: "stuck", grace=0.2):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1.0)  # interrupted by the handler long before
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

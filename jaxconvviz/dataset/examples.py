@@ -25,6 +25,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxconvviz._interrupt import before_forced_exit
 from jaxconvviz._types import Params
 from jaxconvviz.backend import bind
 from jaxconvviz.dataset import checkpoint as ckpt
@@ -312,6 +313,16 @@ def dataset_examples(params: Params, source, *, layers=None, k: int = 9,
     # Ctrl-C saves without waiting for the batch in flight
     ready = at
     last_saved, prev = start, None
+
+    def save_ready() -> str | None:  # the CLI's backstop, main thread stuck
+        if checkpoint is None or count != 1 or ready[1] <= last_saved:
+            return None
+        save(*ready)
+        return (f"(the checkpoint in {str(checkpoint)!r} holds {ready[1]:,} "
+                "images: `--resume` continues)")
+
+    hook = before_forced_exit(save_ready)
+    hook.__enter__()
     try:
         for batch in iterate(ds, size=size, batch_size=bs, start=start,
                              shard=(rank, count)):
@@ -339,6 +350,7 @@ def dataset_examples(params: Params, source, *, layers=None, k: int = 9,
             save(*ready)
         raise
     finally:
+        hook.__exit__(None, None, None)
         report.close()
     state, done = at
     merged, transforms, bad = _gather(state, transforms, sorted(set(bad)), program)
