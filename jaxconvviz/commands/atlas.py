@@ -18,6 +18,7 @@ import argparse
 from jaxconvviz.commands.common import (
     CLIError,
     add_model_args,
+    init_distributed,
     load_model_and_params,
     out_dir,
     parse_slice,
@@ -128,23 +129,12 @@ def _check_args(args) -> None:
         raise CLIError(f"--batch-size must be >= 1; got {args.batch_size}.")
 
 
-def _init_distributed() -> None:
-    import os
-
-    import jax
-
-    kw = {k: int(os.environ[v]) for k, v in (("num_processes", "JAX_NUM_PROCESSES"),
-                                            ("process_id", "JAX_PROCESS_ID"))
-          if v in os.environ}
-    jax.distributed.initialize(**kw)
-
-
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
     if args.filters is None:
         args.filters = ":" if args.all_layers else "0:64"
     if args.distributed:
-        _init_distributed()
+        init_distributed()
     model, params, desc = load_model_and_params(args, include_top=False)
     layers = _layers(args, model)
     margin = 24 if args.style == "lucid" else 0  # lucid pads 12 px per side

@@ -304,6 +304,20 @@ def save_png(array_u8, path: Path) -> Path:
     return save_bytes(png_writer(array_u8), path)
 
 
+def init_distributed() -> None:
+    """``--distributed``: :func:`jax.distributed.initialize`, SLURM/Open MPI
+    auto-detected, else ``JAX_COORDINATOR_ADDRESS`` and the process count and
+    id from ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``."""
+    import os
+
+    import jax
+
+    kw = {k: int(os.environ[v]) for k, v in (("num_processes", "JAX_NUM_PROCESSES"),
+                                            ("process_id", "JAX_PROCESS_ID"))
+          if v in os.environ}
+    jax.distributed.initialize(**kw)
+
+
 def say(msg: str) -> None:
     print(msg, file=sys.stdout, flush=True)
 

@@ -36,6 +36,7 @@ from jaxconvviz.commands.common import (
     INTERRUPT_NOTES,
     CLIError,
     add_model_args,
+    init_distributed,
     load_model_and_params,
     out_dir,
     save_bytes,
@@ -140,13 +141,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{str(ckpt)!r} holds an unfinished run; pass --resume to "
                        "continue it, or remove that folder to start again.")
     if args.distributed:
-        import os
-
-        import jax
-
-        env = (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID"))
-        jax.distributed.initialize(**{k: int(os.environ[v]) for k, v in env
-                                      if v in os.environ})
+        init_distributed()
     import jax
 
     model, params, desc = load_model_and_params(args, include_top=False)
