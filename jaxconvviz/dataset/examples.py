@@ -314,43 +314,40 @@ def dataset_examples(params: Params, source, *, layers=None, k: int = 9,
     ready = at
     last_saved, prev = start, None
 
-    def save_ready() -> str | None:  # the CLI's backstop, main thread stuck
+    def save_ready() -> str | None:  # on Ctrl-C, and from the CLI's backstop
         if checkpoint is None or count != 1 or ready[1] <= last_saved:
             return None
         save(*ready)
         return (f"(the checkpoint in {str(checkpoint)!r} holds {ready[1]:,} "
                 "images: `--resume` continues)")
 
-    hook = before_forced_exit(save_ready)
-    hook.__enter__()
     try:
-        for batch in iterate(ds, size=size, batch_size=bs, start=start,
-                             shard=(rank, count)):
-            images = jax.device_put(batch.images, rows)
-            index = jax.device_put(np.asarray(batch.index, np.int32), rows)
-            new = stream.update(params, at[0], images, index, program=program)
-            ok = batch.index >= 0
-            transforms[batch.index[ok]] = batch.transforms[ok]
-            bad.extend((int(i), str(nm), str(r)) for i, nm, r in batch.bad)
-            at = (new, int(batch.end))
-            if prev is not None:  # at most two batches in flight
+        with before_forced_exit(save_ready):
+            for batch in iterate(ds, size=size, batch_size=bs, start=start,
+                                 shard=(rank, count)):
+                images = jax.device_put(batch.images, rows)
+                index = jax.device_put(np.asarray(batch.index, np.int32), rows)
+                new = stream.update(params, at[0], images, index, program=program)
+                ok = batch.index >= 0
+                transforms[batch.index[ok]] = batch.transforms[ok]
+                bad.extend((int(i), str(nm), str(r)) for i, nm, r in batch.bad)
+                at = (new, int(batch.end))
+                if prev is not None:  # at most two batches in flight
+                    _wait(prev[0])
+                    ready = prev
+                prev = at
+                report(at[1])
+                if checkpoint is not None and at[1] // checkpoint_every > \
+                        last_saved // checkpoint_every and at[1] < n:
+                    save(*at)
+                    last_saved = at[1]
+            if prev is not None:  # the last batch: a Ctrl-C now still saves it
                 _wait(prev[0])
                 ready = prev
-            prev = at
-            report(at[1])
-            if checkpoint is not None and at[1] // checkpoint_every > \
-                    last_saved // checkpoint_every and at[1] < n:
-                save(*at)
-                last_saved = at[1]
-        if prev is not None:  # the last batch: a Ctrl-C now still saves it
-            _wait(prev[0])
-            ready = prev
     except KeyboardInterrupt:
-        if checkpoint is not None and count == 1 and ready[1] > last_saved:
-            save(*ready)
+        save_ready()
         raise
     finally:
-        hook.__exit__(None, None, None)
         report.close()
     state, done = at
     merged, transforms, bad = _gather(state, transforms, sorted(set(bad)), program)
