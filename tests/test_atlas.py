@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -28,6 +27,7 @@ from jaxconvviz.featureviz._plan import (
 )
 from jaxconvviz.featureviz.atlas import atlas_plan, filter_atlas
 from jaxconvviz.run import Run
+from tests._procs import communicate_all, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("block1_conv2", "block3_conv1")  # tiny VGG16: 4 and 8 filters
@@ -302,28 +302,13 @@ def test_sharded_over_4_devices_equals_single(tmp_path, reference):
     _check(out, path, reference)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_equal_single_process(tmp_path, reference):
     path = tmp_path / "proc.npz"
-    port = str(_free_port())
+    port = str(free_port())
     env = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
     procs = [_run([f"proc{i}", str(path), port], env) for i in (0, 1)]
-    outs = []
-    for p in procs:
-        try:
-            outs.append(p.communicate(timeout=300))
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-    for p, (_, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err[-3000:]
+    outs = communicate_all(procs)
     info = json.loads(outs[0][0].strip().splitlines()[-1])
     assert info["processes"] == 2 and info["n_devices"] == 2
     assert "{" not in outs[1][0]  # only process 0 reports and writes

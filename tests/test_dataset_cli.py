@@ -467,15 +467,13 @@ def test_two_processes_write_once_the_single_process_result(tmp_path, tiny_keras
     """``--distributed`` over 2 processes (jax.distributed on 127.0.0.1): each
     reads its shard, process 0 writes, and the result is the 1-process one."""
     import os
-    import socket
     import subprocess
     import sys
 
     from jaxconvviz.dataset import DatasetExamples
+    from tests._procs import communicate_all, free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     out = tmp_path / "out"
     root = Path(__file__).resolve().parents[1]
     procs = []
@@ -489,16 +487,7 @@ def test_two_processes_write_once_the_single_process_result(tmp_path, tiny_keras
              "--layers", *LAYERS, "--k", "4", "--out", str(out), "--batch-size",
              "2", "--unit-figures", "2", "--crop-size", "32", "--distributed"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outs = []
-    try:
-        for p in procs:
-            outs.append(p.communicate(timeout=300))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (_o, e) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, e[-3000:]
+    outs = communicate_all(procs)
     assert "wrote" in outs[0][0] and "wrote" not in outs[1][0]
     a = DatasetExamples.load(out / "result")
     b = DatasetExamples.load(examples_run / "result")

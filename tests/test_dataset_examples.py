@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -27,6 +26,7 @@ from jaxconvviz.dataset.result import DatasetExamples
 from jaxconvviz.errors import InputError
 from jaxconvviz.models.receptive import receptive_field
 from jaxconvviz.run import Run
+from tests._procs import communicate_all, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -316,27 +316,12 @@ def test_four_host_devices_equal_one(tmp_path, reference, acts):
     check_equal(res, acts)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_equal_one(tmp_path, reference):
-    port = str(_free_port())
+    port = str(free_port())
     procs = [_spawn([f"proc{i}", str(tmp_path / "p"), port], {"XLA_FLAGS": ""})
              for i in (0, 1)]
-    outs = []
-    for p in procs:
-        try:
-            outs.append(p.communicate(timeout=300))
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-    for p, (_, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err[-3000:]
+    outs = communicate_all(procs)
     assert "devices 2 processes 2" in outs[0][0] and "devices" not in outs[1][0]
     _same(DatasetExamples.load(tmp_path / "p"), reference)
 
