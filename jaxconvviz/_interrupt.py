@@ -19,7 +19,11 @@ process with exit code 130 (``os._exit``: the stuck call cannot be unwound).
 An acknowledged interrupt is left to the main thread, which keeps and
 writes what finished.
 
-Only the command line installs it (:func:`jaxconvviz.cli.main`); library
+:class:`DeferredInterrupt` is the engines' side: while a paced run is
+active, the first Ctrl-C only sets a flag that the engine takes at its next
+poll (never inside JAX's tracing or compile-cache code).
+
+Only the command line installs the watchdog (:func:`jaxconvviz.cli.main`); library
 calls keep Python's behaviour.
 """
 
@@ -82,6 +86,42 @@ def sigint_handler(signum, frame):
 def is_default(handler) -> bool:
     """Whether ``handler`` raises KeyboardInterrupt as Python's default does."""
     return handler is signal.default_int_handler or handler is sigint_handler
+
+
+class DeferredInterrupt:
+    """Ctrl-C taken at safe points only, while this context is active.
+
+    Python raises KeyboardInterrupt wherever the main thread happens to be
+    when SIGINT arrives: inside JAX's tracing, lowering or persistent-cache
+    code it can leave the runtime half-updated (the interpreter then crashed
+    at exit, SIGSEGV, in about half of the tries with a compile cache). Here
+    the first SIGINT only sets :attr:`hit`; :meth:`Pacer.check` raises
+    KeyboardInterrupt at its next poll (every few ms while waiting). A
+    second SIGINT raises at once, as usual. Active only in the main thread
+    and when SIGINT has Python's default handler (a user's own handler is
+    left alone)."""
+
+    def __init__(self):
+        self.hit = False
+        self._old = None
+
+    def _handler(self, signum, frame):
+        acknowledge()
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __enter__(self):
+        if (threading.current_thread() is threading.main_thread()
+                and is_default(signal.getsignal(signal.SIGINT))):
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+        return False
 
 
 @contextlib.contextmanager

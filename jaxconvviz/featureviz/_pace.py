@@ -26,8 +26,6 @@ and the sleep are injectable (tests run without timing).
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -35,7 +33,7 @@ from dataclasses import dataclass
 
 import jax
 
-from jaxconvviz._interrupt import acknowledge, is_default
+from jaxconvviz._interrupt import DeferredInterrupt
 
 #: Target duration of one segment, in seconds. Each call of the compiled
 #: loop has a fixed cost (about 40-60 ms of CPU time for VGG16's block5 on a
@@ -58,42 +56,6 @@ POLL_SECONDS = 0.005
 #: The progress callback is offered a heartbeat at most this often while
 #: waiting (it prints one only when its own interval has passed).
 BEAT_SECONDS = 0.25
-
-
-class DeferredInterrupt:
-    """Ctrl-C taken at safe points only, while this context is active.
-
-    Python raises KeyboardInterrupt wherever the main thread happens to be
-    when SIGINT arrives: inside JAX's tracing, lowering or persistent-cache
-    code it can leave the runtime half-updated (the interpreter then crashed
-    at exit, SIGSEGV, in about half of the tries with a compile cache). Here
-    the first SIGINT only sets :attr:`hit`; :meth:`Pacer.check` raises
-    KeyboardInterrupt at its next poll (every few ms while waiting). A
-    second SIGINT raises at once, as usual. Active only in the main thread
-    and when SIGINT has Python's default handler (a user's own handler is
-    left alone)."""
-
-    def __init__(self):
-        self.hit = False
-        self._old = None
-
-    def _handler(self, signum, frame):
-        acknowledge()
-        if self.hit:
-            raise KeyboardInterrupt
-        self.hit = True
-
-    def __enter__(self):
-        if (threading.current_thread() is threading.main_thread()
-                and is_default(signal.getsignal(signal.SIGINT))):
-            self._old = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-            self._old = None
-        return False
 
 
 @dataclass
