@@ -258,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
             if args.atlas:
                 from jaxconvviz.report.atlas_page import add_to_report
 
-                add_to_report(tmp, params, model, getattr(args, "dataset", None)
+                add_to_report(tmp, params, model, args.dataset
                               or [im.rgb for im in images], args.atlas,
                               key=jax.random.key(args.seed), grid=args.atlas_grid,
                               render_size=size, steps=args.lucid_steps, log=say)
